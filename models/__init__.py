@@ -1,0 +1,1 @@
+"""Emotion models: encoders, fusion heads, bundles, and the inference entry point."""

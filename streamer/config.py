@@ -1,0 +1,286 @@
+"""Configuration: nested frozen dataclasses loaded from YAML by one strict loader.
+
+Unknown keys and bad values are rejected with a message naming the key and
+what is allowed. Any key can be overridden from the command line with
+``--set section.key=value`` (the value is parsed as YAML, so ``true``, ``3``
+and ``[a, b]`` work).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from streamer.errors import ConfigError
+
+SourceKind = Literal["file", "mic", "stdin"]
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where audio comes from. Resampling to 16 kHz mono happens once, here."""
+
+    kind: SourceKind = "file"
+    path: str = "data/sample_conversation.wav"  # file source; "builtin:sample" = bundled sample
+    realtime: bool = True  # file source: pace chunks at real time (False = as fast as possible)
+    stream_id: str = "default"
+    channel: str = "mono"
+    chunk_ms: int = 100
+    mic_device: str | None = None  # name substring or index; None = system default input
+    mic_sample_rate: int | None = None  # None = the device's default rate
+    stdin_sample_rate: int = 16000
+    stdin_channels: int = 1
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """webrtcvad segmentation into utterances."""
+
+    aggressiveness: int = 2  # 0 (least) .. 3 (most aggressive at rejecting non-speech)
+    frame_ms: Literal[10, 20, 30] = 30
+    start_frames: int = 3  # consecutive voiced frames needed to open an utterance
+    preroll_ms: int = 300  # audio kept before the detected start
+    hangover_ms: int = 300  # silence that ends an utterance
+    min_utterance_ms: int = 250  # shorter speech bursts are treated as noise
+    max_utterance_s: float = 15.0  # longer speech is cut (at a short pause if one exists)
+    partial_interval_s: float = 1.0  # how often SpeechProgress is emitted while speaking
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """faster-whisper transcription."""
+
+    model: str = "packaged:tiny.en"  # "packaged:tiny.en", a local CTranslate2 dir, or a hub id
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    language: str | None = "en"
+    beam_size: int = 1
+    max_new_tokens: int = 128
+    partials: bool = True  # publish utterance.partial while speech goes on
+    word_timestamps: bool = True
+
+
+@dataclass(frozen=True)
+class EmotionConfig:
+    """Fusion-model stage."""
+
+    bundle: str = "builtin:default"  # "builtin:default" = bundle shipped in the package, or a dir
+    device: Literal["cpu", "cuda"] = "cpu"
+    context_size: int = 4  # past utterances of the same stream/channel kept as context
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    text_encoder: str | None = None  # override the bundle's text encoder path/id
+    torch_threads: int = 2
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    """Fan-out event bus."""
+
+    subscriber_queue: int = 1000  # per subscriber; overflow drops the oldest event (counted)
+
+
+@dataclass(frozen=True)
+class WebSocketConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None  # if set, clients must send it (?token= or Authorization: Bearer)
+    max_message_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "emotion"
+    qos: Literal[0, 1, 2] = 1
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    buffer_size: int = 10000  # events kept while the broker is unreachable; oldest dropped beyond
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True)
+class JsonlConfig:
+    path: str | None = None  # write every event as one JSON line to this file
+
+
+@dataclass(frozen=True)
+class StdoutConfig:
+    enabled: bool = True
+    format: Literal["pretty", "json"] = "pretty"
+    include_partials: bool = False
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    emotion: EmotionConfig = field(default_factory=EmotionConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
+    websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    jsonl: JsonlConfig = field(default_factory=JsonlConfig)
+    stdout: StdoutConfig = field(default_factory=StdoutConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+T = TypeVar("T")
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping of {tp.__name__} settings")
+        return from_dict(tp, value, prefix=key + ".")  # type: ignore[arg-type]
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}")
+    raise ConfigError(f"config key '{key}' = {value!r} is invalid: expected {_describe(tp)}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and bad values."""
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'; allowed keys"
+            f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
+        )
+    kwargs = {name: _convert(data[name], hints[name], prefix + name) for name in data}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` into a key path and a YAML-typed value."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
+    node = base
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override key '{'.'.join(path)}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:
+    """Load ``AppConfig`` from a YAML file (or the built-in defaults) plus overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}' does not exist; pass an existing YAML file")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{p}' must hold a mapping at the top level")
+        data = loaded or {}
+    for text in overrides or []:
+        key_path, value = parse_override(text)
+        _merge(data, key_path, value)
+    config = from_dict(AppConfig, data)
+    validate(config)
+    return config
+
+
+def validate(config: AppConfig) -> None:
+    """Range checks the type system cannot express."""
+    seg = config.segmenter
+    checks: list[tuple[bool, str]] = [
+        (0 <= seg.aggressiveness <= 3, "segmenter.aggressiveness must be 0, 1, 2 or 3"),
+        (seg.hangover_ms >= seg.frame_ms, "segmenter.hangover_ms must be >= frame_ms"),
+        (seg.preroll_ms >= 0, "segmenter.preroll_ms must be >= 0"),
+        (seg.start_frames >= 1, "segmenter.start_frames must be >= 1"),
+        (seg.max_utterance_s >= 1.0, "segmenter.max_utterance_s must be >= 1.0"),
+        (seg.max_utterance_s <= 28.0, "segmenter.max_utterance_s must be <= 28 (Whisper window)"),
+        (seg.partial_interval_s > 0, "segmenter.partial_interval_s must be > 0"),
+        (config.source.chunk_ms > 0, "source.chunk_ms must be > 0"),
+        (config.source.stdin_sample_rate > 0, "source.stdin_sample_rate must be > 0"),
+        (config.source.stdin_channels >= 1, "source.stdin_channels must be >= 1"),
+        (config.asr.beam_size >= 1, "asr.beam_size must be >= 1"),
+        (config.asr.cpu_threads >= 0, "asr.cpu_threads must be >= 0 (0 = library default)"),
+        (config.emotion.max_batch >= 1, "emotion.max_batch must be >= 1"),
+        (config.emotion.max_wait_ms >= 0, "emotion.max_wait_ms must be >= 0"),
+        (config.emotion.context_size >= 0, "emotion.context_size must be >= 0"),
+        (config.bus.subscriber_queue >= 1, "bus.subscriber_queue must be >= 1"),
+        (0 <= config.websocket.port <= 65535, "websocket.port must be 0..65535"),
+        (0 <= config.mqtt.port <= 65535, "mqtt.port must be 0..65535"),
+        (config.mqtt.buffer_size >= 1, "mqtt.buffer_size must be >= 1"),
+        (
+            0 < config.mqtt.reconnect_min_s <= config.mqtt.reconnect_max_s,
+            "mqtt.reconnect_min_s must be > 0 and <= reconnect_max_s",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

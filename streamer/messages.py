@@ -1,0 +1,82 @@
+"""Typed messages passed between pipeline stages (frozen dataclasses, never tuples)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Mono float32 audio at 16 kHz, ``t_start`` seconds from stream start."""
+
+    stream_id: str
+    channel: str
+    samples: np.ndarray  # (N,) float32 in [-1, 1]
+    t_start: float
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    t_start: float
+    utterance_index: int
+
+
+@dataclass(frozen=True)
+class SpeechProgress:
+    """Emitted periodically while speech goes on: the utterance's audio so far."""
+
+    utterance_index: int
+    t_start: float
+    t_end: float
+    audio: np.ndarray  # (N,) float32
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A finished speech segment, with the timing needed for latency accounting."""
+
+    utterance_index: int
+    t_start: float  # seconds from stream start (includes pre-roll)
+    t_end: float  # end of the last voiced frame (end of speech)
+    audio: np.ndarray  # (N,) float32, pre-roll included, trailing hangover excluded
+    cut_reason: str  # "pause" | "max_length" | "end_of_stream"
+    t_detected: float  # stream time at which the segmenter decided the utterance ended
+
+
+SegmenterEvent = SpeechStarted | SpeechProgress | Utterance
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds from utterance start
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    words: tuple[Word, ...]
+    language: str | None
+    # Whisper encoder output for the utterance's own frames, (T, D) float32; reused for emotion.
+    encoder_frames: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class EmotionResult:
+    label: str
+    probabilities: dict[str, float]
+    confidence: float
+    model_id: str
+    valence: float | None = None
+    arousal: float | None = None
+    dominance: float | None = None

@@ -1,0 +1,194 @@
+"""Voice-activity segmentation into utterances: a sans-I/O state machine over webrtcvad.
+
+``push(samples)`` takes 16 kHz mono float32 audio of any length and returns the
+events it caused; ``flush()`` ends the stream. No I/O, no clocks: times are
+derived from the number of samples pushed, so tests feed numpy arrays.
+
+Rules:
+- An utterance opens after ``start_frames`` consecutive voiced frames; the
+  ``preroll_ms`` of audio before them is kept.
+- It ends after ``hangover_ms`` of unvoiced frames. Its audio runs to the
+  point of detection (Whisper likes a little trailing silence); ``t_end`` is
+  the end of the last voiced frame, i.e. the end of speech.
+- Speech shorter than ``min_utterance_ms`` is discarded as noise.
+- Speech longer than ``max_utterance_s`` is cut, at the last short pause in
+  its final third if there is one, else at the limit; the rest carries on as
+  the next utterance, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+import numpy as np
+
+from streamer.config import SegmenterConfig
+from streamer.messages import (
+    SAMPLE_RATE,
+    SegmenterEvent,
+    SpeechProgress,
+    SpeechStarted,
+    Utterance,
+)
+
+
+class VoiceDetector(Protocol):
+    def is_speech(self, buf: bytes, sample_rate: int) -> bool: ...
+
+
+def make_vad(aggressiveness: int) -> VoiceDetector:
+    import webrtcvad
+
+    return webrtcvad.Vad(aggressiveness)
+
+
+def to_int16_bytes(samples: np.ndarray) -> bytes:
+    clipped = np.clip(samples, -1.0, 1.0)
+    return (clipped * 32767.0).astype("<i2").tobytes()
+
+
+class Segmenter:
+    def __init__(self, config: SegmenterConfig, vad: VoiceDetector | None = None) -> None:
+        self._cfg = config
+        self._vad = vad if vad is not None else make_vad(config.aggressiveness)
+        self._frame_len = SAMPLE_RATE * config.frame_ms // 1000
+        self._hangover_frames = max(1, config.hangover_ms // config.frame_ms)
+        self._preroll_frames = config.preroll_ms // config.frame_ms
+        self._min_frames = max(1, config.min_utterance_ms // config.frame_ms)
+        self._max_frames = int(config.max_utterance_s * 1000) // config.frame_ms
+        self._progress_frames = max(1, int(config.partial_interval_s * 1000) // config.frame_ms)
+
+        self._pending = np.zeros(0, dtype=np.float32)  # samples not yet forming a whole frame
+        self._frame_index = 0  # index of the next frame to classify
+        # Silence state: recent frames kept as pre-roll, plus the current voiced run.
+        self._recent: deque[tuple[np.ndarray, bool]] = deque(
+            maxlen=self._preroll_frames + config.start_frames
+        )
+        self._voiced_run = 0
+        # Speech state.
+        self._in_speech = False
+        self._frames: list[np.ndarray] = []
+        self._voiced: list[bool] = []
+        self._start_frame = 0
+        self._silence_run = 0
+        self._next_progress = 0
+        self._utterance_index = 0
+
+    # ------------------------------------------------------------------ public
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def push(self, samples: np.ndarray) -> list[SegmenterEvent]:
+        if samples.ndim != 1:
+            raise ValueError(f"segmenter expects mono 1-D audio, got shape {samples.shape}")
+        audio = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        n_frames = len(audio) // self._frame_len
+        events: list[SegmenterEvent] = []
+        for i in range(n_frames):
+            frame = audio[i * self._frame_len : (i + 1) * self._frame_len]
+            voiced = self._vad.is_speech(to_int16_bytes(frame), SAMPLE_RATE)
+            events.extend(self._step(frame, voiced))
+            self._frame_index += 1
+        self._pending = audio[n_frames * self._frame_len :].copy()
+        return events
+
+    def flush(self) -> list[SegmenterEvent]:
+        """End of stream: close an open utterance (if long enough)."""
+        events: list[SegmenterEvent] = []
+        if self._in_speech:
+            events.extend(self._close(len(self._frames), "end_of_stream"))
+        self._pending = np.zeros(0, dtype=np.float32)
+        return events
+
+    # ----------------------------------------------------------------- private
+    def _time(self, frame_index: int) -> float:
+        return frame_index * self._frame_len / SAMPLE_RATE
+
+    def _step(self, frame: np.ndarray, voiced: bool) -> list[SegmenterEvent]:
+        if not self._in_speech:
+            return self._step_silence(frame, voiced)
+        return self._step_speech(frame, voiced)
+
+    def _step_silence(self, frame: np.ndarray, voiced: bool) -> list[SegmenterEvent]:
+        self._recent.append((frame, voiced))
+        self._voiced_run = self._voiced_run + 1 if voiced else 0
+        if self._voiced_run < self._cfg.start_frames:
+            return []
+        recent = list(self._recent)
+        self._recent.clear()
+        self._voiced_run = 0
+        return self._open(
+            [f for f, _ in recent], [v for _, v in recent], self._frame_index + 1 - len(recent)
+        )
+
+    def _open(self, frames: list[np.ndarray], voiced: list[bool], start: int) -> list[SegmenterEvent]:
+        self._in_speech = True
+        self._frames = frames
+        self._voiced = voiced
+        self._start_frame = start
+        self._silence_run = 0
+        self._next_progress = self._progress_frames
+        return [SpeechStarted(t_start=self._time(start), utterance_index=self._utterance_index)]
+
+    def _step_speech(self, frame: np.ndarray, voiced: bool) -> list[SegmenterEvent]:
+        self._frames.append(frame)
+        self._voiced.append(voiced)
+        self._silence_run = 0 if voiced else self._silence_run + 1
+        if self._silence_run >= self._hangover_frames:
+            return self._close(len(self._frames), "pause")
+        if len(self._frames) >= self._max_frames:
+            return self._cut_long()
+        if len(self._frames) >= self._next_progress:
+            self._next_progress += self._progress_frames
+            return [
+                SpeechProgress(
+                    utterance_index=self._utterance_index,
+                    t_start=self._time(self._start_frame),
+                    t_end=self._time(self._start_frame + len(self._frames)),
+                    audio=np.concatenate(self._frames),
+                )
+            ]
+        return []
+
+    def _last_voiced(self, upto: int) -> int:
+        """Index (within the utterance) one past the last voiced frame before ``upto``."""
+        for i in range(upto - 1, -1, -1):
+            if self._voiced[i]:
+                return i + 1
+        return 0
+
+    def _close(self, n_frames: int, reason: str) -> list[SegmenterEvent]:
+        """Emit frames [0, n_frames) as an utterance; keep the rest for the next one."""
+        frames, voiced = self._frames[n_frames:], self._voiced[n_frames:]
+        speech_end = self._last_voiced(n_frames)
+        n_voiced = sum(self._voiced[:n_frames])
+        events: list[SegmenterEvent] = []
+        if n_voiced >= self._min_frames and speech_end > 0:
+            events.append(
+                Utterance(
+                    utterance_index=self._utterance_index,
+                    t_start=self._time(self._start_frame),
+                    t_end=self._time(self._start_frame + speech_end),
+                    audio=np.concatenate(self._frames[:n_frames]),
+                    cut_reason=reason,
+                    t_detected=self._time(self._frame_index + 1),
+                )
+            )
+            self._utterance_index += 1
+        rest_start = self._start_frame + n_frames
+        self._in_speech = False
+        self._frames, self._voiced = [], []
+        if frames or reason == "max_length":
+            # A cut inside speech: what follows the cut starts the next utterance at once.
+            events.extend(self._open(frames, voiced, rest_start))
+        return events
+
+    def _cut_long(self) -> list[SegmenterEvent]:
+        # Prefer the last unvoiced frame in the final third: a short pause between words.
+        n = len(self._frames)
+        for i in range(n - 1, (2 * n) // 3, -1):
+            if not self._voiced[i]:
+                return self._close(i + 1, "max_length")
+        return self._close(n, "max_length")
