@@ -1,0 +1,223 @@
+"""Model bundles: one directory the trainer writes and the streamer serves.
+
+Layout::
+
+    <bundle>/
+      bundle.json          format_version, model_id, head {name, config}, labels,
+                           encoders {audio, text}, context_size, training info
+      weights.safetensors  the head's state_dict
+      labels.json          the class labels, in logit order (must equal bundle.json's)
+      report.json          the evaluation report the weights were trained to ({} if none)
+
+Encoder references in ``encoders``:
+- audio ``ref``: ``whisper:<whisper ref>`` (e.g. ``whisper:packaged:tiny.en``; frames come
+  from the ASR's own encoder pass), ``hf:<hf ref>`` (wav2vec2 / WavLM / HuBERT by id or
+  directory), or ``prosody`` (log-mel + pitch + energy frames, CPU only);
+- text ``ref``: a Hugging Face reference (``packaged:all-MiniLM-L6-v2``, a directory, an id).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from models.errors import BundleError
+from models.heads import FusionHead, build_head, head_spec, make_config
+
+FORMAT_VERSION = 1
+BUNDLE_JSON = "bundle.json"
+WEIGHTS = "weights.safetensors"
+LABELS_JSON = "labels.json"
+REPORT_JSON = "report.json"
+BUILTIN = {"builtin:default": Path(__file__).parent / "default_bundle"}
+LAYER_MODES = ("last", "all")
+
+
+@dataclass(frozen=True)
+class AudioEncoderSpec:
+    ref: str = "whisper:packaged:tiny.en"
+    dim: int = 384  # Da of the frames the head was trained on
+    layers: str = "last"  # "last" or "all" (all hidden layers; hf audio encoders only)
+    window: str = "full"  # whisper: "full" = the 30 s padded window the ASR uses
+
+
+@dataclass(frozen=True)
+class TextEncoderSpec:
+    ref: str = "packaged:all-MiniLM-L6-v2"
+    dim: int = 384  # Dt
+    layers: str = "last"  # "last" or "all"
+    max_tokens: int = 128
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    model_id: str
+    head: str  # registry name, see models.heads.HEADS
+    head_config: dict[str, Any]  # the head's config fields
+    labels: tuple[str, ...]
+    audio: AudioEncoderSpec = field(default_factory=AudioEncoderSpec)
+    text: TextEncoderSpec = field(default_factory=TextEncoderSpec)
+    context_size: int = 0  # past utterances given to context-aware heads
+    training: dict[str, Any] = field(default_factory=dict)  # free-form: data, epochs, seed, ...
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "model_id": self.model_id,
+            "head": {"name": self.head, "config": dict(self.head_config)},
+            "labels": list(self.labels),
+            "encoders": {"audio": asdict(self.audio), "text": asdict(self.text)},
+            "context_size": self.context_size,
+            "training": dict(self.training),
+        }
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    config: BundleConfig
+    weights: dict[str, Tensor]
+    report: dict[str, Any]
+
+    def build_head(self) -> FusionHead:
+        """The head with the bundle's weights loaded, in eval mode."""
+        head = build_head(self.config.head, self.config.head_config)
+        result = head.load_state_dict(self.weights, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise BundleError(
+                f"{self.path / WEIGHTS} does not match head '{self.config.head}' with the config "
+                f"in {BUNDLE_JSON}: missing {result.missing_keys[:5]}, unexpected "
+                f"{result.unexpected_keys[:5]}. Re-export the bundle from the trained head."
+            )
+        return head.eval()
+
+
+def resolve_bundle(ref: str | Path) -> Path:
+    """``builtin:default`` or a directory path -> the bundle directory."""
+    if isinstance(ref, str) and ref.startswith("builtin:"):
+        path = BUILTIN.get(ref)
+        if path is None:
+            raise BundleError(f"unknown builtin bundle '{ref}'; known: {', '.join(BUILTIN)}")
+        return path
+    return Path(ref).expanduser()
+
+
+def save_bundle(directory: str | Path, config: BundleConfig, head: FusionHead,
+                report: dict[str, Any] | None = None) -> Path:
+    """Write ``head`` and ``config`` as a bundle directory (created if needed)."""
+    directory = Path(directory)
+    head_spec(config.head)  # unknown names fail here, not at load time
+    checked = make_config(config.head, **config.head_config)
+    if checked != head.config:
+        raise BundleError(
+            f"BundleConfig.head_config {config.head_config} does not describe the head being "
+            f"saved ({head.config}); pass dataclasses.asdict(head.config)"
+        )
+    _check_consistent(config, directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+    (directory / BUNDLE_JSON).write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    (directory / LABELS_JSON).write_text(json.dumps(list(config.labels), indent=2) + "\n")
+    (directory / REPORT_JSON).write_text(json.dumps(report or {}, indent=2) + "\n")
+    return directory
+
+
+def load_bundle(ref: str | Path) -> Bundle:
+    """Read and check a bundle directory; fails naming the file and what was expected."""
+    path = resolve_bundle(ref)
+    if not path.is_dir():
+        raise BundleError(f"bundle directory '{path}' does not exist; expected a directory "
+                          f"with {BUNDLE_JSON}, {WEIGHTS}, {LABELS_JSON} and {REPORT_JSON}")
+    for name in (BUNDLE_JSON, WEIGHTS, LABELS_JSON, REPORT_JSON):
+        if not (path / name).is_file():
+            raise BundleError(f"bundle '{path}' has no {name}; a bundle needs {BUNDLE_JSON}, "
+                              f"{WEIGHTS}, {LABELS_JSON} and {REPORT_JSON} (use save_bundle)")
+    raw = _read_json(path / BUNDLE_JSON)
+    config = _config_from_json(raw, path / BUNDLE_JSON)
+    labels = _read_json(path / LABELS_JSON)
+    if labels != list(config.labels):
+        raise BundleError(f"{path / LABELS_JSON} lists {labels} but {path / BUNDLE_JSON} lists "
+                          f"{list(config.labels)}; they must be the same labels in the same order")
+    report = _read_json(path / REPORT_JSON)
+    if not isinstance(report, dict):
+        raise BundleError(f"{path / REPORT_JSON} must hold a JSON object (may be {{}})")
+    _check_consistent(config, path)
+    try:
+        weights = load_file(str(path / WEIGHTS))
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"{path / WEIGHTS} is not a readable safetensors file: {exc}") from exc
+    return Bundle(path=path, config=config, weights=weights, report=report)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _config_from_json(raw: Any, where: Path) -> BundleConfig:
+    if not isinstance(raw, dict):
+        raise BundleError(f"{where} must hold a JSON object")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{where}: format_version is {version!r}, this code reads version "
+                          f"{FORMAT_VERSION}; re-export the bundle with this version's trainer")
+    required = ("model_id", "head", "labels", "encoders")
+    missing = [key for key in required if key not in raw]
+    if missing:
+        raise BundleError(f"{where} is missing {missing}; expected keys {list(required)}")
+    head = raw["head"]
+    if not isinstance(head, dict) or "name" not in head or "config" not in head:
+        raise BundleError(f"{where}: 'head' must be {{\"name\": ..., \"config\": {{...}}}}")
+    encoders = raw["encoders"]
+    try:
+        audio = AudioEncoderSpec(**encoders["audio"])
+        text = TextEncoderSpec(**encoders["text"])
+    except (KeyError, TypeError) as exc:
+        raise BundleError(
+            f"{where}: 'encoders' must have 'audio' {list(AudioEncoderSpec.__dataclass_fields__)}"
+            f" and 'text' {list(TextEncoderSpec.__dataclass_fields__)}: {exc}"
+        ) from exc
+    return BundleConfig(
+        model_id=str(raw["model_id"]), head=str(head["name"]), head_config=dict(head["config"]),
+        labels=tuple(raw["labels"]), audio=audio, text=text,
+        context_size=int(raw.get("context_size", 0)), training=dict(raw.get("training", {})),
+        format_version=int(version),
+    )
+
+
+def _check_consistent(config: BundleConfig, path: Path) -> None:
+    where = path / BUNDLE_JSON
+    try:
+        head_config = make_config(config.head, **config.head_config)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BundleError(f"{where}: head '{config.head}' config is invalid: {exc}") from exc
+    if head_config.num_classes != len(config.labels):
+        raise BundleError(f"{where}: head config num_classes={head_config.num_classes} but "
+                          f"there are {len(config.labels)} labels")
+    if head_config.audio_dim != config.audio.dim or head_config.text_dim != config.text.dim:
+        raise BundleError(
+            f"{where}: head config audio_dim/text_dim = {head_config.audio_dim}/"
+            f"{head_config.text_dim} but the encoders give {config.audio.dim}/{config.text.dim}"
+        )
+    for spec_name, mode in (("audio", config.audio.layers), ("text", config.text.layers)):
+        if mode not in LAYER_MODES:
+            raise BundleError(f"{where}: encoders.{spec_name}.layers is '{mode}', "
+                              f"expected one of {LAYER_MODES}")
+    if config.context_size < 0:
+        raise BundleError(f"{where}: context_size must be >= 0, got {config.context_size}")
+
+
+__all__ = [
+    "AudioEncoderSpec", "Bundle", "BundleConfig", "FORMAT_VERSION", "TextEncoderSpec",
+    "load_bundle", "resolve_bundle", "save_bundle",
+]

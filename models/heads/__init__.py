@@ -1,0 +1,89 @@
+"""Fusion heads, by name.
+
+``build_head(name, config)`` makes a head from its registry name and a config
+dict (the dict stored in bundle.json); ``make_config`` fills in the fields a
+variant fixes (e.g. ``self_mha_nosp`` is ``self_mha`` with variant "nosp").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.heads.base import (
+    FusionHead,
+    HeadBatch,
+    HeadConfig,
+    HeadItem,
+    HeadOutput,
+    collate,
+)
+from models.heads.cross_mha import CrossMHAHead
+from models.heads.self_mha import SelfMHAHead
+from models.heads.unimodal import UnimodalHead
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    head_cls: type[FusionHead]
+    fixed: dict[str, Any] = field(default_factory=dict)  # config fields the name implies
+    description: str = ""
+
+
+HEADS: dict[str, HeadSpec] = {
+    "self_mha": HeadSpec(SelfMHAHead, {"variant": "sp"}, "self-attention + statistical pooling"),
+    "self_mha_nosp": HeadSpec(SelfMHAHead, {"variant": "nosp"}, "self_mha without SP"),
+    "self_mha_cls": HeadSpec(SelfMHAHead, {"variant": "cls"}, "self_mha, text = first token"),
+    "cross_mha": HeadSpec(CrossMHAHead, {"variant": "sp"}, "cross-attention + statistical pooling"),
+    "cross_mha_nosp": HeadSpec(CrossMHAHead, {"variant": "nosp"}, "cross_mha without SP"),
+    "cross_mha_cls": HeadSpec(CrossMHAHead, {"variant": "cls"}, "cross_mha, text = first token"),
+    "text_only": HeadSpec(UnimodalHead, {"modality": "text"}, "text self-attention baseline"),
+    "audio_only": HeadSpec(UnimodalHead, {"modality": "audio"}, "audio self-attention baseline"),
+}
+
+
+def head_spec(name: str) -> HeadSpec:
+    spec = HEADS.get(name)
+    if spec is None:
+        raise KeyError(f"unknown head '{name}'; known heads: {', '.join(sorted(HEADS))}")
+    return spec
+
+
+def make_config(name: str, **settings: Any) -> HeadConfig:
+    """The config dataclass for head ``name``; ``settings`` must be fields of it."""
+    spec = head_spec(name)
+    cls = spec.head_cls.config_cls
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(
+            f"head '{name}' ({cls.__name__}) has no setting(s) {unknown}; "
+            f"its settings are {sorted(known)}"
+        )
+    for key, value in spec.fixed.items():
+        if key in settings and settings[key] != value:
+            raise ValueError(
+                f"head '{name}' fixes {key}={value!r}, but {settings[key]!r} was given")
+    return cls(**{**settings, **spec.fixed})
+
+
+def build_head(name: str, config: HeadConfig | dict[str, Any]) -> FusionHead:
+    """A new, randomly initialised head. ``config`` is a config object or a dict of settings."""
+    spec = head_spec(name)
+    if isinstance(config, dict):
+        config = make_config(name, **config)
+    if not isinstance(config, spec.head_cls.config_cls):
+        raise TypeError(f"head '{name}' needs a {spec.head_cls.config_cls.__name__}, "
+                        f"got {type(config).__name__}")
+    return spec.head_cls(config)
+
+
+def config_to_dict(config: HeadConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+__all__ = [
+    "HEADS", "FusionHead", "HeadBatch", "HeadConfig", "HeadItem", "HeadOutput", "HeadSpec",
+    "build_head", "collate", "config_to_dict", "head_spec", "make_config",
+]

@@ -1,0 +1,307 @@
+"""The one inference entry point the streamer calls: ``EmotionModel``.
+
+``EmotionModel.load(bundle)`` reads a bundle (see models/bundle.py), loads
+its encoders and head; ``predict(batch)`` turns utterances (audio, ASR text,
+word times, optional Whisper frames from the ASR pass, past context) into
+class probabilities; ``features(batch)`` stops after the encoders (the
+trainer caches these).
+
+Frame rate: every audio encoder here gives 50 frames per second (20 ms), so
+word times in seconds map to frame indices as ``round(t * 50)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.bundle import Bundle, load_bundle
+from models.encoders.text import TextEncoder, TextEncoding
+from models.errors import ModelError
+from models.heads import FusionHead, HeadBatch, HeadItem, collate
+
+FRAMES_PER_SECOND = 50
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class WordSpan:
+    word: str
+    start: float  # seconds from utterance start
+    end: float
+
+
+@dataclass(frozen=True)
+class ContextItem:
+    """One past utterance of the same stream/channel."""
+
+    text: str
+    audio_embedding: np.ndarray  # (Da,) mean of the utterance's audio frames
+    text_embedding: np.ndarray  # (Dt,) mean of the utterance's text token states
+
+
+@dataclass(frozen=True)
+class EmotionInput:
+    audio: np.ndarray  # (N,) float32 16 kHz mono utterance
+    text: str  # ASR transcript (may be "")
+    words: tuple[WordSpan, ...] = ()
+    whisper_frames: np.ndarray | None = None  # (T, D) Whisper encoder output for the utterance
+    context: tuple[ContextItem, ...] = ()  # oldest first
+
+
+@dataclass(frozen=True)
+class EmotionPrediction:
+    labels: tuple[str, ...]
+    probabilities: np.ndarray  # (C,) float, sums to 1
+    valence: float | None
+    arousal: float | None
+    dominance: float | None
+    context_item: ContextItem  # append to the stream's context for later utterances
+
+    @property
+    def label(self) -> str:
+        return self.labels[int(np.argmax(self.probabilities))]
+
+
+@dataclass(frozen=True)
+class AudioFeatures:
+    """One utterance's audio encoder output."""
+
+    frames: Tensor  # (T, D)
+    layers: Tensor | None  # (L, T, D)
+
+
+def context_item_for(item: HeadItem, text: str) -> ContextItem:
+    """The context entry later utterances see: mean-pooled encoder features of this one."""
+    return ContextItem(
+        text=text,
+        audio_embedding=item.audio.float().mean(dim=0).numpy(),
+        text_embedding=item.text.float().mean(dim=0).numpy(),
+    )
+
+
+def word_frames(inp: EmotionInput, n_frames: int) -> tuple[list[str], Tensor]:
+    """Words and their [start, end) frame spans (W, 2).
+
+    Without word times the transcript's words are spread evenly over the audio.
+    """
+    if inp.words:
+        words = [w.word.strip() for w in inp.words]
+        times = torch.tensor([[w.start, w.end] for w in inp.words], dtype=torch.float32)
+    else:
+        words = inp.text.split()
+        edges = torch.linspace(0.0, n_frames / FRAMES_PER_SECOND, len(words) + 1)
+        times = torch.stack([edges[:-1], edges[1:]], dim=1)  # (W, 2)
+    if not words:
+        return [], torch.zeros(0, 2, dtype=torch.long)
+    start = torch.floor(times[:, 0] * FRAMES_PER_SECOND).long().clamp(0, n_frames - 1)
+    end = torch.ceil(times[:, 1] * FRAMES_PER_SECOND).long().clamp(max=n_frames)
+    end = torch.maximum(end, start + 1)
+    return words, torch.stack([start, end], dim=1)
+
+
+class EmotionModel:
+    """Encoders + a fusion head from one bundle."""
+
+    def __init__(self, bundle: Bundle, head: FusionHead, text_encoder: TextEncoder,
+                 device: str = "cpu", whisper_model: Any | None = None,
+                 audio_encoder: Any | None = None) -> None:
+        config = bundle.config
+        self.bundle = bundle
+        self.model_id: str = config.model_id
+        self.labels: tuple[str, ...] = config.labels
+        self.device: str = device
+        self.head = head.to(device).eval()
+        self.text_encoder = text_encoder
+        self.audio_kind, self.audio_ref = _split_audio_ref(config.audio.ref, bundle.path)
+        self.uses_whisper_frames: bool = self.audio_kind == "whisper"
+        self._whisper_model = whisper_model
+        self._audio_encoder = audio_encoder  # built lazily for whisper (may not be needed)
+        if text_encoder.dim != config.text.dim:
+            raise ModelError(
+                f"text encoder '{text_encoder.ref}' gives {text_encoder.dim}-d states but "
+                f"{bundle.path}/bundle.json (encoders.text.dim) expects {config.text.dim}; use "
+                "the text encoder the bundle was trained with"
+            )
+
+    @classmethod
+    def load(cls, bundle: str | Path, device: str = "cpu", whisper_model: Any | None = None,
+             text_encoder: str | None = None) -> EmotionModel:
+        loaded = load_bundle(bundle)
+        config = loaded.config
+        head = loaded.build_head()
+        text = TextEncoder.load(text_encoder or config.text.ref, device=device,
+                                max_tokens=config.text.max_tokens)
+        kind, ref = _split_audio_ref(config.audio.ref, loaded.path)
+        audio_encoder: Any | None = None
+        if kind == "hf":
+            from models.encoders.hf_audio import HFAudioEncoder
+
+            audio_encoder = HFAudioEncoder.load(ref, device=device)
+        elif kind == "prosody":
+            from models.encoders.prosody import ProsodyEncoder
+
+            audio_encoder = ProsodyEncoder()
+        return cls(loaded, head, text, device=device, whisper_model=whisper_model,
+                   audio_encoder=audio_encoder)
+
+    # ------------------------------------------------------------ features
+
+    def features(self, batch: Sequence[EmotionInput]) -> HeadBatch:
+        """Encoder features of ``batch``, padded (labels unset)."""
+        return collate(self.feature_items(batch))
+
+    def feature_items(self, batch: Sequence[EmotionInput]) -> list[HeadItem]:
+        """Encoder features of each utterance, unpadded (what a feature cache stores)."""
+        if not batch:
+            return []
+        config = self.bundle.config
+        audio = self._audio_features(batch)
+        want_layers = config.text.layers == "all"
+        word_lists: list[list[str]] = []
+        spans: list[Tensor] = []
+        if self.head.needs_words:
+            for inp, feats in zip(batch, audio, strict=True):
+                words, span = word_frames(inp, int(feats.frames.shape[0]))
+                word_lists.append(words)
+                spans.append(span)
+            text = self.text_encoder.encode_words(word_lists, layers=want_layers)
+        else:
+            text = self.text_encoder.encode([inp.text for inp in batch], layers=want_layers)
+        items = []
+        for i, (inp, feats) in enumerate(zip(batch, audio, strict=True)):
+            items.append(self._item(i, inp, feats, text, spans[i] if spans else None))
+        return items
+
+    def _item(self, i: int, inp: EmotionInput, feats: AudioFeatures, text: TextEncoding,
+              span: Tensor | None) -> HeadItem:
+        config = self.bundle.config
+        n_tokens = int(text.mask[i].sum())
+        states = text.states[i, :n_tokens]  # (Tt, Dt)
+        item = HeadItem(
+            audio=feats.frames,
+            text=states,
+            audio_layers=feats.layers,
+            text_layers=None if text.layers is None else text.layers[i, :, :n_tokens],
+        )
+        updates: dict[str, Any] = {}
+        if span is not None and text.word_states is not None and text.word_mask is not None:
+            n_words = int(text.word_mask[i].sum())
+            if n_words == 0:  # empty transcript: one pseudo-word, the first token, whole clip
+                updates["word_text"] = states[:1]
+                updates["word_spans"] = torch.tensor([[0, int(feats.frames.shape[0])]])
+            else:
+                updates["word_text"] = text.word_states[i, :n_words]
+                updates["word_spans"] = span[:n_words]
+        if self.head.needs_context:
+            past = inp.context[-config.context_size:] if config.context_size > 0 else ()
+            updates["context_audio"] = _stack([c.audio_embedding for c in past], config.audio.dim)
+            updates["context_text"] = _stack([c.text_embedding for c in past], config.text.dim)
+        if self.head.needs_functionals:
+            from models.encoders.prosody import functionals
+
+            updates["functionals"] = functionals(inp.audio)
+        return replace(item, **updates)
+
+    def _audio_features(self, batch: Sequence[EmotionInput]) -> list[AudioFeatures]:
+        want_layers = self.bundle.config.audio.layers == "all"
+        expected = self.bundle.config.audio.dim
+        if self.audio_kind == "whisper":
+            frames = self._whisper_frames(batch)
+            out = [AudioFeatures(frames=torch.from_numpy(np.asarray(f, dtype=np.float32)),
+                                 layers=None) for f in frames]
+        else:
+            audios = [_as_audio(inp.audio) for inp in batch]
+            out = self._audio_encoder.encode_items(audios, layers=want_layers)  # type: ignore
+        for feats in out:
+            if feats.frames.ndim != 2 or feats.frames.shape[1] != expected:
+                raise ModelError(
+                    f"audio features have shape {tuple(feats.frames.shape)} but "
+                    f"{self.bundle.path}/bundle.json (encoders.audio) expects (T, {expected}) "
+                    f"from '{self.bundle.config.audio.ref}'; pass frames from that encoder"
+                )
+        return out
+
+    def _whisper_frames(self, batch: Sequence[EmotionInput]) -> list[np.ndarray]:
+        missing = [i for i, inp in enumerate(batch) if inp.whisper_frames is None]
+        computed: dict[int, np.ndarray] = {}
+        if missing:
+            encoder = self._whisper_encoder()
+            frames = encoder.encode_batch([_as_audio(batch[i].audio) for i in missing])
+            computed = dict(zip(missing, frames, strict=True))
+        return [computed[i] if inp.whisper_frames is None else inp.whisper_frames
+                for i, inp in enumerate(batch)]
+
+    def _whisper_encoder(self) -> Any:
+        from models.encoders.whisper import WhisperEncoder, load_whisper
+
+        if self._audio_encoder is None:
+            if self._whisper_model is None:
+                self._whisper_model = load_whisper(
+                    self.audio_ref, device="cuda" if self.device.startswith("cuda") else "cpu")
+            self._audio_encoder = WhisperEncoder(self._whisper_model)
+        return self._audio_encoder
+
+    # ------------------------------------------------------------ prediction
+
+    def predict(self, batch: Sequence[EmotionInput]) -> list[EmotionPrediction]:
+        """Class probabilities (and VAD if the head has them) for each utterance."""
+        if not batch:
+            return []
+        items = self.feature_items(batch)
+        head_batch = collate(items).to(self.device)
+        with torch.inference_mode(), _autocast(self.device):
+            output = self.head(head_batch)
+        probs = torch.softmax(output.logits.float(), dim=-1).cpu().numpy()  # (B, C)
+        vad = None if output.regression is None else output.regression.float().cpu().numpy()
+        predictions = []
+        for i, (inp, item) in enumerate(zip(batch, items, strict=True)):
+            predictions.append(EmotionPrediction(
+                labels=self.labels,
+                probabilities=probs[i],
+                valence=None if vad is None else float(vad[i, 0]),
+                arousal=None if vad is None else float(vad[i, 1]),
+                dominance=None if vad is None else float(vad[i, 2]),
+                context_item=context_item_for(item, inp.text),
+            ))
+        return predictions
+
+
+def _autocast(device: str) -> torch.autocast:
+    if device.startswith("cuda"):
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+def _split_audio_ref(ref: str, bundle_path: Path) -> tuple[str, str]:
+    """'whisper:<ref>' | 'hf:<ref>' | 'prosody' -> (kind, ref)."""
+    if ref == "prosody":
+        return "prosody", ""
+    kind, sep, rest = ref.partition(":")
+    if not sep or kind not in ("whisper", "hf") or not rest:
+        raise ModelError(
+            f"{bundle_path}/bundle.json: encoders.audio.ref '{ref}' is not understood; expected "
+            "'whisper:<ref>' (e.g. whisper:packaged:tiny.en), 'hf:<model id or directory>' "
+            "or 'prosody'"
+        )
+    return kind, rest
+
+
+def _as_audio(audio: np.ndarray) -> np.ndarray:
+    array = np.asarray(audio, dtype=np.float32)
+    if array.ndim != 1:
+        raise ModelError(f"EmotionInput.audio must be 1-D mono 16 kHz samples, got shape "
+                         f"{array.shape}; mix channels down or split them into streams first")
+    return array
+
+
+def _stack(vectors: Sequence[np.ndarray], dim: int) -> Tensor:
+    if not vectors:
+        return torch.zeros(0, dim)
+    return torch.from_numpy(np.stack([np.asarray(v, dtype=np.float32) for v in vectors]))
