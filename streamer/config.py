@@ -27,7 +27,7 @@ class SourceConfig:
     """Where audio comes from. Resampling to 16 kHz mono happens once, here."""
 
     kind: SourceKind = "file"
-    path: str = "data/sample_conversation.wav"  # file source; "builtin:sample" = bundled sample
+    path: str = "builtin:sample"  # an audio file; "builtin:sample" = the bundled conversation
     realtime: bool = True  # file source: pace chunks at real time (False = as fast as possible)
     stream_id: str = "default"
     channel: str = "mono"

@@ -1,0 +1,116 @@
+"""Transcription with faster-whisper, encoding each utterance once.
+
+``AsrEngine.transcribe`` encodes the utterance in Whisper's 30 s window (the
+window tiny.en needs to decode reliably, see DESIGN.md), decodes from that
+encoder output, and returns the encoder frames of the utterance itself so
+that the emotion stage does not encode the audio a second time.
+
+``PartialCommitter`` is the sans-I/O LocalAgreement policy for partial
+transcripts: a word prefix is committed once two successive hypotheses agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.encoders.whisper import WhisperEncoder
+from streamer.config import AsrConfig
+from streamer.messages import Transcript, Word
+
+
+class AsrEngine:
+    """Blocking ASR on one loaded WhisperModel; call from a worker thread, one call at a time."""
+
+    def __init__(self, config: AsrConfig, whisper_model: Any) -> None:
+        from faster_whisper.tokenizer import Tokenizer
+
+        self.config = config
+        self.model = whisper_model
+        self.encoder = WhisperEncoder(whisper_model)
+        language = config.language if whisper_model.model.is_multilingual else "en"
+        self.tokenizer = Tokenizer(whisper_model.hf_tokenizer, whisper_model.model.is_multilingual,
+                                   task="transcribe", language=language)
+        self.language = language
+
+    def _options(self, word_timestamps: bool) -> Any:
+        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+        c = self.config
+        return TranscriptionOptions(
+            beam_size=c.beam_size, best_of=1, patience=1.0, length_penalty=1.0,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, log_prob_threshold=-1.0,
+            no_speech_threshold=0.6, compression_ratio_threshold=2.4,
+            condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
+            # One temperature: a fallback re-decode would double the worst-case latency.
+            temperatures=[0.0], initial_prompt=None, prefix=None, suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(self.tokenizer, [-1]),
+            without_timestamps=not word_timestamps, max_initial_timestamp=1.0,
+            word_timestamps=word_timestamps, prepend_punctuations="\"'“¿([{-",
+            append_punctuations="\"'.。,，!！?？:：”)]}、", multilingual=False,
+            max_new_tokens=c.max_new_tokens, clip_timestamps="0",
+            hallucination_silence_threshold=None, hotwords=None,
+        )
+
+    def transcribe(self, audio: np.ndarray, final: bool = True) -> Transcript:
+        """Transcribe one utterance (<= 30 s). Partials skip word timestamps (cheaper)."""
+        encoding = self.encoder.encode(audio)
+        word_ts = final and self.config.word_timestamps
+        segments = self.model.generate_segments(
+            encoding.features, self.tokenizer, self._options(word_ts), False, encoding.storage
+        )
+        texts: list[str] = []
+        words: list[Word] = []
+        for segment in segments:
+            texts.append(segment.text.strip())
+            for w in segment.words or []:
+                words.append(Word(w.word.strip(), float(w.start), float(w.end),
+                                  float(w.probability)))
+        return Transcript(
+            text=" ".join(t for t in texts if t),
+            words=tuple(words),
+            language=self.language,
+            encoder_frames=encoding.frames,
+        )
+
+
+_WORD_RE = re.compile(r"[\w']+")
+
+
+def normalize_words(text: str) -> list[str]:
+    """Lower-case word tokens without punctuation, for agreement and WER."""
+    return _WORD_RE.findall(text.lower())
+
+
+@dataclass(frozen=True)
+class PartialUpdate:
+    text: str  # the latest full hypothesis
+    stable_text: str  # committed prefix: agreed by two successive hypotheses
+
+
+class PartialCommitter:
+    """LocalAgreement-2 over successive partial hypotheses of one utterance."""
+
+    def __init__(self) -> None:
+        self._previous: list[str] = []
+        self._committed: list[str] = []
+
+    def push(self, hypothesis: str) -> PartialUpdate:
+        words = hypothesis.split()
+        agreed = 0
+        for a, b in zip(self._previous, words, strict=False):
+            if normalize_words(a) != normalize_words(b):
+                break
+            agreed += 1
+        # A commitment is never withdrawn: only extend it.
+        if agreed > len(self._committed):
+            self._committed = words[:agreed]
+        self._previous = words
+        return PartialUpdate(text=hypothesis, stable_text=" ".join(self._committed))
+
+    def reset(self) -> None:
+        self._previous = []
+        self._committed = []

@@ -1,0 +1,148 @@
+"""Micro-batching of blocking inference across streams.
+
+``BatchPolicy`` is the sans-I/O rule: the first request opens a batch, which
+is ready when it holds ``max_batch`` requests or ``max_wait_s`` has passed
+since it opened. ``BatchWorker`` applies it: requests from any stream are
+queued, batched, and run on the worker's own thread so inference never
+blocks the event loop.
+
+Overflow policy: the request queue is bounded (``queue_size``); ``submit``
+waits when it is full, which pushes back on the stages (and sources)
+feeding it instead of growing memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class BatchPolicy(Generic[In]):
+    def __init__(self, max_batch: int, max_wait_s: float) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._items: list[In] = []
+        self._opened_at: float | None = None
+
+    def add(self, item: In, now: float) -> None:
+        if self._opened_at is None:
+            self._opened_at = now
+        self._items.append(item)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def deadline(self) -> float | None:
+        return None if self._opened_at is None else self._opened_at + self.max_wait_s
+
+    def ready(self, now: float) -> bool:
+        if not self._items:
+            return False
+        deadline = self.deadline()
+        return len(self._items) >= self.max_batch or (deadline is not None and now >= deadline)
+
+    def take(self) -> list[In]:
+        items, self._items, self._opened_at = self._items, [], None
+        return items
+
+
+@dataclass(frozen=True)
+class Timed(Generic[Out]):
+    """A result with where its time went (milliseconds)."""
+
+    value: Out
+    queued_ms: float
+    run_ms: float
+    batch_size: int
+
+
+@dataclass
+class _Request(Generic[In, Out]):
+    item: In
+    future: asyncio.Future[Timed[Out]]
+    submitted: float
+
+
+class BatchWorker(Generic[In, Out]):
+    """Runs ``fn(batch) -> results`` on one dedicated thread. ``run()`` loops until cancelled."""
+
+    def __init__(self, name: str, fn: Callable[[Sequence[In]], list[Out]], max_batch: int,
+                 max_wait_ms: float, queue_size: int = 256) -> None:
+        self.name = name
+        self._fn = fn
+        self._policy: BatchPolicy[_Request[In, Out]] = BatchPolicy(max_batch, max_wait_ms / 1000)
+        self._queue: asyncio.Queue[_Request[In, Out]] = asyncio.Queue(maxsize=queue_size)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._running = False
+        self.batches = 0
+        self.items = 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running: a droppable request would start at once."""
+        return not self._running and self._queue.empty() and len(self._policy) == 0
+
+    async def submit(self, item: In) -> Timed[Out]:
+        future: asyncio.Future[Timed[Out]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(item, future, time.monotonic()))
+        return await future
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._fill()
+                await self._run_batch(self._policy.take())
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            for request in self._policy.take():
+                request.future.cancel()
+
+    async def _fill(self) -> None:
+        first = await self._queue.get()
+        self._policy.add(first, time.monotonic())
+        while not self._policy.ready(time.monotonic()):
+            deadline = self._policy.deadline()
+            timeout = max(0.0, (deadline or 0.0) - time.monotonic())
+            try:
+                request = await asyncio.wait_for(self._queue.get(), timeout=timeout)
+            except TimeoutError:
+                break
+            self._policy.add(request, time.monotonic())
+
+    async def _run_batch(self, batch: list[_Request[In, Out]]) -> None:
+        live = [r for r in batch if not r.future.cancelled()]
+        if not live:
+            return
+        started = time.monotonic()
+        self._running = True
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._fn, [r.item for r in live])
+        except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller, not swallowed
+            for r in live:
+                if not r.future.done():
+                    r.future.set_exception(exc)
+            return
+        finally:
+            self._running = False
+        run_ms = (time.monotonic() - started) * 1000
+        if len(results) != len(live):
+            error = RuntimeError(f"{self.name}: {len(live)} inputs gave {len(results)} outputs")
+            for r in live:
+                r.future.set_exception(error)
+            return
+        self.batches += 1
+        self.items += len(live)
+        for r, value in zip(live, results, strict=True):
+            if not r.future.done():
+                r.future.set_result(
+                    Timed(value, (started - r.submitted) * 1000, run_ms, len(live)))

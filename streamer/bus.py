@@ -1,0 +1,118 @@
+"""Fan-out event bus with one bounded queue per subscriber.
+
+Publishing never blocks the pipeline. Overflow policy: when a subscriber's
+queue is full, its OLDEST event is dropped and counted (``Subscription.dropped``);
+the subscriber learns how many it missed from ``take_dropped()``. A slow
+dashboard therefore loses old events instead of stalling recognition for
+everyone. Publishers that must not lose events (MQTT, JSONL) size their
+queue for that and keep their own retry buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from streamer.events import Event
+
+EventFilter = Callable[[Event], bool]
+
+
+def accept_all(event: Event) -> bool:
+    return True
+
+
+class Subscription:
+    """One consumer's view of the bus. ``get()`` is cancel-safe (nothing is lost)."""
+
+    def __init__(self, bus: EventBus, name: str, maxsize: int, accept: EventFilter) -> None:
+        self.name = name
+        self.accept = accept
+        self._bus = bus
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
+        self.dropped = 0
+        self._unreported = 0
+
+    def offer(self, event: Event) -> None:
+        if not self.accept(event):
+            return
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+            self._unreported += 1
+        self._queue.put_nowait(event)
+
+    async def get(self) -> Event:
+        return await self._queue.get()
+
+    def get_nowait(self) -> Event | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    def take_dropped(self) -> int:
+        """Events dropped since the last call (for 'you lagged' notices)."""
+        n, self._unreported = self._unreported, 0
+        return n
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+
+@dataclass
+class StreamDirectory:
+    """Active streams and their channels (for WebSocket hello messages and dashboards)."""
+
+    channels: dict[str, list[str]] = field(default_factory=dict)
+
+    def update(self, event: Event) -> None:
+        sid, ch = event.get("stream_id"), event.get("channel")
+        if sid is None or ch is None:
+            return
+        if event["type"] == "stream.started":
+            chans = self.channels.setdefault(sid, [])
+            if ch not in chans:
+                chans.append(ch)
+        elif event["type"] == "stream.ended":
+            chans = self.channels.get(sid, [])
+            if ch in chans:
+                chans.remove(ch)
+            if not chans:
+                self.channels.pop(sid, None)
+
+    def as_list(self) -> list[dict[str, object]]:
+        return [{"stream_id": s, "channels": list(c)} for s, c in self.channels.items()]
+
+
+class EventBus:
+    def __init__(self, default_queue_size: int = 1000) -> None:
+        self.default_queue_size = default_queue_size
+        self._subscribers: list[Subscription] = []
+        self.streams = StreamDirectory()
+        self.published = 0
+
+    def subscribe(self, name: str, accept: EventFilter = accept_all,
+                  maxsize: int | None = None) -> Subscription:
+        sub = Subscription(self, name, maxsize or self.default_queue_size, accept)
+        self._subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+
+    def publish(self, event: Event) -> None:
+        """Hand ``event`` to every subscriber; never blocks (see module overflow policy)."""
+        self.streams.update(event)
+        self.published += 1
+        for sub in list(self._subscribers):
+            sub.offer(event)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,143 @@
+"""Command line: ``emotion-stream run | config | schema | devices``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from importlib import resources
+
+import yaml
+
+from streamer.config import AppConfig, load_config, to_dict
+from streamer.errors import StreamerError
+from streamer.sources import BUILTIN_SAMPLE, make_source
+
+DESCRIPTION = """\
+Streaming speech emotion recognition. Audio in (file, microphone or raw PCM on
+stdin) is cut into utterances by voice activity detection, transcribed with
+faster-whisper, and each utterance's emotion is classified from its audio and
+transcript. Events go to stdout, a WebSocket server (ws://127.0.0.1:8765/events),
+MQTT and/or a JSONL file.
+"""
+
+EXAMPLES = """\
+examples:
+  emotion-stream run                                  # bundled sample conversation
+  emotion-stream run --source call.mp3 --fast         # a file, as fast as possible
+  emotion-stream run --source mic                     # default microphone
+  arecord -f S16_LE -r 16000 | emotion-stream run --source stdin
+  emotion-stream run --set mqtt.enabled=true --set mqtt.port=1883 --jsonl events.jsonl
+  emotion-stream config --show                        # effective configuration
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emotion-stream", description=DESCRIPTION, epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", metavar="YAML",
+                       help="configuration file (default: built-in defaults, "
+                            "see configs/default.yaml)")
+        p.add_argument("--set", "-s", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE",
+                       help="override any config key, e.g. --set segmenter.hangover_ms=200 "
+                            "(repeatable; values are YAML)")
+
+    run = sub.add_parser("run", help="run the pipeline on a source",
+                         description="Run the pipeline until the source ends (Ctrl-C to stop).",
+                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(run)
+    run.add_argument("--source", metavar="PATH|mic|stdin",
+                     help=f"audio file, 'mic', 'stdin' or '{BUILTIN_SAMPLE}' "
+                          "(default: source.* from the config)")
+    run.add_argument("--fast", action="store_true",
+                     help="replay files as fast as possible instead of in real time")
+    run.add_argument("--jsonl", metavar="FILE", help="also append every event to FILE")
+    run.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+    cfg = sub.add_parser("config", help="check a configuration and print the effective one")
+    add_config_args(cfg)
+    cfg.add_argument("--show", action="store_true", help="print the effective configuration")
+
+    sub.add_parser("schema", help="print the JSON Schema of published events")
+    sub.add_parser("devices", help="list audio input devices (for source.mic_device)")
+    return parser
+
+
+def source_overrides(args: argparse.Namespace) -> list[str]:
+    extra: list[str] = []
+    if args.source:
+        if args.source in ("mic", "stdin"):
+            extra.append(f"source.kind={args.source}")
+        else:
+            extra += ["source.kind=file", f"source.path={json.dumps(args.source)}"]
+    if args.fast:
+        extra.append("source.realtime=false")
+    if args.jsonl:
+        extra.append(f"jsonl.path={json.dumps(args.jsonl)}")
+    if args.json:
+        extra.append("stdout.format=json")
+    return extra
+
+
+def command_run(config: AppConfig) -> int:
+    from streamer.pipeline import load_models, run_pipeline
+
+    source = make_source(config.source)
+    logging.getLogger(__name__).info("loading models ...")
+    models = load_models(config)
+    summary = asyncio.run(run_pipeline(config, source, models))
+    logging.getLogger(__name__).info("done: %d utterances, %d events", summary.utterances,
+                                     summary.events_published)
+    return 0
+
+
+def command_devices() -> int:
+    from streamer.sources import _import_sounddevice
+
+    sd = _import_sounddevice()
+    devices = sd.query_devices()
+    inputs = [(i, d) for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+    if not inputs:
+        print("no audio input devices found")
+    for i, d in inputs:
+        print(f"{i}: {d['name']} ({d['max_input_channels']} ch, "
+              f"{d['default_samplerate']:.0f} Hz)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "schema":
+            print((resources.files("streamer") / "schema" / "events.schema.json")
+                  .read_text("utf-8"))
+            return 0
+        if args.command == "devices":
+            return command_devices()
+        extra = source_overrides(args) if args.command == "run" else []
+        config = load_config(args.config, args.overrides + extra)
+        logging.basicConfig(level=config.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command == "config":
+            if args.show:
+                print(yaml.safe_dump(to_dict(config), sort_keys=False))
+            else:
+                print("configuration OK")
+            return 0
+        return command_run(config)
+    except StreamerError as exc:
+        print(f"emotion-stream: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The public event contract: builders for each event type and the JSON Schema they follow.
+
+Events travel as plain JSON objects (dicts here); ``schema/events.schema.json``
+is the authoritative description and ``validate_event`` checks against it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from streamer.messages import EmotionResult, Transcript
+
+SCHEMA_VERSION = "emotion-stream/1"
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds from the end of speech to the event, by stage."""
+
+    vad_hangover_ms: float
+    queue_ms: float
+    asr_ms: float
+    fusion_ms: float
+    total_ms: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in self.__dict__.items()}
+
+
+def _common(kind: str, stream_id: str, channel: str) -> Event:
+    return {"schema": SCHEMA_VERSION, "type": kind, "stream_id": stream_id,
+            "channel": channel, "wall_time": time.time()}
+
+
+def stream_started(stream_id: str, channel: str, source: str, model_id: str,
+                   labels: tuple[str, ...]) -> Event:
+    return {**_common("stream.started", stream_id, channel), "source": source,
+            "sample_rate": 16000, "model_id": model_id, "labels": list(labels)}
+
+
+def stream_ended(stream_id: str, channel: str, duration_s: float, utterances: int,
+                 reason: str, error: str | None = None) -> Event:
+    return {**_common("stream.ended", stream_id, channel), "duration_s": round(duration_s, 3),
+            "utterances": utterances, "reason": reason, "error": error}
+
+
+def utterance_id(stream_id: str, channel: str, index: int) -> str:
+    return f"{stream_id}/{channel}/{index}"
+
+
+def utterance_partial(stream_id: str, channel: str, index: int, t_start: float, t_end: float,
+                      text: str, stable_text: str) -> Event:
+    return {**_common("utterance.partial", stream_id, channel),
+            "utterance_id": utterance_id(stream_id, channel, index),
+            "t_start": round(t_start, 3), "t_end": round(t_end, 3),
+            "text": text, "stable_text": stable_text}
+
+
+def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, t_end: float,
+                      cut_reason: str, transcript: Transcript, result: EmotionResult,
+                      latency: Latency) -> Event:
+    return {
+        **_common("utterance.emotion", stream_id, channel),
+        "utterance_id": utterance_id(stream_id, channel, index),
+        "t_start": round(t_start, 3), "t_end": round(t_end, 3), "cut_reason": cut_reason,
+        "text": transcript.text,
+        "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
+                   "probability": round(min(1.0, max(0.0, w.probability)), 4)}
+                  for w in transcript.words],
+        "label": result.label,
+        "probabilities": {k: round(v, 4) for k, v in result.probabilities.items()},
+        "confidence": round(result.confidence, 4),
+        "valence": result.valence, "arousal": result.arousal, "dominance": result.dominance,
+        "model_id": result.model_id,
+        "latency": latency.as_dict(),
+    }
+
+
+def control(kind: str, **fields: Any) -> Event:
+    """WebSocket control messages: hello, subscribed, subscriber.lagged, error."""
+    return {"schema": SCHEMA_VERSION, "type": kind, **fields}
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    text = (resources.files("streamer") / "schema" / "events.schema.json").read_text("utf-8")
+    return dict(json.loads(text))
+
+
+def validate_event(event: Event) -> None:
+    """Raise jsonschema.ValidationError if ``event`` breaks the contract."""
+    import jsonschema
+
+    jsonschema.validate(event, load_schema(), cls=jsonschema.Draft202012Validator)
+
+
+def to_json(event: Event) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,94 @@
+"""Local sinks: a JSONL file and stdout.
+
+Both read from a bus subscription sized to hold every event of a long run
+(``LOSSLESS_QUEUE``); they are fast, so in practice the queue stays short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from streamer.bus import EventBus
+from streamer.errors import PublisherError
+from streamer.events import Event, to_json
+
+LOSSLESS_QUEUE = 100_000
+
+
+class JsonlSink:
+    """Appends every event as one JSON line; flushes after each line."""
+
+    def __init__(self, path: str, bus: EventBus) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: TextIO = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise PublisherError(f"cannot open JSONL output '{path}': {exc}") from exc
+        self._sub = bus.subscribe("jsonl", maxsize=LOSSLESS_QUEUE)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.write(await self._sub.get())
+        finally:
+            self.drain_now()
+            self._file.close()
+
+    def write(self, event: Event) -> None:
+        self._file.write(to_json(event) + "\n")
+        self._file.flush()
+
+    def drain_now(self) -> None:
+        while (event := self._sub.get_nowait()) is not None:
+            self.write(event)
+
+
+def format_pretty(event: Event) -> str | None:
+    kind = event["type"]
+    where = f"[{event['stream_id']}/{event['channel']}]"
+    if kind == "utterance.emotion":
+        lat = event["latency"]
+        top = sorted(event["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+        probs = " ".join(f"{k}={v:.2f}" for k, v in top)
+        return (f"{where} {event['t_start']:7.2f}-{event['t_end']:7.2f}s  "
+                f"{event['label'].upper():8s} ({probs})  \"{event['text']}\"  "
+                f"[{lat['total_ms']:.0f} ms after speech end]")
+    if kind == "utterance.partial":
+        return f"{where} ... {event['text']}"
+    if kind == "stream.started":
+        return f"{where} stream started: {event['source']} (model {event['model_id']})"
+    if kind == "stream.ended":
+        return (f"{where} stream ended ({event['reason']}): {event['utterances']} utterances "
+                f"in {event['duration_s']:.1f} s")
+    return None
+
+
+class StdoutSink:
+    def __init__(self, bus: EventBus, pretty: bool, include_partials: bool,
+                 out: TextIO | None = None) -> None:
+        self.pretty = pretty
+        self.out = out or sys.stdout
+        accept = (lambda e: True) if include_partials else (
+            lambda e: e["type"] != "utterance.partial")
+        self._sub = bus.subscribe("stdout", accept=accept, maxsize=LOSSLESS_QUEUE)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.write(await self._sub.get())
+                await asyncio.sleep(0)
+        finally:
+            self.drain_now()
+
+    def write(self, event: Event) -> None:
+        line = format_pretty(event) if self.pretty else to_json(event)
+        if line is not None:
+            print(line, file=self.out, flush=True)
+
+    def drain_now(self) -> None:
+        while (event := self._sub.get_nowait()) is not None:
+            self.write(event)

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamer.config import AppConfig, load_config, to_dict
+from streamer.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_load_without_a_file() -> None:
+    config = load_config()
+    assert config == AppConfig()
+    assert config.source.path == "builtin:sample"
+
+
+def test_shipped_default_yaml_equals_builtin_defaults() -> None:
+    assert load_config(REPO / "configs" / "default.yaml") == AppConfig()
+
+
+def test_yaml_values_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"segmenter": {"hangover_ms": 450}, "mqtt": {"port": 1999}}))
+    config = load_config(path, ["mqtt.enabled=true", "emotion.max_wait_ms=3"])
+    assert config.segmenter.hangover_ms == 450
+    assert config.mqtt.port == 1999 and config.mqtt.enabled is True
+    assert config.emotion.max_wait_ms == 3.0
+
+
+def test_unknown_key_names_key_and_allowed_keys(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("segmenter:\n  hangover: 300\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "segmenter.hangover" in message and "hangover_ms" in message
+
+
+def test_unknown_section_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="unknown config key 'segmentr'"):
+        load_config(None, ["segmentr.frame_ms=20"])
+
+
+def test_bad_literal_lists_allowed_values() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["segmenter.frame_ms=25"])
+    assert "segmenter.frame_ms" in str(err.value) and "10, 20, 30" in str(err.value)
+
+
+def test_bad_type_and_range() -> None:
+    with pytest.raises(ConfigError, match="asr.beam_size"):
+        load_config(None, ["asr.beam_size=two"])
+    with pytest.raises(ConfigError, match="aggressiveness"):
+        load_config(None, ["segmenter.aggressiveness=7"])
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        load_config(None, ["segmenter.max_utterance_s=0.5"])
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("segmenter: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_round_trip_through_dict() -> None:
+    config = load_config(None, ["websocket.token=secret"])
+    data = to_dict(config)
+    assert data["websocket"]["token"] == "secret"

@@ -1,0 +1,126 @@
+"""Segmenter: synthetic signals through an energy detector (the state machine is what is
+tested), and real espeak-ng speech through webrtcvad."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.config import SegmenterConfig
+from streamer.messages import SAMPLE_RATE, SpeechProgress, SpeechStarted, Utterance
+from streamer.segmenter import Segmenter
+
+
+class EnergyDetector:
+    """Voiced = RMS above a threshold: exact on synthetic tone/silence signals."""
+
+    def is_speech(self, buf: bytes, sample_rate: int) -> bool:
+        x = np.frombuffer(buf, dtype="<i2").astype(np.float32) / 32768
+        return float(np.sqrt(np.mean(x**2))) > 0.01
+
+
+def tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+def run(signal: np.ndarray, config: SegmenterConfig, chunk: int = 1600) -> list:
+    seg = Segmenter(config, EnergyDetector())
+    events = []
+    for i in range(0, len(signal), chunk):
+        events += seg.push(signal[i : i + chunk])
+    return events + seg.flush()
+
+
+def utterances(events: list) -> list[Utterance]:
+    return [e for e in events if isinstance(e, Utterance)]
+
+
+CFG = SegmenterConfig(frame_ms=30, hangover_ms=300, preroll_ms=300, min_utterance_ms=250,
+                      max_utterance_s=15.0, partial_interval_s=1.0)
+
+
+def test_two_bursts_give_two_utterances_with_speech_times() -> None:
+    signal = np.concatenate([silence(1.0), tone(2.0), silence(1.0), tone(1.5), silence(1.0)])
+    utts = utterances(run(signal, CFG))
+    assert len(utts) == 2
+    assert utts[0].t_end == pytest.approx(3.0, abs=0.031)
+    assert utts[1].t_end == pytest.approx(5.5, abs=0.031)
+    # Pre-roll: the utterance starts before the detected onset (onset + 3 start frames).
+    assert utts[0].t_start == pytest.approx(1.0 - 0.3, abs=0.1)
+    assert all(u.cut_reason == "pause" for u in utts)
+    # Detection happens one hangover after the end of speech.
+    assert utts[0].t_detected - utts[0].t_end == pytest.approx(0.3, abs=0.031)
+
+
+def test_chunk_size_does_not_change_the_result() -> None:
+    signal = np.concatenate([silence(0.5), tone(1.2), silence(0.7), tone(0.9), silence(0.6)])
+    a = [(u.t_start, u.t_end, len(u.audio)) for u in utterances(run(signal, CFG, chunk=160))]
+    b = [(u.t_start, u.t_end, len(u.audio)) for u in utterances(run(signal, CFG, chunk=7777))]
+    assert a == b and len(a) == 2
+
+
+def test_short_burst_is_noise() -> None:
+    signal = np.concatenate([silence(0.5), tone(0.15), silence(1.0)])
+    assert utterances(run(signal, CFG)) == []
+
+
+def test_progress_events_while_speaking() -> None:
+    signal = np.concatenate([silence(0.5), tone(3.5), silence(1.0)])
+    events = run(signal, CFG)
+    progress = [e for e in events if isinstance(e, SpeechProgress)]
+    # Every partial_interval_s of utterance audio (pre-roll and hangover included).
+    assert [round(p.t_end - p.t_start) for p in progress] == [1, 2, 3, 4]
+    assert isinstance(events[0], SpeechStarted)
+    assert all(len(p.audio) > 0 for p in progress)
+
+
+def test_long_monologue_is_split_never_dropped() -> None:
+    speech = tone(59.0)
+    signal = np.concatenate([silence(0.5), speech, silence(1.0)])
+    utts = utterances(run(signal, CFG))
+    assert len(utts) == 4
+    assert [u.cut_reason for u in utts] == ["max_length"] * 3 + ["pause"]
+    assert all(len(u.audio) <= 15.0 * SAMPLE_RATE for u in utts)
+    # Every voiced sample is in exactly one utterance: spans tile the speech.
+    for prev, nxt in zip(utts, utts[1:], strict=False):
+        assert nxt.t_start == pytest.approx(prev.t_start + len(prev.audio) / SAMPLE_RATE)
+    assert utts[-1].t_end == pytest.approx(59.5, abs=0.031)
+
+
+def test_long_speech_is_cut_at_a_short_pause() -> None:
+    cfg = SegmenterConfig(max_utterance_s=5.0, hangover_ms=300)
+    signal = np.concatenate([silence(0.5), tone(4.0), silence(0.12), tone(3.0), silence(1.0)])
+    utts = utterances(run(signal, cfg))
+    assert utts[0].cut_reason == "max_length"
+    assert utts[0].t_end == pytest.approx(4.5, abs=0.031)
+
+
+def test_end_of_stream_closes_open_utterance() -> None:
+    signal = np.concatenate([silence(0.5), tone(2.0)])
+    utts = utterances(run(signal, CFG))
+    assert len(utts) == 1 and utts[0].cut_reason == "end_of_stream"
+
+
+def test_rejects_multichannel_input() -> None:
+    seg = Segmenter(CFG, EnergyDetector())
+    with pytest.raises(ValueError, match="mono"):
+        seg.push(np.zeros((100, 2), dtype=np.float32))
+
+
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
+def test_real_speech_with_webrtcvad() -> None:
+    from tests.speech import Turn, conversation
+
+    turns = [Turn("The weather is nice today."), Turn("I would like a cup of tea please."),
+             Turn("See you tomorrow morning.")]
+    audio = conversation(turns, gap_s=1.0)
+    seg = Segmenter(SegmenterConfig())  # real webrtcvad
+    events = seg.push(audio) + seg.flush()
+    utts = utterances(events)
+    assert len(utts) == 3
+    assert all(0.8 < u.t_end - u.t_start < 4.0 for u in utts)
