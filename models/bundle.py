@@ -89,13 +89,20 @@ class Bundle:
     def build_head(self) -> FusionHead:
         """The head with the bundle's weights loaded, in eval mode."""
         head = build_head(self.config.head, self.config.head_config)
-        result = head.load_state_dict(self.weights, strict=False)
-        if result.missing_keys or result.unexpected_keys:
+        expected = head.state_dict()
+        missing = sorted(set(expected) - set(self.weights))
+        unexpected = sorted(set(self.weights) - set(expected))
+        wrong_shape = [f"{k}: {tuple(self.weights[k].shape)} vs {tuple(v.shape)}"
+                       for k, v in expected.items()
+                       if k in self.weights and self.weights[k].shape != v.shape]
+        if missing or unexpected or wrong_shape:
             raise BundleError(
                 f"{self.path / WEIGHTS} does not match head '{self.config.head}' with the config "
-                f"in {BUNDLE_JSON}: missing {result.missing_keys[:5]}, unexpected "
-                f"{result.unexpected_keys[:5]}. Re-export the bundle from the trained head."
+                f"in {BUNDLE_JSON}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                f"wrong shape (file vs config) {wrong_shape[:5]}. Re-export the bundle from the "
+                "trained head with save_bundle."
             )
+        head.load_state_dict(self.weights)
         return head.eval()
 
 

@@ -100,8 +100,8 @@ def word_frames(inp: EmotionInput, n_frames: int) -> tuple[list[str], Tensor]:
         times = torch.stack([edges[:-1], edges[1:]], dim=1)  # (W, 2)
     if not words:
         return [], torch.zeros(0, 2, dtype=torch.long)
-    start = torch.floor(times[:, 0] * FRAMES_PER_SECOND).long().clamp(0, n_frames - 1)
-    end = torch.ceil(times[:, 1] * FRAMES_PER_SECOND).long().clamp(max=n_frames)
+    start = torch.round(times[:, 0] * FRAMES_PER_SECOND).long().clamp(0, n_frames - 1)
+    end = torch.round(times[:, 1] * FRAMES_PER_SECOND).long().clamp(max=n_frames)
     end = torch.maximum(end, start + 1)
     return words, torch.stack([start, end], dim=1)
 

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.bundle import AudioEncoderSpec, BundleConfig, TextEncoderSpec, save_bundle
+from models.errors import ModelError
+from models.heads import build_head, make_config
+from models.inference import ContextItem, EmotionInput, EmotionModel, WordSpan, word_frames
+
+torch.set_num_threads(1)
+LABELS = ("ang", "hap", "neu", "sad")
+AUDIO_DIM = 24
+
+
+def make_bundle(tmp_path: Path, text_dir: Path, head: str = "cross_mha", context_size: int = 0,
+                regression: bool = False, audio_ref: str = "whisper:packaged:tiny.en",
+                audio_dim: int = AUDIO_DIM, text_layers: str = "last",
+                **settings: object) -> Path:
+    cfg = make_config(head, audio_dim=audio_dim, text_dim=32, num_classes=len(LABELS),
+                      regression=regression, **settings)
+    torch.manual_seed(0)
+    config = BundleConfig(model_id=f"test-{head}", head=head, head_config=dataclasses.asdict(cfg),
+                          labels=LABELS, audio=AudioEncoderSpec(ref=audio_ref, dim=audio_dim),
+                          text=TextEncoderSpec(ref=str(text_dir), dim=32, layers=text_layers),
+                          context_size=context_size)
+    return save_bundle(tmp_path / head, config, build_head(head, cfg))
+
+
+def utterance(seconds: float, text: str, seed: int = 0) -> EmotionInput:
+    rng = np.random.default_rng(seed)
+    n_frames = max(1, int(seconds * 50))
+    return EmotionInput(audio=np.zeros(int(seconds * 16000), np.float32), text=text,
+                        whisper_frames=rng.standard_normal((n_frames, AUDIO_DIM), dtype=np.float32))
+
+
+def test_predict_with_whisper_frames(tmp_path: Path, tiny_text_dir: Path) -> None:
+    model = EmotionModel.load(make_bundle(tmp_path, tiny_text_dir, model_dim=32, num_heads=2))
+    assert model.uses_whisper_frames and model.labels == LABELS
+    assert model.model_id == "test-cross_mha"
+    batch = [utterance(3.0, "I can't believe it", 0), utterance(0.4, "", 1),
+             utterance(1.2, "fine", 2)]
+    preds = model.predict(batch)
+    assert len(preds) == 3
+    for pred in preds:
+        assert pred.probabilities.shape == (4,)
+        assert abs(float(pred.probabilities.sum()) - 1.0) < 1e-5
+        assert pred.valence is None and pred.label in LABELS
+        assert pred.context_item.audio_embedding.shape == (AUDIO_DIM,)
+        assert pred.context_item.text_embedding.shape == (32,)
+    # batching with padding gives the same answer as one at a time
+    for inp, pred in zip(batch, preds, strict=True):
+        alone = model.predict([inp])[0]
+        np.testing.assert_allclose(alone.probabilities, pred.probabilities, atol=1e-5)
+
+
+def test_features_batch_shapes(tmp_path: Path, tiny_text_dir: Path) -> None:
+    model = EmotionModel.load(make_bundle(tmp_path, tiny_text_dir, model_dim=32, num_heads=2,
+                                          text_layers="all"))
+    hb = model.features([utterance(1.0, "hello"), utterance(2.0, "hello there you")])
+    assert hb.audio.shape == (2, 100, AUDIO_DIM) and hb.audio_mask.sum(1).tolist() == [50, 100]
+    assert hb.text.shape[0] == 2 and hb.text.shape[2] == 32
+    assert hb.text_layers is not None and hb.text_layers.shape[1] == 3
+    assert hb.labels is None
+
+
+def test_regression_outputs(tmp_path: Path, tiny_text_dir: Path) -> None:
+    model = EmotionModel.load(make_bundle(tmp_path, tiny_text_dir, head="text_only",
+                                          regression=True, model_dim=32, num_heads=2))
+    pred = model.predict([utterance(1.0, "wow")])[0]
+    assert all(isinstance(v, float) for v in (pred.valence, pred.arousal, pred.dominance))
+
+
+def test_wrong_frame_width_is_explained(tmp_path: Path, tiny_text_dir: Path) -> None:
+    model = EmotionModel.load(make_bundle(tmp_path, tiny_text_dir, model_dim=32, num_heads=2))
+    bad = EmotionInput(audio=np.zeros(1600, np.float32), text="x",
+                       whisper_frames=np.zeros((5, 384), np.float32))
+    with pytest.raises(ModelError, match=r"expects \(T, 24\)"):
+        model.predict([bad])
+
+
+def test_text_encoder_override_must_match_width(tmp_path: Path, tiny_text_dir: Path) -> None:
+    path = make_bundle(tmp_path, tiny_text_dir, model_dim=32, num_heads=2)
+    with pytest.raises(ModelError, match="encoders.text.dim"):
+        EmotionModel.load(path, text_encoder="packaged:all-MiniLM-L6-v2")
+
+
+def test_bad_audio_ref(tmp_path: Path, tiny_text_dir: Path) -> None:
+    path = make_bundle(tmp_path, tiny_text_dir, audio_ref="mystery", model_dim=32, num_heads=2)
+    with pytest.raises(ModelError, match="encoders.audio.ref 'mystery'"):
+        EmotionModel.load(path)
+
+
+def test_word_frames_from_times_and_fallback() -> None:
+    inp = EmotionInput(audio=np.zeros(16000, np.float32), text=" hi there",
+                       words=(WordSpan(" hi", 0.1, 0.3), WordSpan(" there", 0.36, 0.9)))
+    words, spans = word_frames(inp, 50)
+    assert words == ["hi", "there"] and spans.tolist() == [[5, 15], [18, 45]]
+    words, spans = word_frames(dataclasses.replace(inp, words=()), 50)
+    assert words == ["hi", "there"] and spans.tolist() == [[0, 25], [25, 50]]
+    assert word_frames(dataclasses.replace(inp, words=(), text=""), 50)[0] == []
+
+
+def test_context_item_round_trips(tmp_path: Path, tiny_text_dir: Path) -> None:
+    model = EmotionModel.load(make_bundle(tmp_path, tiny_text_dir, model_dim=32, num_heads=2))
+    first = model.predict([utterance(1.0, "one")])[0].context_item
+    assert isinstance(first, ContextItem) and first.text == "one"
+    np.testing.assert_allclose(first.audio_embedding,
+                               utterance(1.0, "one").whisper_frames.mean(0), rtol=1e-5)
