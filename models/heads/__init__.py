@@ -21,6 +21,7 @@ from models.heads.base import (
 )
 from models.heads.cross_mha import CrossMHAHead
 from models.heads.self_mha import SelfMHAHead
+from models.heads.shared_qk_mt import SharedQKMTHead
 from models.heads.unimodal import UnimodalHead
 
 
@@ -40,6 +41,7 @@ HEADS: dict[str, HeadSpec] = {
     "cross_mha_cls": HeadSpec(CrossMHAHead, {"variant": "cls"}, "cross_mha, text = first token"),
     "text_only": HeadSpec(UnimodalHead, {"modality": "text"}, "text self-attention baseline"),
     "audio_only": HeadSpec(UnimodalHead, {"modality": "audio"}, "audio self-attention baseline"),
+    "shared_qk_mt": HeadSpec(SharedQKMTHead, {}, "word-level transformer, W_Q/W_K shared"),
 }
 
 

@@ -24,6 +24,8 @@ TINY: dict[str, dict[str, object]] = {
     "cross_mha_cls": {"model_dim": 32, "num_heads": 2, "fused_dim": 16},
     "text_only": {"model_dim": 32, "num_heads": 2, "fused_dim": 16},
     "audio_only": {"model_dim": 32, "num_heads": 2, "fused_dim": 16},
+    "shared_qk_mt": {"model_dim": 16, "num_heads": 2, "ff_dim": 32, "gru_hidden": 12,
+                     "hidden_dim": 12},
 }
 
 
