@@ -69,7 +69,7 @@ def iter_file_blocks(path: str | Path, block_s: float) -> Iterator[np.ndarray]:
     """Yield 16 kHz mono float32 blocks of about ``block_s`` seconds from an audio file.
 
     A truncated file (header promises more data than there is) yields what is
-    there and logs a warning: audio already decoded is never thrown away.
+    there and logs a warning: audio that can be decoded is never thrown away.
     """
     with open_audio_file(path) as f:
         resampler = MonoResampler(f.samplerate)
@@ -89,10 +89,13 @@ def iter_file_blocks(path: str | Path, block_s: float) -> Iterator[np.ndarray]:
                 yield out
             if last:
                 break
-        if f.frames > 0 and read_total < f.frames:
+        # libsndfile trims a short file's length to what is there and notes the mismatch
+        # ("data : 64000 (should be 32000)") in the header dump.
+        mismatches = [line.strip() for line in f.extra_info.splitlines() if "should be" in line]
+        if mismatches:
             log.warning(
-                "audio file '%s' is truncated: header says %.2f s, only %.2f s could be read; "
-                "using what is there", path, f.frames / f.samplerate, read_total / f.samplerate,
+                "audio file '%s' looks truncated or damaged (%s); using the %.2f s that could "
+                "be read", path, "; ".join(mismatches), read_total / f.samplerate,
             )
 
 

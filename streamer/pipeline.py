@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,9 +65,13 @@ class RunSummary:
 
 
 async def run_pipeline(config: AppConfig, source: AudioSource, models: Models,
-                       on_ready: Callable[[EventBus, WebSocketServer | None], None] | None = None,
-                       ) -> RunSummary:
-    """Run ``source`` through the pipeline to its end and publish every event."""
+                       on_ready: Callable[[EventBus, WebSocketServer | None], Awaitable[None]]
+                       | None = None) -> RunSummary:
+    """Run ``source`` through the pipeline to its end and publish every event.
+
+    ``on_ready`` is awaited once the publishers listen and before audio flows (tests and
+    embedding applications use it to attach subscribers).
+    """
     bus = EventBus(config.bus.subscriber_queue)
     recognizer = Recognizer(config, models.asr, models.emotion, bus)
     mqtt = MqttPublisher(config.mqtt, bus) if config.mqtt.enabled else None
@@ -80,7 +84,7 @@ async def run_pipeline(config: AppConfig, source: AudioSource, models: Models,
         if config.websocket.enabled:
             server = await stack.enter_async_context(WebSocketServer(config.websocket, bus))
         if on_ready is not None:
-            on_ready(bus, server)
+            await on_ready(bus, server)
         async with asyncio.TaskGroup() as tg:
             background = [tg.create_task(recognizer.run_workers(), name="workers")]
             if mqtt is not None:

@@ -140,8 +140,10 @@ class Recognizer:
                                               time.monotonic()))
         elif isinstance(event, SpeechStarted):
             state.committer.reset()
-        elif self.config.asr.partials and self.asr_worker.idle:
-            # Partials are droppable: only start one when the ASR has nothing else to do.
+        elif (self.config.asr.partials and self.asr_worker.idle
+              and state.segmenter.trailing_silence_ms == 0):
+            # Partials are droppable: start one only when the ASR has nothing else to do and
+            # the speaker is mid-speech (a pause may be the end, whose final must not wait).
             tg.create_task(self._partial(state, event))
 
     async def _partial(self, state: ChannelState, progress: SpeechProgress) -> None:

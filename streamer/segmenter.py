@@ -80,6 +80,11 @@ class Segmenter:
     def in_speech(self) -> bool:
         return self._in_speech
 
+    @property
+    def trailing_silence_ms(self) -> int:
+        """Unvoiced time at the end of the open utterance (0 while the speaker is talking)."""
+        return self._silence_run * self._cfg.frame_ms if self._in_speech else 0
+
     def push(self, samples: np.ndarray) -> list[SegmenterEvent]:
         if samples.ndim != 1:
             raise ValueError(f"segmenter expects mono 1-D audio, got shape {samples.shape}")

@@ -39,8 +39,13 @@ class Broker:
         self.binary = binary
         self.port = port or free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
+        # Persistence keeps subscribers' sessions (and their queued QoS 1 messages) across a
+        # broker restart, so tests can tell publisher losses from subscriber reconnect races.
+        store = workdir / f"mosquitto-{self.port}"
+        store.mkdir(exist_ok=True)
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {store}/\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Broker:

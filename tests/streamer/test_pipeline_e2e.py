@@ -1,0 +1,221 @@
+"""End to end: espeak-ng speech with known words -> pipeline -> real WebSocket client and
+real MQTT subscriber on a Mosquitto broker. Uses the real ASR and the shipped bundle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aiomqtt
+import jiwer
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from streamer import events
+from streamer.asr import normalize_words
+from streamer.config import AppConfig, load_config
+from streamer.pipeline import Models, load_models, run_pipeline
+from streamer.sources import FileSource
+from tests.conftest import Broker
+from tests.speech import SAMPLE_TURNS, Turn, conversation, espeak_available, write_wav
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")]
+
+TURNS = (
+    Turn("Good morning, I am calling about my internet connection.", "en-us+f2"),
+    Turn("It has been down for three days and I am very angry.", "en-us+m3", 60, 190, 170),
+    Turn("I understand, let me check the line for you.", "en-us+f2"),
+)
+
+
+@pytest.fixture(scope="module")
+def models() -> Models:
+    return load_models(AppConfig())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return float(jiwer.wer(" ".join(normalize_words(reference)),
+                           " ".join(normalize_words(hypothesis)) or "<empty>"))
+
+
+def make_config(tmp_path: Path, mqtt_port: int | None = None, **extra: str) -> AppConfig:
+    overrides = ["source.realtime=false", "websocket.port=0", "stdout.enabled=false",
+                 f"jsonl.path={tmp_path / 'events.jsonl'}"]
+    if mqtt_port is not None:
+        overrides += ["mqtt.enabled=true", f"mqtt.port={mqtt_port}", "mqtt.prefix=e2e",
+                      "mqtt.reconnect_min_s=0.2", "mqtt.reconnect_max_s=1.0"]
+    overrides += [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
+    return load_config(None, overrides)
+
+
+class WsRecorder:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def attach(self, port: int) -> None:
+        ws = await connect(f"ws://127.0.0.1:{port}/events")
+        hello = json.loads(await ws.recv())
+        assert hello["type"] == "hello"
+
+        async def read() -> None:
+            async for raw in ws:
+                self.messages.append(json.loads(raw))
+
+        self.task = asyncio.create_task(read())
+
+
+class MqttRecorder:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.messages: list[tuple[str, dict]] = []
+        self.subscribed = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client("127.0.0.1", self.port, identifier="e2e-sub",
+                                          clean_session=False) as client:
+                    await client.subscribe("e2e/#", qos=1)
+                    self.subscribed.set()
+                    async for m in client.messages:
+                        self.messages.append((str(m.topic), json.loads(m.payload)))
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.1)
+
+
+async def run_with_subscribers(config: AppConfig, models: Models, mqtt: MqttRecorder | None
+                               ) -> tuple[list[dict], int]:
+    ws = WsRecorder()
+
+    async def ready(bus, server) -> None:  # type: ignore[no-untyped-def]
+        await ws.attach(server.port)
+
+    mqtt_task = asyncio.create_task(mqtt.run()) if mqtt else None
+    if mqtt is not None:
+        await asyncio.wait_for(mqtt.subscribed.wait(), 10)
+    summary = await run_pipeline(config, FileSource(config.source), models, on_ready=ready)
+    await asyncio.sleep(0.3)  # let the last frames reach the clients
+    for task in (ws.task, mqtt_task):
+        if task is not None:
+            task.cancel()
+    return ws.messages, summary.utterances
+
+
+async def test_conversation_reaches_websocket_and_mqtt(tmp_path: Path, models: Models,
+                                                       broker: Broker) -> None:
+    wav = write_wav(tmp_path / "conv.wav", conversation(TURNS))
+    config = make_config(tmp_path, broker.port, source__path=str(wav))
+    mqtt = MqttRecorder(broker.port)
+    ws_messages, n_utts = await run_with_subscribers(config, models, mqtt)
+
+    for message in ws_messages:
+        events.validate_event(message)
+    emotions = [m for m in ws_messages if m["type"] == "utterance.emotion"]
+    assert len(emotions) == len(TURNS) == n_utts  # one event per utterance
+    for turn, event in zip(TURNS, emotions, strict=True):
+        assert wer(turn.text, event["text"]) <= 0.35, (turn.text, event["text"])
+        assert event["label"] in models.emotion.labels
+        assert sum(event["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert event["words"] and event["latency"]["total_ms"] > 0
+    assert [m["type"] for m in ws_messages][0] == "stream.started"
+    assert ws_messages[-1]["type"] == "stream.ended"
+
+    mqtt_emotions = [(t, e) for t, e in mqtt.messages if e["type"] == "utterance.emotion"]
+    assert [e["utterance_id"] for _, e in mqtt_emotions] == [e["utterance_id"] for e in emotions]
+    for topic, event in mqtt.messages:
+        events.validate_event(event)
+        assert topic == f"e2e/default/mono/{event['type']}"
+
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line)["type"] for line in lines].count("utterance.emotion") == len(TURNS)
+
+
+async def test_broker_down_at_start_comes_back(tmp_path: Path, models: Models,
+                                               make_broker) -> None:  # type: ignore[no-untyped-def]
+    broker = make_broker()
+    # The subscriber's persistent session exists; then the broker is down when the run starts.
+    broker.start()
+    mqtt = MqttRecorder(broker.port)
+    task = asyncio.create_task(mqtt.run())
+    await asyncio.wait_for(mqtt.subscribed.wait(), 10)
+    broker.stop()
+    mqtt.subscribed.clear()
+    wav = write_wav(tmp_path / "conv.wav", conversation(TURNS[:2]))
+    config = make_config(tmp_path, broker.port, source__path=str(wav))
+
+    async def restart_broker_later() -> None:
+        await asyncio.sleep(2.0)
+        broker.start()
+
+    restart = asyncio.create_task(restart_broker_later())
+    summary = await run_pipeline(config, FileSource(config.source), models)
+    await restart
+    async with asyncio.timeout(20):
+        while sum(e["type"] == "utterance.emotion" for _, e in mqtt.messages) < 2:
+            await asyncio.sleep(0.1)
+    task.cancel()
+    assert summary.utterances == 2 and summary.mqtt_dropped == 0
+    types = [e["type"] for _, e in mqtt.messages]
+    assert types.count("stream.started") >= 1 and types.count("stream.ended") >= 1
+
+
+async def test_silence_only_gives_no_utterances(tmp_path: Path, models: Models) -> None:
+    wav = write_wav(tmp_path / "silence.wav", np.zeros(16000 * 5, dtype=np.float32))
+    config = make_config(tmp_path, source__path=str(wav))
+    messages, n_utts = await run_with_subscribers(config, models, None)
+    assert n_utts == 0
+    assert [m["type"] for m in messages] == ["stream.started", "stream.ended"]
+    assert messages[-1]["utterances"] == 0 and messages[-1]["reason"] == "end_of_input"
+
+
+async def test_long_monologue_without_pauses_is_split_not_dropped(tmp_path: Path,
+                                                                   models: Models) -> None:
+    words = ("we keep talking about the plan for the new office and the budget and the people "
+             "who will move there next year and what it means for the team ")
+    text = (words * 6).strip()
+    audio = conversation([Turn(text, speed=175)], gap_s=0.5)
+    assert len(audio) / 16000 > 45
+    wav = write_wav(tmp_path / "monologue.wav", audio)
+    config = make_config(tmp_path, source__path=str(wav))
+    messages, n_utts = await run_with_subscribers(config, models, None)
+    emotions = [m for m in messages if m["type"] == "utterance.emotion"]
+    assert n_utts == len(emotions) >= 3
+    assert {m["cut_reason"] for m in emotions[:-1]} == {"max_length"}
+    assert all(m["t_end"] - m["t_start"] <= 15.0 + 1e-6 for m in emotions)
+    # Nothing lost: the pieces tile the speech and together carry its words.
+    hypothesis = " ".join(m["text"] for m in emotions)
+    assert wer(text, hypothesis) <= 0.4
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamer.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_truncated_wav_still_gives_events(tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "full.wav", conversation(SAMPLE_TURNS[:2]))
+    data = wav.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: int(len(data) * 0.6)])  # cut inside the second turn
+    result = run_cli("run", "--source", str(cut), "--fast", "--json",
+                     "--set", "websocket.enabled=false")
+    assert result.returncode == 0, result.stderr
+    assert "truncated" in result.stderr
+    emotions = [json.loads(line) for line in result.stdout.splitlines()
+                if '"utterance.emotion"' in line]
+    assert len(emotions) == 2  # the intact turn and the part of the cut one
+
+
+def test_cli_non_audio_file_is_a_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "report.mp3"
+    bogus.write_text("definitely not audio\n" * 100)
+    result = run_cli("run", "--source", str(bogus), "--fast")
+    assert result.returncode == 2
+    assert "cannot decode" in result.stderr and "ffmpeg" in result.stderr
+    assert "Traceback" not in result.stderr
