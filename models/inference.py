@@ -203,6 +203,10 @@ class EmotionModel:
             past = inp.context[-config.context_size:] if config.context_size > 0 else ()
             updates["context_audio"] = _stack([c.audio_embedding for c in past], config.audio.dim)
             updates["context_text"] = _stack([c.text_embedding for c in past], config.text.dim)
+        if self.head.needs_ctc:
+            from models.heads.mmer import text_to_ctc_ids
+
+            updates["ctc_target"] = torch.tensor(text_to_ctc_ids(inp.text), dtype=torch.long)
         if self.head.needs_functionals:
             from models.encoders.prosody import functionals
 

@@ -20,6 +20,7 @@ from models.heads.base import (
     collate,
 )
 from models.heads.cross_mha import CrossMHAHead
+from models.heads.mmer import MMERHead
 from models.heads.self_mha import SelfMHAHead
 from models.heads.shared_qk_mt import SharedQKMTHead
 from models.heads.unimodal import UnimodalHead
@@ -42,6 +43,7 @@ HEADS: dict[str, HeadSpec] = {
     "text_only": HeadSpec(UnimodalHead, {"modality": "text"}, "text self-attention baseline"),
     "audio_only": HeadSpec(UnimodalHead, {"modality": "audio"}, "audio self-attention baseline"),
     "shared_qk_mt": HeadSpec(SharedQKMTHead, {}, "word-level transformer, W_Q/W_K shared"),
+    "mmer": HeadSpec(MMERHead, {}, "three cross-modal encoder blocks, acoustic gate, CE + a*CTC"),
 }
 
 

@@ -198,7 +198,8 @@ class FusionHead(nn.Module):
     needs_context: ClassVar[bool] = False  # context_audio/context_text
     needs_audio_layers: ClassVar[bool] = False  # audio_layers (falls back to L = 1)
     needs_text_layers: ClassVar[bool] = False
-    needs_functionals: ClassVar[bool] = False
+    needs_functionals: ClassVar[bool] = False  # functionals (prosody statistics)
+    needs_ctc: ClassVar[bool] = False  # ctc_targets for an auxiliary CTC loss (training only)
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()

@@ -26,6 +26,7 @@ TINY: dict[str, dict[str, object]] = {
     "audio_only": {"model_dim": 32, "num_heads": 2, "fused_dim": 16},
     "shared_qk_mt": {"model_dim": 16, "num_heads": 2, "ff_dim": 32, "gru_hidden": 12,
                      "hidden_dim": 12},
+    "mmer": {"model_dim": 16, "num_heads": 2, "ff_dim": 32, "ctc_vocab_size": VOCAB},
 }
 
 
@@ -65,7 +66,7 @@ def random_items(name: str, n: int, seed: int = 0, min_context: int = 0) -> list
                             context_text=torch.randn(k, TEXT_DIM, generator=gen))
         if head_cls.needs_functionals:
             item = _replace(item, functionals=torch.randn(FUNCTIONALS_DIM, generator=gen))
-        if getattr(head_cls, "needs_ctc", False):
+        if head_cls.needs_ctc:
             s = int(torch.randint(1, max(2, ta // 3), (1,), generator=gen))
             item = _replace(item, ctc_target=torch.randint(1, VOCAB, (s,), generator=gen))
         items.append(item)
