@@ -183,7 +183,7 @@ class LayerSqueezeExcitation(nn.Module):
 # ---------------------------------------------------------------- recurrent
 
 
-class MaskedGRU(nn.Module):
+class MaskedRNN(nn.Module):
     """(Bi)GRU/LSTM over padded sequences using packing, so padding never leaks in."""
 
     def __init__(self, input_dim: int, hidden: int, bidirectional: bool,
@@ -211,3 +211,13 @@ def mlp_classifier(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn
     return nn.Sequential(
         nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
     )
+
+
+def concat_in_time(x1: Tensor, mask1: Tensor, x2: Tensor, mask2: Tensor) -> tuple[Tensor, Tensor]:
+    """Join two padded sequences along time, valid parts first: row b is
+    [x1[b, valid]; x2[b, valid]; padding]. (B, T1, D), (B, T2, D) -> (B, T1 + T2, D), mask."""
+    x = torch.cat([x1, x2], dim=1)  # (B, T1 + T2, D), padding in the middle
+    mask = torch.cat([mask1, mask2], dim=1)  # (B, T1 + T2)
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # valid positions first
+    x = torch.gather(x, 1, order.unsqueeze(-1).expand_as(x))
+    return x, torch.gather(mask, 1, order)

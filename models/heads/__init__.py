@@ -19,6 +19,7 @@ from models.heads.base import (
     HeadOutput,
     collate,
 )
+from models.heads.cm_roberta import CMRobertaHead
 from models.heads.cross_mha import CrossMHAHead
 from models.heads.mmer import MMERHead
 from models.heads.self_mha import SelfMHAHead
@@ -44,6 +45,7 @@ HEADS: dict[str, HeadSpec] = {
     "audio_only": HeadSpec(UnimodalHead, {"modality": "audio"}, "audio self-attention baseline"),
     "shared_qk_mt": HeadSpec(SharedQKMTHead, {}, "word-level transformer, W_Q/W_K shared"),
     "mmer": HeadSpec(MMERHead, {}, "three cross-modal encoder blocks, acoustic gate, CE + a*CTC"),
+    "cm_roberta": HeadSpec(CMRobertaHead, {}, "BiLSTMs, parallel self/cross attention, mid fusion"),
 }
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from models.heads.base import FusionHead, HeadBatch, HeadConfig, HeadOutput
-from models.layers import MaskedGRU, TransformerBlock, mlp_classifier
+from models.layers import MaskedRNN, TransformerBlock, mlp_classifier
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +46,7 @@ class WordLevelSpeech(nn.Module):
     def __init__(self, audio_dim: int, text_dim: int, hidden: int, max_word_frames: int) -> None:
         super().__init__()
         self.max_word_frames = max_word_frames
-        self.gru = MaskedGRU(audio_dim, hidden, bidirectional=False, cell="gru")
+        self.gru = MaskedRNN(audio_dim, hidden, bidirectional=False, cell="gru")
         self.bilinear = nn.Linear(text_dim, hidden, bias=False)  # W_a in eq. 6
 
     def forward(self, audio: Tensor, spans: Tensor, word_text: Tensor,

@@ -26,6 +26,8 @@ TINY: dict[str, dict[str, object]] = {
     "audio_only": {"model_dim": 32, "num_heads": 2, "fused_dim": 16},
     "shared_qk_mt": {"model_dim": 16, "num_heads": 2, "ff_dim": 32, "gru_hidden": 12,
                      "hidden_dim": 12},
+    "cm_roberta": {"functionals_dim": FUNCTIONALS_DIM, "text_layers_used": 2, "lstm_hidden": 8,
+                   "num_heads": 2, "hidden_dim": 16},
     "mmer": {"model_dim": 16, "num_heads": 2, "ff_dim": 32, "ctc_vocab_size": VOCAB},
 }
 
