@@ -164,13 +164,15 @@ class LayerSqueezeExcitation(nn.Module):
     Squeeze: masked mean over time and features gives one number per layer.
     Excite: a bottleneck MLP with a sigmoid gives one weight per layer; the
     output is the weighted sum of layers. (B, L, T, D), mask (B, T) -> (B, T, D).
+    The bottleneck uses GELU rather than ReLU: with the paper's reduction ratio
+    (= number of layers) it has a single unit, which a ReLU can leave dead.
     """
 
     def __init__(self, num_layers: int, reduction: int = 4) -> None:
         super().__init__()
         hidden = max(1, num_layers // reduction)
         self.excite = nn.Sequential(
-            nn.Linear(num_layers, hidden), nn.ReLU(), nn.Linear(hidden, num_layers), nn.Sigmoid()
+            nn.Linear(num_layers, hidden), nn.GELU(), nn.Linear(hidden, num_layers), nn.Sigmoid()
         )
 
     def forward(self, layers: Tensor, mask: Tensor) -> Tensor:

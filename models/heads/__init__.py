@@ -20,6 +20,7 @@ from models.heads.base import (
     collate,
 )
 from models.heads.cm_roberta import CMRobertaHead
+from models.heads.context_mmt import ContextMMTHead
 from models.heads.cross_mha import CrossMHAHead
 from models.heads.mmer import MMERHead
 from models.heads.self_mha import SelfMHAHead
@@ -46,6 +47,11 @@ HEADS: dict[str, HeadSpec] = {
     "shared_qk_mt": HeadSpec(SharedQKMTHead, {}, "word-level transformer, W_Q/W_K shared"),
     "mmer": HeadSpec(MMERHead, {}, "three cross-modal encoder blocks, acoustic gate, CE + a*CTC"),
     "cm_roberta": HeadSpec(CMRobertaHead, {}, "BiLSTMs, parallel self/cross attention, mid fusion"),
+    "context_mmt": HeadSpec(ContextMMTHead, {"fusion": "mmt"}, "layer SE, context conv, MMT"),
+    "cmt_a2t": HeadSpec(ContextMMTHead, {"fusion": "cmt_at"}, "context_mmt with CMT(A->T) only"),
+    "cmt_t2a": HeadSpec(ContextMMTHead, {"fusion": "cmt_ta"}, "context_mmt with CMT(T->A) only"),
+    "early_fusion": HeadSpec(ContextMMTHead, {"fusion": "early"}, "concat pooled features (EF)"),
+    "late_fusion": HeadSpec(ContextMMTHead, {"fusion": "late"}, "transformer per modality (LF)"),
 }
 
 

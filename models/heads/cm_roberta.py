@@ -1,4 +1,4 @@
-"""cm_roberta: Cross-Modal RoBERTa fusion (BiLSTMs, parallel self/cross attention, mid-level fusion).
+"""cm_roberta: Cross-Modal RoBERTa (BiLSTMs, parallel self/cross attention, mid-level fusion).
 
 Paper: papers/cm_roberta_meld.txt.
 

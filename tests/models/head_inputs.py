@@ -30,6 +30,11 @@ TINY: dict[str, dict[str, object]] = {
                    "num_heads": 2, "hidden_dim": 16},
     "mmer": {"model_dim": 16, "num_heads": 2, "ff_dim": 32, "ctc_vocab_size": VOCAB},
 }
+_CONTEXT_MMT = {"audio_layers": NUM_LAYERS, "text_layers": NUM_LAYERS, "proj_dim": 8,
+                "proj_hidden": 16, "context_size": 2, "num_heads": 2, "ff_dim": 16,
+                "hidden_dim": 16}
+for _name in ("context_mmt", "cmt_a2t", "cmt_t2a", "early_fusion", "late_fusion"):
+    TINY[_name] = _CONTEXT_MMT
 
 
 def tiny_head(name: str, dropout: float = 0.0, regression: bool = False) -> FusionHead:
