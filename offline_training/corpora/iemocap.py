@@ -78,7 +78,7 @@ def read_session(session_dir: Path, session: str) -> list[Utterance]:
         if not trans_file.is_file():
             raise CorpusError(f"IEMOCAP: '{eval_file}' has no transcription '{trans_file}'")
         texts = parse_transcription(trans_file)
-        for order, (start, utt_id, raw) in enumerate(sorted(parse_evaluation(eval_file))):
+        for order, (_start, utt_id, raw) in enumerate(sorted(parse_evaluation(eval_file))):
             wav = session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav"
             if not wav.is_file():
                 raise CorpusError(f"IEMOCAP: audio '{wav}' of utterance {utt_id} is missing")

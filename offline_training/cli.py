@@ -1,0 +1,299 @@
+"""``emotion-train``: prepare corpora, extract features, train, evaluate, export, ablate.
+
+Every subcommand has ``--help``. Typical use::
+
+    emotion-train prepare synth --out data/synth
+    emotion-train extract --corpus synth --root data/synth --transcripts asr
+    emotion-train ablate --corpus synth --root data/synth --transcripts asr --out runs/ablation
+    emotion-train export --corpus synth --root data/synth --transcripts asr --head self_mha \\
+        --out models/default_bundle
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from offline_training import synth
+from offline_training.corpora import KINDS, CorpusSpec, load_corpus
+from offline_training.errors import TrainingError
+from offline_training.features import FeatureSpec
+from offline_training.protocols import PROTOCOLS, ProtocolSpec
+from offline_training.records import write_manifest
+from offline_training.train import SELECT, TrainConfig, paper_config
+
+DEFAULT_ABLATION = ("text_only", "audio_only", "self_mha", "cross_mha")
+
+
+def add_corpus_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("corpus")
+    group.add_argument("--corpus", choices=KINDS, required=True,
+                       help="corpus kind (synth = a directory written by 'prepare synth')")
+    group.add_argument("--root", type=Path, required=True,
+                       help="corpus directory (IEMOCAP: the one holding Session1..5; MELD: "
+                            "MELD.Raw) or manifest file (manifest/synth)")
+    group.add_argument("--classes", default="",
+                       help="iemocap: 4 (default) or 7; manifest: comma list of classes")
+    group.add_argument("--label-map", type=Path, default=None,
+                       help="manifest only: JSON file {raw label: class or null to drop}")
+    group.add_argument("--synth-speakers", type=int, default=10,
+                       help="synth: if the corpus is missing, generate it with this many "
+                            "speakers (default 10)")
+    group.add_argument("--synth-per-class", type=int, default=12,
+                       help="synth: utterances per speaker and class when generating "
+                            "(default 12)")
+    group.add_argument("--synth-seed", type=int, default=0, help="synth: generator seed")
+
+
+def add_feature_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("features")
+    group.add_argument("--cache", type=Path, default=Path("data/cache"),
+                       help="feature cache directory (default data/cache)")
+    group.add_argument("--audio-encoder", default="whisper:packaged:tiny.en",
+                       help="audio encoder: whisper:<ref>, hf:<id or dir>, prosody "
+                            "(default whisper:packaged:tiny.en, as the streamer)")
+    group.add_argument("--text-encoder", default="packaged:all-MiniLM-L6-v2",
+                       help="Hugging Face text encoder reference (default packaged MiniLM)")
+    group.add_argument("--transcripts", choices=("gold", "asr"), default="gold",
+                       help="text to train on: the corpus' gold transcripts or faster-whisper "
+                            "ASR transcripts (what the streamer has; cached)")
+    group.add_argument("--words", action="store_true",
+                       help="also cache word vectors and word spans (automatic for word heads)")
+    group.add_argument("--threads", type=int, default=1,
+                       help="CPU threads for the encoders and training (default 1)")
+
+
+def add_train_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
+    group = parser.add_argument_group("training (defaults: the head's paper, see "
+                                      "offline_training/train.py PAPER_DEFAULTS)")
+    if head:
+        group.add_argument("--head", default="self_mha",
+                           help="fusion head registry name (default self_mha)")
+    group.add_argument("--protocol", choices=PROTOCOLS, default="loso",
+                       help="loso (leave one session out), loso-speaker, fixed (train/dev/test "
+                            "sessions, e.g. MELD), kfold (default loso)")
+    group.add_argument("--folds", type=int, default=5, help="kfold: number of folds")
+    group.add_argument("--max-folds", type=int, default=0,
+                       help="run only the first N folds (0 = all)")
+    group.add_argument("--lr", type=float, default=None, help="learning rate")
+    group.add_argument("--batch-size", type=int, default=None)
+    group.add_argument("--epochs", type=int, default=None, help="maximum epochs")
+    group.add_argument("--stop-patience", type=int, default=None,
+                       help="early stopping: epochs without validation-loss improvement")
+    group.add_argument("--select", choices=SELECT, default=None,
+                       help="validation metric whose best epoch is kept")
+    group.add_argument("--no-class-weights", action="store_true",
+                       help="do not weight the loss by inverse class frequency")
+    group.add_argument("--head-setting", action="append", default=[], metavar="KEY=VALUE",
+                       help="head config field, e.g. model_dim=192 (repeatable; JSON values)")
+    group.add_argument("--context-size", type=int, default=4,
+                       help="past utterances for context-aware heads (default 4)")
+    group.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    group.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    group.add_argument("--verbose", action="store_true", help="print every epoch")
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, object]:
+    import json
+
+    settings: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise TrainingError(f"--head-setting '{pair}' must be KEY=VALUE")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value  # a plain string value, e.g. variant=nosp
+    return settings
+
+
+def corpus_spec(args: argparse.Namespace) -> CorpusSpec:
+    return CorpusSpec(kind=args.corpus, root=args.root, classes=args.classes,
+                      label_map=args.label_map)
+
+
+def data_settings(args: argparse.Namespace):  # -> DataSettings
+    from offline_training.pipeline import DataSettings
+
+    synth_config = None
+    if args.corpus == "synth":
+        synth_config = synth.SynthConfig(out_dir=args.root, seed=args.synth_seed,
+                                         speakers=args.synth_speakers,
+                                         per_class=args.synth_per_class)
+    features = FeatureSpec(audio=args.audio_encoder, text=args.text_encoder,
+                           transcripts=args.transcripts, words=args.words)
+    return DataSettings(corpus=corpus_spec(args), features=features, cache=args.cache,
+                        threads=args.threads, synth=synth_config)
+
+
+def protocol_spec(args: argparse.Namespace) -> ProtocolSpec:
+    return ProtocolSpec(name=args.protocol, k=args.folds, max_folds=args.max_folds,
+                        seed=args.seed)
+
+
+def train_config(args: argparse.Namespace, head: str) -> TrainConfig:
+    overrides = {"lr": args.lr, "batch_size": args.batch_size, "max_epochs": args.epochs,
+                 "stop_patience": args.stop_patience, "select": args.select}
+    return paper_config(head, **{k: v for k, v in overrides.items() if v is not None},
+                        head_settings=parse_settings(args.head_setting),
+                        class_weighting=not args.no_class_weights,
+                        context_size=args.context_size, seed=args.seed, device=args.device)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    if args.kind == "synth":
+        utterances = synth.generate(synth.config_from_args(args))
+        print(f"wrote {len(utterances)} utterances to {args.out / 'manifest.jsonl'}")
+        return 0
+    corpus = load_corpus(CorpusSpec(kind=args.kind, root=args.root, classes=args.classes))
+    write_manifest(corpus.utterances, args.out)
+    print(f"{corpus.name}: wrote {len(corpus)} utterances to {args.out} "
+          f"({corpus.label_counts()})")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from offline_training.pipeline import extract, open_corpus
+
+    data = data_settings(args)
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    features = extract(data, open_corpus(data), heads)
+    print(f"features for {len(features.items)} utterances cached under {data.cache}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from offline_training.pipeline import evaluate_heads, extract, open_corpus
+
+    torch.set_num_threads(args.threads)
+    data = data_settings(args)
+    corpus = open_corpus(data)
+    features = extract(data, corpus, [args.head])
+    evaluate_heads(corpus, features, protocol_spec(args), [train_config(args, args.head)],
+                   args.out, args.verbose)
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import torch
+
+    from offline_training.pipeline import evaluate_heads, extract, open_corpus
+
+    torch.set_num_threads(args.threads)
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    data = data_settings(args)
+    corpus = open_corpus(data)
+    features = extract(data, corpus, heads)
+    evaluate_heads(corpus, features, protocol_spec(args), [train_config(args, h) for h in heads],
+                   args.out, args.verbose)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from offline_training.pipeline import export
+
+    torch.set_num_threads(args.threads)
+    export(data_settings(args), protocol_spec(args), train_config(args, args.head), args.out,
+           args.model_id or f"{args.head}-{args.corpus}", args.run_dir,
+           evaluate_first=not args.no_evaluate, verbose=args.verbose)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from offline_training.pipeline import evaluate_bundle
+
+    torch.set_num_threads(args.threads)
+    evaluate_bundle(data_settings(args), args.bundle, args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emotion-train",
+        description="Offline trainer: corpora -> cached encoder features -> fusion heads -> "
+                    "bundles the streamer serves. See docs/training.md.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    prepare = sub.add_parser("prepare", help="generate the synthetic corpus, or read a corpus "
+                             "and write a normalised JSONL manifest")
+    prepare_sub = prepare.add_subparsers(dest="kind", required=True)
+    synth.add_arguments(prepare_sub.add_parser(
+        "synth", help="generate the synthetic emotional speech corpus (espeak-ng + sox)",
+        description=synth.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    for kind in ("iemocap", "meld", "cremad", "ravdess", "emodb", "manifest"):
+        p = prepare_sub.add_parser(kind, help=f"read {kind} and write a JSONL manifest "
+                                   "(MELD: extracts the audio from the mp4 clips)")
+        p.add_argument("--root", type=Path, required=True, help="corpus directory")
+        p.add_argument("--out", type=Path, required=True, help="manifest to write (.jsonl)")
+        p.add_argument("--classes", default="", help="iemocap: 4 (default) or 7")
+    prepare.set_defaults(func=cmd_prepare)
+
+    extract = sub.add_parser("extract", help="cache frozen-encoder features (and ASR "
+                             "transcripts) for a corpus")
+    add_corpus_args(extract)
+    add_feature_args(extract)
+    extract.add_argument("--heads", default="",
+                         help="comma list of heads whose extra needs to cache too "
+                              "(word vectors, text layers)")
+    extract.set_defaults(func=cmd_extract)
+
+    train = sub.add_parser("train", help="train and test one head under a protocol; writes "
+                           "results.md/json, confusion matrices, predictions")
+    add_corpus_args(train)
+    add_feature_args(train)
+    add_train_args(train)
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.set_defaults(func=cmd_train)
+
+    ablate = sub.add_parser("ablate", help="text-only, audio-only and fusion heads under one "
+                            "protocol, one results table")
+    add_corpus_args(ablate)
+    add_feature_args(ablate)
+    add_train_args(ablate, head=False)
+    ablate.add_argument("--heads", default=",".join(DEFAULT_ABLATION),
+                        help=f"comma list of heads (default {','.join(DEFAULT_ABLATION)})")
+    ablate.add_argument("--out", type=Path, required=True, help="run directory")
+    ablate.set_defaults(func=cmd_ablate)
+
+    export = sub.add_parser("export", help="evaluate a head under a protocol, train the final "
+                            "model and write a bundle (with the evaluation as report.json)")
+    add_corpus_args(export)
+    add_feature_args(export)
+    add_train_args(export)
+    export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    export.add_argument("--model-id", default="", help="bundle model id")
+    export.add_argument("--run-dir", type=Path, default=Path("runs/export"),
+                        help="where the evaluation run's files go (default runs/export)")
+    export.add_argument("--no-evaluate", action="store_true",
+                        help="skip the protocol evaluation (report.json stays empty)")
+    export.set_defaults(func=cmd_export)
+
+    evaluate = sub.add_parser("evaluate", help="score a bundle on a whole corpus")
+    add_corpus_args(evaluate)
+    add_feature_args(evaluate)
+    evaluate.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    evaluate.add_argument("--out", type=Path, required=True, help="output directory")
+    evaluate.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TrainingError as exc:
+        print(f"emotion-train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Turning cached features into the heads' ``HeadItem``s (labels, context, functionals)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from offline_training.errors import FeatureCacheError
+from offline_training.features import FeatureSet
+from offline_training.records import Utterance
+
+
+def context_index(utterances: Sequence[Utterance], size: int) -> dict[str, list[str]]:
+    """For each utterance, the ids of up to ``size`` earlier utterances of its dialog (oldest
+    first; past only, as in streaming). Utterances without a dialog id get no context."""
+    by_dialog: dict[str, list[Utterance]] = {}
+    for utt in utterances:
+        if utt.dialog_id:
+            by_dialog.setdefault(utt.dialog_id, []).append(utt)
+    past: dict[str, list[str]] = {u.id: [] for u in utterances}
+    for dialog in by_dialog.values():
+        ordered = sorted(dialog, key=lambda u: u.order)
+        for position, utt in enumerate(ordered):
+            past[utt.id] = [u.id for u in ordered[max(0, position - size):position]] if size else []
+    return past
+
+
+def pooled(features: FeatureSet, ids: Sequence[str], dim_audio: int, dim_text: int
+           ) -> tuple[Tensor, Tensor]:
+    """(K, Da), (K, Dt): mean audio frames and mean text states, as ``context_item_for``."""
+    if not ids:
+        return torch.zeros(0, dim_audio), torch.zeros(0, dim_text)
+    audio = torch.stack([features.items[i].audio.mean(dim=0) for i in ids])
+    text = torch.stack([features.items[i].text.mean(dim=0) for i in ids])
+    return audio, text
+
+
+def functionals_for(utt: Utterance) -> Tensor:
+    from offline_training.audio import load_audio
+
+    try:
+        from models.encoders.prosody import functionals
+    except ImportError as exc:
+        raise FeatureCacheError(f"this head needs prosody functionals, but "
+                                f"models.encoders.prosody is not available: {exc}") from exc
+    return torch.as_tensor(functionals(load_audio(utt)), dtype=torch.float32)
+
+
+def ctc_target(transcript: str) -> Tensor:
+    """Character ids of the transcript for CTC heads (at least one id: CTC needs a target)."""
+    from models.heads.mmer import CTC_ALPHABET, text_to_ctc_ids
+
+    ids = text_to_ctc_ids(transcript) or [CTC_ALPHABET.index(" ")]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def build_items(utterances: Sequence[Utterance], features: FeatureSet, classes: Sequence[str],
+                head_cls: type, context_size: int = 0) -> dict[str, object]:
+    """HeadItems keyed by utterance id, with what ``head_cls`` declares it needs."""
+    from models.heads import HeadItem
+
+    missing = [u.id for u in utterances if u.id not in features.items]
+    if missing:
+        raise FeatureCacheError(f"{len(missing)} utterance(s) have no cached features, e.g. "
+                                f"'{missing[0]}'; run 'emotion-train extract' for this corpus")
+    label_index = {name: i for i, name in enumerate(classes)}
+    needs_words = bool(getattr(head_cls, "needs_words", False))
+    needs_context = bool(getattr(head_cls, "needs_context", False))
+    needs_layers = bool(getattr(head_cls, "needs_text_layers", False))
+    needs_functionals = bool(getattr(head_cls, "needs_functionals", False))
+    needs_ctc = bool(getattr(head_cls, "needs_ctc", False))
+    past = context_index(utterances, context_size) if needs_context else {}
+    items: dict[str, object] = {}
+    for utt in utterances:
+        feats = features.items[utt.id]
+        if needs_words and feats.word_text is None:
+            raise FeatureCacheError(f"head {head_cls.__name__} needs word features; extract "
+                                    "with --words")
+        extra: dict[str, object] = {}
+        if needs_context:
+            extra["context_audio"], extra["context_text"] = pooled(
+                features, past[utt.id], features.audio_dim, features.text_dim)
+        if needs_functionals:
+            extra["functionals"] = functionals_for(utt)
+        if needs_ctc:
+            extra["ctc_target"] = ctc_target(feats.transcript)
+        items[utt.id] = HeadItem(
+            audio=feats.audio, text=feats.text, label=label_index[utt.label],
+            text_layers=feats.text_layers if needs_layers else None,
+            word_text=feats.word_text if needs_words else None,
+            word_spans=feats.word_spans if needs_words else None,
+            **extra)  # type: ignore[arg-type]
+    return items

@@ -1,0 +1,131 @@
+"""Running a protocol: train and test one head per fold, score, write the run's outputs.
+
+A run directory gets, per head: ``<head>/<fold>/confusion.png``, ``<head>/predictions.jsonl``,
+``<head>/history.json``; and for the whole run ``results.md`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from offline_training.corpora.base import Corpus
+from offline_training.dataset import build_items
+from offline_training.features import FeatureSet
+from offline_training.metrics import (
+    Scores,
+    Summary,
+    confusion,
+    save_confusion_png,
+    score,
+    summarise,
+    write_results,
+)
+from offline_training.protocols import Fold
+from offline_training.train import Predictions, TrainConfig, TrainResult, predict, train_head
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    fold: str
+    test: Scores
+    valid: Scores
+    best_epoch: int
+    epochs: int
+    predictions: Predictions
+
+
+@dataclass(frozen=True)
+class HeadRun:
+    head: str
+    folds: tuple[FoldResult, ...]
+    summary: Summary
+    pooled_confusion: np.ndarray  # (C, C) summed over folds
+
+
+def head_class(name: str) -> type:
+    from models.heads import head_spec
+
+    return head_spec(name).head_cls
+
+
+def train_fold(corpus: Corpus, features: FeatureSet, fold: Fold, config: TrainConfig,
+               items: dict[str, object], verbose: bool) -> tuple[TrainResult, FoldResult]:
+    train = [items[i] for i in fold.train]
+    valid = [items[i] for i in fold.valid]
+    result = train_head(config, train, valid, features.audio_dim, features.text_dim,
+                        len(corpus.classes),
+                        progress=f"[{config.head} {fold.name}]" if verbose else "")
+    preds, _ = predict(result.head, [items[i] for i in fold.test], fold.test,
+                       device=config.device)
+    test = score(preds.y_true, preds.y_pred, len(corpus.classes))
+    return result, FoldResult(fold=fold.name, test=test, valid=result.valid,
+                              best_epoch=result.best_epoch, epochs=len(result.history),
+                              predictions=preds)
+
+
+def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config: TrainConfig,
+             out_dir: Path, verbose: bool = False) -> HeadRun:
+    items = build_items(corpus.utterances, features, corpus.classes, head_class(config.head),
+                        config.context_size)
+    head_dir = out_dir / config.head
+    head_dir.mkdir(parents=True, exist_ok=True)
+    results, histories = [], {}
+    pooled = np.zeros((len(corpus.classes), len(corpus.classes)), dtype=np.int64)
+    for fold in folds:
+        trained, fold_result = train_fold(corpus, features, fold, config, items, verbose)
+        results.append(fold_result)
+        histories[fold.name] = [asdict(h) for h in trained.history]
+        matrix = confusion(fold_result.predictions.y_true, fold_result.predictions.y_pred,
+                           len(corpus.classes))
+        pooled += matrix
+        save_confusion_png(matrix, corpus.classes, head_dir / safe(fold.name) / "confusion.png",
+                           f"{config.head} {fold.name} UA {fold_result.test.ua:.3f}")
+        print(f"{config.head} {fold.name}: WA {fold_result.test.wa:.3f} UA "
+              f"{fold_result.test.ua:.3f} WF1 {fold_result.test.wf1:.3f} (best epoch "
+              f"{fold_result.best_epoch}/{fold_result.epochs})", flush=True)
+    summary = summarise([r.test for r in results])
+    save_confusion_png(pooled, corpus.classes, head_dir / "confusion_all_folds.png",
+                       f"{config.head} all folds, UA {summary.mean['ua']:.3f}")
+    write_predictions(results, corpus.classes, head_dir / "predictions.jsonl")
+    (head_dir / "history.json").write_text(json.dumps(histories, indent=1))
+    return HeadRun(head=config.head, folds=tuple(results), summary=summary,
+                   pooled_confusion=pooled)
+
+
+def safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def write_predictions(results: Sequence[FoldResult], classes: Sequence[str], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for result in results:
+            p = result.predictions
+            for i, utt_id in enumerate(p.ids):
+                handle.write(json.dumps({
+                    "id": utt_id, "fold": result.fold, "label": classes[p.y_true[i]],
+                    "predicted": classes[p.y_pred[i]],
+                    "probabilities": [round(float(x), 4) for x in p.probabilities[i]]}) + "\n")
+
+
+def write_run(runs: Sequence[HeadRun], out_dir: Path) -> None:
+    write_results({r.head: r.summary for r in runs},
+                  {r.head: [f.test for f in r.folds] for r in runs}, out_dir)
+
+
+def report_for(run: HeadRun, corpus: Corpus, features: FeatureSet, protocol: str,
+               config: TrainConfig) -> dict[str, object]:
+    """The evaluation report stored in a bundle's report.json."""
+    return {
+        "corpus": corpus.name, "classes": list(corpus.classes), "utterances": len(corpus),
+        "protocol": protocol, "features": asdict(features.spec),
+        "training": {k: v for k, v in asdict(config).items()},
+        "mean": run.summary.mean, "std": run.summary.std, "folds": run.summary.folds,
+        "per_fold": [{"fold": f.fold, **asdict(f.test), "best_epoch": f.best_epoch}
+                     for f in run.folds],
+        "confusion_all_folds": run.pooled_confusion.tolist(),
+    }

@@ -1,0 +1,354 @@
+"""Feature cache for frozen encoders, on disk, keyed by encoder id + settings + corpus.
+
+Layout under the cache root::
+
+    <root>/audio-<key>/meta.json, shard_00000.safetensors, ...   audio frames per utterance
+    <root>/audio-<key>/asr_00000.jsonl, ...                        ASR transcripts (asr only)
+    <root>/text-<key>/meta.json, shard_00000.safetensors, ...    text states per utterance
+
+Shards are written atomically, so an interrupted extraction resumes where it stopped.
+With ``transcripts="asr"`` and a Whisper audio encoder, one Whisper pass per utterance gives
+both the frames and the transcript (as in the streamer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from offline_training.audio import load_audio
+from offline_training.errors import FeatureCacheError
+from offline_training.records import Utterance
+from offline_training.transcripts import (
+    SOURCES,
+    TimedWord,
+    Transcript,
+    WhisperAsr,
+    read_transcripts,
+    write_transcripts,
+)
+
+SHARD_SIZE = 32
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which frozen encoders and transcripts to use (these settings key the cache)."""
+
+    audio: str = "whisper:packaged:tiny.en"  # same reference syntax as bundle encoders.audio.ref
+    text: str = "packaged:all-MiniLM-L6-v2"
+    transcripts: str = "gold"  # "gold" (corpus text) or "asr" (faster-whisper, as served)
+    words: bool = False  # also word vectors + word frame spans (word-level heads)
+    text_layers: bool = False  # also all hidden text layers (layer-weighting heads)
+    max_tokens: int = 128
+    compute_type: str = "int8"  # Whisper (CTranslate2) compute type
+
+    def __post_init__(self) -> None:
+        if self.transcripts not in SOURCES:
+            raise ValueError(f"transcripts must be one of {SOURCES}, got '{self.transcripts}'")
+        if self.transcripts == "asr" and not self.audio.startswith("whisper:"):
+            raise ValueError("transcripts='asr' needs a Whisper audio encoder "
+                             "(audio='whisper:<ref>'), which also does the ASR")
+
+    @property
+    def whisper_ref(self) -> str:
+        return self.audio.split(":", 1)[1] if self.audio.startswith("whisper:") else ""
+
+
+@dataclass(frozen=True)
+class UtteranceFeatures:
+    """Cached encoder output of one utterance (float32 tensors, no padding)."""
+
+    audio: Tensor  # (Ta, Da)
+    text: Tensor  # (Tt, Dt)
+    transcript: str
+    word_text: Tensor | None = None  # (W, Dt)
+    word_spans: Tensor | None = None  # (W, 2) long, [start, end) audio frames
+    text_layers: Tensor | None = None  # (Lt, Tt, Dt)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    spec: FeatureSpec
+    items: dict[str, UtteranceFeatures]
+
+    @property
+    def audio_dim(self) -> int:
+        return int(next(iter(self.items.values())).audio.shape[1])
+
+    @property
+    def text_dim(self) -> int:
+        return int(next(iter(self.items.values())).text.shape[1])
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def corpus_fingerprint(utterances: Sequence[Utterance]) -> str:
+    return digest([[u.id, u.path, u.start, u.end] for u in utterances])
+
+
+def shards(utterances: Sequence[Utterance]) -> list[list[Utterance]]:
+    return [list(utterances[i:i + SHARD_SIZE]) for i in range(0, len(utterances), SHARD_SIZE)]
+
+
+def prepare_dir(directory: Path, meta: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    meta_path = directory / "meta.json"
+    if meta_path.is_file():
+        existing = json.loads(meta_path.read_text())
+        if existing != meta:
+            raise FeatureCacheError(f"cache '{directory}' was written with other settings "
+                                    f"({existing}); delete it to recompute")
+    else:
+        meta_path.write_text(json.dumps(meta, indent=2))
+
+
+def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise FeatureCacheError(f"cache shard '{path}' is unreadable ({exc}); delete it to "
+                                "recompute") from exc
+
+
+def shard_done(directory: Path, index: int, need_asr: bool) -> bool:
+    """Frames are there (and, when ASR is needed, its transcripts: an ASR pass also gives the
+    frames, so frames without transcripts are recomputed by the ASR pass)."""
+    frames = (directory / f"shard_{index:05d}.safetensors").is_file()
+    return frames and (not need_asr or (directory / f"asr_{index:05d}.jsonl").is_file())
+
+
+class AudioStage:
+    """Audio frames (and ASR transcripts) of every utterance, shard by shard."""
+
+    def __init__(self, spec: FeatureSpec, threads: int) -> None:
+        self.spec = spec
+        self.threads = threads
+        self._whisper: Any = None
+        self._other: Any = None
+
+    def whisper_model(self) -> Any:
+        from models.encoders.whisper import load_whisper
+
+        if self._whisper is None:
+            self._whisper = load_whisper(self.spec.whisper_ref, compute_type=self.spec.compute_type,
+                                         cpu_threads=self.threads)
+        return self._whisper
+
+    def frames(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        if self.spec.audio.startswith("whisper:"):
+            from models.encoders.whisper import WhisperEncoder
+
+            return WhisperEncoder(self.whisper_model()).encode_batch(audios)
+        return [f.frames.numpy() for f in self.other_encoder().encode_items(audios, layers=False)]
+
+    def other_encoder(self) -> Any:
+        """Hugging Face audio encoders ('hf:<ref>') and prosody frames ('prosody')."""
+        if self._other is None:
+            ref = self.spec.audio
+            try:
+                if ref.startswith("hf:"):
+                    from models.encoders.hf_audio import HFAudioEncoder
+
+                    self._other = HFAudioEncoder.load(ref[3:])
+                elif ref == "prosody":
+                    from models.encoders.prosody import ProsodyEncoder
+
+                    self._other = ProsodyEncoder()
+            except ImportError as exc:
+                raise FeatureCacheError(f"audio encoder '{ref}' is not available in this "
+                                        f"version of models.encoders: {exc}") from exc
+            if self._other is None:
+                raise FeatureCacheError(f"audio encoder reference '{ref}' is not understood; use "
+                                        "'whisper:<ref>', 'hf:<model id or dir>' or 'prosody'")
+        return self._other
+
+    def run_shard(self, shard: list[Utterance]) -> tuple[dict[str, Tensor], dict[str, Transcript]]:
+        audios = [load_audio(u) for u in shard]
+        transcripts: dict[str, Transcript] = {}
+        if self.spec.transcripts == "asr":
+            asr = WhisperAsr(self.whisper_model())
+            results = [asr.run(a) for a in audios]
+            frames = [r.frames for r in results]
+            transcripts = {u.id: r.transcript for u, r in zip(shard, results, strict=True)}
+        else:
+            frames = self.frames(audios)
+        tensors = {u.id: torch.from_numpy(np.asarray(f, dtype=np.float32)).half()
+                   for u, f in zip(shard, frames, strict=True)}
+        return tensors, transcripts
+
+
+class FeatureCache:
+    """Extracts and reads cached features under ``root``."""
+
+    def __init__(self, root: Path, threads: int = 1, progress: bool = True) -> None:
+        self.root = root
+        self.threads = threads
+        self.progress = progress
+
+    def audio_dir(self, spec: FeatureSpec, utterances: Sequence[Utterance]) -> Path:
+        key = digest({"v": CACHE_VERSION, "audio": spec.audio,
+                      "compute_type": spec.compute_type, "window": "full",
+                      "corpus": corpus_fingerprint(utterances)})
+        return self.root / f"audio-{key}"
+
+    def text_dir(self, spec: FeatureSpec, utterances: Sequence[Utterance]) -> Path:
+        key = digest({"v": CACHE_VERSION, "text": spec.text, "max_tokens": spec.max_tokens,
+                      "words": spec.words, "layers": spec.text_layers,
+                      "transcripts": spec.transcripts,
+                      "asr_from": spec.audio if spec.transcripts == "asr" else "",
+                      "corpus": corpus_fingerprint(utterances)})
+        return self.root / f"text-{key}"
+
+    def extract(self, utterances: Sequence[Utterance], spec: FeatureSpec) -> FeatureSet:
+        """Compute whatever is missing, then load everything."""
+        if not utterances:
+            raise FeatureCacheError("no utterances to extract features for")
+        torch.set_num_threads(self.threads)
+        audio, transcripts = self.extract_audio(utterances, spec)
+        text = self.extract_text(utterances, spec, transcripts, audio)
+        items = {}
+        for utt in utterances:
+            items[utt.id] = UtteranceFeatures(
+                audio=audio[utt.id].float(), text=text[f"{utt.id}/text"].float(),
+                transcript=transcripts[utt.id].text,
+                word_text=text.get(f"{utt.id}/word_text"),
+                word_spans=text.get(f"{utt.id}/word_spans"),
+                text_layers=text.get(f"{utt.id}/text_layers"))
+        return FeatureSet(spec=spec, items=items)
+
+    def extract_audio(self, utterances: Sequence[Utterance], spec: FeatureSpec
+                      ) -> tuple[dict[str, Tensor], dict[str, Transcript]]:
+        directory = self.audio_dir(spec, utterances)
+        prepare_dir(directory, {"audio": spec.audio, "compute_type": spec.compute_type,
+                                "n": len(utterances)})
+        stage = AudioStage(spec, self.threads)
+        todo = [(i, s) for i, s in enumerate(shards(utterances))
+                if not shard_done(directory, i, spec.transcripts == "asr")]
+        self.run_shards(todo, f"audio ({spec.audio}"
+                        + (", asr)" if spec.transcripts == "asr" else ")"),
+                        lambda i, s: self.save_audio_shard(stage, directory, i, s))
+        frames: dict[str, Tensor] = {}
+        transcripts: dict[str, Transcript] = {}
+        for i in range(len(shards(utterances))):
+            frames.update(load_tensors(directory / f"shard_{i:05d}.safetensors"))
+            if spec.transcripts == "asr":
+                transcripts.update(read_transcripts(directory / f"asr_{i:05d}.jsonl"))
+        if spec.transcripts == "gold":
+            transcripts = {u.id: Transcript(u.text) for u in utterances}
+        return frames, transcripts
+
+    @staticmethod
+    def save_audio_shard(stage: AudioStage, directory: Path, index: int,
+                         shard: list[Utterance]) -> None:
+        tensors, transcripts = stage.run_shard(shard)
+        if transcripts:
+            write_transcripts(transcripts, directory / f"asr_{index:05d}.jsonl")
+        save_tensors(tensors, directory / f"shard_{index:05d}.safetensors")
+
+    def run_shards(self, todo: list[tuple[int, list[Utterance]]], what: str,
+                   work: Callable[[int, list[Utterance]], None]) -> None:
+        from tqdm import tqdm
+
+        if not todo:
+            return
+        with tqdm(total=sum(len(s) for _, s in todo), desc=what, unit="utt",
+                  disable=not self.progress) as bar:
+            for index, shard in todo:
+                work(index, shard)
+                bar.update(len(shard))
+
+    def extract_text(self, utterances: Sequence[Utterance], spec: FeatureSpec,
+                     transcripts: dict[str, Transcript], audio: dict[str, Tensor]
+                     ) -> dict[str, Tensor]:
+        directory = self.text_dir(spec, utterances)
+        prepare_dir(directory, {"text": spec.text, "transcripts": spec.transcripts,
+                                "words": spec.words, "layers": spec.text_layers,
+                                "n": len(utterances)})
+        todo = [(i, s) for i, s in enumerate(shards(utterances))
+                if not (directory / f"shard_{i:05d}.safetensors").is_file()]
+        encoder: list[Any] = []  # loaded on first use
+
+        def work(index: int, shard: list[Utterance]) -> None:
+            if not encoder:
+                from models.encoders.text import TextEncoder
+
+                encoder.append(TextEncoder.load(spec.text, max_tokens=spec.max_tokens))
+            tensors = encode_text(encoder[0], shard, spec, transcripts, audio)
+            save_tensors(tensors, directory / f"shard_{index:05d}.safetensors")
+
+        self.run_shards(todo, f"text ({spec.text})", work)
+        result: dict[str, Tensor] = {}
+        for i in range(len(shards(utterances))):
+            result.update(load_tensors(directory / f"shard_{i:05d}.safetensors"))
+        return result
+
+
+def word_spans_for(transcript: Transcript, n_frames: int) -> tuple[list[str], Tensor]:
+    """Words and (W, 2) frame spans exactly as ``models.inference`` computes them at serving."""
+    from models.inference import EmotionInput, WordSpan, word_frames
+
+    inp = EmotionInput(audio=np.zeros(1, dtype=np.float32), text=transcript.text,
+                       words=tuple(WordSpan(w.word, w.start, w.end) for w in transcript.words))
+    return word_frames(inp, n_frames)
+
+
+def encode_text(encoder: Any, shard: list[Utterance], spec: FeatureSpec,
+                transcripts: dict[str, Transcript], audio: dict[str, Tensor]
+                ) -> dict[str, Tensor]:
+    """Token states (and optionally word vectors/spans, layers) of one shard."""
+    texts = [transcripts[u.id].text for u in shard]
+    tensors: dict[str, Tensor] = {}
+    spans: list[Tensor] = []
+    if spec.words:
+        word_lists = []
+        for utt in shard:
+            words, span = word_spans_for(transcripts[utt.id], int(audio[utt.id].shape[0]))
+            word_lists.append(words)
+            spans.append(span)
+        encoding = encoder.encode_words(word_lists, layers=spec.text_layers)
+    else:
+        encoding = encoder.encode(texts, layers=spec.text_layers)
+    for i, utt in enumerate(shard):
+        n_tokens = int(encoding.mask[i].sum())
+        tensors[f"{utt.id}/text"] = encoding.states[i, :n_tokens].half()
+        if encoding.layers is not None:
+            tensors[f"{utt.id}/text_layers"] = encoding.layers[i, :, :n_tokens].half()
+        if spec.words:
+            n_words = int(encoding.word_mask[i].sum())
+            if n_words == 0:  # empty transcript: one pseudo-word spanning the clip (as served)
+                tensors[f"{utt.id}/word_text"] = encoding.states[i, :1].half()
+                tensors[f"{utt.id}/word_spans"] = torch.tensor([[0, int(audio[utt.id].shape[0])]])
+            else:
+                tensors[f"{utt.id}/word_text"] = encoding.word_states[i, :n_words].half()
+                tensors[f"{utt.id}/word_spans"] = spans[i][:n_words].clone()
+    return tensors
+
+
+def spec_summary(spec: FeatureSpec) -> dict[str, Any]:
+    return asdict(spec)
+
+
+__all__ = ["FeatureCache", "FeatureSet", "FeatureSpec", "TimedWord", "UtteranceFeatures"]

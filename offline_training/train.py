@@ -1,0 +1,207 @@
+"""Training one fusion head on cached features: Adam(W), LR schedule, early stopping,
+class weighting, seeds. Defaults per paper in ``PAPER_DEFAULTS``."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from offline_training.metrics import Scores, score
+
+SELECT = ("wa", "ua", "wf1", "uwf1", "loss", "last")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a head. ``monitor`` (validation loss) drives the LR plateau schedule and
+    early stopping; ``select`` picks the epoch whose weights are kept."""
+
+    head: str = "self_mha"
+    head_settings: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    max_epochs: int = 50
+    plateau_patience: int = 5  # epochs without val-loss improvement before LR *= plateau_factor
+    plateau_factor: float = 0.1
+    stop_patience: int = 10  # epochs without val-loss improvement before stopping
+    select: str = "wa"  # validation metric that picks the kept weights
+    class_weighting: bool = True  # inverse-frequency class weights in the loss
+    context_size: int = 4  # past utterances for context-aware heads
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.select not in SELECT:
+            raise ValueError(f"select must be one of {SELECT}, got '{self.select}'")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be adam or adamw, got '{self.optimizer}'")
+
+
+# Training settings the papers report (overridable from the CLI).
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    # self/cross-attention paper: Adam 1e-4, batch 32, <= 50 epochs, LR x0.1 after 5 epochs
+    # without val-loss improvement, stop after 10, keep the best validation WA.
+    "self_mha": {}, "cross_mha": {}, "text_only": {}, "audio_only": {},
+    # shared-weight transformer: Adam 1e-3, L2 2e-4.
+    "shared_qk_mt": {"lr": 1e-3, "weight_decay": 2e-4},
+    # MMER: constant LR 1e-5, batch 2 x 4 accumulation (8), 100 epochs.
+    "mmer": {"lr": 1e-5, "batch_size": 8, "max_epochs": 100, "plateau_patience": 0,
+             "stop_patience": 0},
+    # CM-RoBERTa: Adam 1e-4, batch 32, 200 epochs, stop after 15, L2 3e-4, weighted F1.
+    "cm_roberta": {"weight_decay": 3e-4, "max_epochs": 200, "stop_patience": 15,
+                   "plateau_patience": 0, "select": "wf1"},
+    # context MMT: AdamW 1e-3, wd 1e-3, stop after 10 epochs on dev loss, last model kept.
+    "context_mmt": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-3,
+                    "plateau_patience": 0, "select": "last"},
+}
+
+
+def paper_config(head: str, **overrides: Any) -> TrainConfig:
+    """TrainConfig with the paper's settings for ``head`` (variants share their base's)."""
+    base = next((PAPER_DEFAULTS[k] for k in sorted(PAPER_DEFAULTS, key=len, reverse=True)
+                 if head.startswith(k)), {})
+    return TrainConfig(head=head, **{**base, **overrides})
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int
+    train_loss: float
+    valid_loss: float
+    valid: Scores
+    lr: float
+
+
+@dataclass(frozen=True)
+class Predictions:
+    ids: tuple[str, ...]
+    y_true: tuple[int, ...]
+    y_pred: tuple[int, ...]
+    probabilities: np.ndarray  # (N, C)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    head: Any  # FusionHead with the selected weights, eval mode
+    history: tuple[EpochLog, ...]
+    best_epoch: int
+    valid: Scores
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def class_weights(labels: Sequence[int], num_classes: int) -> Tensor:
+    """Inverse class frequency, normalised to mean 1 (absent classes get weight 0)."""
+    counts = torch.bincount(torch.tensor(list(labels)), minlength=num_classes).float()
+    weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)),
+                          torch.zeros_like(counts))
+    return weights
+
+
+def batches(items: Sequence[Any], size: int, generator: torch.Generator | None) -> list[list[Any]]:
+    order = (torch.randperm(len(items), generator=generator).tolist() if generator is not None
+             else list(range(len(items))))
+    return [[items[i] for i in order[s:s + size]] for s in range(0, len(order), size)]
+
+
+def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def predict(head: Any, items: Sequence[Any], ids: Sequence[str], batch_size: int = 64,
+            device: str = "cpu", weights: Tensor | None = None) -> tuple[Predictions, float]:
+    """Predictions and mean loss of ``head`` on labelled ``items``."""
+    from models.heads import collate
+
+    head.eval()
+    probs, losses = [], []
+    for chunk in batches(items, batch_size, None):
+        batch = collate(chunk).to(device)
+        output = head(batch)
+        losses.append(float(head.loss(batch, output, weights)) * len(chunk))
+        probs.append(torch.softmax(output.logits.float(), dim=-1).cpu())
+    probabilities = torch.cat(probs).numpy()
+    y_true = tuple(int(it.label) for it in items)
+    return (Predictions(ids=tuple(ids), y_true=y_true,
+                        y_pred=tuple(int(p) for p in probabilities.argmax(axis=1)),
+                        probabilities=probabilities),
+            sum(losses) / len(items))
+
+
+def train_head(config: TrainConfig, train_items: Sequence[Any], valid_items: Sequence[Any],
+               audio_dim: int, text_dim: int, num_classes: int,
+               progress: str = "") -> TrainResult:
+    """Train a new head; keep the weights of the epoch chosen by ``config.select``."""
+    from models.heads import build_head, collate
+
+    seed_everything(config.seed)
+    head = build_head(config.head, {**config.head_settings, "audio_dim": audio_dim,
+                                    "text_dim": text_dim, "num_classes": num_classes})
+    head.to(config.device)
+    optimizer = make_optimizer(config, head.parameters())
+    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=config.plateau_factor, patience=config.plateau_patience)
+        if config.plateau_patience > 0 else None)
+    weights = (class_weights([it.label for it in train_items], num_classes).to(config.device)
+               if config.class_weighting else None)
+    generator = torch.Generator().manual_seed(config.seed)
+    valid_ids = [str(i) for i in range(len(valid_items))]
+    history: list[EpochLog] = []
+    best_state, best_value, best_epoch = None, -float("inf"), 0
+    best_loss, since_best_loss = float("inf"), 0
+    for epoch in range(1, config.max_epochs + 1):
+        head.train()
+        total = 0.0
+        for chunk in batches(train_items, config.batch_size, generator):
+            batch = collate(chunk).to(config.device)
+            loss = head.loss(batch, head(batch), weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(chunk)
+        preds, valid_loss = predict(head, valid_items, valid_ids, device=config.device,
+                                    weights=weights)
+        valid = score(preds.y_true, preds.y_pred, num_classes)
+        history.append(EpochLog(epoch, total / len(train_items), valid_loss, valid,
+                                optimizer.param_groups[0]["lr"]))
+        value = {"loss": -valid_loss, "last": float(epoch)}.get(config.select) \
+            if config.select in ("loss", "last") else getattr(valid, config.select)
+        if value > best_value:
+            best_value, best_epoch = value, epoch
+            best_state = copy.deepcopy(head.state_dict())
+        if scheduler is not None:
+            scheduler.step(valid_loss)
+        if valid_loss < best_loss - 1e-6:
+            best_loss, since_best_loss = valid_loss, 0
+        else:
+            since_best_loss += 1
+        if progress:
+            print(f"{progress} epoch {epoch:3d} train {history[-1].train_loss:.4f} "
+                  f"valid {valid_loss:.4f} WA {valid.wa:.3f} UA {valid.ua:.3f}", flush=True)
+        if config.stop_patience > 0 and since_best_loss >= config.stop_patience:
+            break
+    assert best_state is not None  # max_epochs >= 1
+    head.load_state_dict(best_state)
+    head.eval()
+    return TrainResult(head=head, history=tuple(history), best_epoch=best_epoch,
+                       valid=history[best_epoch - 1].valid)
+
+
+def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
