@@ -50,6 +50,7 @@ class SegmenterConfig:
     min_utterance_ms: int = 250  # shorter speech bursts are treated as noise
     max_utterance_s: float = 15.0  # longer speech is cut (at a short pause if one exists)
     partial_interval_s: float = 1.0  # how often SpeechProgress is emitted while speaking
+    speculative_pause_ms: int = 90  # silence after which the final ASR starts speculatively
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,34 @@ class StdoutConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    """Call-center ingest server (``emotion-stream serve``): telephony audio over WebSocket.
+
+    One connection is one call (one stream); each party is a channel named by its role.
+    See docs/ingest.md for the protocols and how to connect.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8766
+    pcm_path: str = "/ingest/pcm"  # raw PCM (16-bit LE or mu-law), format in a first JSON message
+    twilio_path: str = "/ingest/twilio"  # Twilio Media Streams
+    audiohook_path: str = "/ingest/audiohook"  # Genesys Cloud AudioHook
+    token: str | None = None  # raw PCM: 'Authorization: Bearer <token>' or ?token=
+    twilio_auth_token: str | None = None  # checks X-Twilio-Signature on the handshake
+    twilio_public_url: str | None = None  # e.g. wss://calls.example.com, as Twilio dials it
+    audiohook_api_key: str | None = None  # AudioHook: required X-API-KEY header value
+    max_message_bytes: int = 65536  # larger WebSocket messages close the connection (1009)
+    max_audio_ms_per_message: int = 1000  # one message may carry at most this much audio
+    max_calls: int = 64  # more concurrent calls are refused at the handshake (HTTP 503)
+    channel_queue_chunks: int = 50  # per party, chunks of chunk_ms; full = stop reading
+    chunk_ms: int = 100
+    idle_timeout_s: float = 30.0  # a call that sends nothing for this long is closed
+    customer_role: str = "customer"  # Twilio inbound track, AudioHook external channel
+    agent_role: str = "agent"  # Twilio outbound track, AudioHook internal channel
+    warmup: bool = True  # run one dummy utterance through the models before listening
+
+
+@dataclass(frozen=True)
 class AppConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -135,6 +164,7 @@ class AppConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     stdout: StdoutConfig = field(default_factory=StdoutConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
@@ -264,6 +294,10 @@ def validate(config: AppConfig) -> None:
         (seg.max_utterance_s >= 1.0, "segmenter.max_utterance_s must be >= 1.0"),
         (seg.max_utterance_s <= 28.0, "segmenter.max_utterance_s must be <= 28 (Whisper window)"),
         (seg.partial_interval_s > 0, "segmenter.partial_interval_s must be > 0"),
+        (
+            seg.frame_ms <= seg.speculative_pause_ms < seg.hangover_ms,
+            "segmenter.speculative_pause_ms must be >= frame_ms and < hangover_ms",
+        ),
         (config.source.chunk_ms > 0, "source.chunk_ms must be > 0"),
         (config.source.stdin_sample_rate > 0, "source.stdin_sample_rate must be > 0"),
         (config.source.stdin_channels >= 1, "source.stdin_channels must be >= 1"),
@@ -276,6 +310,23 @@ def validate(config: AppConfig) -> None:
         (0 <= config.websocket.port <= 65535, "websocket.port must be 0..65535"),
         (0 <= config.mqtt.port <= 65535, "mqtt.port must be 0..65535"),
         (config.mqtt.buffer_size >= 1, "mqtt.buffer_size must be >= 1"),
+        (0 <= config.ingest.port <= 65535, "ingest.port must be 0..65535"),
+        (config.ingest.max_calls >= 1, "ingest.max_calls must be >= 1"),
+        (config.ingest.channel_queue_chunks >= 1, "ingest.channel_queue_chunks must be >= 1"),
+        (config.ingest.chunk_ms >= 10, "ingest.chunk_ms must be >= 10"),
+        (config.ingest.max_message_bytes >= 1024, "ingest.max_message_bytes must be >= 1024"),
+        (config.ingest.max_audio_ms_per_message >= 20,
+         "ingest.max_audio_ms_per_message must be >= 20"),
+        (config.ingest.idle_timeout_s > 0, "ingest.idle_timeout_s must be > 0"),
+        (config.ingest.customer_role != config.ingest.agent_role and all(
+            r and not set(r) & set("/+#") for r in (config.ingest.customer_role,
+                                                    config.ingest.agent_role)),
+         "ingest.customer_role and agent_role must differ, be non-empty and contain no / + #"),
+        (len({config.ingest.pcm_path, config.ingest.twilio_path,
+              config.ingest.audiohook_path}) == 3 and all(
+            p.startswith("/") for p in (config.ingest.pcm_path, config.ingest.twilio_path,
+                                        config.ingest.audiohook_path)),
+         "ingest paths must start with / and differ from each other"),
         (
             0 < config.mqtt.reconnect_min_s <= config.mqtt.reconnect_max_s,
             "mqtt.reconnect_min_s must be > 0 and <= reconnect_max_s",

@@ -40,6 +40,20 @@ class SpeechProgress:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    """The first unvoiced frames after speech: the utterance may be over.
+
+    The recognizer starts the final transcription speculatively on ``audio``; if no
+    speech follows before the hangover ends, that result is the final one.
+    """
+
+    utterance_index: int
+    t_start: float
+    t_end: float  # end of ``audio`` (stream time)
+    audio: np.ndarray  # (N,) float32, the utterance so far
+
+
+@dataclass(frozen=True)
 class Utterance:
     """A finished speech segment, with the timing needed for latency accounting."""
 
@@ -51,7 +65,7 @@ class Utterance:
     t_detected: float  # stream time at which the segmenter decided the utterance ended
 
 
-SegmenterEvent = SpeechStarted | SpeechProgress | Utterance
+SegmenterEvent = SpeechStarted | SpeechProgress | SpeechPaused | Utterance
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from streamer.config import AppConfig
 from streamer.messages import (
     AudioChunk,
     EmotionResult,
+    SpeechPaused,
     SpeechProgress,
     SpeechStarted,
     Transcript,
@@ -57,6 +58,15 @@ class DetectedUtterance:
     wall: float  # time.monotonic() at detection
 
 
+@dataclass(frozen=True)
+class Speculation:
+    """A final transcription started at a pause, before the utterance was known to end."""
+
+    utterance_index: int
+    t_end: float  # stream time up to which audio was transcribed
+    task: asyncio.Task[Timed[Transcript]]
+
+
 @dataclass
 class ChannelState:
     """Everything one stream/channel needs; dropped when the channel ends."""
@@ -69,6 +79,7 @@ class ChannelState:
     utterances: int = 0
     stream_time: float = 0.0
     finalized_index: int = -1  # partials for utterances up to here are stale
+    speculation: Speculation | None = None
 
 
 class Recognizer:
@@ -140,6 +151,11 @@ class Recognizer:
                                               time.monotonic()))
         elif isinstance(event, SpeechStarted):
             state.committer.reset()
+        elif isinstance(event, SpeechPaused):
+            if self.asr_worker.idle:
+                # Speculate only with an idle ASR: a wrong guess then costs no one any latency.
+                task = tg.create_task(self.asr_worker.submit(AsrRequest(event.audio, final=True)))
+                state.speculation = Speculation(event.utterance_index, event.t_end, task)
         elif (self.config.asr.partials and self.asr_worker.idle
               and state.segmenter.trailing_silence_ms == 0):
             # Partials are droppable: start one only when the ASR has nothing else to do and
@@ -160,10 +176,20 @@ class Recognizer:
         while (detected := await queue.get()) is not None:
             await self._recognize(state, detected)
 
+    async def _final_transcript(self, state: ChannelState, utt: Utterance) -> Timed[Transcript]:
+        """The speculative result if no speech followed the pause it started at, else a new one."""
+        spec, state.speculation = state.speculation, None
+        if spec is not None and spec.utterance_index == utt.utterance_index \
+                and utt.t_end <= spec.t_end:
+            return await spec.task
+        return await self.asr_worker.submit(AsrRequest(utt.audio, final=True))
+
     async def _recognize(self, state: ChannelState, detected: DetectedUtterance) -> None:
         utt = detected.utterance
         waited_ms = (time.monotonic() - detected.wall) * 1000
-        asr = await self.asr_worker.submit(AsrRequest(utt.audio, final=True))
+        asr_started = time.monotonic()
+        asr = await self._final_transcript(state, utt)
+        asr_wait_ms = (time.monotonic() - asr_started) * 1000
         transcript = asr.value
         state.finalized_index = utt.utterance_index
         fusion = await self.emotion_worker.submit(EmotionInput(
@@ -179,8 +205,9 @@ class Recognizer:
         processing_ms = (time.monotonic() - detected.wall) * 1000
         latency = events.Latency(
             vad_hangover_ms=hangover_ms,
-            queue_ms=waited_ms + asr.queued_ms + fusion.queued_ms,
-            asr_ms=asr.run_ms, fusion_ms=fusion.run_ms,
+            queue_ms=waited_ms + fusion.queued_ms,
+            asr_ms=asr_wait_ms,  # ASR time left after detection (speculation hides the rest)
+            fusion_ms=fusion.run_ms,
             total_ms=hangover_ms + processing_ms,
         )
         self.bus.publish(events.utterance_emotion(

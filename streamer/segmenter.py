@@ -7,6 +7,8 @@ derived from the number of samples pushed, so tests feed numpy arrays.
 Rules:
 - An utterance opens after ``start_frames`` consecutive voiced frames; the
   ``preroll_ms`` of audio before them is kept.
+- After ``speculative_pause_ms`` of unvoiced frames it emits ``SpeechPaused`` (the
+  recognizer starts the final transcription early, hidden by the hangover).
 - It ends after ``hangover_ms`` of unvoiced frames. Its audio runs to the
   point of detection (Whisper likes a little trailing silence); ``t_end`` is
   the end of the last voiced frame, i.e. the end of speech.
@@ -27,6 +29,7 @@ from streamer.config import SegmenterConfig
 from streamer.messages import (
     SAMPLE_RATE,
     SegmenterEvent,
+    SpeechPaused,
     SpeechProgress,
     SpeechStarted,
     Utterance,
@@ -58,6 +61,7 @@ class Segmenter:
         self._min_frames = max(1, config.min_utterance_ms // config.frame_ms)
         self._max_frames = int(config.max_utterance_s * 1000) // config.frame_ms
         self._progress_frames = max(1, int(config.partial_interval_s * 1000) // config.frame_ms)
+        self._pause_frames = max(1, config.speculative_pause_ms // config.frame_ms)
 
         self._pending = np.zeros(0, dtype=np.float32)  # samples not yet forming a whole frame
         self._frame_index = 0  # index of the next frame to classify
@@ -143,6 +147,13 @@ class Segmenter:
         self._silence_run = 0 if voiced else self._silence_run + 1
         if self._silence_run >= self._hangover_frames:
             return self._close(len(self._frames), "pause")
+        if self._silence_run == self._pause_frames:
+            return [SpeechPaused(
+                utterance_index=self._utterance_index,
+                t_start=self._time(self._start_frame),
+                t_end=self._time(self._start_frame + len(self._frames)),
+                audio=np.concatenate(self._frames),
+            )]
         if len(self._frames) >= self._max_frames:
             return self._cut_long()
         if len(self._frames) >= self._next_progress:

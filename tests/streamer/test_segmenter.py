@@ -124,3 +124,20 @@ def test_real_speech_with_webrtcvad() -> None:
     utts = utterances(events)
     assert len(utts) == 3
     assert all(0.8 < u.t_end - u.t_start < 4.0 for u in utts)
+
+
+def test_pause_is_announced_before_the_hangover_ends() -> None:
+    from streamer.messages import SpeechPaused
+
+    # A 150 ms gap inside speech (shorter than the hangover), then the real end.
+    signal = np.concatenate([silence(0.5), tone(1.0), silence(0.15), tone(1.0), silence(1.0)])
+    events = run(signal, CFG)
+    pauses = [e for e in events if isinstance(e, SpeechPaused)]
+    (utt,) = utterances(events)
+    assert len(pauses) == 2
+    # The first pause was followed by speech: its audio ends before the end of speech,
+    # so a speculative transcript of it must be discarded.
+    assert pauses[0].t_end < utt.t_end
+    # The last pause is the real end: its audio covers all the speech.
+    assert pauses[1].t_end >= utt.t_end
+    assert pauses[1].t_end - utt.t_end == pytest.approx(0.09, abs=0.031)

@@ -1,0 +1,100 @@
+"""The live dashboard: a static web page served on the WebSocket server's own port.
+
+Routes (plain HTTP GET, registered with ``WebSocketServer.add_http``):
+
+- ``/`` and ``/dashboard``: the page (``streamer/web/index.html``);
+- ``/static/app.js``, ``/static/style.css``: its script and style sheet;
+- ``/api/streams``: the active streams and channels as JSON (guarded by
+  ``websocket.token`` like ``/events``).
+
+The page itself holds no data and is served without a token; it passes the
+``?token=`` of its own URL on to ``/events`` and ``/api/streams``. Files are
+read once when the routes are registered. Every response carries an ETag and
+``Cache-Control: no-cache``, so browsers revalidate (a 304 costs one round
+trip) and never run a stale script after an upgrade.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from http import HTTPStatus
+from importlib import resources
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from streamer.ws_server import HttpHandler, WebSocketServer, json_response, token_ok
+
+PAGE_PATHS = ("/", "/dashboard")
+ASSETS = {
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+# The page loads only its own files and talks only to its own origin (ws: included).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+    etag: str
+
+    @classmethod
+    def load(cls, name: str, content_type: str) -> StaticFile:
+        body = (resources.files("streamer") / "web" / name).read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        return cls(body, content_type, etag)
+
+
+def static_handler(file: StaticFile, extra_headers: tuple[tuple[str, str], ...] = ()
+                   ) -> HttpHandler:
+    """Serve ``file``; answer 304 when the browser already holds this version."""
+
+    def handle(request: Request) -> Response:
+        headers = Headers([
+            ("Content-Type", file.content_type),
+            ("Cache-Control", "no-cache"),
+            ("ETag", file.etag),
+            ("X-Content-Type-Options", "nosniff"),
+            *extra_headers,
+        ])
+        if file.etag in request.headers.get("If-None-Match", ""):
+            headers["Content-Length"] = "0"
+            return Response(HTTPStatus.NOT_MODIFIED.value, HTTPStatus.NOT_MODIFIED.phrase,
+                            headers, b"")
+        headers["Content-Length"] = str(len(file.body))
+        return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, file.body)
+
+    return handle
+
+
+def streams_handler(server: WebSocketServer) -> HttpHandler:
+    """``/api/streams``: what ``hello`` lists, for scripts and health checks."""
+
+    def handle(request: Request) -> Response:
+        if not token_ok(server.config.token, request):
+            return json_response(HTTPStatus.UNAUTHORIZED, {
+                "error": "missing or wrong token: send 'Authorization: Bearer <token>' "
+                         "or ?token=<token>"})
+        return json_response(HTTPStatus.OK, {"streams": server.bus.streams.as_list()})
+
+    return handle
+
+
+def add_dashboard(server: WebSocketServer) -> None:
+    """Register the dashboard's routes on ``server`` (before or after it starts)."""
+    page = StaticFile.load("index.html", "text/html; charset=utf-8")
+    page_handler = static_handler(page, (
+        ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        ("Referrer-Policy", "no-referrer"),  # the URL may carry ?token=
+    ))
+    for path in PAGE_PATHS:
+        server.add_http(path, page_handler)
+    for path, (name, content_type) in ASSETS.items():
+        server.add_http(path, static_handler(StaticFile.load(name, content_type)))
+    server.add_http("/api/streams", streams_handler(server))

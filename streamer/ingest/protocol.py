@@ -1,0 +1,187 @@
+"""What every ingest protocol parser emits, and the base class they share.
+
+Parsers are sans-I/O: the connection handler feeds them the WebSocket messages it
+receives (``receive_text`` / ``receive_bytes``) and then drains ``poll()``, a list of
+frozen ``IngestEvent`` dataclasses saying what to do (start the call, route audio to a
+party, send a reply, end the call, or close the connection because the client broke
+the protocol). Parsers never raise on bad input: a violation becomes the protocol's own
+error reply (if it has one) followed by ``Failure``; after that the parser ignores
+everything except what the protocol allows to close the session.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# WebSocket close codes (RFC 6455) used on protocol failures.
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003  # audio format we cannot decode
+CLOSE_INVALID = 1007  # malformed content: bad JSON, bad base64, torn PCM frames
+CLOSE_POLICY = 1008  # message out of order, wrong ids, limits exceeded
+CLOSE_TOO_BIG = 1009
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits and naming every parser applies."""
+
+    max_audio_ms_per_message: int = 1000
+    customer_role: str = "customer"
+    agent_role: str = "agent"
+
+
+@dataclass(frozen=True)
+class CallStart:
+    """The call's audio format is known: start one recognizer channel per party."""
+
+    stream_id: str
+    channels: tuple[str, ...]  # role names, one per party, in the protocol's order
+    sample_rate: int  # of the ChannelAudio samples that follow
+    source: str  # human-readable origin, e.g. "twilio:MZ123 call CA456 track inbound"
+
+
+@dataclass(frozen=True)
+class ChannelAudio:
+    channel: str
+    samples: np.ndarray  # (N,) float32 in [-1, 1] at CallStart.sample_rate
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A text message to send back to the client."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Audio is paused (e.g. AudioHook hold or secure pause): close open utterances."""
+
+
+@dataclass(frozen=True)
+class CallEnd:
+    """The client ended the call in protocol (stop / close); no more audio follows."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The client broke the protocol: close with ``close_code`` (after ``linger_s``)."""
+
+    close_code: int
+    message: str
+    linger_s: float = 0.0  # keep reading this long for the protocol's close handshake
+
+
+IngestEvent = CallStart | ChannelAudio | Reply | Pause | CallEnd | Failure
+
+
+class ProtocolViolation(Exception):
+    """Raised inside a parser; ``receive_*`` turns it into the protocol's error + Failure."""
+
+    def __init__(self, message: str, close_code: int = CLOSE_POLICY) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+def parse_json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolViolation(f"{what} is not valid JSON ({exc})", CLOSE_INVALID) from exc
+    if not isinstance(message, dict):
+        raise ProtocolViolation(f"{what} must be a JSON object, got {type(message).__name__}",
+                                CLOSE_INVALID)
+    return message
+
+
+def require(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = mapping.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ProtocolViolation(f"{where}: '{key}' must be a {names}, got {value!r}",
+                                CLOSE_INVALID)
+    return value
+
+
+def check_stream_id(stream_id: str, where: str) -> str:
+    if not stream_id or len(stream_id) > 128 or set(stream_id) & set("/+#") or not (
+            stream_id.isprintable()):
+        raise ProtocolViolation(
+            f"{where}: stream id {stream_id!r} must be 1..128 printable characters without "
+            "'/', '+' or '#' (it becomes part of MQTT topics)")
+    return stream_id
+
+
+class IngestProtocol:
+    """Base of the sans-I/O parsers. Subclasses implement ``_text``, ``_bytes`` and
+    ``_error_reply`` (the protocol's own error message, or None)."""
+
+    name = "base"
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.failed = False
+        self.started = False
+        self.ended = False
+        self._out: list[IngestEvent] = []
+
+    # ------------------------------------------------------------------ input
+    def receive_text(self, text: str) -> None:
+        self._guarded(self._text, text)
+
+    def receive_bytes(self, data: bytes) -> None:
+        self._guarded(self._bytes, data)
+
+    def poll(self) -> list[IngestEvent]:
+        out, self._out = self._out, []
+        return out
+
+    # ------------------------------------------------------------ for parsers
+    def _emit(self, event: IngestEvent) -> None:
+        if isinstance(event, CallStart):
+            self.started = True
+        elif isinstance(event, CallEnd):
+            self.ended = True
+        self._out.append(event)
+
+    def _guarded(self, handler: Any, payload: Any) -> None:
+        if self.failed:
+            self._after_failure(payload)
+            return
+        try:
+            handler(payload)
+        except ProtocolViolation as exc:
+            self.failed = True
+            reply = self._error_reply(str(exc))
+            if reply is not None:
+                self._out.append(Reply(reply))
+            self._out.append(Failure(exc.close_code, str(exc), self._linger_s()))
+
+    def _check_audio_ms(self, samples: int, rate: int) -> None:
+        ms = samples * 1000 / rate
+        if ms > self.limits.max_audio_ms_per_message:
+            raise ProtocolViolation(
+                f"one message carries {ms:.0f} ms of audio, more than the "
+                f"{self.limits.max_audio_ms_per_message} ms allowed; send smaller frames "
+                "(telephony platforms send 20-100 ms)")
+
+    def _text(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _bytes(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _error_reply(self, message: str) -> str | None:
+        return None
+
+    def _linger_s(self) -> float:
+        return 0.0
+
+    def _after_failure(self, payload: Any) -> None:
+        """Input after a failure: ignored unless the protocol has a close handshake."""
