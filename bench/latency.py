@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import sys
@@ -101,12 +102,10 @@ def processing_cost(models: Models, repeats: int) -> dict[str, list[float]]:
     return {"shared_ms": shared, "naive_ms": naive}
 
 
-def summarize(latencies: list[dict], cost: dict[str, list[float]]) -> dict:
+def latency_stats(latencies: list[dict]) -> dict:
     total = [lat["total_ms"] for lat in latencies]
     after_hangover = [lat["total_ms"] - lat["vad_hangover_ms"] for lat in latencies]
     return {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": __import__("os").cpu_count()},
         "utterances": len(latencies),
         "total_ms": {"p50": percentile(total, 50), "p95": percentile(total, 95),
                      "max": max(total) if total else None},
@@ -115,6 +114,14 @@ def summarize(latencies: list[dict], cost: dict[str, list[float]]) -> dict:
         "mean_breakdown_ms": {k: statistics.fmean(lat[k] for lat in latencies)
                               for k in ("vad_hangover_ms", "queue_ms", "asr_ms", "fusion_ms")},
         "per_utterance": latencies,
+    }
+
+
+def summarize(runs: dict[str, list[dict]], cost: dict[str, list[float]]) -> dict:
+    return {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count()},
+        "runs": {name: latency_stats(lat) for name, lat in runs.items()},
         "processing_cost": {
             "shared_p50_ms": percentile(cost["shared_ms"], 50),
             "naive_p50_ms": percentile(cost["naive_ms"], 50),
@@ -124,28 +131,56 @@ def summarize(latencies: list[dict], cost: dict[str, list[float]]) -> dict:
     }
 
 
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, stats in result["runs"].items():
+        xs = [u["duration_s"] for u in stats["per_utterance"]]
+        ys = [u["total_ms"] - u["vad_hangover_ms"] for u in stats["per_utterance"]]
+        ax.scatter(xs, ys, label=name)
+    ax.set_xlabel("utterance duration (s)")
+    ax.set_ylabel("end of speech to event, minus hangover (ms)")
+    ax.set_title("Single-stream latency, 2-core CPU, tiny.en int8")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2, help="times the utterance set is played")
     parser.add_argument("--out", type=Path, help="write the JSON result here")
+    parser.add_argument("--plot", type=Path, help="write a latency-vs-duration plot (PNG)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override, as for emotion-stream run")
     args = parser.parse_args()
     models = load_models(load_config(None, args.overrides))
-    latencies = asyncio.run(pipeline_latency(models, args.repeats, args.overrides))
+    runs = {}
+    for name, flag in (("speculative", "true"), ("no speculation", "false")):
+        runs[name] = asyncio.run(pipeline_latency(
+            models, args.repeats, [*args.overrides, f"asr.speculative={flag}"]))
     cost = processing_cost(models, args.repeats)
-    result = summarize(latencies, cost)
+    result = summarize(runs, cost)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"utterances: {result['utterances']}")
-    print(f"end of speech -> event, total:          p50 {result['total_ms']['p50']:.0f} ms, "
-          f"p95 {result['total_ms']['p95']:.0f} ms")
-    print(f"end of speech -> event, minus hangover: p50 "
-          f"{result['after_hangover_ms']['p50']:.0f} ms, "
-          f"p95 {result['after_hangover_ms']['p95']:.0f} ms")
-    print("mean breakdown:", {k: round(v, 1) for k, v in result["mean_breakdown_ms"].items()})
+    if args.plot:
+        plot(result, args.plot)
+    for name, stats in result["runs"].items():
+        print(f"[{name}] utterances: {stats['utterances']}")
+        print(f"  end of speech -> event, total:          p50 {stats['total_ms']['p50']:.0f} ms,"
+              f" p95 {stats['total_ms']['p95']:.0f} ms")
+        print(f"  end of speech -> event, minus hangover: p50 "
+              f"{stats['after_hangover_ms']['p50']:.0f} ms, "
+              f"p95 {stats['after_hangover_ms']['p95']:.0f} ms")
+        print("  mean breakdown:", {k: round(v, 1) for k, v in stats["mean_breakdown_ms"].items()})
     pc = result["processing_cost"]
     print(f"processing per utterance: shared encoder {pc['shared_p50_ms']:.0f} ms, naive "
           f"{pc['naive_p50_ms']:.0f} ms (naive/shared = {pc['naive_over_shared']:.2f})")

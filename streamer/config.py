@@ -65,6 +65,7 @@ class AsrConfig:
     beam_size: int = 1
     max_new_tokens: int = 128
     partials: bool = True  # publish utterance.partial while speech goes on
+    speculative: bool = True  # start the final pass at the first pause (see docs/design.md)
     word_timestamps: bool = True
 
 

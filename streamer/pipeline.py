@@ -64,6 +64,49 @@ class RunSummary:
     mqtt_dropped: int
 
 
+@dataclass
+class Publishers:
+    """Everything that delivers events from the bus: WebSocket subscribers, MQTT, files.
+
+    Shared by ``run_pipeline`` (one source) and ``streamer.service`` (many calls).
+    """
+
+    server: WebSocketServer | None
+    mqtt: MqttPublisher | None
+    sinks: list[tuple[str, JsonlSink | StdoutSink]]
+
+    def start(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Start the background delivery tasks in ``tg``; cancel them when done."""
+        tasks = []
+        if self.mqtt is not None:
+            tasks.append(tg.create_task(self.mqtt.run(), name="mqtt"))
+        for name, sink in self.sinks:
+            tasks.append(tg.create_task(sink.run(), name=name))
+        return tasks
+
+    async def drain(self) -> None:
+        """Give MQTT up to ``DRAIN_TIMEOUT_S`` to deliver what is buffered."""
+        if self.mqtt is not None and not await self.mqtt.drain(DRAIN_TIMEOUT_S):
+            log.error("MQTT: %d events not delivered before shutdown (broker unreachable)",
+                      self.mqtt.dropped)
+
+
+async def open_publishers(config: AppConfig, bus: EventBus,
+                          stack: contextlib.AsyncExitStack) -> Publishers:
+    """Create the configured publishers; the WebSocket server listens until ``stack`` closes."""
+    mqtt = MqttPublisher(config.mqtt, bus) if config.mqtt.enabled else None
+    sinks: list[tuple[str, JsonlSink | StdoutSink]] = []
+    if config.jsonl.path:
+        sinks.append(("jsonl", JsonlSink(config.jsonl.path, bus)))
+    if config.stdout.enabled:
+        sinks.append(("stdout", StdoutSink(bus, pretty=config.stdout.format == "pretty",
+                                           include_partials=config.stdout.include_partials)))
+    server = None
+    if config.websocket.enabled:
+        server = await stack.enter_async_context(WebSocketServer(config.websocket, bus))
+    return Publishers(server=server, mqtt=mqtt, sinks=sinks)
+
+
 async def run_pipeline(config: AppConfig, source: AudioSource, models: Models,
                        on_ready: Callable[[EventBus, WebSocketServer | None], Awaitable[None]]
                        | None = None) -> RunSummary:
@@ -74,30 +117,18 @@ async def run_pipeline(config: AppConfig, source: AudioSource, models: Models,
     """
     bus = EventBus(config.bus.subscriber_queue)
     recognizer = Recognizer(config, models.asr, models.emotion, bus)
-    mqtt = MqttPublisher(config.mqtt, bus) if config.mqtt.enabled else None
-    jsonl = JsonlSink(config.jsonl.path, bus) if config.jsonl.path else None
-    stdout = (StdoutSink(bus, pretty=config.stdout.format == "pretty",
-                         include_partials=config.stdout.include_partials)
-              if config.stdout.enabled else None)
     async with contextlib.AsyncExitStack() as stack:
-        server = None
-        if config.websocket.enabled:
-            server = await stack.enter_async_context(WebSocketServer(config.websocket, bus))
+        publishers = await open_publishers(config, bus, stack)
         if on_ready is not None:
-            await on_ready(bus, server)
+            await on_ready(bus, publishers.server)
         async with asyncio.TaskGroup() as tg:
             background = [tg.create_task(recognizer.run_workers(), name="workers")]
-            if mqtt is not None:
-                background.append(tg.create_task(mqtt.run(), name="mqtt"))
-            for name, sink in (("jsonl", jsonl), ("stdout", stdout)):
-                if sink is not None:
-                    background.append(tg.create_task(sink.run(), name=name))
+            background += publishers.start(tg)
             utterances = await recognizer.run_channel(
                 source.chunks(), source.stream_id, source.channel, source.describe())
-            if mqtt is not None and not await mqtt.drain(DRAIN_TIMEOUT_S):
-                log.error("MQTT: %d events not delivered before shutdown (broker unreachable)",
-                          mqtt.dropped)
+            await publishers.drain()
             for task in background:
                 task.cancel()
+    mqtt = publishers.mqtt
     return RunSummary(utterances=utterances, events_published=bus.published,
                       mqtt_dropped=mqtt.dropped if mqtt else 0)

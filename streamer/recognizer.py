@@ -152,7 +152,7 @@ class Recognizer:
         elif isinstance(event, SpeechStarted):
             state.committer.reset()
         elif isinstance(event, SpeechPaused):
-            if self.asr_worker.idle:
+            if self.config.asr.speculative and self.asr_worker.idle:
                 # Speculate only with an idle ASR: a wrong guess then costs no one any latency.
                 task = tg.create_task(self.asr_worker.submit(AsrRequest(event.audio, final=True)))
                 state.speculation = Speculation(event.utterance_index, event.t_end, task)

@@ -132,7 +132,8 @@ class Segmenter:
             [f for f, _ in recent], [v for _, v in recent], self._frame_index + 1 - len(recent)
         )
 
-    def _open(self, frames: list[np.ndarray], voiced: list[bool], start: int) -> list[SegmenterEvent]:
+    def _open(self, frames: list[np.ndarray], voiced: list[bool],
+              start: int) -> list[SegmenterEvent]:
         self._in_speech = True
         self._frames = frames
         self._voiced = voiced

@@ -33,8 +33,8 @@ from websockets.http11 import Request, Response
 
 from streamer.bus import EventBus
 from streamer.config import WebSocketConfig
-from streamer.events import SCHEMA_VERSION, Event, control, to_json
 from streamer.errors import PublisherError
+from streamer.events import SCHEMA_VERSION, Event, control, to_json
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,168 @@
+"""Twilio Media Streams (``<Start><Stream>`` / ``<Connect><Stream>``), receive side.
+
+Twilio opens ``wss://<your host>/ingest/twilio`` and sends JSON text messages:
+``connected`` (protocol "Call"), ``start`` (streamSid, callSid, ``tracks`` such as
+["inbound", "outbound"], ``mediaFormat`` audio/x-mulaw 8000 Hz mono), then ``media``
+messages (``media.track``, ``media.chunk``, ``media.timestamp`` in ms, base64 mu-law
+``media.payload``, about 20 ms each), optional ``mark`` and ``dtmf``, and ``stop``.
+Each track is one party: inbound = the caller (customer role), outbound = what the
+caller hears (agent role). Use ``<Start><Stream track="both_tracks">`` for both.
+
+Media Streams has no error message towards Twilio: on a malformed message the server
+closes the WebSocket with a close code and a reason.
+
+Authentication: Twilio signs the WebSocket handshake with ``X-Twilio-Signature`` =
+base64(HMAC-SHA1(auth token, the URL it dialled)); ``signature_ok`` checks it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from typing import Any
+
+import numpy as np
+
+from streamer.ingest.protocol import (
+    CLOSE_INVALID,
+    CLOSE_UNSUPPORTED,
+    CallEnd,
+    CallStart,
+    ChannelAudio,
+    IngestProtocol,
+    Limits,
+    ProtocolViolation,
+    check_stream_id,
+    parse_json_object,
+    require,
+)
+from streamer.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode
+
+TRACKS = ("inbound", "outbound")
+MAX_GAP_FILL_MS = 5000  # silence inserted for a track's missing media, at most per gap
+GAP_TOLERANCE_MS = 60
+
+
+def twilio_signature(auth_token: str, url: str) -> str:
+    """X-Twilio-Signature of a request without POST parameters (the WebSocket handshake)."""
+    digest = hmac.new(auth_token.encode(), url.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def signature_ok(auth_token: str, url: str, signature: str | None) -> bool:
+    if not signature:
+        return False
+    return hmac.compare_digest(twilio_signature(auth_token, url).encode(), signature.encode())
+
+
+class TwilioProtocol(IngestProtocol):
+    name = "twilio"
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limits)
+        self.stream_sid: str | None = None
+        self.roles: dict[str, str] = {}  # track -> role
+        self._received_ms: dict[str, float] = {}  # per track, audio received so far
+        self.marks: list[str] = []
+        self.dtmf: list[str] = []
+        self._messages = 0
+
+    def _text(self, text: str) -> None:
+        message = parse_json_object(text, "Media Streams message")
+        event = require(message, "event", str, "Media Streams message")
+        self._messages += 1
+        if event == "connected":
+            if self._messages != 1:
+                raise ProtocolViolation("'connected' must be the first message")
+        elif event == "start":
+            self._start(message)
+        elif event == "media":
+            self._media(message)
+        elif event == "stop":
+            self._require_started("stop")
+            self._emit(CallEnd("stop"))
+        elif event == "mark":
+            self._require_started("mark")
+            mark = message.get("mark")
+            self.marks.append(str(mark.get("name")) if isinstance(mark, dict) else "")
+        elif event == "dtmf":
+            dtmf = message.get("dtmf")
+            self.dtmf.append(str(dtmf.get("digit")) if isinstance(dtmf, dict) else "")
+        else:
+            raise ProtocolViolation(
+                f"unknown Media Streams event {event!r}; expected connected, start, media, "
+                "mark, dtmf or stop", CLOSE_INVALID)
+
+    def _require_started(self, event: str) -> None:
+        if not self.started:
+            raise ProtocolViolation(f"'{event}' before 'start'")
+        if self.ended:
+            raise ProtocolViolation(f"'{event}' after 'stop'")
+
+    def _check_sid(self, message: dict[str, Any]) -> None:
+        sid = message.get("streamSid")
+        if sid is not None and sid != self.stream_sid:
+            raise ProtocolViolation(f"streamSid {sid!r} does not match the stream's "
+                                    f"{self.stream_sid!r}")
+
+    def _start(self, message: dict[str, Any]) -> None:
+        if self.started:
+            raise ProtocolViolation("'start' was already received; one stream per connection")
+        start = require(message, "start", dict, "start message")
+        stream_sid = require(start, "streamSid", str, "start")
+        call_sid = start.get("callSid")
+        tracks = start.get("tracks", ["inbound"])
+        if (not isinstance(tracks, list) or not tracks or len(set(tracks)) != len(tracks)
+                or not all(t in TRACKS for t in tracks)):
+            raise ProtocolViolation(f"start.tracks must be a list of {list(TRACKS)}, got "
+                                    f"{tracks!r}", CLOSE_INVALID)
+        fmt = require(start, "mediaFormat", dict, "start")
+        if (fmt.get("encoding") != "audio/x-mulaw" or fmt.get("sampleRate") != TELEPHONY_RATE
+                or fmt.get("channels") != 1):
+            raise ProtocolViolation(
+                f"start.mediaFormat {fmt!r} is not supported; Media Streams send "
+                "audio/x-mulaw, 8000 Hz, 1 channel", CLOSE_UNSUPPORTED)
+        stream_id = call_sid if isinstance(call_sid, str) and call_sid else stream_sid
+        check_stream_id(stream_id, "start")
+        self.stream_sid = stream_sid
+        role_of = {"inbound": self.limits.customer_role, "outbound": self.limits.agent_role}
+        self.roles = {t: role_of[t] for t in tracks}
+        self._received_ms = {t: 0.0 for t in tracks}
+        self._emit(CallStart(stream_id, tuple(self.roles.values()), TELEPHONY_RATE,
+                             f"twilio:{stream_sid} tracks {','.join(tracks)}"))
+
+    def _media(self, message: dict[str, Any]) -> None:
+        self._require_started("media")
+        self._check_sid(message)
+        media = require(message, "media", dict, "media message")
+        track = media.get("track", "inbound")
+        if track not in self.roles:
+            raise ProtocolViolation(f"media.track {track!r} was not announced in start.tracks "
+                                    f"{list(self.roles)}")
+        payload = require(media, "payload", str, "media")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolViolation(f"media.payload is not valid base64 ({exc})",
+                                    CLOSE_INVALID) from exc
+        self._check_audio_ms(len(data), TELEPHONY_RATE)
+        role = self.roles[track]
+        gap = self._gap_ms(track, media.get("timestamp"))
+        if gap > 0:
+            silence = np.zeros(int(gap * TELEPHONY_RATE / 1000), dtype=np.float32)
+            self._emit(ChannelAudio(role, silence))
+            self._received_ms[track] += len(silence) * 1000 / TELEPHONY_RATE
+        samples = pcm16_to_unit(ulaw_decode(data))
+        self._received_ms[track] += len(samples) * 1000 / TELEPHONY_RATE
+        self._emit(ChannelAudio(role, samples))
+
+    def _gap_ms(self, track: str, timestamp: Any) -> float:
+        """Twilio may skip media for a silent track; keep the parties' timelines aligned."""
+        try:
+            at = float(timestamp)
+        except (TypeError, ValueError):
+            return 0.0
+        gap = at - self._received_ms[track]
+        return min(gap, MAX_GAP_FILL_MS) if gap > GAP_TOLERANCE_MS else 0.0
