@@ -96,6 +96,7 @@ class WebSocketConfig:
     port: int = 8765
     token: str | None = None  # if set, clients must send it (?token= or Authorization: Bearer)
     max_message_bytes: int = 65536
+    dashboard: bool = True  # serve the live dashboard page at http://host:port/
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from models.inference import EmotionModel
 from streamer.asr import AsrEngine
 from streamer.bus import EventBus
 from streamer.config import AppConfig
+from streamer.dashboard import add_dashboard
 from streamer.errors import ModelLoadError
 from streamer.mqtt_publisher import MqttPublisher
 from streamer.recognizer import Recognizer
@@ -104,6 +105,8 @@ async def open_publishers(config: AppConfig, bus: EventBus,
     server = None
     if config.websocket.enabled:
         server = await stack.enter_async_context(WebSocketServer(config.websocket, bus))
+        if config.websocket.dashboard:
+            add_dashboard(server)
     return Publishers(server=server, mqtt=mqtt, sinks=sinks)
 
 
