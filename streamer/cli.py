@@ -1,4 +1,4 @@
-"""Command line: ``emotion-stream run | config | schema | devices``."""
+"""Command line: ``emotion-stream run | serve | config | schema | devices``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ examples:
   arecord -f S16_LE -r 16000 | emotion-stream run --source stdin
   emotion-stream run --set mqtt.enabled=true --set mqtt.port=1883 --jsonl events.jsonl
   emotion-stream config --show                        # effective configuration
+  emotion-stream serve --set ingest.token=secret      # call-center ingest (docs/ingest.md)
 """
 
 
@@ -61,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jsonl", metavar="FILE", help="also append every event to FILE")
     run.add_argument("--json", action="store_true", help="print events as JSON lines")
 
+    serve = sub.add_parser(
+        "serve", help="serve live calls (raw PCM, Twilio Media Streams, Genesys AudioHook)",
+        description="Accept calls over WebSocket on ingest.port (default 8766) and publish "
+                    "per-party emotion events until Ctrl-C. See docs/ingest.md.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(serve)
+    serve.add_argument("--jsonl", metavar="FILE", help="also append every event to FILE")
+    serve.add_argument("--json", action="store_true", help="print events as JSON lines")
+
     cfg = sub.add_parser("config", help="check a configuration and print the effective one")
     add_config_args(cfg)
     cfg.add_argument("--show", action="store_true", help="print the effective configuration")
@@ -86,6 +96,15 @@ def source_overrides(args: argparse.Namespace) -> list[str]:
     return extra
 
 
+def serve_overrides(args: argparse.Namespace) -> list[str]:
+    extra: list[str] = []
+    if args.jsonl:
+        extra.append(f"jsonl.path={json.dumps(args.jsonl)}")
+    if args.json:
+        extra.append("stdout.format=json")
+    return extra
+
+
 def command_run(config: AppConfig) -> int:
     from streamer.pipeline import load_models, run_pipeline
 
@@ -95,6 +114,26 @@ def command_run(config: AppConfig) -> int:
     summary = asyncio.run(run_pipeline(config, source, models))
     logging.getLogger(__name__).info("done: %d utterances, %d events", summary.utterances,
                                      summary.events_published)
+    return 0
+
+
+def command_serve(config: AppConfig) -> int:
+    import signal
+
+    from streamer.pipeline import load_models
+    from streamer.service import run_service
+
+    logging.getLogger(__name__).info("loading models ...")
+    models = load_models(config)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_service(config, models, stop)
+
+    asyncio.run(serve())
     return 0
 
 
@@ -121,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "devices":
             return command_devices()
-        extra = source_overrides(args) if args.command == "run" else []
+        extra = (source_overrides(args) if args.command == "run"
+                 else serve_overrides(args) if args.command == "serve" else [])
         config = load_config(args.config, args.overrides + extra)
         logging.basicConfig(level=config.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -131,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print("configuration OK")
             return 0
+        if args.command == "serve":
+            return command_serve(config)
         return command_run(config)
     except StreamerError as exc:
         print(f"emotion-stream: error: {exc}", file=sys.stderr)

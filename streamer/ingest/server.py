@@ -1,0 +1,297 @@
+"""The ingest WebSocket server: one connection = one call, any number of calls at once.
+
+Routes (configurable, see ``IngestConfig``): raw PCM, Twilio Media Streams and Genesys
+AudioHook. The handshake is where a connection is refused: unknown path (404), failed
+authentication (401: bearer token for raw PCM, X-Twilio-Signature for Twilio, X-API-KEY
+for AudioHook), too many calls (503). ``GET /healthz`` answers with the server's counters.
+
+Each connection runs ``serve_connection``: it only moves data between the WebSocket,
+the protocol's sans-I/O parser and the call's ``CallSession``. A malformed message ends
+that one connection (the protocol's error, then a close code); other calls are not
+affected. When a client disconnects, even mid-utterance, the audio it sent is still
+recognized and published, then the call's state is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from streamer.config import IngestConfig
+from streamer.errors import PublisherError
+from streamer.ingest.audiohook import AudioHookProtocol
+from streamer.ingest.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CallEnd,
+    CallStart,
+    ChannelAudio,
+    Failure,
+    IngestProtocol,
+    Limits,
+    Pause,
+    Reply,
+)
+from streamer.ingest.raw_pcm import RawPcmProtocol
+from streamer.ingest.session import CallSession
+from streamer.ingest.twilio import TwilioProtocol, signature_ok
+from streamer.recognizer import Recognizer
+from streamer.ws_server import token_ok
+
+log = logging.getLogger(__name__)
+
+CLOSE_TRY_AGAIN = 1013
+END_LINGER_S = 5.0  # after the call ended in protocol, wait this long for the client to close
+
+
+@dataclass
+class IngestStats:
+    calls_started: int = 0
+    calls_finished: int = 0
+    refused_auth: int = 0
+    refused_busy: int = 0
+    protocol_failures: int = 0
+    utterances: int = 0
+
+
+def _response(status: HTTPStatus, body: dict[str, Any],
+              extra: list[tuple[str, str]] | None = None) -> Response:
+    data = (json.dumps(body) + "\n").encode()
+    headers = Headers([("Content-Type", "application/json"),
+                       ("Content-Length", str(len(data))), *(extra or [])])
+    return Response(status.value, status.phrase, headers, data)
+
+
+class IngestServer:
+    """Listens for calls; use ``async with``. Calls run until their client ends them."""
+
+    def __init__(self, config: IngestConfig, recognizer: Recognizer,
+                 pause_silence_s: float) -> None:
+        self.config = config
+        self.recognizer = recognizer
+        self.pause_silence_s = pause_silence_s
+        self.limits = Limits(config.max_audio_ms_per_message, config.customer_role,
+                             config.agent_role)
+        self.calls: dict[str, CallSession] = {}
+        self.connections = 0
+        self.stats = IngestStats()
+        self._server: Server | None = None
+        self._routes: dict[str, tuple[str, Callable[[Request], str | None]]] = {
+            config.pcm_path.rstrip("/"): ("pcm", self._auth_pcm),
+            config.twilio_path.rstrip("/"): ("twilio", self._auth_twilio),
+            config.audiohook_path.rstrip("/"): ("audiohook", self._auth_audiohook),
+        }
+        for name, secret in (("ingest.token", config.token),
+                             ("ingest.twilio_auth_token", config.twilio_auth_token),
+                             ("ingest.audiohook_api_key", config.audiohook_api_key)):
+            if secret is None:
+                log.warning("%s is not set: that ingest route accepts anyone who can reach "
+                            "%s:%d", name, config.host, config.port)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("ingest server not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aenter__(self) -> IngestServer:
+        try:
+            self._server = await serve(
+                self._handle, self.config.host, self.config.port,
+                process_request=self._process_request,
+                max_size=self.config.max_message_bytes,
+            )
+        except OSError as exc:
+            raise PublisherError(
+                f"cannot listen on {self.config.host}:{self.config.port} for call ingest "
+                f"({exc}); choose another port with --set ingest.port=N") from exc
+        log.info("call ingest on ws://%s:%d: raw PCM %s, Twilio %s, AudioHook %s",
+                 self.config.host, self.port, self.config.pcm_path, self.config.twilio_path,
+                 self.config.audiohook_path)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    # ------------------------------------------------------------- handshake
+    def _process_request(self, connection: ServerConnection,
+                         request: Request) -> Response | None:
+        path = urlsplit(request.path).path.rstrip("/") or "/"
+        if path == "/healthz":
+            return _response(HTTPStatus.OK, self.health())
+        route = self._routes.get(path)
+        if route is None:
+            known = ", ".join(sorted(self._routes))
+            return _response(HTTPStatus.NOT_FOUND,
+                             {"error": f"no ingest endpoint at {path}; endpoints: {known}"})
+        problem = route[1](request)
+        if problem is not None:
+            self.stats.refused_auth += 1
+            log.warning("ingest %s: refused %s: %s", route[0], connection.remote_address,
+                        problem)
+            return _response(HTTPStatus.UNAUTHORIZED, {"error": problem})
+        if self.connections >= self.config.max_calls:
+            self.stats.refused_busy += 1
+            return _response(HTTPStatus.SERVICE_UNAVAILABLE,
+                             {"error": f"this server already serves {self.connections} calls "
+                                       f"(ingest.max_calls); retry later or on another server"},
+                             [("Retry-After", "5")])
+        return None
+
+    def _auth_pcm(self, request: Request) -> str | None:
+        if token_ok(self.config.token, request):
+            return None
+        return "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>"
+
+    def _auth_twilio(self, request: Request) -> str | None:
+        secret = self.config.twilio_auth_token
+        if secret is None:
+            return None
+        base = self.config.twilio_public_url or f"wss://{request.headers.get('Host', '')}"
+        url = base.rstrip("/") + request.path
+        if signature_ok(secret, url, request.headers.get("X-Twilio-Signature")):
+            return None
+        return (f"missing or invalid X-Twilio-Signature for {url}; check ingest.twilio_auth_token "
+                "and that ingest.twilio_public_url is the URL in your <Stream> TwiML")
+
+    def _auth_audiohook(self, request: Request) -> str | None:
+        key = self.config.audiohook_api_key
+        if key is None:
+            return None
+        given = request.headers.get("X-API-KEY", "")
+        if given and hmac.compare_digest(given.encode(), key.encode()):
+            return None
+        return "missing or wrong X-API-KEY header (the AudioHook integration's API key)"
+
+    def health(self) -> dict[str, Any]:
+        return {"calls": len(self.calls), "connections": self.connections,
+                "max_calls": self.config.max_calls, **self.stats.__dict__}
+
+    # ----------------------------------------------------------- connections
+    def _protocol(self, request_path: str) -> IngestProtocol:
+        split = urlsplit(request_path)
+        kind = self._routes[split.path.rstrip("/") or "/"][0]
+        if kind == "twilio":
+            return TwilioProtocol(self.limits)
+        if kind == "audiohook":
+            return AudioHookProtocol(self.limits)
+        return RawPcmProtocol(self.limits, dict(parse_qsl(split.query)))
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        try:
+            if self.connections > self.config.max_calls:  # raced past the handshake check
+                self.stats.refused_busy += 1
+                await ws.close(CLOSE_TRY_AGAIN, "too many calls; retry later")
+                return
+            protocol = self._protocol(ws.request.path if ws.request else "/")
+            await self.serve_connection(ws, protocol)
+        finally:
+            self.connections -= 1
+
+    async def serve_connection(self, ws: ServerConnection, protocol: IngestProtocol) -> None:
+        """Move messages from ``ws`` through ``protocol`` into a call, until it ends."""
+        call: CallSession | None = None
+        async with asyncio.TaskGroup() as tg:
+            try:
+                timeout = self.config.idle_timeout_s
+                while True:
+                    for event in protocol.poll():
+                        if isinstance(event, CallStart):
+                            call = self._start_call(event, tg)
+                            if call is None:
+                                await ws.close(CLOSE_POLICY, "stream id already active")
+                                return
+                        elif isinstance(event, ChannelAudio) and call is not None:
+                            await call.audio(event.channel, event.samples)
+                        elif isinstance(event, Reply):
+                            await ws.send(event.text)
+                        elif isinstance(event, Pause) and call is not None:
+                            await call.pause()
+                        elif isinstance(event, CallEnd):
+                            if call is not None:
+                                await call.end()
+                            timeout = END_LINGER_S
+                        elif isinstance(event, Failure):
+                            await self._fail(ws, protocol, event)
+                            return
+                    try:
+                        message = await asyncio.wait_for(ws.recv(), timeout)
+                    except TimeoutError:
+                        if protocol.ended:
+                            await ws.close(CLOSE_NORMAL, "call ended")
+                        else:
+                            log.warning("ingest %s: no message for %.0f s, closing", protocol.name,
+                                        timeout)
+                            await ws.close(CLOSE_POLICY, f"no message for {timeout:.0f} s")
+                        return
+                    if isinstance(message, str):
+                        protocol.receive_text(message)
+                    else:
+                        protocol.receive_bytes(message)
+            except ConnectionClosed as exc:
+                if call is not None and not call.ended:
+                    log.info("ingest %s: call %s: client disconnected before ending the call "
+                             "(%s); recognizing the audio received", protocol.name,
+                             call.stream_id, exc)
+            # Not in a finally: on cancellation or an error the task group stops the call.
+            if call is not None:
+                await call.end()
+        if call is not None:
+            self.calls.pop(call.stream_id, None)
+            self.stats.calls_finished += 1
+
+    def _start_call(self, start: CallStart, tg: asyncio.TaskGroup) -> CallSession | None:
+        if start.stream_id in self.calls:
+            log.warning("ingest: refusing a second connection for active stream %s",
+                        start.stream_id)
+            return None
+        call = CallSession(self.recognizer, start, self.config.chunk_ms,
+                           self.config.channel_queue_chunks, self.pause_silence_s)
+        self.calls[start.stream_id] = call
+        self.stats.calls_started += 1
+        tg.create_task(self._run_call(call), name=f"call:{start.stream_id}")
+        log.info("ingest: call %s started (%s), parties %s", start.stream_id, start.source,
+                 ", ".join(start.channels))
+        return call
+
+    async def _run_call(self, call: CallSession) -> None:
+        counts = await call.run()
+        self.stats.utterances += sum(counts.values())
+        log.info("ingest: call %s finished: utterances %s, ingest waited %.1f s on full "
+                 "queues", call.stream_id, counts, call.blocked_s)
+
+    async def _fail(self, ws: ServerConnection, protocol: IngestProtocol,
+                    failure: Failure) -> None:
+        self.stats.protocol_failures += 1
+        log.warning("ingest %s: protocol error, closing: %s", protocol.name, failure.message)
+        if failure.linger_s > 0:  # let the client run the protocol's close handshake
+            try:
+                async with asyncio.timeout(failure.linger_s):
+                    while getattr(protocol, "state", None) != "closed":
+                        message = await ws.recv()
+                        if isinstance(message, str):
+                            protocol.receive_text(message)
+                        for event in protocol.poll():
+                            if isinstance(event, Reply):
+                                await ws.send(event.text)
+            except (TimeoutError, ConnectionClosed) as exc:
+                # The close handshake is optional for a misbehaving client: close anyway.
+                log.debug("ingest %s: no close handshake after the error (%r)", protocol.name,
+                          exc)
+        reason = failure.message.encode()[:120].decode(errors="ignore")
+        await ws.close(failure.close_code, reason)
