@@ -222,6 +222,11 @@ def _check_consistent(config: BundleConfig, path: Path) -> None:
                               f"expected one of {LAYER_MODES}")
     if config.context_size < 0:
         raise BundleError(f"{where}: context_size must be >= 0, got {config.context_size}")
+    head_context = getattr(head_config, "context_size", 0)
+    if config.context_size < head_context:
+        raise BundleError(f"{where}: the head uses {head_context} past utterances (head config "
+                          f"context_size) but the bundle's context_size is {config.context_size}; "
+                          "set the bundle's context_size to at least the head's")
 
 
 __all__ = [

@@ -22,11 +22,11 @@ import torch
 from torch import Tensor
 
 from models.bundle import Bundle, load_bundle
+from models.encoders import FRAMES_PER_SECOND, AudioFeatures
 from models.encoders.text import TextEncoder, TextEncoding
 from models.errors import ModelError
 from models.heads import FusionHead, HeadBatch, HeadItem, collate
 
-FRAMES_PER_SECOND = 50
 SAMPLE_RATE = 16000
 
 
@@ -67,14 +67,6 @@ class EmotionPrediction:
     @property
     def label(self) -> str:
         return self.labels[int(np.argmax(self.probabilities))]
-
-
-@dataclass(frozen=True)
-class AudioFeatures:
-    """One utterance's audio encoder output."""
-
-    frames: Tensor  # (T, D)
-    layers: Tensor | None  # (L, T, D)
 
 
 def context_item_for(item: HeadItem, text: str) -> ContextItem:
@@ -123,6 +115,12 @@ class EmotionModel:
         self.uses_whisper_frames: bool = self.audio_kind == "whisper"
         self._whisper_model = whisper_model
         self._audio_encoder = audio_encoder  # built lazily for whisper (may not be needed)
+        self._prosody: Any | None = None  # for heads that take prosody functionals
+        if self.uses_whisper_frames and config.audio.layers != "last":
+            raise ModelError(
+                f"{bundle.path}/bundle.json: encoders.audio.layers is '{config.audio.layers}', but "
+                "the Whisper encoder (CTranslate2) gives only its last layer; use 'last'"
+            )
         if text_encoder.dim != config.text.dim:
             raise ModelError(
                 f"text encoder '{text_encoder.ref}' gives {text_encoder.dim}-d states but "
@@ -208,9 +206,11 @@ class EmotionModel:
 
             updates["ctc_target"] = torch.tensor(text_to_ctc_ids(inp.text), dtype=torch.long)
         if self.head.needs_functionals:
-            from models.encoders.prosody import functionals
+            from models.encoders.prosody import ProsodyEncoder, functionals
 
-            updates["functionals"] = functionals(inp.audio)
+            if self._prosody is None:
+                self._prosody = ProsodyEncoder()
+            updates["functionals"] = functionals(_as_audio(inp.audio), self._prosody)
         return replace(item, **updates)
 
     def _audio_features(self, batch: Sequence[EmotionInput]) -> list[AudioFeatures]:

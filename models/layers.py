@@ -49,21 +49,24 @@ def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with separate query and key/value inputs.
 
-    ``q_proj``/``k_proj`` may be passed in to share them between modules
-    (shared_qk_mt shares W_Q and W_K across modalities).
+    ``shared_qk`` passes in W_Q and W_K owned by the caller, to share them
+    between modules (shared_qk_mt shares them across modalities). They are
+    not registered here, so each shared weight appears once in state_dict.
     """
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0,
-                 kv_dim: int | None = None, q_proj: nn.Linear | None = None,
-                 k_proj: nn.Linear | None = None) -> None:
+                 kv_dim: int | None = None,
+                 shared_qk: tuple[nn.Linear, nn.Linear] | None = None) -> None:
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"attention width {dim} is not divisible by num_heads={num_heads}")
         kv_dim = dim if kv_dim is None else kv_dim
         self.num_heads = num_heads
         self.dropout = dropout
-        self.q_proj = q_proj if q_proj is not None else nn.Linear(dim, dim)
-        self.k_proj = k_proj if k_proj is not None else nn.Linear(kv_dim, dim)
+        self.shared_qk = shared_qk  # a plain tuple: not a registered submodule
+        if shared_qk is None:
+            self.q_proj = nn.Linear(dim, dim)
+            self.k_proj = nn.Linear(kv_dim, dim)
         self.v_proj = nn.Linear(kv_dim, dim)
         self.out_proj = nn.Linear(dim, dim)
 
@@ -73,8 +76,10 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, query: Tensor, key_value: Tensor, key_mask: Tensor) -> Tensor:
         """query (B, Tq, D), key_value (B, Tk, Dkv), key_mask (B, Tk) -> (B, Tq, D)."""
-        q = self._split(self.q_proj(query))  # (B, H, Tq, Dh)
-        k = self._split(self.k_proj(key_value))  # (B, H, Tk, Dh)
+        q_proj, k_proj = self.shared_qk if self.shared_qk is not None else (self.q_proj,
+                                                                            self.k_proj)
+        q = self._split(q_proj(query))  # (B, H, Tq, Dh)
+        k = self._split(k_proj(key_value))  # (B, H, Tk, Dh)
         v = self._split(self.v_proj(key_value))  # (B, H, Tk, Dh)
         # Rows with no valid key would give NaN; let them attend everywhere (their
         # output is masked out downstream anyway).
@@ -102,10 +107,10 @@ class TransformerBlock(nn.Module):
     """Post-LN transformer layer; cross-modal when ``key_value`` differs from ``x``."""
 
     def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float,
-                 kv_dim: int | None = None, q_proj: nn.Linear | None = None,
-                 k_proj: nn.Linear | None = None) -> None:
+                 kv_dim: int | None = None,
+                 shared_qk: tuple[nn.Linear, nn.Linear] | None = None) -> None:
         super().__init__()
-        self.attn = MultiHeadAttention(dim, num_heads, dropout, kv_dim, q_proj, k_proj)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout, kv_dim, shared_qk)
         self.norm1 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, ff_dim, dropout)
         self.norm2 = nn.LayerNorm(dim)

@@ -109,12 +109,12 @@ class SharedQKMTHead(FusionHead):
         self.shared_k = nn.ModuleList(nn.Linear(d, d) for _ in range(config.num_layers))
         self.audio_blocks = nn.ModuleList(
             TransformerBlock(d, config.num_heads, config.ff_dim, config.dropout,
-                             q_proj=self.shared_q[i], k_proj=self.shared_k[i])
+                             shared_qk=(self.shared_q[i], self.shared_k[i]))
             for i in range(config.num_layers)
         )
         self.text_blocks = nn.ModuleList(
             TransformerBlock(d, config.num_heads, config.ff_dim, config.dropout,
-                             q_proj=self.shared_q[i], k_proj=self.shared_k[i])
+                             shared_qk=(self.shared_q[i], self.shared_k[i]))
             for i in range(config.num_layers)
         )
         self.text_correlation = MutualCorrelation(d)

@@ -17,17 +17,17 @@ LABELS = ("ang", "hap", "neu", "sad")
 AUDIO_DIM = 24
 
 
-def make_bundle(tmp_path: Path, text_dir: Path, head: str = "cross_mha", context_size: int = 0,
+def make_bundle(tmp_path: Path, text_dir: Path, head: str = "cross_mha", past_context: int = 0,
                 regression: bool = False, audio_ref: str = "whisper:packaged:tiny.en",
-                audio_dim: int = AUDIO_DIM, text_layers: str = "last",
+                audio_dim: int = AUDIO_DIM, keep_text_layers: str = "last",
                 **settings: object) -> Path:
     cfg = make_config(head, audio_dim=audio_dim, text_dim=32, num_classes=len(LABELS),
                       regression=regression, **settings)
     torch.manual_seed(0)
     config = BundleConfig(model_id=f"test-{head}", head=head, head_config=dataclasses.asdict(cfg),
                           labels=LABELS, audio=AudioEncoderSpec(ref=audio_ref, dim=audio_dim),
-                          text=TextEncoderSpec(ref=str(text_dir), dim=32, layers=text_layers),
-                          context_size=context_size)
+                          text=TextEncoderSpec(ref=str(text_dir), dim=32, layers=keep_text_layers),
+                          context_size=past_context)
     return save_bundle(tmp_path / head, config, build_head(head, cfg))
 
 
@@ -60,7 +60,7 @@ def test_predict_with_whisper_frames(tmp_path: Path, tiny_text_dir: Path) -> Non
 
 def test_features_batch_shapes(tmp_path: Path, tiny_text_dir: Path) -> None:
     model = EmotionModel.load(make_bundle(tmp_path, tiny_text_dir, model_dim=32, num_heads=2,
-                                          text_layers="all"))
+                                          keep_text_layers="all"))
     hb = model.features([utterance(1.0, "hello"), utterance(2.0, "hello there you")])
     assert hb.audio.shape == (2, 100, AUDIO_DIM) and hb.audio_mask.sum(1).tolist() == [50, 100]
     assert hb.text.shape[0] == 2 and hb.text.shape[2] == 32
@@ -111,3 +111,80 @@ def test_context_item_round_trips(tmp_path: Path, tiny_text_dir: Path) -> None:
     assert isinstance(first, ContextItem) and first.text == "one"
     np.testing.assert_allclose(first.audio_embedding,
                                utterance(1.0, "one").whisper_frames.mean(0), rtol=1e-5)
+
+
+def _settings_for(name: str) -> dict[str, object]:
+    from head_inputs import TINY
+
+    from models.encoders.prosody import FUNCTIONALS_DIM
+    from models.heads import head_spec
+
+    settings = dict(TINY.get(name, {}))
+    head_cls = head_spec(name).head_cls
+    if "audio_layers" in settings:
+        settings["audio_layers"] = 1  # Whisper frames: last layer only
+    if "text_layers" in settings:
+        settings["text_layers"] = 3  # tiny BERT: embeddings + 2 layers
+    if head_cls.needs_functionals:
+        settings["functionals_dim"] = FUNCTIONALS_DIM
+    return settings
+
+
+@pytest.mark.parametrize("name", sorted(__import__("models.heads").heads.HEADS))
+def test_every_head_serves_from_a_bundle(tmp_path: Path, tiny_text_dir: Path, name: str) -> None:
+    from models.heads import head_spec
+
+    head_cls = head_spec(name).head_cls
+    path = make_bundle(tmp_path, tiny_text_dir, head=name, past_context=2, regression=True,
+                       keep_text_layers="all" if head_cls.needs_text_layers else "last",
+                       **_settings_for(name))
+    model = EmotionModel.load(path)
+    first = model.predict([utterance(1.0, "hello")])[0]
+    words = (WordSpan(" I", 0.0, 0.2), WordSpan(" am", 0.2, 0.5), WordSpan(" here", 0.6, 1.4))
+    batch = [
+        dataclasses.replace(utterance(1.5, " I am here", 1), words=words,
+                            context=(first.context_item,)),
+        utterance(0.3, "", 2),
+        dataclasses.replace(utterance(2.0, "no word times here", 3),
+                            context=(first.context_item, first.context_item,
+                                     first.context_item)),
+    ]
+    preds = model.predict(batch)
+    for inp, pred in zip(batch, preds, strict=True):
+        assert abs(float(pred.probabilities.sum()) - 1.0) < 1e-5
+        assert pred.valence is not None
+        alone = model.predict([inp])[0]
+        np.testing.assert_allclose(alone.probabilities, pred.probabilities, atol=1e-5)
+    hb = model.features(batch)
+    assert (hb.word_text is not None) == head_cls.needs_words
+    assert (hb.context_text is not None) == head_cls.needs_context
+    assert (hb.functionals is not None) == head_cls.needs_functionals
+    assert (hb.ctc_targets is not None) == head_cls.needs_ctc
+
+
+def test_prosody_audio_encoder_bundle(tmp_path: Path, tiny_text_dir: Path) -> None:
+    from models.encoders.prosody import FRAME_DIM
+
+    path = make_bundle(tmp_path, tiny_text_dir, head="self_mha", audio_ref="prosody",
+                       audio_dim=FRAME_DIM, model_dim=32, num_heads=2)
+    model = EmotionModel.load(path)
+    assert not model.uses_whisper_frames
+    rng = np.random.default_rng(0)
+    inp = EmotionInput(audio=rng.standard_normal(16000).astype(np.float32) * 0.1, text="hey")
+    pred = model.predict([inp])[0]
+    assert pred.context_item.audio_embedding.shape == (FRAME_DIM,)
+
+
+def test_whisper_frames_computed_when_missing(tmp_path: Path, tiny_text_dir: Path) -> None:
+    """With the packaged tiny.en (384-d), frames are computed if the ASR did not pass them."""
+    from models.encoders.whisper import WhisperEncoder, load_whisper
+
+    whisper = load_whisper("packaged:tiny.en", cpu_threads=1)
+    path = make_bundle(tmp_path, tiny_text_dir, audio_dim=384, model_dim=32, num_heads=2)
+    model = EmotionModel.load(path, whisper_model=whisper)
+    audio = (0.1 * np.sin(2 * np.pi * 200 * np.arange(24000) / 16000)).astype(np.float32)
+    computed = model.predict([EmotionInput(audio=audio, text="hi")])[0]
+    frames = WhisperEncoder(whisper).encode(audio).frames
+    assert frames.shape == (75, 384)
+    given = model.predict([EmotionInput(audio=audio, text="hi", whisper_frames=frames)])[0]
+    np.testing.assert_allclose(computed.probabilities, given.probabilities, atol=1e-4)
