@@ -189,7 +189,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a mapping of {tp.__name__} settings")
+            raise ConfigError(f"config key '{key}' must be a mapping of {_describe(tp)} settings")
         return from_dict(tp, value, prefix=key + ".")  # type: ignore[arg-type]
     if origin is Literal:
         if value in get_args(tp):

@@ -32,6 +32,7 @@ from streamer.config import AppConfig
 from streamer.messages import (
     AudioChunk,
     EmotionResult,
+    SegmenterEvent,
     SpeechPaused,
     SpeechProgress,
     SpeechStarted,
@@ -143,7 +144,7 @@ class Recognizer:
             await self._on_segment_event(state, event, queue, tg)
 
     async def _on_segment_event(self, state: ChannelState,
-                                event: SpeechStarted | SpeechProgress | Utterance,
+                                event: SegmenterEvent,
                                 queue: asyncio.Queue[DetectedUtterance | None],
                                 tg: asyncio.TaskGroup) -> None:
         if isinstance(event, Utterance):
@@ -156,8 +157,8 @@ class Recognizer:
                 # Speculate only with an idle ASR: a wrong guess then costs no one any latency.
                 task = tg.create_task(self.asr_worker.submit(AsrRequest(event.audio, final=True)))
                 state.speculation = Speculation(event.utterance_index, event.t_end, task)
-        elif (self.config.asr.partials and self.asr_worker.idle
-              and state.segmenter.trailing_silence_ms == 0):
+        elif (isinstance(event, SpeechProgress) and self.config.asr.partials
+              and self.asr_worker.idle and state.segmenter.trailing_silence_ms == 0):
             # Partials are droppable: start one only when the ASR has nothing else to do and
             # the speaker is mid-speech (a pause may be the end, whose final must not wait).
             tg.create_task(self._partial(state, event))

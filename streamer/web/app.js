@@ -408,7 +408,7 @@ function renderTimeline() {
   const stream = selectedStream();
   if (!stream) return;
   stream.utterances.forEach(appendTimelineRow);
-  scrollToEnd(true);
+  scrollToEnd();
 }
 
 function appendTimelineRow(record) {
@@ -418,7 +418,7 @@ function appendTimelineRow(record) {
   const list = $("timeline");
   list.append(record.kind === "divider" ? dividerRow(record) : utteranceRow(stream, record.event));
   while (list.childElementCount > MAX_UTTERANCES) list.firstElementChild.remove();
-  if (follow) scrollToEnd(false);
+  if (follow) scrollToEnd();
 }
 
 function dividerRow(record) {
@@ -488,7 +488,7 @@ function renderPartials() {
   for (const partial of stream.partials.values()) {
     if (channelShown(partial.channel)) list.append(partialRow(stream, partial));
   }
-  if (follow) scrollToEnd(false);
+  if (follow) scrollToEnd();
 }
 
 function partialRow(stream, partial) {
@@ -513,14 +513,15 @@ function partialRow(stream, partial) {
   return row;
 }
 
+// The timeline follows new rows unless the reader scrolled up to read older ones.
 function nearBottom() {
   const box = document.querySelector(".timeline-wrap");
   return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
 }
 
-function scrollToEnd(force) {
+function scrollToEnd() {
   const box = document.querySelector(".timeline-wrap");
-  if (force || nearBottom()) box.scrollTop = box.scrollHeight;
+  box.scrollTop = box.scrollHeight;
 }
 
 // ---------------------------------------------------------------- plots
@@ -545,6 +546,7 @@ function renderPlots() {
     points: points.filter((r) => isNumber(r.event[key])).map((r) => [r.x, r.event[key], r.event]),
   })).filter((series) => series.points.length > 0);
   $("dim-figure").hidden = dimSeries.length === 0;
+  document.querySelector(".plots").classList.toggle("with-dims", dimSeries.length > 0);
   if (dimSeries.length) {
     const values = dimSeries.flatMap((s) => s.points.map((p) => p[1]));
     drawChart($("dim-plot"), dimSeries, [Math.min(0, ...values), Math.max(1, ...values)]);
