@@ -447,7 +447,7 @@ function utteranceRow(stream, event) {
   const dims = dimensionsText(event);
   if (dims) side.append(el("span", "dims", dims));
   if (event.latency && isNumber(event.latency.total_ms)) {
-    side.append(el("span", "latency", `${Math.round(event.latency.total_ms)} ms`));
+    side.append(el("span", "latency", `latency ${Math.round(event.latency.total_ms)} ms`));
   }
   row.append(meta, body, side);
   return row;
