@@ -37,17 +37,6 @@ def pooled(features: FeatureSet, ids: Sequence[str], dim_audio: int, dim_text: i
     return audio, text
 
 
-def functionals_for(utt: Utterance) -> Tensor:
-    from offline_training.audio import load_audio
-
-    try:
-        from models.encoders.prosody import functionals
-    except ImportError as exc:
-        raise FeatureCacheError(f"this head needs prosody functionals, but "
-                                f"models.encoders.prosody is not available: {exc}") from exc
-    return torch.as_tensor(functionals(load_audio(utt)), dtype=torch.float32)
-
-
 def ctc_target(transcript: str) -> Tensor:
     """Character ids of the transcript for CTC heads (at least one id: CTC needs a target)."""
     from models.heads.mmer import CTC_ALPHABET, text_to_ctc_ids
@@ -83,7 +72,10 @@ def build_items(utterances: Sequence[Utterance], features: FeatureSet, classes: 
             extra["context_audio"], extra["context_text"] = pooled(
                 features, past[utt.id], features.audio_dim, features.text_dim)
         if needs_functionals:
-            extra["functionals"] = functionals_for(utt)
+            if feats.functionals is None:
+                raise FeatureCacheError(f"head {head_cls.__name__} needs prosody functionals; "
+                                        "extract with this head in --heads")
+            extra["functionals"] = feats.functionals
         if needs_ctc:
             extra["ctc_target"] = ctc_target(feats.transcript)
         items[utt.id] = HeadItem(

@@ -49,6 +49,7 @@ class FeatureSpec:
     transcripts: str = "gold"  # "gold" (corpus text) or "asr" (faster-whisper, as served)
     words: bool = False  # also word vectors + word frame spans (word-level heads)
     text_layers: bool = False  # also all hidden text layers (layer-weighting heads)
+    functionals: bool = False  # also utterance prosody functionals (models.encoders.prosody)
     max_tokens: int = 128
     compute_type: str = "int8"  # Whisper (CTranslate2) compute type
 
@@ -74,6 +75,7 @@ class UtteranceFeatures:
     word_text: Tensor | None = None  # (W, Dt)
     word_spans: Tensor | None = None  # (W, 2) long, [start, end) audio frames
     text_layers: Tensor | None = None  # (Lt, Tt, Dt)
+    functionals: Tensor | None = None  # (Dp,) prosody statistics of the utterance
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,11 @@ class FeatureSet:
     @property
     def text_dim(self) -> int:
         return int(next(iter(self.items.values())).text.shape[1])
+
+
+def as_float(tensor: Tensor | None) -> Tensor | None:
+    """Cached float16 -> float32 (what the heads train in)."""
+    return None if tensor is None else tensor.float()
 
 
 def digest(data: Any) -> str:
@@ -229,14 +236,16 @@ class FeatureCache:
         torch.set_num_threads(self.threads)
         audio, transcripts = self.extract_audio(utterances, spec)
         text = self.extract_text(utterances, spec, transcripts, audio)
+        prosody = self.extract_functionals(utterances) if spec.functionals else {}
         items = {}
         for utt in utterances:
             items[utt.id] = UtteranceFeatures(
                 audio=audio[utt.id].float(), text=text[f"{utt.id}/text"].float(),
                 transcript=transcripts[utt.id].text,
-                word_text=text.get(f"{utt.id}/word_text"),
+                word_text=as_float(text.get(f"{utt.id}/word_text")),
                 word_spans=text.get(f"{utt.id}/word_spans"),
-                text_layers=text.get(f"{utt.id}/text_layers"))
+                text_layers=as_float(text.get(f"{utt.id}/text_layers")),
+                functionals=prosody.get(utt.id))
         return FeatureSet(spec=spec, items=items)
 
     def extract_audio(self, utterances: Sequence[Utterance], spec: FeatureSpec
@@ -279,6 +288,30 @@ class FeatureCache:
             for index, shard in todo:
                 work(index, shard)
                 bar.update(len(shard))
+
+    def extract_functionals(self, utterances: Sequence[Utterance]) -> dict[str, Tensor]:
+        """Prosody functionals (pitch, energy, log-mel statistics) of every utterance."""
+        try:
+            from models.encoders.prosody import ProsodyEncoder, functionals
+        except ImportError as exc:
+            raise FeatureCacheError(f"prosody functionals need models.encoders.prosody: {exc}") \
+                from exc
+        key = digest({"v": CACHE_VERSION, "corpus": corpus_fingerprint(utterances)})
+        directory = self.root / f"prosody-{key}"
+        prepare_dir(directory, {"functionals": "models.encoders.prosody", "n": len(utterances)})
+        todo = [(i, s) for i, s in enumerate(shards(utterances))
+                if not (directory / f"shard_{i:05d}.safetensors").is_file()]
+        encoder = ProsodyEncoder()
+
+        def work(index: int, shard: list[Utterance]) -> None:
+            tensors = {u.id: functionals(load_audio(u), encoder).float() for u in shard}
+            save_tensors(tensors, directory / f"shard_{index:05d}.safetensors")
+
+        self.run_shards(todo, "prosody functionals", work)
+        result: dict[str, Tensor] = {}
+        for i in range(len(shards(utterances))):
+            result.update(load_tensors(directory / f"shard_{i:05d}.safetensors"))
+        return result
 
     def extract_text(self, utterances: Sequence[Utterance], spec: FeatureSpec,
                      transcripts: dict[str, Transcript], audio: dict[str, Tensor]

@@ -48,6 +48,8 @@ def feature_spec_for(spec: FeatureSpec, heads: Sequence[str]) -> FeatureSpec:
     return dataclasses.replace(
         spec, words=spec.words or any(getattr(c, "needs_words", False) for c in classes),
         text_layers=spec.text_layers or any(getattr(c, "needs_text_layers", False)
+                                            for c in classes),
+        functionals=spec.functionals or any(getattr(c, "needs_functionals", False)
                                             for c in classes))
 
 

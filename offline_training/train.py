@@ -174,7 +174,7 @@ def train_head(config: TrainConfig, train_items: Sequence[Any], valid_items: Seq
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(chunk)
+            total += loss.item() * len(chunk)
         preds, valid_loss = predict(head, valid_items, valid_ids, device=config.device,
                                     weights=weights)
         valid = score(preds.y_true, preds.y_pred, num_classes)
