@@ -216,6 +216,9 @@ def _check_consistent(config: BundleConfig, path: Path) -> None:
             f"{where}: head config audio_dim/text_dim = {head_config.audio_dim}/"
             f"{head_config.text_dim} but the encoders give {config.audio.dim}/{config.text.dim}"
         )
+    if config.audio.window != "full":
+        raise BundleError(f"{where}: encoders.audio.window is '{config.audio.window}'; only "
+                          "'full' (Whisper's 30 s window, as the ASR uses) is supported")
     for spec_name, mode in (("audio", config.audio.layers), ("text", config.text.layers)):
         if mode not in LAYER_MODES:
             raise BundleError(f"{where}: encoders.{spec_name}.layers is '{mode}', "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,7 @@ class HeadBatch:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> HeadBatch:
         """Move every tensor to ``device``; float tensors are cast to ``dtype`` if given."""
-        moved: dict[str, Tensor | None] = {}
+        moved: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None:
@@ -137,7 +137,7 @@ def collate(items: Sequence[HeadItem]) -> HeadBatch:
     audio, audio_mask = _pad([it.audio for it in items])
     text, text_mask = _pad([it.text for it in items])
     batch = HeadBatch(audio=audio, audio_mask=audio_mask, text=text, text_mask=text_mask)
-    updates: dict[str, Tensor | None] = {}
+    updates: dict[str, Any] = {}
     if (al := _all_or_none(items, "audio_layers")) is not None:
         updates["audio_layers"] = _pad(al, dim=1)[0]
     if (tl := _all_or_none(items, "text_layers")) is not None:

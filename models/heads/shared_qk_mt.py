@@ -105,16 +105,18 @@ class SharedQKMTHead(FusionHead):
                                            config.max_word_frames)
         self.audio_in = nn.Linear(config.gru_hidden, d)
         self.text_in = nn.Linear(config.text_dim, d)
-        self.shared_q = nn.ModuleList(nn.Linear(d, d) for _ in range(config.num_layers))
-        self.shared_k = nn.ModuleList(nn.Linear(d, d) for _ in range(config.num_layers))
+        w_q = [nn.Linear(d, d) for _ in range(config.num_layers)]  # shared W_Q per layer
+        w_k = [nn.Linear(d, d) for _ in range(config.num_layers)]  # shared W_K per layer
+        self.shared_q = nn.ModuleList(w_q)  # registered (and saved) once, here
+        self.shared_k = nn.ModuleList(w_k)
         self.audio_blocks = nn.ModuleList(
             TransformerBlock(d, config.num_heads, config.ff_dim, config.dropout,
-                             shared_qk=(self.shared_q[i], self.shared_k[i]))
+                             shared_qk=(w_q[i], w_k[i]))
             for i in range(config.num_layers)
         )
         self.text_blocks = nn.ModuleList(
             TransformerBlock(d, config.num_heads, config.ff_dim, config.dropout,
-                             shared_qk=(self.shared_q[i], self.shared_k[i]))
+                             shared_qk=(w_q[i], w_k[i]))
             for i in range(config.num_layers)
         )
         self.text_correlation = MutualCorrelation(d)
