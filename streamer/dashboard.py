@@ -16,7 +16,9 @@ trip) and never run a stale script after an upgrade.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -25,6 +27,8 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from streamer.ws_server import HttpHandler, WebSocketServer, json_response, token_ok
+
+log = logging.getLogger(__name__)
 
 PAGE_PATHS = ("/", "/dashboard")
 ASSETS = {
@@ -98,3 +102,8 @@ def add_dashboard(server: WebSocketServer) -> None:
     for path, (name, content_type) in ASSETS.items():
         server.add_http(path, static_handler(StaticFile.load(name, content_type)))
     server.add_http("/api/streams", streams_handler(server))
+    port = server.config.port
+    with contextlib.suppress(RuntimeError):  # not listening yet: the configured port
+        port = server.port
+    token_hint = "?token=<websocket.token>" if server.config.token else ""
+    log.info("live dashboard: http://%s:%d/%s", server.config.host, port, token_hint)
