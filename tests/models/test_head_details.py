@@ -117,3 +117,17 @@ def test_pooling_helpers() -> None:
     pooled = stat_pool(torch.tensor([[[1.0, 0.0], [3.0, 0.0]]]))  # (B, 2, D) -> (B, 2D)
     torch.testing.assert_close(pooled, torch.tensor([[2.0, 0.0, 1.0, 0.001]]), atol=1e-4,
                                rtol=0)
+
+
+@pytest.mark.parametrize("name", ["shared_qk_mt", "context_mmt", "mmer", "cm_roberta"])
+def test_unbatch_inverts_collate(name: str) -> None:
+    items = random_items(name, 3, seed=5)
+    back = collate(items).unbatch()
+    for original, restored in zip(items, back, strict=True):
+        for field in dataclasses.fields(original):
+            a, b = getattr(original, field.name), getattr(restored, field.name)
+            if isinstance(a, torch.Tensor):
+                assert isinstance(b, torch.Tensor), field.name
+                torch.testing.assert_close(a.to(b.dtype), b, msg=field.name)
+            else:
+                assert a == b, field.name
