@@ -11,6 +11,7 @@ const MAX_ENDED_STREAMS = 50;    // ended streams kept in the list
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 10000;
 const NOTICE_MS = 8000;
+const MAX_PLOT_DOTS = 150;       // per series; beyond this only the lines are drawn
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const LABEL_COLOURS = {
@@ -586,6 +587,7 @@ function drawChart(svg, series, yDomain) {
       points: coords.join(" "), fill: "none", stroke: s.colour, "stroke-width": 2,
       "stroke-linejoin": "round", class: "series", "data-series": s.name,
     }));
+    if (s.points.length > MAX_PLOT_DOTS) continue;
     for (const [x, y, event] of s.points) {
       const dot = svgEl("circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: 3, fill: s.colour });
       const title = svgEl("title");

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.error
 import urllib.request
 
+from streamer.bus import EventBus
 from streamer.config import AppConfig, load_config
+from streamer.pipeline import open_publishers
 from tests.dashboard import conversation as conv
 
 
@@ -70,6 +73,13 @@ async def test_api_streams_lists_active_streams_and_honours_the_token(make_serve
     assert status == 200
 
 
-def test_dashboard_flag_defaults_on_and_can_be_switched_off() -> None:
+async def test_pipeline_publishers_serve_the_page_unless_switched_off() -> None:
     assert AppConfig().websocket.dashboard is True
-    assert load_config(None, ["websocket.dashboard=false"]).websocket.dashboard is False
+    for flag, expected in (("true", 200), ("false", 404)):
+        config = load_config(None, ["websocket.port=0", "stdout.enabled=false",
+                                    f"websocket.dashboard={flag}"])
+        async with contextlib.AsyncExitStack() as stack:
+            publishers = await open_publishers(config, EventBus(), stack)
+            assert publishers.server is not None
+            status, _, _ = await fetch(f"http://127.0.0.1:{publishers.server.port}/")
+            assert status == expected
