@@ -127,6 +127,32 @@ class EmotionModel:
                 f"{bundle.path}/bundle.json (encoders.text.dim) expects {config.text.dim}; use "
                 "the text encoder the bundle was trained with"
             )
+        self._check_layer_counts()
+
+    def _check_layer_counts(self) -> None:
+        """Heads that weight encoder layers must get as many layers as they were built for."""
+        config = self.bundle.config
+        head_config = self.head.config
+        text_layers = self.text_encoder.num_layers if config.text.layers == "all" else 1
+        audio_layers = 1
+        if config.audio.layers == "all" and self._audio_encoder is not None:
+            audio_layers = int(self._audio_encoder.num_layers)
+        checks = [("text_layers", text_layers, "text"), ("audio_layers", audio_layers, "audio")]
+        for field_name, available, modality in checks:
+            wanted = getattr(head_config, field_name, None)
+            if wanted is not None and wanted != available:
+                raise ModelError(
+                    f"{self.bundle.path}/bundle.json: head config {field_name}={wanted} but the "
+                    f"{modality} encoder gives {available} layer(s) with encoders.{modality}."
+                    f"layers='{getattr(config, modality).layers}'; the bundle and its encoders "
+                    "disagree (was it trained with another encoder?)"
+                )
+        used = getattr(head_config, "text_layers_used", None)
+        if used is not None and used > text_layers:
+            raise ModelError(
+                f"{self.bundle.path}/bundle.json: head config text_layers_used={used} but the "
+                f"text encoder gives {text_layers} layer(s); set encoders.text.layers to 'all'"
+            )
 
     @classmethod
     def load(cls, bundle: str | Path, device: str = "cpu", whisper_model: Any | None = None,

@@ -188,3 +188,12 @@ def test_whisper_frames_computed_when_missing(tmp_path: Path, tiny_text_dir: Pat
     assert frames.shape == (75, 384)
     given = model.predict([EmotionInput(audio=audio, text="hi", whisper_frames=frames)])[0]
     np.testing.assert_allclose(computed.probabilities, given.probabilities, atol=1e-4)
+
+
+def test_layer_count_mismatch_is_explained(tmp_path: Path, tiny_text_dir: Path) -> None:
+    settings = _settings_for("context_mmt")
+    settings["text_layers"] = 13  # e.g. trained on BERT-base features
+    path = make_bundle(tmp_path, tiny_text_dir, head="context_mmt", past_context=2,
+                       keep_text_layers="all", **settings)
+    with pytest.raises(ModelError, match="text_layers=13 but the text encoder gives 3"):
+        EmotionModel.load(path)
