@@ -197,3 +197,25 @@ def test_layer_count_mismatch_is_explained(tmp_path: Path, tiny_text_dir: Path) 
                        keep_text_layers="all", **settings)
     with pytest.raises(ModelError, match="text_layers=13 but the text encoder gives 3"):
         EmotionModel.load(path)
+
+
+def test_train_on_features_then_serve_the_bundle(tmp_path: Path, tiny_text_dir: Path) -> None:
+    """The trainer's path: features -> train a head -> save_bundle -> EmotionModel.predict."""
+    path = make_bundle(tmp_path, tiny_text_dir, head="mmer", model_dim=16, num_heads=2,
+                       ff_dim=32, dropout=0.0)
+    model = EmotionModel.load(path)
+    texts = ["I am furious", "what a lovely day", "it is fine", "I miss her so much"]
+    batch = [utterance(1.0 + 0.2 * i, text, seed=i) for i, text in enumerate(texts)]
+    features = dataclasses.replace(model.features(batch), labels=torch.arange(4))
+    head = model.head.train()
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = head.loss(features, head(features))
+        loss.backward()
+        optimizer.step()
+    bundle = model.bundle
+    served_dir = save_bundle(tmp_path / "trained", bundle.config, head.eval(),
+                             report={"train_loss": loss.item()})
+    served = EmotionModel.load(served_dir)
+    assert [p.label for p in served.predict(batch)] == list(LABELS)
