@@ -91,11 +91,31 @@ def build_head(name: str, config: HeadConfig | dict[str, Any]) -> FusionHead:
     return spec.head_cls(config)
 
 
+def input_settings(name: str, *, audio_dim: int, text_dim: int, num_classes: int,
+                   audio_layers: int = 1, text_layers: int = 1,
+                   functionals_dim: int = 0) -> dict[str, Any]:
+    """The settings of head ``name`` that must match its inputs, for ``make_config``.
+
+    ``audio_layers``/``text_layers``: how many encoder layers the features carry
+    (1 when only the last layer is kept; MiniLM-L6 with all layers gives 7).
+    ``functionals_dim``: size of the prosody functionals the features carry
+    (models.encoders.prosody.FUNCTIONALS_DIM), 0 if none. Only fields the
+    head's config has are returned, so this works for every head::
+
+        build_head(name, {**user_settings, **input_settings(name, audio_dim=384, ...)})
+    """
+    fields = {f.name for f in dataclasses.fields(head_spec(name).head_cls.config_cls)}
+    candidates = {"audio_dim": audio_dim, "text_dim": text_dim, "num_classes": num_classes,
+                  "audio_layers": audio_layers, "text_layers": text_layers,
+                  "functionals_dim": functionals_dim}
+    return {key: value for key, value in candidates.items() if key in fields}
+
+
 def config_to_dict(config: HeadConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
 __all__ = [
     "HEADS", "FusionHead", "HeadBatch", "HeadConfig", "HeadItem", "HeadOutput", "HeadSpec",
-    "build_head", "collate", "config_to_dict", "head_spec", "make_config",
+    "build_head", "collate", "config_to_dict", "head_spec", "input_settings", "make_config",
 ]

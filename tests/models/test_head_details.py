@@ -131,3 +131,15 @@ def test_unbatch_inverts_collate(name: str) -> None:
                 torch.testing.assert_close(a.to(b.dtype), b, msg=field.name)
             else:
                 assert a == b, field.name
+
+
+def test_input_settings_fill_only_the_fields_a_head_has() -> None:
+    from models.heads import input_settings, make_config
+
+    common = {"audio_dim": 384, "text_dim": 384, "num_classes": 4}
+    assert input_settings("self_mha", **common, text_layers=7) == common
+    mmt = input_settings("context_mmt", **common, text_layers=7, functionals_dim=100)
+    assert mmt == {**common, "audio_layers": 1, "text_layers": 7}
+    cm = input_settings("cm_roberta", **common, text_layers=7, functionals_dim=100)
+    assert cm == {**common, "functionals_dim": 100}
+    assert make_config("context_mmt", **mmt).text_layers == 7
