@@ -22,25 +22,11 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return total / count
 
 
-def masked_max(x: Tensor, mask: Tensor) -> Tensor:
-    """Max over time of the valid positions. x (B, T, D), mask (B, T) -> (B, D)."""
-    filled = x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min)
-    out = filled.max(dim=1).values  # (B, D)
-    return torch.where(mask.any(dim=1, keepdim=True), out, torch.zeros_like(out))
-
-
 def stat_pool(vectors: Tensor) -> Tensor:
     """Statistical pooling over a stack of vectors. (B, N, D) -> (B, 2D) = [mean; std]."""
     mean = vectors.mean(dim=1)  # (B, D)
     std = (vectors.var(dim=1, unbiased=False) + 1e-6).sqrt()  # (B, D)
     return torch.cat([mean, std], dim=-1)
-
-
-def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
-    """(B,) lengths -> (B, T) boolean mask."""
-    size = int(lengths.max().item()) if max_len is None else max_len
-    positions = torch.arange(size, device=lengths.device)  # (T,)
-    return positions.unsqueeze(0) < lengths.unsqueeze(1)
 
 
 # ---------------------------------------------------------------- attention
@@ -122,45 +108,7 @@ class TransformerBlock(nn.Module):
         return self.norm2(x + self.drop(self.ff(x)))
 
 
-class AttentionPooling(nn.Module):
-    """Additive attention pooling over time with a learned or given query.
-
-    With ``query_dim`` set, the query comes from the caller (one per row);
-    otherwise a learned vector is used.
-    """
-
-    def __init__(self, dim: int, query_dim: int | None = None, hidden: int = 128) -> None:
-        super().__init__()
-        self.key = nn.Linear(dim, hidden)
-        self.query = nn.Linear(query_dim, hidden) if query_dim is not None else None
-        self.score = nn.Linear(hidden, 1, bias=False)
-
-    def forward(self, x: Tensor, mask: Tensor, query: Tensor | None = None) -> Tensor:
-        """x (B, T, D), mask (B, T), query (B, Dq) or None -> (B, D)."""
-        h = self.key(x)  # (B, T, H)
-        if self.query is not None:
-            if query is None:
-                raise ValueError("this AttentionPooling was built with query_dim; pass a query")
-            h = h + self.query(query).unsqueeze(1)
-        scores = self.score(torch.tanh(h)).squeeze(-1)  # (B, T)
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores.float(), dim=1).to(x.dtype) * mask.to(x.dtype)  # (B, T)
-        return torch.einsum("bt,btd->bd", weights, x)
-
-
 # ---------------------------------------------------------------- layer weighting
-
-
-class LayerWeighting(nn.Module):
-    """Softmax-weighted sum over encoder layers. (B, L, T, D) -> (B, T, D)."""
-
-    def __init__(self, num_layers: int) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(torch.zeros(num_layers))
-
-    def forward(self, layers: Tensor) -> Tensor:
-        weights = torch.softmax(self.logits.float(), dim=0).to(layers.dtype)  # (L,)
-        return torch.einsum("l,bltd->btd", weights, layers)
 
 
 class LayerSqueezeExcitation(nn.Module):

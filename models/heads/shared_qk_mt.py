@@ -63,6 +63,9 @@ class WordLevelSpeech(nn.Module):
         frames = torch.gather(
             audio, 1, index.reshape(b, w * n_frames, 1).expand(-1, -1, da)
         ).view(b, w, n_frames, da)  # (B, W, F, Da)
+        out = audio.new_zeros(b, w, self.gru.out_dim)  # (B, W, H)
+        if not bool(word_mask.any()):
+            return out
         # Run the GRU on real words only.
         words = frames[word_mask]  # (N, F, Da)
         masks = frame_mask[word_mask]  # (N, F)
@@ -72,8 +75,7 @@ class WordLevelSpeech(nn.Module):
         scores = scores.masked_fill(~masks, torch.finfo(scores.dtype).min)
         alpha = torch.softmax(scores.float(), dim=-1).to(states.dtype)  # (N, F)
         pooled = torch.einsum("nf,nfh->nh", alpha, states)  # (N, H)
-        out = torch.zeros(b, w, pooled.shape[-1], dtype=pooled.dtype, device=audio.device)
-        out[word_mask] = pooled
+        out[word_mask] = pooled.to(out.dtype)
         return out  # (B, W, H)
 
 

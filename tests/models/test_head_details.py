@@ -143,3 +143,11 @@ def test_input_settings_fill_only_the_fields_a_head_has() -> None:
     cm = input_settings("cm_roberta", **common, text_layers=7, functionals_dim=100)
     assert cm == {**common, "functionals_dim": 100}
     assert make_config("context_mmt", **mmt).text_layers == 7
+
+
+def test_shared_qk_mt_without_any_words() -> None:
+    head = tiny_head("shared_qk_mt").eval()
+    items = [dataclasses.replace(it, word_text=it.word_text[:0], word_spans=it.word_spans[:0])
+             for it in random_items("shared_qk_mt", 2)]
+    out = head(collate(items))
+    assert torch.isfinite(out.logits).all()
