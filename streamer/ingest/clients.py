@@ -241,6 +241,9 @@ async def send_pcm(url: str, call: CallAudio, pace: float = 1.0, frame_ms: int =
                 report.sent_s = min(start + n, total) / TELEPHONY_RATE
             if disconnect_at_s is None:
                 await ws.send(json.dumps({"type": "stop"}))
+                async with asyncio.timeout(10):
+                    while not any(r.get("type") == "stopped" for r in report.replies):
+                        await asyncio.sleep(0.01)
         except ConnectionClosed:
             pass  # recorded by the reader
     await reader

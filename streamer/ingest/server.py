@@ -205,55 +205,61 @@ class IngestServer:
 
     async def serve_connection(self, ws: ServerConnection, protocol: IngestProtocol) -> None:
         """Move messages from ``ws`` through ``protocol`` into a call, until it ends."""
-        call: CallSession | None = None
+        calls: list[CallSession] = []  # the call, once the protocol started it
         async with asyncio.TaskGroup() as tg:
             try:
-                timeout = self.config.idle_timeout_s
-                while True:
-                    for event in protocol.poll():
-                        if isinstance(event, CallStart):
-                            call = self._start_call(event, tg)
-                            if call is None:
-                                await ws.close(CLOSE_POLICY, "stream id already active")
-                                return
-                        elif isinstance(event, ChannelAudio) and call is not None:
-                            await call.audio(event.channel, event.samples)
-                        elif isinstance(event, Reply):
-                            await ws.send(event.text)
-                        elif isinstance(event, Pause) and call is not None:
-                            await call.pause()
-                        elif isinstance(event, CallEnd):
-                            if call is not None:
-                                await call.end()
-                            timeout = END_LINGER_S
-                        elif isinstance(event, Failure):
-                            await self._fail(ws, protocol, event)
-                            return
-                    try:
-                        message = await asyncio.wait_for(ws.recv(), timeout)
-                    except TimeoutError:
-                        if protocol.ended:
-                            await ws.close(CLOSE_NORMAL, "call ended")
-                        else:
-                            log.warning("ingest %s: no message for %.0f s, closing", protocol.name,
-                                        timeout)
-                            await ws.close(CLOSE_POLICY, f"no message for {timeout:.0f} s")
-                        return
-                    if isinstance(message, str):
-                        protocol.receive_text(message)
-                    else:
-                        protocol.receive_bytes(message)
+                await self._pump(ws, protocol, calls, tg)
             except ConnectionClosed as exc:
-                if call is not None and not call.ended:
+                if calls and not calls[0].ended:
                     log.info("ingest %s: call %s: client disconnected before ending the call "
                              "(%s); recognizing the audio received", protocol.name,
-                             call.stream_id, exc)
+                             calls[0].stream_id, exc)
             # Not in a finally: on cancellation or an error the task group stops the call.
-            if call is not None:
-                await call.end()
-        if call is not None:
-            self.calls.pop(call.stream_id, None)
+            if calls:
+                await calls[0].end()
+        if calls:
+            self.calls.pop(calls[0].stream_id, None)
             self.stats.calls_finished += 1
+
+    async def _pump(self, ws: ServerConnection, protocol: IngestProtocol,
+                    calls: list[CallSession], tg: asyncio.TaskGroup) -> None:
+        timeout = self.config.idle_timeout_s
+        while True:
+            for event in protocol.poll():
+                call = calls[0] if calls else None
+                if isinstance(event, CallStart):
+                    started = self._start_call(event, tg)
+                    if started is None:
+                        await ws.close(CLOSE_POLICY, "stream id already active")
+                        return
+                    calls.append(started)
+                elif isinstance(event, ChannelAudio) and call is not None:
+                    await call.audio(event.channel, event.samples)
+                elif isinstance(event, Reply):
+                    await ws.send(event.text)
+                elif isinstance(event, Pause) and call is not None:
+                    await call.pause()
+                elif isinstance(event, CallEnd):
+                    if call is not None:
+                        await call.end()
+                    timeout = END_LINGER_S
+                elif isinstance(event, Failure):
+                    await self._fail(ws, protocol, event)
+                    return
+            try:
+                message = await asyncio.wait_for(ws.recv(), timeout)
+            except TimeoutError:
+                if protocol.ended:
+                    await ws.close(CLOSE_NORMAL, "call ended")
+                else:
+                    log.warning("ingest %s: no message for %.0f s, closing", protocol.name,
+                                timeout)
+                    await ws.close(CLOSE_POLICY, f"no message for {timeout:.0f} s")
+                return
+            if isinstance(message, str):
+                protocol.receive_text(message)
+            else:
+                protocol.receive_bytes(message)
 
     def _start_call(self, start: CallStart, tg: asyncio.TaskGroup) -> CallSession | None:
         if start.stream_id in self.calls:
