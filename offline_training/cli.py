@@ -59,6 +59,9 @@ def add_feature_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--transcripts", choices=("gold", "asr"), default="gold",
                        help="text to train on: the corpus' gold transcripts or faster-whisper "
                             "ASR transcripts (what the streamer has; cached)")
+    group.add_argument("--asr-model", default="packaged:tiny.en",
+                       help="faster-whisper model for --transcripts asr (default "
+                            "packaged:tiny.en, as the streamer)")
     group.add_argument("--words", action="store_true",
                        help="also cache word vectors and word spans (automatic for word heads)")
     group.add_argument("--threads", type=int, default=1,
@@ -124,7 +127,7 @@ def data_settings(args: argparse.Namespace):  # -> DataSettings
                                          speakers=args.synth_speakers,
                                          per_class=args.synth_per_class)
     features = FeatureSpec(audio=args.audio_encoder, text=args.text_encoder,
-                           transcripts=args.transcripts, words=args.words)
+                           transcripts=args.transcripts, words=args.words, asr=args.asr_model)
     return DataSettings(corpus=corpus_spec(args), features=features, cache=args.cache,
                         threads=args.threads, synth=synth_config)
 

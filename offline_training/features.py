@@ -52,17 +52,16 @@ class FeatureSpec:
     functionals: bool = False  # also utterance prosody functionals (models.encoders.prosody)
     max_tokens: int = 128
     compute_type: str = "int8"  # Whisper (CTranslate2) compute type
+    asr: str = "packaged:tiny.en"  # faster-whisper model for transcripts="asr"
 
     def __post_init__(self) -> None:
         if self.transcripts not in SOURCES:
             raise ValueError(f"transcripts must be one of {SOURCES}, got '{self.transcripts}'")
-        if self.transcripts == "asr" and not self.audio.startswith("whisper:"):
-            raise ValueError("transcripts='asr' needs a Whisper audio encoder "
-                             "(audio='whisper:<ref>'), which also does the ASR")
 
     @property
-    def whisper_ref(self) -> str:
-        return self.audio.split(":", 1)[1] if self.audio.startswith("whisper:") else ""
+    def asr_ref(self) -> str:
+        """The ASR model as an audio reference (its frames are cached with the transcripts)."""
+        return f"whisper:{self.asr}"
 
 
 @dataclass(frozen=True)
@@ -140,18 +139,12 @@ def load_tensors(path: Path) -> dict[str, Tensor]:
                                 "recompute") from exc
 
 
-def shard_done(directory: Path, index: int, need_asr: bool) -> bool:
-    """Frames are there (and, when ASR is needed, its transcripts: an ASR pass also gives the
-    frames, so frames without transcripts are recomputed by the ASR pass)."""
-    frames = (directory / f"shard_{index:05d}.safetensors").is_file()
-    return frames and (not need_asr or (directory / f"asr_{index:05d}.jsonl").is_file())
-
-
 class AudioStage:
-    """Audio frames (and ASR transcripts) of every utterance, shard by shard."""
+    """Audio frames, or ASR transcripts + Whisper frames, of a shard of utterances."""
 
-    def __init__(self, spec: FeatureSpec, threads: int) -> None:
-        self.spec = spec
+    def __init__(self, audio_ref: str, compute_type: str, threads: int) -> None:
+        self.audio_ref = audio_ref
+        self.compute_type = compute_type
         self.threads = threads
         self._whisper: Any = None
         self._other: Any = None
@@ -159,22 +152,36 @@ class AudioStage:
     def whisper_model(self) -> Any:
         from models.encoders.whisper import load_whisper
 
+        if not self.audio_ref.startswith("whisper:"):
+            raise FeatureCacheError(f"'{self.audio_ref}' is not a Whisper reference")
         if self._whisper is None:
-            self._whisper = load_whisper(self.spec.whisper_ref, compute_type=self.spec.compute_type,
+            self._whisper = load_whisper(self.audio_ref.split(":", 1)[1],
+                                         compute_type=self.compute_type,
                                          cpu_threads=self.threads)
         return self._whisper
 
-    def frames(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        if self.spec.audio.startswith("whisper:"):
+    def frames(self, shard: list[Utterance]) -> dict[str, Tensor]:
+        audios = [load_audio(u) for u in shard]
+        if self.audio_ref.startswith("whisper:"):
             from models.encoders.whisper import WhisperEncoder
 
-            return WhisperEncoder(self.whisper_model()).encode_batch(audios)
-        return [f.frames.numpy() for f in self.other_encoder().encode_items(audios, layers=False)]
+            frames = WhisperEncoder(self.whisper_model()).encode_batch(audios)
+        else:
+            frames = [f.frames.numpy()
+                      for f in self.other_encoder().encode_items(audios, layers=False)]
+        return to_half(shard, frames)
+
+    def asr(self, shard: list[Utterance]) -> tuple[dict[str, Tensor], dict[str, Transcript]]:
+        """One Whisper pass per utterance: transcript + the same frames ``frames`` gives."""
+        asr = WhisperAsr(self.whisper_model())
+        results = [asr.run(load_audio(u)) for u in shard]
+        transcripts = {u.id: r.transcript for u, r in zip(shard, results, strict=True)}
+        return to_half(shard, [r.frames for r in results]), transcripts
 
     def other_encoder(self) -> Any:
         """Hugging Face audio encoders ('hf:<ref>') and prosody frames ('prosody')."""
         if self._other is None:
-            ref = self.spec.audio
+            ref = self.audio_ref
             try:
                 if ref.startswith("hf:"):
                     from models.encoders.hf_audio import HFAudioEncoder
@@ -192,19 +199,10 @@ class AudioStage:
                                         "'whisper:<ref>', 'hf:<model id or dir>' or 'prosody'")
         return self._other
 
-    def run_shard(self, shard: list[Utterance]) -> tuple[dict[str, Tensor], dict[str, Transcript]]:
-        audios = [load_audio(u) for u in shard]
-        transcripts: dict[str, Transcript] = {}
-        if self.spec.transcripts == "asr":
-            asr = WhisperAsr(self.whisper_model())
-            results = [asr.run(a) for a in audios]
-            frames = [r.frames for r in results]
-            transcripts = {u.id: r.transcript for u, r in zip(shard, results, strict=True)}
-        else:
-            frames = self.frames(audios)
-        tensors = {u.id: torch.from_numpy(np.asarray(f, dtype=np.float32)).half()
-                   for u, f in zip(shard, frames, strict=True)}
-        return tensors, transcripts
+
+def to_half(shard: list[Utterance], frames: Sequence[np.ndarray]) -> dict[str, Tensor]:
+    return {u.id: torch.from_numpy(np.asarray(f, dtype=np.float32)).half()
+            for u, f in zip(shard, frames, strict=True)}
 
 
 class FeatureCache:
@@ -215,17 +213,21 @@ class FeatureCache:
         self.threads = threads
         self.progress = progress
 
-    def audio_dir(self, spec: FeatureSpec, utterances: Sequence[Utterance]) -> Path:
-        key = digest({"v": CACHE_VERSION, "audio": spec.audio,
-                      "compute_type": spec.compute_type, "window": "full",
+    def frames_dir(self, audio_ref: str, compute_type: str,
+                   utterances: Sequence[Utterance]) -> Path:
+        key = digest({"v": CACHE_VERSION, "audio": audio_ref,
+                      "compute_type": compute_type, "window": "full",
                       "corpus": corpus_fingerprint(utterances)})
         return self.root / f"audio-{key}"
+
+    def audio_dir(self, spec: FeatureSpec, utterances: Sequence[Utterance]) -> Path:
+        return self.frames_dir(spec.audio, spec.compute_type, utterances)
 
     def text_dir(self, spec: FeatureSpec, utterances: Sequence[Utterance]) -> Path:
         key = digest({"v": CACHE_VERSION, "text": spec.text, "max_tokens": spec.max_tokens,
                       "words": spec.words, "layers": spec.text_layers,
                       "transcripts": spec.transcripts,
-                      "asr_from": spec.audio if spec.transcripts == "asr" else "",
+                      "asr_from": spec.asr_ref if spec.transcripts == "asr" else "",
                       "corpus": corpus_fingerprint(utterances)})
         return self.root / f"text-{key}"
 
@@ -234,7 +236,11 @@ class FeatureCache:
         if not utterances:
             raise FeatureCacheError("no utterances to extract features for")
         torch.set_num_threads(self.threads)
-        audio, transcripts = self.extract_audio(utterances, spec)
+        if spec.transcripts == "asr":
+            transcripts = self.extract_asr(utterances, spec)
+        else:
+            transcripts = {u.id: Transcript(u.text) for u in utterances}
+        audio = self.extract_frames(utterances, spec)
         text = self.extract_text(utterances, spec, transcripts, audio)
         prosody = self.extract_functionals(utterances) if spec.functionals else {}
         items = {}
@@ -248,34 +254,44 @@ class FeatureCache:
                 functionals=prosody.get(utt.id))
         return FeatureSet(spec=spec, items=items)
 
-    def extract_audio(self, utterances: Sequence[Utterance], spec: FeatureSpec
-                      ) -> tuple[dict[str, Tensor], dict[str, Transcript]]:
+    def extract_asr(self, utterances: Sequence[Utterance], spec: FeatureSpec
+                    ) -> dict[str, Transcript]:
+        """ASR transcripts, cached beside the Whisper frames of the same pass."""
+        directory = self.frames_dir(spec.asr_ref, spec.compute_type, utterances)
+        prepare_dir(directory, {"audio": spec.asr_ref, "compute_type": spec.compute_type,
+                                "n": len(utterances)})
+        stage = AudioStage(spec.asr_ref, spec.compute_type, self.threads)
+
+        def work(index: int, shard: list[Utterance]) -> None:
+            frames, transcripts = stage.asr(shard)
+            write_transcripts(transcripts, directory / f"asr_{index:05d}.jsonl")
+            save_tensors(frames, directory / f"shard_{index:05d}.safetensors")
+
+        todo = [(i, s) for i, s in enumerate(shards(utterances))
+                if not (directory / f"asr_{i:05d}.jsonl").is_file()]
+        self.run_shards(todo, f"ASR + frames ({spec.asr_ref})", work)
+        transcripts: dict[str, Transcript] = {}
+        for i in range(len(shards(utterances))):
+            transcripts.update(read_transcripts(directory / f"asr_{i:05d}.jsonl"))
+        return transcripts
+
+    def extract_frames(self, utterances: Sequence[Utterance], spec: FeatureSpec
+                       ) -> dict[str, Tensor]:
         directory = self.audio_dir(spec, utterances)
         prepare_dir(directory, {"audio": spec.audio, "compute_type": spec.compute_type,
                                 "n": len(utterances)})
-        stage = AudioStage(spec, self.threads)
+        stage = AudioStage(spec.audio, spec.compute_type, self.threads)
+
+        def work(index: int, shard: list[Utterance]) -> None:
+            save_tensors(stage.frames(shard), directory / f"shard_{index:05d}.safetensors")
+
         todo = [(i, s) for i, s in enumerate(shards(utterances))
-                if not shard_done(directory, i, spec.transcripts == "asr")]
-        self.run_shards(todo, f"audio ({spec.audio}"
-                        + (", asr)" if spec.transcripts == "asr" else ")"),
-                        lambda i, s: self.save_audio_shard(stage, directory, i, s))
+                if not (directory / f"shard_{i:05d}.safetensors").is_file()]
+        self.run_shards(todo, f"audio frames ({spec.audio})", work)
         frames: dict[str, Tensor] = {}
-        transcripts: dict[str, Transcript] = {}
         for i in range(len(shards(utterances))):
             frames.update(load_tensors(directory / f"shard_{i:05d}.safetensors"))
-            if spec.transcripts == "asr":
-                transcripts.update(read_transcripts(directory / f"asr_{i:05d}.jsonl"))
-        if spec.transcripts == "gold":
-            transcripts = {u.id: Transcript(u.text) for u in utterances}
-        return frames, transcripts
-
-    @staticmethod
-    def save_audio_shard(stage: AudioStage, directory: Path, index: int,
-                         shard: list[Utterance]) -> None:
-        tensors, transcripts = stage.run_shard(shard)
-        if transcripts:
-            write_transcripts(transcripts, directory / f"asr_{index:05d}.jsonl")
-        save_tensors(tensors, directory / f"shard_{index:05d}.safetensors")
+        return frames
 
     def run_shards(self, todo: list[tuple[int, list[Utterance]]], what: str,
                    work: Callable[[int, list[Utterance]], None]) -> None:

@@ -4,6 +4,7 @@ class weighting, seeds. Defaults per paper in ``PAPER_DEFAULTS``."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -65,11 +66,31 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Heads that are variants or baselines of a paper's model train with that paper's settings.
+PAPER_OF = {"cmt_a2t": "context_mmt", "cmt_t2a": "context_mmt", "early_fusion": "context_mmt",
+            "late_fusion": "context_mmt"}
+
+
 def paper_config(head: str, **overrides: Any) -> TrainConfig:
     """TrainConfig with the paper's settings for ``head`` (variants share their base's)."""
-    base = next((PAPER_DEFAULTS[k] for k in sorted(PAPER_DEFAULTS, key=len, reverse=True)
-                 if head.startswith(k)), {})
-    return TrainConfig(head=head, **{**base, **overrides})
+    paper = PAPER_OF.get(head) or next(
+        (k for k in sorted(PAPER_DEFAULTS, key=len, reverse=True) if head.startswith(k)), "")
+    return TrainConfig(head=head, **{**PAPER_DEFAULTS.get(paper, {}), **overrides})
+
+
+def data_settings(head: str, example: Any, context_size: int) -> dict[str, Any]:
+    """Head config fields fixed by the data (layer counts, functionals width, context size),
+    for the heads whose config has them."""
+    from models.heads import head_spec
+
+    fields = {f.name for f in dataclasses.fields(head_spec(head).head_cls.config_cls)}
+    known: dict[str, Any] = {
+        "text_layers": 1 if example.text_layers is None else int(example.text_layers.shape[0]),
+        "audio_layers": 1 if example.audio_layers is None else int(example.audio_layers.shape[0]),
+        "functionals_dim": 0 if example.functionals is None else int(example.functionals.shape[0]),
+        "context_size": context_size,
+    }
+    return {k: v for k, v in known.items() if k in fields}
 
 
 @dataclass(frozen=True)
@@ -151,8 +172,10 @@ def train_head(config: TrainConfig, train_items: Sequence[Any], valid_items: Seq
     from models.heads import build_head, collate
 
     seed_everything(config.seed)
-    head = build_head(config.head, {**config.head_settings, "audio_dim": audio_dim,
-                                    "text_dim": text_dim, "num_classes": num_classes})
+    settings = {**data_settings(config.head, train_items[0], config.context_size),
+                **config.head_settings, "audio_dim": audio_dim, "text_dim": text_dim,
+                "num_classes": num_classes}
+    head = build_head(config.head, settings)
     head.to(config.device)
     optimizer = make_optimizer(config, head.parameters())
     scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(
