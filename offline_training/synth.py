@@ -32,7 +32,15 @@ import numpy as np
 import soundfile as sf
 
 from offline_training.records import Utterance, write_manifest
-from offline_training.synth_sentences import EMOTIONAL, EMOTIONS, NEUTRAL
+from offline_training.synth_sentences import (
+    ADJECTIVE_TEMPLATES,
+    EMOTIONAL,
+    EMOTIONS,
+    NEUTRAL,
+    TOPICS,
+    VERB_TEMPLATES,
+    lexicon_for_session,
+)
 from offline_training.tools import require_tool, run_tool
 
 SAMPLE_RATE = 16000
@@ -84,6 +92,7 @@ class SynthConfig:
     channels: tuple[str, ...] = ("clean",)
     noise_snr_db: float = 15.0
     jitter: bool = True
+    held_out_words: bool = True  # each session gets its own emotion words (see synth_sentences)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.channels if c not in CHANNELS]
@@ -105,6 +114,7 @@ class Item:
     label: str
     kind: str
     text: str
+    cue: str  # the emotion word or phrase in the text ("" for neutral text)
     prosody_emotion: str
     pitch: int
     rate: int
@@ -132,17 +142,43 @@ def item_kinds(label: str, count: int) -> list[str]:
     return [KINDS[i % len(KINDS)] for i in range(count)]
 
 
+def session_index(speaker: Speaker) -> int:
+    return int(speaker.session[1:]) - 1
+
+
+def emotional_sentence(label: str, rng: random.Random, session: int, sessions: int,
+                       held_out_words: bool) -> tuple[str, str]:
+    """(sentence, cue word): a template filled with an emotion word and a neutral topic."""
+    if not held_out_words:
+        sentence = rng.choice(EMOTIONAL[label])
+        return sentence, sentence
+    adjectives, verbs = lexicon_for_session(label, session, sessions)
+    if verbs and rng.random() < len(verbs) / (len(verbs) + len(adjectives)):
+        template, word = rng.choice(VERB_TEMPLATES), rng.choice(verbs)
+    else:
+        template, word = rng.choice(ADJECTIVE_TEMPLATES), rng.choice(adjectives)
+    topic = rng.choice(TOPICS)
+    return template.format(word=word, topic=topic, Topic=topic[0].upper() + topic[1:]), word
+
+
 def make_item(speaker: Speaker, label: str, kind: str, rng: random.Random,
-              jitter: bool) -> Item:
+              config: SynthConfig) -> Item:
     emotional_text = kind in ("congruent", "words")
-    text = rng.choice(EMOTIONAL[label]) if emotional_text else rng.choice(NEUTRAL)
+    sessions = -(-config.speakers // config.speakers_per_session)
+    if emotional_text:
+        text, cue = emotional_sentence(label, rng, session_index(speaker), sessions,
+                                       config.held_out_words)
+    else:
+        text, cue = rng.choice(NEUTRAL), ""
+    jitter = config.jitter
     prosody_emotion = label if kind in ("congruent", "prosody") else "neutral"
     prosody = PROSODY[prosody_emotion]
     pitch_jitter = rng.randint(-4, 4) if jitter else 0
     rate_jitter = rng.uniform(0.94, 1.06) if jitter else 1.0
     amp_jitter = rng.uniform(0.9, 1.1) if jitter else 1.0
     return Item(
-        speaker=speaker, label=label, kind=kind, text=text, prosody_emotion=prosody_emotion,
+        speaker=speaker, label=label, kind=kind, text=text, cue=cue,
+        prosody_emotion=prosody_emotion,
         pitch=min(99, max(0, speaker.pitch + prosody.pitch_offset + pitch_jitter)),
         rate=int(speaker.rate * prosody.rate_factor * rate_jitter),
         amplitude=min(200, int(prosody.amplitude * amp_jitter)),
@@ -154,7 +190,7 @@ def plan_items(config: SynthConfig, rng: random.Random) -> list[Item]:
     """All items, speaker by speaker, in a shuffled (seeded) order per speaker."""
     items: list[Item] = []
     for speaker in make_speakers(config, rng):
-        own = [make_item(speaker, label, kind, rng, config.jitter)
+        own = [make_item(speaker, label, kind, rng, config)
                for label in EMOTIONS for kind in item_kinds(label, config.per_class)]
         rng.shuffle(own)
         items.extend(own)
@@ -247,7 +283,7 @@ def generate(config: SynthConfig, progress: bool = True) -> list[Utterance]:
                 label=item.label, speaker=item.speaker.id, session=item.speaker.session,
                 dialog_id=dialog_id, order=order, kind=item.kind,
                 extra={"channel": channel, "voice": item.speaker.voice,
-                       "prosody": item.prosody_emotion},
+                       "prosody": item.prosody_emotion, "cue": item.cue},
             ))
     write_manifest(utterances, config.out_dir / "manifest.jsonl")
     return utterances
@@ -269,6 +305,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default clean)")
     parser.add_argument("--noise-snr-db", type=float, default=15.0,
                         help="signal-to-noise ratio of the noisy channel (default 15)")
+    parser.add_argument("--shared-words", action="store_true",
+                        help="use the fixed emotional sentences in every session instead of "
+                             "session-specific emotion words")
 
 
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
@@ -276,7 +315,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
                        speakers_per_session=args.speakers_per_session,
                        per_class=args.per_class,
                        channels=tuple(c.strip() for c in args.channels.split(",") if c.strip()),
-                       noise_snr_db=args.noise_snr_db)
+                       noise_snr_db=args.noise_snr_db, held_out_words=not args.shared_words)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,13 +1,58 @@
-"""Sentence lists for the synthetic corpus.
+"""Sentence material for the synthetic corpus.
 
-``EMOTIONAL`` sentences carry their emotion in the words; ``NEUTRAL`` sentences carry
-none (schedules, objects, facts). Sentences are short (2-4 s spoken) to keep synthesis
-and Whisper encoding cheap.
+Emotional sentences are built from templates, an emotion LEXICON (adjectives and verb
+phrases) and neutral topics, e.g. "I am livid about the train schedule". The lexicon is
+partitioned across sessions (``lexicon_for_session``): a held-out session's emotion words
+never occur in training, so a model must generalise the meaning of words (which a pretrained
+text encoder can and Whisper's acoustic frames mostly cannot), not memorise their sound.
+
+``NEUTRAL`` sentences carry no emotion (schedules, objects, facts); they are shared by all
+sessions. ``EMOTIONAL`` (hand-written, emotion stated outright) is kept for reference and for
+corpora built with ``held_out_words=False``.
 """
 
 from __future__ import annotations
 
 EMOTIONS = ("angry", "happy", "sad", "neutral")
+
+ADJECTIVES: dict[str, tuple[str, ...]] = {
+    "angry": ("furious", "livid", "outraged", "enraged", "fuming", "irate", "infuriated",
+              "mad", "seething", "incensed", "annoyed", "irritated", "hostile", "exasperated",
+              "angry"),
+    "happy": ("delighted", "thrilled", "overjoyed", "ecstatic", "glad", "happy", "cheerful",
+              "excited", "elated", "joyful", "pleased", "proud", "jubilant", "blissful",
+              "grateful"),
+    "sad": ("heartbroken", "miserable", "devastated", "depressed", "gloomy", "lonely",
+            "hopeless", "grieving", "sorrowful", "unhappy", "crushed", "despondent",
+            "downhearted", "melancholy", "sad"),
+}
+VERBS: dict[str, tuple[str, ...]] = {
+    "angry": ("hate", "despise", "loathe", "detest", "resent", "cannot stand", "am sick of",
+              "am fed up with", "am disgusted by"),
+    "happy": ("love", "adore", "enjoy", "am grateful for", "am proud of", "cherish",
+              "am excited about", "celebrate", "am in love with"),
+    "sad": ("miss", "mourn", "grieve over", "regret", "cry about", "am heartbroken over",
+            "lament", "feel empty about", "weep over"),
+}
+ADJECTIVE_TEMPLATES = (
+    "I am {word} about {topic}",
+    "I feel so {word} about {topic}",
+    "Honestly, I am {word} with {topic}",
+    "We were all {word} after {topic}",
+    "{Topic} made me {word}",
+)
+VERB_TEMPLATES = (
+    "I {word} {topic}",
+    "Honestly, I really {word} {topic}",
+    "You know, I {word} {topic}",
+)
+TOPICS = (
+    "the meeting on Tuesday", "the new schedule", "the quarterly report", "the train ride",
+    "the phone call", "the weekend plans", "the move to the new office", "the test results",
+    "the dinner with my family", "the letter from the bank", "the old car", "the trip to the coast",
+    "the news from home", "the new neighbours", "the project deadline", "the garden",
+    "the wedding", "the interview", "the hospital visit", "the football match",
+)
 
 EMOTIONAL: dict[str, tuple[str, ...]] = {
     "angry": (
@@ -132,3 +177,14 @@ NEUTRAL: tuple[str, ...] = (
     "The documents are in the blue folder",
     "The garden is behind the house",
 )
+
+
+def lexicon_for_session(emotion: str, session_index: int, sessions: int
+                        ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(adjectives, verb phrases) of ``emotion`` used by one session: every ``sessions``-th
+    entry, so the sessions' emotion words are disjoint (all of them when sessions == 1)."""
+    if sessions < 1 or not 0 <= session_index < sessions:
+        raise ValueError(f"session_index {session_index} out of range for {sessions} sessions")
+    adjectives = ADJECTIVES[emotion][session_index::sessions]
+    verbs = VERBS[emotion][session_index::sessions]
+    return adjectives, verbs
