@@ -74,6 +74,7 @@ class MqttRecorder:
     def __init__(self, port: int) -> None:
         self.port = port
         self.messages: list[tuple[str, dict]] = []
+        self.status: list[str] = []
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
@@ -84,7 +85,10 @@ class MqttRecorder:
                     await client.subscribe("e2e/#", qos=1)
                     self.subscribed.set()
                     async for m in client.messages:
-                        self.messages.append((str(m.topic), json.loads(m.payload)))
+                        if str(m.topic) == "e2e/status":
+                            self.status.append(json.loads(m.payload)["state"])
+                        else:
+                            self.messages.append((str(m.topic), json.loads(m.payload)))
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.1)
 
@@ -131,6 +135,7 @@ async def test_conversation_reaches_websocket_and_mqtt(tmp_path: Path, models: M
     for topic, event in mqtt.messages:
         events.validate_event(event)
         assert topic == f"e2e/default/mono/{event['type']}"
+    assert "online" in mqtt.status
 
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     assert [json.loads(line)["type"] for line in lines].count("utterance.emotion") == len(TURNS)
@@ -178,9 +183,9 @@ async def test_long_monologue_without_pauses_is_split_not_dropped(tmp_path: Path
                                                                    models: Models) -> None:
     words = ("we keep talking about the plan for the new office and the budget and the people "
              "who will move there next year and what it means for the team ")
-    text = (words * 6).strip()
+    text = (words * 9).strip()
     audio = conversation([Turn(text, speed=175)], gap_s=0.5)
-    assert len(audio) / 16000 > 45
+    assert len(audio) / 16000 > 55  # about a minute of speech without a pause
     wav = write_wav(tmp_path / "monologue.wav", audio)
     config = make_config(tmp_path, source__path=str(wav))
     messages, n_utts = await run_with_subscribers(config, models, None)
