@@ -95,6 +95,10 @@ def add_train_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
                        help="past utterances for context-aware heads (default 4)")
     group.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     group.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    group.add_argument("--accelerate", action="store_true",
+                       help="data-parallel training with Hugging Face accelerate; run under "
+                            "'accelerate launch -m offline_training.cli ...' after 'extract' "
+                            "(pip install 'emotion-stream[train]')")
     group.add_argument("--verbose", action="store_true", help="print every epoch")
 
 
@@ -143,7 +147,8 @@ def train_config(args: argparse.Namespace, head: str) -> TrainConfig:
     return paper_config(head, **{k: v for k, v in overrides.items() if v is not None},
                         head_settings=parse_settings(args.head_setting),
                         class_weighting=not args.no_class_weights,
-                        context_size=args.context_size, seed=args.seed, device=args.device)
+                        context_size=args.context_size, seed=args.seed, device=args.device,
+                        accelerate=args.accelerate)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

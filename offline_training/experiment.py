@@ -15,6 +15,7 @@ import numpy as np
 
 from offline_training.corpora.base import Corpus
 from offline_training.dataset import build_items
+from offline_training.distributed import is_main_process
 from offline_training.features import FeatureSet
 from offline_training.metrics import (
     Scores,
@@ -83,18 +84,23 @@ def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config
         matrix = confusion(fold_result.predictions.y_true, fold_result.predictions.y_pred,
                            len(corpus.classes))
         pooled += matrix
+        if not is_main_process():
+            continue
         save_confusion_png(matrix, corpus.classes, head_dir / safe(fold.name) / "confusion.png",
                            f"{config.head} {fold.name} UA {fold_result.test.ua:.3f}")
         print(f"{config.head} {fold.name}: WA {fold_result.test.wa:.3f} UA "
               f"{fold_result.test.ua:.3f} WF1 {fold_result.test.wf1:.3f} (best epoch "
               f"{fold_result.best_epoch}/{fold_result.epochs})", flush=True)
     summary = summarise([r.test for r in results])
+    run = HeadRun(head=config.head, folds=tuple(results), summary=summary,
+                  pooled_confusion=pooled)
+    if not is_main_process():
+        return run
     save_confusion_png(pooled, corpus.classes, head_dir / "confusion_all_folds.png",
                        f"{config.head} all folds, UA {summary.mean['ua']:.3f}")
     write_predictions(results, corpus.classes, head_dir / "predictions.jsonl")
     (head_dir / "history.json").write_text(json.dumps(histories, indent=1))
-    return HeadRun(head=config.head, folds=tuple(results), summary=summary,
-                   pooled_confusion=pooled)
+    return run
 
 
 def safe(name: str) -> str:
@@ -113,6 +119,8 @@ def write_predictions(results: Sequence[FoldResult], classes: Sequence[str], pat
 
 
 def write_run(runs: Sequence[HeadRun], out_dir: Path) -> None:
+    if not is_main_process():
+        return
     write_results({r.head: r.summary for r in runs},
                   {r.head: [f.test for f in r.folds] for r in runs}, out_dir)
 

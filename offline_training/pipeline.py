@@ -10,13 +10,23 @@ from pathlib import Path
 
 from offline_training.corpora import CorpusSpec, load_corpus
 from offline_training.corpora.base import Corpus
+from offline_training.dataset import build_items
+from offline_training.distributed import is_main_process
 from offline_training.errors import TrainingError
-from offline_training.experiment import HeadRun, report_for, run_head, write_run
+from offline_training.experiment import (
+    HeadRun,
+    head_class,
+    report_for,
+    run_head,
+    train_fold,
+    write_run,
+)
 from offline_training.export import export_bundle
 from offline_training.features import FeatureCache, FeatureSet, FeatureSpec
+from offline_training.metrics import confusion, save_confusion_png, score
 from offline_training.protocols import Fold, ProtocolSpec, make_folds
 from offline_training.synth import SynthConfig, generate
-from offline_training.train import TrainConfig
+from offline_training.train import TrainConfig, predict
 
 
 @dataclass(frozen=True)
@@ -74,15 +84,14 @@ def evaluate_heads(corpus: Corpus, features: FeatureSet, protocol: ProtocolSpec,
     for config in configs:
         runs.append(run_head(corpus, features, folds, config, out_dir, verbose))
         write_run(runs, out_dir)
-    print((out_dir / "results.md").read_text(), flush=True)
+    if is_main_process():
+        print((out_dir / "results.md").read_text(), flush=True)
     return runs
 
 
 def train_and_export(corpus: Corpus, features: FeatureSet, protocol: ProtocolSpec,
                      config: TrainConfig, bundle_dir: Path, model_id: str,
                      report: dict[str, object], verbose: bool = False) -> Path:
-    from offline_training.dataset import build_items
-    from offline_training.experiment import head_class, train_fold
 
     fold = final_split(corpus, protocol)
     items = build_items(corpus.utterances, features, corpus.classes, head_class(config.head),
@@ -94,6 +103,8 @@ def train_and_export(corpus: Corpus, features: FeatureSet, protocol: ProtocolSpe
                                 "best_epoch": result.best_epoch,
                                 "valid_scores": dataclasses.asdict(result.valid)},
                 "features": dataclasses.asdict(features.spec)}
+    if not is_main_process():
+        return bundle_dir
     path = export_bundle(bundle_dir, trained.head, model_id, corpus.classes, features.spec,
                          features.audio_dim, features.text_dim, config.context_size,
                          training, report)
@@ -118,9 +129,6 @@ def export(data: DataSettings, protocol: ProtocolSpec, config: TrainConfig, bund
 def evaluate_bundle(data: DataSettings, bundle: Path, out_dir: Path) -> dict[str, object]:
     """Score a bundle on a whole corpus with cached features from the bundle's encoders."""
     from models.bundle import load_bundle
-    from offline_training.dataset import build_items
-    from offline_training.metrics import confusion, save_confusion_png, score
-    from offline_training.train import predict
 
     loaded = load_bundle(bundle)
     corpus = open_corpus(data)

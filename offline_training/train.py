@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from offline_training.errors import TrainingError
 from offline_training.metrics import Scores, score
 
 SELECT = ("wa", "ua", "wf1", "uwf1", "loss", "last")
@@ -39,6 +40,7 @@ class TrainConfig:
     context_size: int = 4  # past utterances for context-aware heads
     seed: int = 0
     device: str = "cpu"
+    accelerate: bool = False  # data-parallel through HF accelerate (run under accelerate launch)
 
     def __post_init__(self) -> None:
         if self.select not in SELECT:
@@ -165,46 +167,117 @@ def predict(head: Any, items: Sequence[Any], ids: Sequence[str], batch_size: int
             sum(losses) / len(items))
 
 
+class Stepper:
+    """One optimisation step per batch, on one device (the default)."""
+
+    def __init__(self, head: Any, optimizer: torch.optim.Optimizer, device: str,
+                 weights: Tensor | None) -> None:
+        self.head = head.to(device)
+        self.optimizer = optimizer
+        self.device = device
+        self.weights = None if weights is None else weights.to(device)
+
+    def epoch(self, items: Sequence[Any], batch_size: int, generator: torch.Generator) -> float:
+        """Train one epoch; return the mean training loss."""
+        from models.heads import collate
+
+        self.head.train()
+        total = 0.0
+        for chunk in batches(items, batch_size, generator):
+            batch = collate(chunk).to(self.device)
+            loss = self.head.loss(batch, self.head(batch), self.weights)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item() * len(chunk)
+        return total / len(items)
+
+
+class AccelerateStepper(Stepper):
+    """Data-parallel training through Hugging Face accelerate (``accelerate launch``): the
+    model is wrapped (DDP), each process trains on its shard of every epoch's batches."""
+
+    def __init__(self, head: Any, optimizer: torch.optim.Optimizer,
+                 weights: Tensor | None) -> None:
+        try:
+            from accelerate import Accelerator
+        except ImportError as exc:
+            raise TrainingError("--accelerate needs the 'accelerate' package: "
+                                "pip install 'emotion-stream[train]'") from exc
+        self.accelerator = Accelerator()
+        super().__init__(head, optimizer, str(self.accelerator.device), weights)
+        self.wrapped, self.optimizer = self.accelerator.prepare(self.head, optimizer)
+        self.loader: Any = None
+
+    def epoch(self, items: Sequence[Any], batch_size: int, generator: torch.Generator) -> float:
+        from torch.utils.data import DataLoader
+
+        from models.heads import collate
+
+        if self.loader is None:
+            self.loader = self.accelerator.prepare(DataLoader(
+                list(items), batch_size=batch_size, shuffle=True, generator=generator,
+                collate_fn=collate))
+        self.wrapped.train()
+        total, count = 0.0, 0
+        for batch in self.loader:
+            loss = self.head.loss(batch, self.wrapped(batch), self.weights)
+            self.optimizer.zero_grad()
+            self.accelerator.backward(loss)
+            self.optimizer.step()
+            total += loss.item() * batch.batch_size
+            count += batch.batch_size
+        return total / max(count, 1)
+
+
+def new_head(config: TrainConfig, example: Any, audio_dim: int, text_dim: int,
+             num_classes: int) -> Any:
+    from models.heads import build_head
+
+    settings = {**data_settings(config.head, example, config.context_size),
+                **config.head_settings, "audio_dim": audio_dim, "text_dim": text_dim,
+                "num_classes": num_classes}
+    return build_head(config.head, settings)
+
+
+def selection_value(config: TrainConfig, epoch: int, valid_loss: float, valid: Scores) -> float:
+    if config.select == "loss":
+        return -valid_loss
+    if config.select == "last":
+        return float(epoch)
+    return float(getattr(valid, config.select))
+
+
 def train_head(config: TrainConfig, train_items: Sequence[Any], valid_items: Sequence[Any],
                audio_dim: int, text_dim: int, num_classes: int,
                progress: str = "") -> TrainResult:
     """Train a new head; keep the weights of the epoch chosen by ``config.select``."""
-    from models.heads import build_head, collate
-
+    if not train_items or not valid_items:
+        raise TrainingError(f"training needs training and validation utterances; got "
+                            f"{len(train_items)} and {len(valid_items)}")
     seed_everything(config.seed)
-    settings = {**data_settings(config.head, train_items[0], config.context_size),
-                **config.head_settings, "audio_dim": audio_dim, "text_dim": text_dim,
-                "num_classes": num_classes}
-    head = build_head(config.head, settings)
-    head.to(config.device)
+    head = new_head(config, train_items[0], audio_dim, text_dim, num_classes)
     optimizer = make_optimizer(config, head.parameters())
+    weights = (class_weights([it.label for it in train_items], num_classes)
+               if config.class_weighting else None)
+    stepper = (AccelerateStepper(head, optimizer, weights) if config.accelerate
+               else Stepper(head, optimizer, config.device, weights))
     scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.plateau_factor, patience=config.plateau_patience)
         if config.plateau_patience > 0 else None)
-    weights = (class_weights([it.label for it in train_items], num_classes).to(config.device)
-               if config.class_weighting else None)
     generator = torch.Generator().manual_seed(config.seed)
     valid_ids = [str(i) for i in range(len(valid_items))]
     history: list[EpochLog] = []
-    best_state, best_value, best_epoch = None, -float("inf"), 0
+    best_state, best_value, best_epoch = copy.deepcopy(head.state_dict()), -float("inf"), 0
     best_loss, since_best_loss = float("inf"), 0
     for epoch in range(1, config.max_epochs + 1):
-        head.train()
-        total = 0.0
-        for chunk in batches(train_items, config.batch_size, generator):
-            batch = collate(chunk).to(config.device)
-            loss = head.loss(batch, head(batch), weights)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(chunk)
-        preds, valid_loss = predict(head, valid_items, valid_ids, device=config.device,
-                                    weights=weights)
+        train_loss = stepper.epoch(train_items, config.batch_size, generator)
+        preds, valid_loss = predict(head, valid_items, valid_ids, device=stepper.device,
+                                    weights=stepper.weights)
         valid = score(preds.y_true, preds.y_pred, num_classes)
-        history.append(EpochLog(epoch, total / len(train_items), valid_loss, valid,
+        history.append(EpochLog(epoch, train_loss, valid_loss, valid,
                                 optimizer.param_groups[0]["lr"]))
-        value = {"loss": -valid_loss, "last": float(epoch)}.get(config.select) \
-            if config.select in ("loss", "last") else getattr(valid, config.select)
+        value = selection_value(config, epoch, valid_loss, valid)
         if value > best_value:
             best_value, best_epoch = value, epoch
             best_state = copy.deepcopy(head.state_dict())
@@ -215,11 +288,12 @@ def train_head(config: TrainConfig, train_items: Sequence[Any], valid_items: Seq
         else:
             since_best_loss += 1
         if progress:
-            print(f"{progress} epoch {epoch:3d} train {history[-1].train_loss:.4f} "
-                  f"valid {valid_loss:.4f} WA {valid.wa:.3f} UA {valid.ua:.3f}", flush=True)
+            print(f"{progress} epoch {epoch:3d} train {train_loss:.4f} valid {valid_loss:.4f} "
+                  f"WA {valid.wa:.3f} UA {valid.ua:.3f}", flush=True)
         if config.stop_patience > 0 and since_best_loss >= config.stop_patience:
             break
-    assert best_state is not None  # max_epochs >= 1
+    if best_epoch == 0:
+        raise TrainingError("no epoch was trained; max_epochs must be >= 1")
     head.load_state_dict(best_state)
     head.eval()
     return TrainResult(head=head, history=tuple(history), best_epoch=best_epoch,

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from offline_training.corpora import CorpusSpec, load_corpus
 from offline_training.synth import SynthConfig, generate
-from offline_training.synth_sentences import EMOTIONAL, NEUTRAL
+from offline_training.synth_sentences import ADJECTIVES, NEUTRAL, VERBS
 
 
 def digests(directory: Path) -> dict[str, str]:
@@ -31,6 +31,10 @@ def test_same_seed_same_corpus_other_seed_other_corpus(tmp_path: Path) -> None:
         (tmp_path / "c" / "manifest.jsonl").read_text()
 
 
+def is_cue_of(cue: str, label: str) -> bool:
+    return cue in ADJECTIVES[label] or cue in VERBS[label]
+
+
 def test_kinds_carry_the_emotion_in_words_prosody_or_both(tmp_path: Path) -> None:
     utterances = generate(SynthConfig(out_dir=tmp_path, speakers=4, per_class=3),
                           progress=False)
@@ -42,10 +46,11 @@ def test_kinds_carry_the_emotion_in_words_prosody_or_both(tmp_path: Path) -> Non
         elif utt.kind == "prosody":  # only audio tells
             assert utt.text in NEUTRAL and prosody == utt.label
         elif utt.kind == "words":  # only text tells
-            assert utt.text in EMOTIONAL[utt.label] and prosody == "neutral"
+            assert is_cue_of(utt.extra["cue"], utt.label) and prosody == "neutral"
         else:
             assert utt.kind == "congruent"
-            assert utt.text in EMOTIONAL[utt.label] and prosody == utt.label
+            assert is_cue_of(utt.extra["cue"], utt.label) and prosody == utt.label
+        assert utt.extra["cue"] in utt.text
     corpus = load_corpus(CorpusSpec("synth", tmp_path))
     assert corpus.classes == ("angry", "happy", "sad", "neutral")
     assert len({u.session for u in corpus.utterances}) == 2
@@ -54,6 +59,13 @@ def test_kinds_carry_the_emotion_in_words_prosody_or_both(tmp_path: Path) -> Non
     for u in corpus.utterances:
         speakers_per_dialog.setdefault(u.dialog_id, set()).add(u.speaker)
     assert all(len(s) == 2 for s in speakers_per_dialog.values())
+    # each session has its own emotion words: held-out sessions test unseen words
+    cues = {}
+    for u in corpus.utterances:
+        if u.extra["cue"]:
+            cues.setdefault(u.session, set()).add(u.extra["cue"])
+    first, second = cues.values()
+    assert first and second and not first & second
 
 
 def test_prosody_differs_between_emotions(tmp_path: Path) -> None:

@@ -120,3 +120,14 @@ def test_exported_bundle_serves_the_same_features(tiny: TinyCorpus, tmp_path: Pa
     assert asr.transcript.text == plain.items[utt.id].transcript
     np.testing.assert_allclose(served.probabilities, trained.probabilities[0], atol=2e-2)
     assert served.labels == corpus.classes
+
+
+def test_training_through_accelerate(tiny: TinyCorpus) -> None:
+    """The accelerate path in a single process (what each process of a launch runs)."""
+    pytest.importorskip("accelerate")
+    corpus = tiny.corpus
+    items = list(build_items(corpus.utterances, tiny.features, corpus.classes,
+                             head_class("text_only")).values())
+    config = paper_config("text_only", max_epochs=2, batch_size=8, accelerate=True)
+    result = train_head(config, items[:24], items[24:], 384, 384, 4)
+    assert len(result.history) == 2 and np.isfinite(result.history[-1].train_loss)
