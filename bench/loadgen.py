@@ -232,6 +232,7 @@ async def run_level(n: int, call: np.ndarray, args: argparse.Namespace,
     while (sum(1 for e in collector.ended[first_ended:] if e["stream_id"] in reports) < 2 * n
            and time.monotonic() < deadline):
         await asyncio.sleep(0.2)
+    cpu2, wall2 = sampler.cpu()[0], time.monotonic()  # the server may still be catching up
 
     events = [(t, e) for t, e in collector.emotions[first_event:] if e["stream_id"] in reports]
     server_ms = [float(e["latency"]["total_ms"]) for _, e in events]
@@ -258,8 +259,12 @@ async def run_level(n: int, call: np.ndarray, args: argparse.Namespace,
         "queue_ms": percentiles([float(e["latency"]["queue_ms"]) for _, e in events]),
         "asr_ms": percentiles([float(e["latency"]["asr_ms"]) for _, e in events]),
         "fusion_ms": percentiles([float(e["latency"]["fusion_ms"]) for _, e in events]),
+        "drain_s": round(wall2 - wall1, 1),
         "server_cpu_cores": round((cpu1 - cpu0) / wall, 2),
         "server_cpu_cores_per_call": round((cpu1 - cpu0) / wall / n, 3),
+        # CPU seconds the server spent per second of call audio, until the last event:
+        # 2 free cores / this = how many real-time calls the CPU could sustain at all.
+        "server_cpu_s_per_call_s": round((cpu2 - cpu0) / (n * call_s), 3),
         "loadgen_cpu_cores": round((me1 - me0) / wall, 2),
         "server_rss_mb_idle": round(rss_idle / 2**20, 1),
         "server_rss_mb_peak": round(max(rss) / 2**20, 1),
@@ -270,7 +275,7 @@ async def run_level(n: int, call: np.ndarray, args: argparse.Namespace,
 
 def print_table(levels: list[dict[str, Any]]) -> None:
     head = (f"{'calls':>5} {'utts':>5} {'drop':>4} {'late':>4} | {'server p50/p95/p99 ms':>22} | "
-            f"{'client p50/p95/p99 ms':>22} | {'CPU cores':>9} {'/call':>6} | "
+            f"{'client p50/p95/p99 ms':>22} | {'CPU cores':>9} {'s/call-s':>8} | "
             f"{'RSS MB':>7} {'/call':>6}")
     print(head)
     print("-" * len(head))
@@ -279,7 +284,7 @@ def print_table(levels: list[dict[str, Any]]) -> None:
         print(f"{r['calls']:>5} {r['events']:>5} {r['dropped']:>4} {r['late']:>4} | "
               f"{s['p50']!s:>6} {s['p95']!s:>7} {s['p99']!s:>7} | "
               f"{c['p50']!s:>6} {c['p95']!s:>7} {c['p99']!s:>7} | "
-              f"{r['server_cpu_cores']:>9} {r['server_cpu_cores_per_call']:>6} | "
+              f"{r['server_cpu_cores']:>9} {r.get('server_cpu_s_per_call_s', '-')!s:>8} | "
               f"{r['server_rss_mb_peak']:>7} {r['server_rss_mb_per_call']:>6}")
 
 

@@ -255,3 +255,51 @@ async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)
+
+
+async def test_audiohook_pause_ends_open_utterances_with_silence() -> None:
+    from websockets.asyncio.client import connect as ws_connect
+
+    from streamer.ingest.clients import AudioHookClient
+
+    rec = RecordingRecognizer()
+    server, base = await started(make_config(), rec)
+    try:
+        async with ws_connect(f"{base}/ingest/audiohook",
+                              additional_headers={"X-API-KEY": "ah-key"}) as ws:
+            client = AudioHookClient(ws, "5d1c0a7e-0000-4000-8000-000000000001")
+            reader = asyncio.create_task(client.read())
+            await client.send("open", client.open_parameters("conv-pause"))
+            await client.expect("opened")
+            await ws.send(bytes([0x80, 0x00]) * 800)  # 100 ms, loud on both channels
+            await client.send("paused", {})
+            await client.send("ping", {})
+            await client.expect("pong")
+            await client.send("resumed", {"start": "PT0.1S", "discarded": "PT2S"})
+            await ws.send(bytes([0xFF, 0xFF]) * 800)
+            await client.send("close", {"reason": "end"})
+            await client.expect("closed")
+        await reader
+        await wait_for(lambda: len(rec.channels) == 2 and all(
+            r.done for r in rec.channels.values()))
+    finally:
+        await server.__aexit__()
+    audio = rec.audio("conv-pause", "agent")
+    assert len(audio) == pytest.approx((0.1 + 0.4 + 0.1) * 16000, abs=64)
+    assert np.max(np.abs(audio[2400:8000])) < 1e-3  # the pause silence after the loud 100 ms
+
+
+async def test_idle_connection_and_duplicate_stream_are_closed() -> None:
+    rec = RecordingRecognizer()
+    server, base = await started(make_config(idle_timeout_s=0.3), rec)
+    try:
+        async with connect(f"{base}/ingest/pcm?token=pcm-secret") as idle:
+            await idle.wait_closed()
+            assert idle.close_code == 1008 and "no message" in (idle.close_reason or "")
+        url = f"{base}/ingest/pcm?token=pcm-secret&stream_id=dup"
+        async with connect(url) as first, connect(url) as second:
+            await first.recv()
+            await second.wait_closed()
+            assert second.close_code == 1008 and "already active" in second.close_reason
+    finally:
+        await server.__aexit__()
