@@ -12,6 +12,7 @@ Every subcommand has ``--help``. Typical use::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,7 +91,8 @@ def add_train_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
     group.add_argument("--no-class-weights", action="store_true",
                        help="do not weight the loss by inverse class frequency")
     group.add_argument("--head-setting", action="append", default=[], metavar="KEY=VALUE",
-                       help="head config field, e.g. model_dim=192 (repeatable; JSON values)")
+                       help="head config field, e.g. model_dim=96 (repeatable; JSON values); "
+                            "applies to the heads whose config has the field")
     group.add_argument("--context-size", type=int, default=4,
                        help="past utterances for context-aware heads (default 4)")
     group.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
@@ -141,11 +143,35 @@ def protocol_spec(args: argparse.Namespace) -> ProtocolSpec:
                         seed=args.seed)
 
 
-def train_config(args: argparse.Namespace, head: str) -> TrainConfig:
+def config_fields(head: str) -> set[str]:
+    from models.heads import head_spec
+
+    return {f.name for f in dataclasses.fields(head_spec(head).head_cls.config_cls)}
+
+
+def settings_per_head(pairs: Sequence[str], heads: Sequence[str]) -> dict[str, dict[str, object]]:
+    """--head-setting values for each head: a setting applies to the heads whose config has
+    that field; one that no head has is an error (a typo, most likely)."""
+    settings = parse_settings(pairs)
+    fields = {head: config_fields(head) for head in heads}
+    unused = [k for k in settings if not any(k in f for f in fields.values())]
+    if unused:
+        raise TrainingError(f"--head-setting {unused}: none of the heads {list(heads)} has such "
+                            "a config field; see models/heads/<head>.py for the fields")
+    return {head: {k: v for k, v in settings.items() if k in fields[head]} for head in heads}
+
+
+def train_configs(args: argparse.Namespace, heads: Sequence[str]) -> list[TrainConfig]:
+    per_head = settings_per_head(args.head_setting, heads)
+    return [train_config(args, head, per_head[head]) for head in heads]
+
+
+def train_config(args: argparse.Namespace, head: str,
+                 head_settings: dict[str, object]) -> TrainConfig:
     overrides = {"lr": args.lr, "batch_size": args.batch_size, "max_epochs": args.epochs,
                  "stop_patience": args.stop_patience, "select": args.select}
     return paper_config(head, **{k: v for k, v in overrides.items() if v is not None},
-                        head_settings=parse_settings(args.head_setting),
+                        head_settings=head_settings,
                         class_weighting=not args.no_class_weights,
                         context_size=args.context_size, seed=args.seed, device=args.device,
                         accelerate=args.accelerate)
@@ -182,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = data_settings(args)
     corpus = open_corpus(data)
     features = extract(data, corpus, [args.head])
-    evaluate_heads(corpus, features, protocol_spec(args), [train_config(args, args.head)],
+    evaluate_heads(corpus, features, protocol_spec(args), train_configs(args, [args.head]),
                    args.out, args.verbose)
     return 0
 
@@ -197,7 +223,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     data = data_settings(args)
     corpus = open_corpus(data)
     features = extract(data, corpus, heads)
-    evaluate_heads(corpus, features, protocol_spec(args), [train_config(args, h) for h in heads],
+    evaluate_heads(corpus, features, protocol_spec(args), train_configs(args, heads),
                    args.out, args.verbose)
     return 0
 
@@ -208,7 +234,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from offline_training.pipeline import export
 
     torch.set_num_threads(args.threads)
-    export(data_settings(args), protocol_spec(args), train_config(args, args.head), args.out,
+    export(data_settings(args), protocol_spec(args), train_configs(args, [args.head])[0], args.out,
            args.model_id or f"{args.head}-{args.corpus}", args.run_dir,
            evaluate_first=not args.no_evaluate, verbose=args.verbose)
     return 0

@@ -101,7 +101,17 @@ def digest(data: Any) -> str:
 
 
 def corpus_fingerprint(utterances: Sequence[Utterance]) -> str:
-    return digest([[u.id, u.path, u.start, u.end] for u in utterances])
+    """Ids, paths, segments, and each file's size and modification time: a regenerated or
+    replaced audio file gets new features."""
+    rows = []
+    for utt in utterances:
+        try:
+            stat = Path(utt.path).stat()
+        except OSError as exc:
+            raise FeatureCacheError(f"audio file '{utt.path}' of utterance '{utt.id}' cannot be "
+                                    f"read: {exc}") from exc
+        rows.append([utt.id, utt.path, utt.start, utt.end, stat.st_size, stat.st_mtime_ns])
+    return digest(rows)
 
 
 def shards(utterances: Sequence[Utterance]) -> list[list[Utterance]]:

@@ -15,24 +15,24 @@ from __future__ import annotations
 
 EMOTIONS = ("angry", "happy", "sad", "neutral")
 
+# Chosen so that faster-whisper tiny.en mostly recognises them in espeak-ng speech (rare
+# words such as "livid", "irate", "despondent" or "melancholy" were transcribed wrongly more
+# often than not, which leaves ASR-text models nothing to learn from).
 ADJECTIVES: dict[str, tuple[str, ...]] = {
-    "angry": ("furious", "livid", "outraged", "enraged", "fuming", "irate", "infuriated",
-              "mad", "seething", "incensed", "annoyed", "irritated", "hostile", "exasperated",
-              "angry"),
-    "happy": ("delighted", "thrilled", "overjoyed", "ecstatic", "glad", "happy", "cheerful",
-              "excited", "elated", "joyful", "pleased", "proud", "jubilant", "blissful",
-              "grateful"),
-    "sad": ("heartbroken", "miserable", "devastated", "depressed", "gloomy", "lonely",
-            "hopeless", "grieving", "sorrowful", "unhappy", "crushed", "despondent",
-            "downhearted", "melancholy", "sad"),
+    "angry": ("furious", "angry", "annoyed", "enraged", "infuriated", "disgusted", "mad",
+              "fuming", "outraged", "frustrated"),
+    "happy": ("delighted", "excited", "grateful", "cheerful", "overjoyed", "pleased", "happy",
+              "glad", "joyful", "thankful"),
+    "sad": ("heartbroken", "unhappy", "devastated", "depressed", "hopeless", "lonely",
+            "crushed", "disappointed", "miserable", "hurt"),
 }
 VERBS: dict[str, tuple[str, ...]] = {
-    "angry": ("hate", "despise", "loathe", "detest", "resent", "cannot stand", "am sick of",
-              "am fed up with", "am disgusted by"),
-    "happy": ("love", "adore", "enjoy", "am grateful for", "am proud of", "cherish",
-              "am excited about", "celebrate", "am in love with"),
-    "sad": ("miss", "mourn", "grieve over", "regret", "cry about", "am heartbroken over",
-            "lament", "feel empty about", "weep over"),
+    "angry": ("hate", "am disgusted by", "am fed up with", "cannot stand", "despise",
+              "am sick of", "detest"),
+    "happy": ("love", "enjoy", "am grateful for", "am proud of", "am excited about",
+              "cherish", "am thrilled about"),
+    "sad": ("miss", "regret", "am heartbroken over", "grieve over", "weep over",
+            "am devastated by", "feel empty about"),
 }
 ADJECTIVE_TEMPLATES = (
     "I am {word} about {topic}",
