@@ -147,8 +147,8 @@ class IngestConfig:
     max_message_bytes: int = 65536  # larger WebSocket messages close the connection (1009)
     max_audio_ms_per_message: int = 1000  # one message may carry at most this much audio
     max_calls: int = 64  # more concurrent calls are refused at the handshake (HTTP 503)
-    channel_queue_chunks: int = 50  # per party, chunks of chunk_ms; full = stop reading
-    chunk_ms: int = 100
+    channel_queue_chunks: int = 200  # per party, chunks of chunk_ms (6 s); full = stop reading
+    chunk_ms: int = 30  # one VAD frame: end of speech is seen as soon as the frame arrives
     idle_timeout_s: float = 30.0  # a call that sends nothing for this long is closed
     customer_role: str = "customer"  # Twilio inbound track, AudioHook external channel
     agent_role: str = "agent"  # Twilio outbound track, AudioHook internal channel
