@@ -23,6 +23,8 @@ from streamer.ingest.audiohook import duration
 from streamer.ingest.twilio import twilio_signature
 from streamer.telephony import TELEPHONY_RATE, ulaw_encode
 
+REPLY_TIMEOUT_S = 60.0  # handshake and protocol replies; generous for a loaded server
+
 
 @dataclass(frozen=True)
 class CallAudio:
@@ -89,7 +91,7 @@ async def send_twilio(url: str, call: CallAudio, pace: float = 1.0, frame_ms: in
     report = SendReport()
     stream_sid = "MZ" + uuid.uuid4().hex
     tracks = ["inbound", "outbound"][: len(call.parties)]
-    async with connect(url, additional_headers=headers) as ws:
+    async with connect(url, additional_headers=headers, open_timeout=REPLY_TIMEOUT_S) as ws:
         reader = asyncio.create_task(_reader(ws, report))
         seq = 1
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
@@ -160,7 +162,7 @@ class AudioHookClient:
             "serverseq": self.serverseq, "position": duration(self.samples / TELEPHONY_RATE),
             "parameters": parameters}))
 
-    async def expect(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    async def expect(self, kind: str, timeout: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             while True:
                 message = await self.messages.get()
@@ -189,7 +191,7 @@ async def send_audiohook(url: str, call: CallAudio, pace: float = 1.0, frame_ms:
                "Audiohook-Organization-Id": str(uuid.uuid4())}
     if api_key is not None:
         headers["X-API-KEY"] = api_key
-    async with connect(url, additional_headers=headers) as ws:
+    async with connect(url, additional_headers=headers, open_timeout=REPLY_TIMEOUT_S) as ws:
         client = AudioHookClient(ws, session_id)
         reader = asyncio.create_task(client.read())
         await client.send("open", client.open_parameters(call.stream_id,
@@ -221,7 +223,7 @@ async def send_pcm(url: str, call: CallAudio, pace: float = 1.0, frame_ms: int =
     """Replay ``call`` as raw interleaved 16-bit PCM at 8 kHz."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     report = SendReport()
-    async with connect(url, additional_headers=headers) as ws:
+    async with connect(url, additional_headers=headers, open_timeout=REPLY_TIMEOUT_S) as ws:
         reader = asyncio.create_task(_reader(ws, report))
         await ws.send(json.dumps({"type": "start", "stream_id": call.stream_id,
                                   "sample_rate": TELEPHONY_RATE,
@@ -241,7 +243,7 @@ async def send_pcm(url: str, call: CallAudio, pace: float = 1.0, frame_ms: int =
                 report.sent_s = min(start + n, total) / TELEPHONY_RATE
             if disconnect_at_s is None:
                 await ws.send(json.dumps({"type": "stop"}))
-                async with asyncio.timeout(10):
+                async with asyncio.timeout(REPLY_TIMEOUT_S):
                     while not any(r.get("type") == "stopped" for r in report.replies):
                         await asyncio.sleep(0.01)
         except ConnectionClosed:
