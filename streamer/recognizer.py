@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,8 +107,13 @@ class Recognizer:
             tg.create_task(self.emotion_worker.run(), name="fusion-worker")
 
     async def run_channel(self, chunks: AsyncIterator[AudioChunk], stream_id: str,
-                          channel: str, source: str) -> int:
-        """Process one channel to its end; returns the number of utterances published."""
+                          channel: str, source: str,
+                          end_reason: Callable[[], str] | None = None) -> int:
+        """Process one channel to its end; returns the number of utterances published.
+
+        ``end_reason`` tells, once the chunks run out, why they did ("end_of_input" when
+        not given, "client_closed" when an ingest client went away without ending).
+        """
         state = ChannelState(
             stream_id=stream_id, channel=channel, segmenter=Segmenter(self.config.segmenter),
             context=deque(maxlen=max(1, self.config.emotion.context_size)),
@@ -122,6 +127,8 @@ class Recognizer:
                 tg.create_task(self._recognize_loop(state, queue), name=f"recognize:{stream_id}")
                 await self._segment_loop(state, chunks, queue, tg)
                 await queue.put(None)  # end of channel: the recognizer finishes what is queued
+                if end_reason is not None:
+                    reason = end_reason()
         except asyncio.CancelledError:
             reason = "shutdown"
             raise

@@ -214,6 +214,7 @@ class IngestServer:
                     log.info("ingest %s: call %s: client disconnected before ending the call "
                              "(%s); recognizing the audio received", protocol.name,
                              calls[0].stream_id, exc)
+                    await calls[0].end("client_closed")
             # Not in a finally: on cancellation or an error the task group stops the call.
             if calls:
                 await calls[0].end()

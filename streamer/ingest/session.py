@@ -86,13 +86,15 @@ class CallSession:
         self.feeds = {role: ChannelFeed(start.stream_id, role, start.sample_rate, chunk_ms,
                                         queue_chunks) for role in start.channels}
         self.ended = False
+        self.end_reason = "end_of_input"  # or "client_closed": gone without ending the call
 
     async def run(self) -> dict[str, int]:
         """Run every party's recognizer channel to its end (after ``end()``)."""
         async with asyncio.TaskGroup() as tg:
             tasks = {role: tg.create_task(
                 self.recognizer.run_channel(feed.chunks(), self.stream_id, role,
-                                            f"{self.start.source} party {role}"),
+                                            f"{self.start.source} party {role}",
+                                            end_reason=lambda: self.end_reason),
                 name=f"call:{self.stream_id}:{role}") for role, feed in self.feeds.items()}
         return {role: task.result() for role, task in tasks.items()}
 
@@ -104,8 +106,10 @@ class CallSession:
         for feed in self.feeds.values():
             await feed.push_silence(self.pause_silence_s)
 
-    async def end(self) -> None:
+    async def end(self, reason: str = "end_of_input") -> None:
         """No more audio: each party's recognizer finishes what it has, then stops."""
+        if not self.ended:
+            self.end_reason = reason
         self.ended = True
         for feed in self.feeds.values():
             await feed.close()

@@ -195,6 +195,7 @@ async def test_client_disconnecting_mid_utterance_still_gets_its_events(
     assert normalize_words(emotion["text"])[:2] == ["i", "have"]
     ended = {e["channel"]: e for e in sub.of("stream.ended", "CAcut1")}
     assert ended["customer"]["utterances"] == 1 and ended["agent"]["utterances"] == 0
+    assert {e["reason"] for e in ended.values()} == {"client_closed"}
     await wait_until(lambda: svc.ingest.calls == {}, 5)
 
 

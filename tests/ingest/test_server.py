@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,7 @@ class Recorded:
     source: str
     audio: list[np.ndarray] = field(default_factory=list)
     done: bool = False
+    end_reason: str = ""
 
 
 class RecordingRecognizer:
@@ -40,7 +41,8 @@ class RecordingRecognizer:
         self.delay_s = delay_s
 
     async def run_channel(self, chunks: AsyncIterator[AudioChunk], stream_id: str,
-                          channel: str, source: str) -> int:
+                          channel: str, source: str,
+                          end_reason: Callable[[], str] | None = None) -> int:
         rec = self.channels.setdefault((stream_id, channel), Recorded(source))
         async for chunk in chunks:
             assert chunk.stream_id == stream_id and chunk.channel == channel
@@ -48,6 +50,7 @@ class RecordingRecognizer:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
         rec.done = True
+        rec.end_reason = end_reason() if end_reason is not None else "end_of_input"
         return 0
 
     def audio(self, stream_id: str, channel: str) -> np.ndarray:
@@ -223,6 +226,7 @@ async def test_disconnect_mid_call_ends_the_call_and_frees_it() -> None:
         await server.__aexit__()
     assert report.sent_s == pytest.approx(0.7, abs=0.03)
     assert len(rec.audio("CA-cut", "customer")) == pytest.approx(0.7 * 16000, abs=400)
+    assert {r.end_reason for r in rec.channels.values()} == {"client_closed"}
 
 
 async def test_slow_recognizer_pushes_back_instead_of_buffering() -> None:
