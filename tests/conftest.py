@@ -87,3 +87,13 @@ def whisper_model():  # type: ignore[no-untyped-def]
     from models.encoders.whisper import load_whisper
 
     return load_whisper("packaged:tiny.en", cpu_threads=2)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny test models run fastest on one thread; loading CTranslate2 (Whisper) raises the
+    shared OpenMP thread count, which made later small-model tests several times slower."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
