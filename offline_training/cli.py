@@ -236,7 +236,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     export(data_settings(args), protocol_spec(args), train_configs(args, [args.head])[0], args.out,
            args.model_id or f"{args.head}-{args.corpus}", args.run_dir,
-           evaluate_first=not args.no_evaluate, verbose=args.verbose)
+           evaluate_first=not args.no_evaluate, report_from=args.report_from,
+           verbose=args.verbose)
     return 0
 
 
@@ -309,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the evaluation run's files go (default runs/export)")
     export.add_argument("--no-evaluate", action="store_true",
                         help="skip the protocol evaluation (report.json stays empty)")
+    export.add_argument("--report-from", type=Path, default=None,
+                        help="take the evaluation from an earlier train/ablate run directory "
+                             "made with the same options instead of repeating it")
     export.set_defaults(func=cmd_export)
 
     evaluate = sub.add_parser("evaluate", help="score a bundle on a whole corpus")

@@ -16,6 +16,7 @@ import numpy as np
 from offline_training.corpora.base import Corpus
 from offline_training.dataset import build_items
 from offline_training.distributed import is_main_process
+from offline_training.errors import TrainingError
 from offline_training.features import FeatureSet
 from offline_training.metrics import (
     Scores,
@@ -100,6 +101,8 @@ def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config
                        f"{config.head} all folds, UA {summary.mean['ua']:.3f}")
     write_predictions(results, corpus.classes, head_dir / "predictions.jsonl")
     (head_dir / "history.json").write_text(json.dumps(histories, indent=1))
+    (head_dir / "settings.json").write_text(json.dumps(
+        {"training": asdict(config), "features": asdict(features.spec)}, indent=1))
     return run
 
 
@@ -136,4 +139,41 @@ def report_for(run: HeadRun, corpus: Corpus, features: FeatureSet, protocol: str
         "per_fold": [{"fold": f.fold, **asdict(f.test), "best_epoch": f.best_epoch}
                      for f in run.folds],
         "confusion_all_folds": run.pooled_confusion.tolist(),
+    }
+
+
+def report_from_run(run_dir: Path, corpus: Corpus, features: FeatureSet, protocol: str,
+                    config: TrainConfig) -> dict[str, object]:
+    """The report of a head evaluated earlier in ``run_dir`` (by train or ablate), checked
+    against the settings of the model being exported."""
+    results_path = run_dir / "results.json"
+    head_dir = run_dir / config.head
+    if not results_path.is_file() or not (head_dir / "predictions.jsonl").is_file():
+        raise TrainingError(f"'{run_dir}' holds no evaluation of head '{config.head}' "
+                            "(results.json and <head>/predictions.jsonl); run train or ablate "
+                            "first, or export without --report-from")
+    results = json.loads(results_path.read_text())
+    if config.head not in results:
+        raise TrainingError(f"'{results_path}' has no results for head '{config.head}'")
+    settings_path = head_dir / "settings.json"
+    if settings_path.is_file():
+        settings = json.loads(settings_path.read_text())
+        expected = json.loads(json.dumps({"training": asdict(config),
+                                          "features": asdict(features.spec)}))
+        if settings != expected:
+            raise TrainingError(f"the run in '{run_dir}' was made with other settings "
+                                f"({settings_path}); export with the same options or without "
+                                "--report-from")
+    index = {name: i for i, name in enumerate(corpus.classes)}
+    matrix = np.zeros((len(corpus.classes), len(corpus.classes)), dtype=np.int64)
+    for line in (head_dir / "predictions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        matrix[index[row["label"]], index[row["predicted"]]] += 1
+    head = results[config.head]
+    return {
+        "corpus": corpus.name, "classes": list(corpus.classes), "utterances": len(corpus),
+        "protocol": protocol, "features": asdict(features.spec), "training": asdict(config),
+        "mean": head["mean"], "std": head["std"], "folds": head["folds"],
+        "per_fold": head["per_fold"], "confusion_all_folds": matrix.tolist(),
+        "evaluation_run": str(run_dir),
     }

@@ -17,6 +17,7 @@ from offline_training.experiment import (
     HeadRun,
     head_class,
     report_for,
+    report_from_run,
     run_head,
     train_fold,
     write_run,
@@ -115,11 +116,15 @@ def train_and_export(corpus: Corpus, features: FeatureSet, protocol: ProtocolSpe
 
 def export(data: DataSettings, protocol: ProtocolSpec, config: TrainConfig, bundle_dir: Path,
            model_id: str, run_dir: Path, evaluate_first: bool = True,
-           verbose: bool = False) -> Path:
+           report_from: Path | None = None, verbose: bool = False) -> Path:
+    """Evaluate under the protocol (or take that evaluation from an earlier run), train the
+    final model and write the bundle."""
     corpus = open_corpus(data)
     features = extract(data, corpus, [config.head])
     report: dict[str, object] = {}
-    if evaluate_first:
+    if report_from is not None:
+        report = report_from_run(report_from, corpus, features, protocol.name, config)
+    elif evaluate_first:
         run = evaluate_heads(corpus, features, protocol, [config], run_dir, verbose)[0]
         report = report_for(run, corpus, features, protocol.name, config)
     return train_and_export(corpus, features, protocol, config, bundle_dir, model_id, report,

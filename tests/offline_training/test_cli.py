@@ -58,6 +58,16 @@ def test_ablate_export_evaluate(tiny: TinyCorpus, tmp_path: Path) -> None:
     assert report["protocol"] == "loso" and report["features"]["transcripts"] == "asr"
     assert json.loads((bundle / "labels.json").read_text()) == list(tiny.corpus.classes)
 
+    reused = tmp_path / "bundle-reused"
+    assert main(["export", *common, *training, "--head", "self_mha", "--out", str(reused),
+                 "--report-from", str(run)]) == 0
+    report = json.loads((reused / "report.json").read_text())
+    assert report["evaluation_run"] == str(run)
+    assert report["mean"] == results["self_mha"]["mean"]
+    other = [a if a != "model_dim=48" else "model_dim=24" for a in training]
+    assert main(["export", *common, *other, "--head", "self_mha", "--out", str(reused),
+                 "--report-from", str(run)]) == 2  # the run was made with other settings
+
     out = tmp_path / "evaluation"
     assert main(["evaluate", *common, "--bundle", str(bundle), "--out", str(out)]) == 0
     evaluation = json.loads((out / "evaluation.json").read_text())
