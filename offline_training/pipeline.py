@@ -40,11 +40,12 @@ class DataSettings:
 
 
 def open_corpus(data: DataSettings) -> Corpus:
-    if data.corpus.kind == "synth" and data.synth is not None:
-        manifest = data.corpus.root / "manifest.jsonl"
-        if not manifest.is_file():
-            print(f"synthetic corpus not found at {manifest}: generating it", flush=True)
-            generate(dataclasses.replace(data.synth, out_dir=data.corpus.root))
+    root = data.corpus.root
+    synth_missing = (data.corpus.kind == "synth" and data.synth is not None
+                     and not root.is_file() and not (root / "manifest.jsonl").is_file())
+    if synth_missing and data.synth is not None:
+        print(f"synthetic corpus not found in {root}: generating it", flush=True)
+        generate(dataclasses.replace(data.synth, out_dir=root))
     corpus = load_corpus(data.corpus)
     counts = ", ".join(f"{k} {v}" for k, v in corpus.label_counts().items())
     print(f"corpus {corpus.name}: {len(corpus)} utterances ({counts})", flush=True)

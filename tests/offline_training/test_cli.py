@@ -72,3 +72,18 @@ def test_ablate_export_evaluate(tiny: TinyCorpus, tmp_path: Path) -> None:
     assert main(["evaluate", *common, "--bundle", str(bundle), "--out", str(out)]) == 0
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["n"] == len(tiny.corpus) and 0.0 <= evaluation["ua"] <= 1.0
+
+
+def test_a_missing_synthetic_corpus_is_generated(tmp_path: Path) -> None:
+    from offline_training.corpora import CorpusSpec
+    from offline_training.features import FeatureSpec
+    from offline_training.pipeline import DataSettings, open_corpus
+    from offline_training.synth import SynthConfig
+
+    root = tmp_path / "synth"
+    data = DataSettings(corpus=CorpusSpec("synth", root), features=FeatureSpec(),
+                        cache=tmp_path / "cache",
+                        synth=SynthConfig(out_dir=root, speakers=3, speakers_per_session=1,
+                                          per_class=1))
+    assert len(open_corpus(data)) == 12
+    assert (root / "manifest.jsonl").is_file()
