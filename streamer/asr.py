@@ -1,9 +1,10 @@
 """Transcription with faster-whisper, encoding each utterance once.
 
-``AsrEngine.transcribe`` encodes the utterance in Whisper's 30 s window (the
-window tiny.en needs to decode reliably, see DESIGN.md), decodes from that
-encoder output, and returns the encoder frames of the utterance itself so
-that the emotion stage does not encode the audio a second time.
+``AsrEngine.transcribe`` encodes the utterance once in a padded window (10 s
+when it fits, else Whisper's 30 s: shorter windows break tiny.en's decoding,
+see docs/performance-asr.md), decodes from that encoder output, and returns the
+encoder frames of the utterance itself so that the emotion stage does not
+encode the audio a second time.
 
 ``PartialCommitter`` is the sans-I/O LocalAgreement policy for partial
 transcripts: a word prefix is committed once two successive hypotheses agree.
@@ -57,7 +58,7 @@ class AsrEngine:
 
     def transcribe(self, audio: np.ndarray, final: bool = True) -> Transcript:
         """Transcribe one utterance (<= 30 s). Partials skip word timestamps (cheaper)."""
-        encoding = self.encoder.encode(audio)
+        encoding = self.encoder.encode(audio, self.config.window_s)
         word_ts = final and self.config.word_timestamps
         segments = self.model.generate_segments(
             encoding.features, self.tokenizer, self._options(word_ts), False, encoding.storage
