@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models.heads import HEADS
+from offline_training.audio import load_audio
 from offline_training.dataset import build_items, context_index
 from offline_training.experiment import head_class
 from offline_training.export import export_bundle
@@ -26,7 +27,7 @@ def test_asr_transcripts_and_cached_features(tiny: TinyCorpus) -> None:
     utt = tiny.corpus.utterances[0]
     feats = items[utt.id]
     assert feats.audio.shape[1] == 384 and feats.text.shape[1] == 384
-    seconds = len(__import__("offline_training.audio", fromlist=["x"]).load_audio(utt)) / 16000
+    seconds = len(load_audio(utt)) / 16000
     assert abs(feats.audio.shape[0] - seconds * 50) <= 1  # 20 ms frames of the utterance
     assert feats.word_spans is not None and feats.word_text is not None
     assert feats.word_spans.shape[0] == feats.word_text.shape[0]
@@ -97,7 +98,6 @@ def test_exported_bundle_serves_the_same_features(tiny: TinyCorpus, tmp_path: Pa
     """The streamer's EmotionModel, given the ASR words and frames, builds the features the
     trainer cached, and its prediction equals the trainer's."""
     from models.inference import EmotionInput, EmotionModel, WordSpan
-    from offline_training.audio import load_audio
     from offline_training.transcripts import WhisperAsr
 
     corpus, features = tiny.corpus, tiny.features
