@@ -215,8 +215,9 @@ class AccelerateStepper(Stepper):
         from models.heads import collate
 
         if self.loader is None:
+            dataset: Any = list(items)  # a list is a map-style dataset
             self.loader = self.accelerator.prepare(DataLoader(
-                list(items), batch_size=batch_size, shuffle=True, generator=generator,
+                dataset, batch_size=batch_size, shuffle=True, generator=generator,
                 collate_fn=collate))
         self.wrapped.train()
         total, count = 0.0, 0
