@@ -46,8 +46,7 @@ TURNS = (
     Turn("Let me see what I can do. I will check the warehouse system, and then I will call "
          "the courier to find out where the parcel is right now.", "en-us+f2"),
     Turn("My mother is in hospital, and I really cannot deal with this kind of problem at the "
-         "moment, I just need someone to fix it for me please, because I am exhausted and I "
-         "have no energy left.", "en-us+m3", 30, 140, 80),
+         "moment, I just need someone to fix it for me.", "en-us+m3", 30, 150, 80),
 )
 
 

@@ -73,23 +73,30 @@ class _Request(Generic[In, Out]):
 
 
 class BatchWorker(Generic[In, Out]):
-    """Runs ``fn(batch) -> results`` on one dedicated thread. ``run()`` loops until cancelled."""
+    """Runs ``fn(batch) -> results`` on its own threads. ``run()`` loops until cancelled.
+
+    ``concurrency`` batches may run at once, each on its own thread (``fn`` must then be
+    thread-safe: CTranslate2 models loaded with ``num_workers >= concurrency`` are).
+    """
 
     def __init__(self, name: str, fn: Callable[[Sequence[In]], list[Out]], max_batch: int,
-                 max_wait_ms: float, queue_size: int = 256) -> None:
+                 max_wait_ms: float, queue_size: int = 256, concurrency: int = 1) -> None:
         self.name = name
         self._fn = fn
         self._policy: BatchPolicy[_Request[In, Out]] = BatchPolicy(max_batch, max_wait_ms / 1000)
         self._queue: asyncio.Queue[_Request[In, Out]] = asyncio.Queue(maxsize=queue_size)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._running = False
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._running = 0
         self.batches = 0
         self.items = 0
 
     @property
     def idle(self) -> bool:
-        """Nothing queued and nothing running: a droppable request would start at once."""
-        return not self._running and self._queue.empty() and len(self._policy) == 0
+        """A free thread and nothing queued: a droppable request would start at once."""
+        return (self._running < self.concurrency and self._queue.empty()
+                and len(self._policy) == 0)
 
     async def submit(self, item: In) -> Timed[Out]:
         future: asyncio.Future[Timed[Out]] = asyncio.get_running_loop().create_future()
@@ -97,14 +104,19 @@ class BatchWorker(Generic[In, Out]):
         return await future
 
     async def run(self) -> None:
-        try:
-            while True:
-                await self._fill()
-                await self._run_batch(self._policy.take())
-        finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            for request in self._policy.take():
-                request.future.cancel()
+        async with asyncio.TaskGroup() as tg:
+            try:
+                while True:
+                    await self._slots.acquire()  # a free thread first, then fill its batch
+                    await self._fill()
+                    tg.create_task(self._run_batch(self._policy.take()))
+            finally:
+                self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for request in self._policy.take():
+            request.future.cancel()
 
     async def _fill(self) -> None:
         first = await self._queue.get()
@@ -119,11 +131,16 @@ class BatchWorker(Generic[In, Out]):
             self._policy.add(request, time.monotonic())
 
     async def _run_batch(self, batch: list[_Request[In, Out]]) -> None:
-        live = [r for r in batch if not r.future.cancelled()]
+        try:
+            await self._run_live([r for r in batch if not r.future.cancelled()])
+        finally:
+            self._slots.release()
+
+    async def _run_live(self, live: list[_Request[In, Out]]) -> None:
         if not live:
             return
         started = time.monotonic()
-        self._running = True
+        self._running += 1
         try:
             results = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._fn, [r.item for r in live])
@@ -133,7 +150,7 @@ class BatchWorker(Generic[In, Out]):
                     r.future.set_exception(exc)
             return
         finally:
-            self._running = False
+            self._running -= 1
         run_ms = (time.monotonic() - started) * 1000
         if len(results) != len(live):
             error = RuntimeError(f"{self.name}: {len(live)} inputs gave {len(results)} outputs")

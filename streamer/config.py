@@ -60,7 +60,8 @@ class AsrConfig:
     model: str = "packaged:tiny.en"  # "packaged:tiny.en", a local CTranslate2 dir, or a hub id
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
-    cpu_threads: int = 2
+    cpu_threads: int = 2  # threads per transcription
+    workers: int = 1  # transcriptions run in parallel (many streams: workers=2, cpu_threads=1)
     language: str | None = "en"
     beam_size: int = 1
     max_new_tokens: int = 128
@@ -307,6 +308,7 @@ def validate(config: AppConfig) -> None:
         (config.source.stdin_sample_rate > 0, "source.stdin_sample_rate must be > 0"),
         (config.source.stdin_channels >= 1, "source.stdin_channels must be >= 1"),
         (config.asr.beam_size >= 1, "asr.beam_size must be >= 1"),
+        (config.asr.workers >= 1, "asr.workers must be >= 1"),
         (10.0 <= config.asr.window_s <= 30.0,
          "asr.window_s must be 10..30 (shorter windows break tiny.en's decoding)"),
         (config.asr.cpu_threads >= 0, "asr.cpu_threads must be >= 0 (0 = library default)"),

@@ -49,7 +49,8 @@ def load_models(config: AppConfig) -> Models:
     try:
         whisper = load_whisper(config.asr.model, device=config.asr.device,
                                compute_type=config.asr.compute_type,
-                               cpu_threads=config.asr.cpu_threads)
+                               cpu_threads=config.asr.cpu_threads,
+                               num_workers=config.asr.workers)
         emotion = EmotionModel.load(config.emotion.bundle, device=config.emotion.device,
                                     whisper_model=whisper,
                                     text_encoder=config.emotion.text_encoder)

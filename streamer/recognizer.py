@@ -90,9 +90,11 @@ class Recognizer:
         self.asr = asr
         self.emotion = emotion
         self.bus = bus
-        # ASR: one utterance per call (CTranslate2 already uses all cores per call).
+        # ASR: one utterance per call, asr.workers calls at once (batching Whisper on CPU
+        # gains nothing: docs/ingest.md).
         self.asr_worker: BatchWorker[AsrRequest, Transcript] = BatchWorker(
-            "asr", self._transcribe_batch, max_batch=1, max_wait_ms=0)
+            "asr", self._transcribe_batch, max_batch=1, max_wait_ms=0,
+            concurrency=config.asr.workers)
         self.emotion_worker: BatchWorker[EmotionInput, EmotionPrediction] = BatchWorker(
             "fusion", emotion.predict, max_batch=config.emotion.max_batch,
             max_wait_ms=config.emotion.max_wait_ms)

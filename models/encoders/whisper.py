@@ -31,14 +31,14 @@ class WhisperEncoding:
 
 
 def load_whisper(ref: str, device: str = "cpu", compute_type: str = "int8",
-                 cpu_threads: int = 2) -> Any:
+                 cpu_threads: int = 2, num_workers: int = 1) -> Any:
     """Load a faster-whisper model from a reference (see models.paths)."""
     from faster_whisper import WhisperModel
 
     path = resolve_whisper(ref)
     try:
         return WhisperModel(path, device=device, compute_type=compute_type,
-                            cpu_threads=cpu_threads, num_workers=1)
+                            cpu_threads=cpu_threads, num_workers=num_workers)
     except (RuntimeError, ValueError, OSError) as exc:
         raise ModelFileError(
             f"could not load Whisper model '{ref}' (resolved to '{path}'): {exc}. "
