@@ -29,7 +29,6 @@ from offline_training.errors import FeatureCacheError
 from offline_training.records import Utterance
 from offline_training.transcripts import (
     SOURCES,
-    TimedWord,
     Transcript,
     WhisperAsr,
     read_transcripts,
@@ -367,10 +366,10 @@ class FeatureCache:
 
 def word_spans_for(transcript: Transcript, n_frames: int) -> tuple[list[str], Tensor]:
     """Words and (W, 2) frame spans exactly as ``models.inference`` computes them at serving."""
-    from models.inference import EmotionInput, WordSpan, word_frames
+    from models.inference import EmotionInput, word_frames
 
     inp = EmotionInput(audio=np.zeros(1, dtype=np.float32), text=transcript.text,
-                       words=tuple(WordSpan(w.word, w.start, w.end) for w in transcript.words))
+                       words=transcript.words)
     return word_frames(inp, n_frames)
 
 
@@ -410,4 +409,4 @@ def spec_summary(spec: FeatureSpec) -> dict[str, Any]:
     return asdict(spec)
 
 
-__all__ = ["FeatureCache", "FeatureSet", "FeatureSpec", "TimedWord", "UtteranceFeatures"]
+__all__ = ["FeatureCache", "FeatureSet", "FeatureSpec", "UtteranceFeatures"]

@@ -11,22 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from models.inference import WordSpan
 from offline_training.errors import FeatureCacheError
 
 SOURCES = ("gold", "asr")
 
 
 @dataclass(frozen=True)
-class TimedWord:
-    word: str
-    start: float  # seconds from utterance start
-    end: float
-
-
-@dataclass(frozen=True)
 class Transcript:
     text: str
-    words: tuple[TimedWord, ...] = ()
+    words: tuple[WordSpan, ...] = ()
 
     def to_json(self, utt_id: str) -> dict[str, Any]:
         return {"id": utt_id, "text": self.text,
@@ -50,7 +44,7 @@ class WhisperAsr:
 
     def run(self, audio: np.ndarray) -> AsrResult:
         result = self.engine.transcribe(audio, final=True)
-        words = tuple(TimedWord(w.word, float(w.start), float(w.end)) for w in result.words)
+        words = tuple(WordSpan(w.word, float(w.start), float(w.end)) for w in result.words)
         return AsrResult(Transcript(result.text, words), np.asarray(result.encoder_frames))
 
 
@@ -59,7 +53,7 @@ def read_transcripts(path: Path) -> dict[str, Transcript]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         try:
             row = json.loads(line)
-            words = tuple(TimedWord(str(w), float(s), float(e)) for w, s, e in row["words"])
+            words = tuple(WordSpan(str(w), float(s), float(e)) for w, s, e in row["words"])
             result[row["id"]] = Transcript(row["text"], words)
         except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
             raise FeatureCacheError(f"transcript cache '{path}' line {number} is damaged ({exc});"
