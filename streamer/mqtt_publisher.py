@@ -61,7 +61,13 @@ class MqttPublisher:
 
     @property
     def dropped(self) -> int:
+        """Events lost to buffer overflow."""
         return self._sub.dropped
+
+    @property
+    def pending(self) -> int:
+        """Events buffered or in flight, not yet acknowledged by the broker."""
+        return self._sub.qsize() + (self._inflight is not None)
 
     def _client(self) -> aiomqtt.Client:
         c = self.config
@@ -84,15 +90,14 @@ class MqttPublisher:
                     try:
                         await self._forward(client)
                     finally:
-                        if self._inflight is None and self._sub.qsize() == 0:
+                        if self.pending == 0:
                             # Clean shutdown: replace the retained status ourselves.
                             await asyncio.shield(self._say_offline(client))
             except aiomqtt.MqttError as exc:
                 self.connected = False
                 log.warning(
                     "MQTT broker %s:%d unavailable (%s); %d events buffered, retrying in %.1f s",
-                    self.config.host, self.config.port, exc, self._sub.qsize()
-                    + (self._inflight is not None), backoff,
+                    self.config.host, self.config.port, exc, self.pending, backoff,
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.config.reconnect_max_s)
@@ -117,7 +122,7 @@ class MqttPublisher:
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every buffered event is acknowledged; False if ``timeout_s`` passes."""
         deadline = time.monotonic() + timeout_s
-        while self._inflight is not None or self._sub.qsize() > 0:
+        while self.pending > 0:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.05)

@@ -90,7 +90,7 @@ class Publishers:
         """Give MQTT up to ``DRAIN_TIMEOUT_S`` to deliver what is buffered."""
         if self.mqtt is not None and not await self.mqtt.drain(DRAIN_TIMEOUT_S):
             log.error("MQTT: %d events not delivered before shutdown (broker unreachable)",
-                      self.mqtt.dropped)
+                      self.mqtt.pending)
 
 
 async def open_publishers(config: AppConfig, bus: EventBus,
