@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from streamer.ws_server import HttpHandler, WebSocketServer, json_response, token_ok
+from streamer.http_edge import HttpHandler, json_response, response, token_guard
+from streamer.ws_server import WebSocketServer
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +58,18 @@ class StaticFile:
 def static_handler(file: StaticFile, extra_headers: tuple[tuple[str, str], ...] = ()
                    ) -> HttpHandler:
     """Serve ``file``; answer 304 when the browser already holds this version."""
+    headers = (
+        ("Content-Type", file.content_type),
+        ("Cache-Control", "no-cache"),
+        ("ETag", file.etag),
+        ("X-Content-Type-Options", "nosniff"),
+        *extra_headers,
+    )
 
     def handle(request: Request) -> Response:
-        headers = Headers([
-            ("Content-Type", file.content_type),
-            ("Cache-Control", "no-cache"),
-            ("ETag", file.etag),
-            ("X-Content-Type-Options", "nosniff"),
-            *extra_headers,
-        ])
         if file.etag in request.headers.get("If-None-Match", ""):
-            headers["Content-Length"] = "0"
-            return Response(HTTPStatus.NOT_MODIFIED.value, HTTPStatus.NOT_MODIFIED.phrase,
-                            headers, b"")
-        headers["Content-Length"] = str(len(file.body))
-        return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, file.body)
+            return response(HTTPStatus.NOT_MODIFIED, b"", headers)
+        return response(HTTPStatus.OK, file.body, headers)
 
     return handle
 
@@ -81,10 +78,6 @@ def streams_handler(server: WebSocketServer) -> HttpHandler:
     """``/api/streams``: what ``hello`` lists, for scripts and health checks."""
 
     def handle(request: Request) -> Response:
-        if not token_ok(server.config.token, request):
-            return json_response(HTTPStatus.UNAUTHORIZED, {
-                "error": "missing or wrong token: send 'Authorization: Bearer <token>' "
-                         "or ?token=<token>"})
         return json_response(HTTPStatus.OK, {"streams": server.bus.streams.as_list()})
 
     return handle
@@ -101,7 +94,8 @@ def add_dashboard(server: WebSocketServer) -> None:
         server.add_http(path, page_handler)
     for path, (name, content_type) in ASSETS.items():
         server.add_http(path, static_handler(StaticFile.load(name, content_type)))
-    server.add_http("/api/streams", streams_handler(server))
+    # Guarded like /events: the streams list is data, unlike the page.
+    server.add_http("/api/streams", streams_handler(server), token_guard(server.config.token))
     port = server.config.port
     with contextlib.suppress(RuntimeError):  # not listening yet: the configured port
         port = server.port

@@ -11,50 +11,28 @@ Protocol:
   its oldest queued events (bus overflow policy) and is told so with a
   ``subscriber.lagged`` message carrying the count.
 
-Other components (the ingest server, the dashboard) add routes with
-``add_route``; ``add_http`` serves plain HTTP GETs on the same port.
+Other components (the dashboard) add WebSocket routes with ``add_route`` and plain
+HTTP routes with ``add_http`` on the same port; listening, routing, authentication
+and error responses are ``streamer.http_edge.HttpEdge``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
 from streamer.bus import EventBus
 from streamer.config import WebSocketConfig
-from streamer.errors import PublisherError
 from streamer.events import SCHEMA_VERSION, Event, control, to_json
+from streamer.http_edge import Guard, Handler, HttpEdge, HttpHandler, Listen, token_guard
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[ServerConnection], Awaitable[None]]
-HttpHandler = Callable[[Request], Response]
-
-
-def request_token(request: Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    values = parse_qs(urlsplit(request.path).query).get("token")
-    return values[0] if values else None
-
-
-def token_ok(expected: str | None, request: Request) -> bool:
-    if expected is None:
-        return True
-    given = request_token(request)
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
 class SubscriberFilter:
@@ -102,72 +80,32 @@ class WebSocketServer:
     def __init__(self, config: WebSocketConfig, bus: EventBus) -> None:
         self.config = config
         self.bus = bus
-        self._routes: dict[str, tuple[Handler, str | None]] = {}
-        self._http: dict[str, HttpHandler] = {}
-        self._server: Server | None = None
+        self.edge = HttpEdge(Listen(
+            config.host, config.port, config.max_message_bytes,
+            purpose="WebSocket subscribers",
+            port_hint="choose another port with --set websocket.port=N or disable it with "
+                      "--set websocket.enabled=false"))
         self.add_route("/events", self._serve_subscriber, token=config.token)
 
     def add_route(self, path: str, handler: Handler, token: str | None) -> None:
         """Route WebSocket connections on ``path`` to ``handler``; ``token`` guards it."""
-        self._routes[path] = (handler, token)
+        self.edge.add_websocket(path, handler, token_guard(token))
 
-    def add_http(self, path: str, handler: HttpHandler) -> None:
-        self._http[path] = handler
+    def add_http(self, path: str, handler: HttpHandler, guard: Guard | None = None) -> None:
+        """Serve plain HTTP requests on exactly ``path``; ``guard`` may refuse them."""
+        self.edge.add_http(path, handler, guard)
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("server not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return self.edge.port
 
     async def __aenter__(self) -> WebSocketServer:
-        try:
-            self._server = await serve(
-                self._dispatch, self.config.host, self.config.port,
-                process_request=self._process_request,
-                max_size=self.config.max_message_bytes,
-            )
-        except OSError as exc:
-            raise PublisherError(
-                f"cannot listen on {self.config.host}:{self.config.port} for WebSocket "
-                f"subscribers ({exc}); choose another port with --set websocket.port=N "
-                "or disable it with --set websocket.enabled=false"
-            ) from exc
+        await self.edge.start()
         log.info("WebSocket subscribers: ws://%s:%d/events", self.config.host, self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    def _route(self, path: str) -> tuple[Handler, str | None] | None:
-        return self._routes.get(urlsplit(path).path.rstrip("/") or "/")
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
-        is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
-        if not is_upgrade:
-            http = self._http.get(path)
-            if http is not None:
-                return http(request)
-            return connection.respond(HTTPStatus.NOT_FOUND, f"no page at {path}\n")
-        route = self._route(request.path)
-        if route is None:
-            known = ", ".join(sorted(self._routes))
-            return connection.respond(HTTPStatus.NOT_FOUND,
-                                      f"no WebSocket endpoint at {path}; endpoints: {known}\n")
-        if not token_ok(route[1], request):
-            return connection.respond(
-                HTTPStatus.UNAUTHORIZED,
-                "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>\n",
-            )
-        return None
-
-    async def _dispatch(self, ws: ServerConnection) -> None:
-        route = self._route(ws.request.path if ws.request else "/")
-        if route is not None:
-            await route[0](ws)
+        await self.edge.stop()
 
     async def _serve_subscriber(self, ws: ServerConnection) -> None:
         filt = SubscriberFilter.from_path(ws.request.path if ws.request else "")
@@ -211,10 +149,4 @@ class WebSocketServer:
             await ws.send(to_json(event))
 
 
-def json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
-    data = json.dumps(body).encode()
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
-    return Response(status.value, status.phrase, headers, data)
-
-
-__all__ = ["WebSocketServer", "SubscriberFilter", "json_response", "SCHEMA_VERSION"]
+__all__ = ["WebSocketServer", "SubscriberFilter", "SCHEMA_VERSION"]

@@ -4,6 +4,7 @@ Routes (configurable, see ``IngestConfig``): raw PCM, Twilio Media Streams and G
 AudioHook. The handshake is where a connection is refused: unknown path (404), failed
 authentication (401: bearer token for raw PCM, X-Twilio-Signature for Twilio, X-API-KEY
 for AudioHook), too many calls (503). ``GET /healthz`` answers with the server's counters.
+Listening, routing and the JSON refusals are ``streamer.http_edge.HttpEdge``'s.
 
 Each connection runs ``serve_connection``: it only moves data between the WebSocket,
 the protocol's sans-I/O parser and the call's ``CallSession``. A malformed message ends
@@ -15,22 +16,28 @@ recognized and published, then the call's state is dropped.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from streamer.config import IngestConfig
-from streamer.errors import PublisherError
+from streamer.http_edge import (
+    TOKEN_HINT,
+    HttpEdge,
+    Listen,
+    Refusal,
+    json_response,
+    secret_matches,
+    token_ok,
+)
 from streamer.ingest.audiohook import AudioHookProtocol
 from streamer.ingest.protocol import (
     CLOSE_NORMAL,
@@ -48,7 +55,6 @@ from streamer.ingest.raw_pcm import RawPcmProtocol
 from streamer.ingest.session import CallSession
 from streamer.ingest.twilio import TwilioProtocol, signature_ok
 from streamer.recognizer import Recognizer
-from streamer.ws_server import token_ok
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +72,6 @@ class IngestStats:
     utterances: int = 0
 
 
-def _response(status: HTTPStatus, body: dict[str, Any],
-              extra: list[tuple[str, str]] | None = None) -> Response:
-    data = (json.dumps(body) + "\n").encode()
-    headers = Headers([("Content-Type", "application/json"),
-                       ("Content-Length", str(len(data))), *(extra or [])])
-    return Response(status.value, status.phrase, headers, data)
-
-
 class IngestServer:
     """Listens for calls; use ``async with``. Calls run until their client ends them."""
 
@@ -87,12 +85,20 @@ class IngestServer:
         self.calls: dict[str, CallSession] = {}
         self.connections = 0
         self.stats = IngestStats()
-        self._server: Server | None = None
-        self._routes: dict[str, tuple[str, Callable[[Request], str | None]]] = {
-            config.pcm_path.rstrip("/"): ("pcm", self._auth_pcm),
-            config.twilio_path.rstrip("/"): ("twilio", self._auth_twilio),
-            config.audiohook_path.rstrip("/"): ("audiohook", self._auth_audiohook),
-        }
+        self.edge = HttpEdge(Listen(
+            config.host, config.port, config.max_message_bytes, purpose="call ingest",
+            port_hint="choose another port with --set ingest.port=N"))
+        self.edge.add_http("/healthz", self._healthz)
+        routes: tuple[tuple[str, Callable[[Request], str | None],
+                            Callable[[str], IngestProtocol]], ...] = (
+            (config.pcm_path, self._auth_pcm, self._pcm_protocol),
+            (config.twilio_path, self._auth_twilio, lambda _: TwilioProtocol(self.limits)),
+            (config.audiohook_path, self._auth_audiohook,
+             lambda _: AudioHookProtocol(self.limits)),
+        )
+        for path, auth, protocol in routes:
+            self.edge.add_websocket(path, partial(self._handle, protocol),
+                                    partial(self._admit, auth))
         for name, secret in (("ingest.token", config.token),
                              ("ingest.twilio_auth_token", config.twilio_auth_token),
                              ("ingest.audiohook_api_key", config.audiohook_api_key)):
@@ -102,60 +108,34 @@ class IngestServer:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("ingest server not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return self.edge.port
 
     async def __aenter__(self) -> IngestServer:
-        try:
-            self._server = await serve(
-                self._handle, self.config.host, self.config.port,
-                process_request=self._process_request,
-                max_size=self.config.max_message_bytes,
-            )
-        except OSError as exc:
-            raise PublisherError(
-                f"cannot listen on {self.config.host}:{self.config.port} for call ingest "
-                f"({exc}); choose another port with --set ingest.port=N") from exc
+        await self.edge.start()
         log.info("call ingest on ws://%s:%d: raw PCM %s, Twilio %s, AudioHook %s",
                  self.config.host, self.port, self.config.pcm_path, self.config.twilio_path,
                  self.config.audiohook_path)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.edge.stop()
 
     # ------------------------------------------------------------- handshake
-    def _process_request(self, connection: ServerConnection,
-                         request: Request) -> Response | None:
-        path = urlsplit(request.path).path.rstrip("/") or "/"
-        if path == "/healthz":
-            return _response(HTTPStatus.OK, self.health())
-        route = self._routes.get(path)
-        if route is None:
-            known = ", ".join(sorted(self._routes))
-            return _response(HTTPStatus.NOT_FOUND,
-                             {"error": f"no ingest endpoint at {path}; endpoints: {known}"})
-        problem = route[1](request)
+    def _admit(self, auth: Callable[[Request], str | None], request: Request) -> Refusal | None:
+        problem = auth(request)
         if problem is not None:
             self.stats.refused_auth += 1
-            log.warning("ingest %s: refused %s: %s", route[0], connection.remote_address,
-                        problem)
-            return _response(HTTPStatus.UNAUTHORIZED, {"error": problem})
+            return Refusal(HTTPStatus.UNAUTHORIZED, problem)
         if self.connections >= self.config.max_calls:
             self.stats.refused_busy += 1
-            return _response(HTTPStatus.SERVICE_UNAVAILABLE,
-                             {"error": f"this server already serves {self.connections} calls "
-                                       f"(ingest.max_calls); retry later or on another server"},
-                             [("Retry-After", "5")])
+            return Refusal(HTTPStatus.SERVICE_UNAVAILABLE,
+                           f"this server already serves {self.connections} calls "
+                           f"(ingest.max_calls); retry later or on another server",
+                           (("Retry-After", "5"),))
         return None
 
     def _auth_pcm(self, request: Request) -> str | None:
-        if token_ok(self.config.token, request):
-            return None
-        return "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>"
+        return None if token_ok(self.config.token, request) else TOKEN_HINT
 
     def _auth_twilio(self, request: Request) -> str | None:
         secret = self.config.twilio_auth_token
@@ -172,34 +152,32 @@ class IngestServer:
         key = self.config.audiohook_api_key
         if key is None:
             return None
-        given = request.headers.get("X-API-KEY", "")
-        if given and hmac.compare_digest(given.encode(), key.encode()):
+        # An empty header is no key, whatever the configured one.
+        if secret_matches(request.headers.get("X-API-KEY") or None, key):
             return None
         return "missing or wrong X-API-KEY header (the AudioHook integration's API key)"
+
+    def _healthz(self, request: Request) -> Response:
+        return json_response(HTTPStatus.OK, self.health())
 
     def health(self) -> dict[str, Any]:
         return {"calls": len(self.calls), "connections": self.connections,
                 "max_calls": self.config.max_calls, **self.stats.__dict__}
 
     # ----------------------------------------------------------- connections
-    def _protocol(self, request_path: str) -> IngestProtocol:
-        split = urlsplit(request_path)
-        kind = self._routes[split.path.rstrip("/") or "/"][0]
-        if kind == "twilio":
-            return TwilioProtocol(self.limits)
-        if kind == "audiohook":
-            return AudioHookProtocol(self.limits)
-        return RawPcmProtocol(self.limits, dict(parse_qsl(split.query)))
+    def _pcm_protocol(self, request_path: str) -> IngestProtocol:
+        # The raw PCM format may come in the query string (?encoding=...&channels=2).
+        return RawPcmProtocol(self.limits, dict(parse_qsl(urlsplit(request_path).query)))
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, protocol: Callable[[str], IngestProtocol],
+                      ws: ServerConnection) -> None:
         self.connections += 1
         try:
             if self.connections > self.config.max_calls:  # raced past the handshake check
                 self.stats.refused_busy += 1
                 await ws.close(CLOSE_TRY_AGAIN, "too many calls; retry later")
                 return
-            protocol = self._protocol(ws.request.path if ws.request else "/")
-            await self.serve_connection(ws, protocol)
+            await self.serve_connection(ws, protocol(ws.request.path if ws.request else "/"))
         finally:
             self.connections -= 1
 
