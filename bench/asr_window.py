@@ -1,6 +1,6 @@
 """Whisper encoder window length against word error rate and time (tiny.en, CPU).
 
-``AsrEngine`` (streamer/asr.py) encodes every utterance in Whisper's fixed 30 s
+``AsrEngine`` (models/asr.py) encodes every utterance in Whisper's fixed 30 s
 window. For a 3 s utterance most of that work encodes padding. This benchmark
 measures, on a fixed set of synthetic (espeak-ng) utterances with known text,
 clean and telephone-band (8 kHz mu-law round trip), what shorter windows cost
@@ -46,13 +46,9 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.encoders.whisper import (  # noqa: E402
-    SAMPLE_RATE,
-    WINDOW_FRAMES,
-    load_whisper,
-    n_output_frames,
-)
-from streamer.asr import AsrEngine, normalize_words  # noqa: E402
+from models.asr import AsrEngine, normalize_words  # noqa: E402
+from models.audio import SAMPLE_RATE  # noqa: E402
+from models.encoders.whisper import WINDOW_FRAMES, load_whisper, n_output_frames  # noqa: E402
 from streamer.config import AsrConfig  # noqa: E402
 from tests.speech import Turn, synthesize  # noqa: E402
 
@@ -185,7 +181,7 @@ class Runner:
 
     def __init__(self, model: Any, config: AsrConfig) -> None:
         self.model = model
-        self.engine = AsrEngine(config, model)
+        self.engine = AsrEngine(config.options(), model)
         self.encode_calls = 0
 
     def features(self, audio: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ class AudioEncoderSpec:
     ref: str = "whisper:packaged:tiny.en"
     dim: int = 384  # Da of the frames the head was trained on
     layers: str = "last"  # "last" or "all" (all hidden layers; hf audio encoders only)
-    window: str = "full"  # whisper: "full" = the 30 s padded window the ASR uses
+    window: str = "full"  # whisper: "full" = the whole utterance, encoded as the ASR encodes it
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def _check_consistent(config: BundleConfig, path: Path) -> None:
         )
     if config.audio.window != "full":
         raise BundleError(f"{where}: encoders.audio.window is '{config.audio.window}'; only "
-                          "'full' (Whisper's 30 s window, as the ASR uses) is supported")
+                          "'full' (the whole utterance, as the ASR encodes it) is supported")
     for spec_name, mode in (("audio", config.audio.layers), ("text", config.text.layers)):
         if mode not in LAYER_MODES:
             raise BundleError(f"{where}: encoders.{spec_name}.layers is '{mode}', "

@@ -3,8 +3,8 @@
 ``EmotionModel.load(bundle)`` reads a bundle (see models/bundle.py), loads
 its encoders and head; ``predict(batch)`` turns utterances (audio, ASR text,
 word times, optional Whisper frames from the ASR pass, past context) into
-class probabilities; ``features(batch)`` stops after the encoders (the
-trainer caches these).
+class probabilities; ``features(batch)`` stops after the encoders (the trainer
+caches these, built by the same ``models.features`` code).
 
 Frame rate: every audio encoder here gives 50 frames per second (20 ms), so
 word times in seconds map to frame indices as ``round(t * 50)``.
@@ -21,20 +21,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.asr import DEFAULT_WINDOW_S, Word
 from models.bundle import Bundle, load_bundle
-from models.encoders import FRAMES_PER_SECOND, AudioFeatures
-from models.encoders.text import TextEncoder, TextEncoding
+from models.encoders import AudioFeatures
+from models.encoders.text import TextEncoder
 from models.errors import ModelError
+from models.features import (
+    AudioRef,
+    TextFeatures,
+    load_frame_encoder,
+    parse_audio_ref,
+    text_features,
+)
 from models.heads import FusionHead, HeadBatch, HeadItem, collate
-
-SAMPLE_RATE = 16000
-
-
-@dataclass(frozen=True)
-class WordSpan:
-    word: str
-    start: float  # seconds from utterance start
-    end: float
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class ContextItem:
 class EmotionInput:
     audio: np.ndarray  # (N,) float32 16 kHz mono utterance
     text: str  # ASR transcript (may be "")
-    words: tuple[WordSpan, ...] = ()
+    words: tuple[Word, ...] = ()
     whisper_frames: np.ndarray | None = None  # (T, D) Whisper encoder output for the utterance
     context: tuple[ContextItem, ...] = ()  # oldest first
 
@@ -78,26 +77,6 @@ def context_item_for(item: HeadItem, text: str) -> ContextItem:
     )
 
 
-def word_frames(inp: EmotionInput, n_frames: int) -> tuple[list[str], Tensor]:
-    """Words and their [start, end) frame spans (W, 2).
-
-    Without word times the transcript's words are spread evenly over the audio.
-    """
-    if inp.words:
-        words = [w.word.strip() for w in inp.words]
-        times = torch.tensor([[w.start, w.end] for w in inp.words], dtype=torch.float32)
-    else:
-        words = inp.text.split()
-        edges = torch.linspace(0.0, n_frames / FRAMES_PER_SECOND, len(words) + 1)
-        times = torch.stack([edges[:-1], edges[1:]], dim=1)  # (W, 2)
-    if not words:
-        return [], torch.zeros(0, 2, dtype=torch.long)
-    start = torch.round(times[:, 0] * FRAMES_PER_SECOND).long().clamp(0, n_frames - 1)
-    end = torch.round(times[:, 1] * FRAMES_PER_SECOND).long().clamp(max=n_frames)
-    end = torch.maximum(end, start + 1)
-    return words, torch.stack([start, end], dim=1)
-
-
 class EmotionModel:
     """Encoders + a fusion head from one bundle."""
 
@@ -111,7 +90,8 @@ class EmotionModel:
         self.device: str = device
         self.head = head.to(device).eval()
         self.text_encoder = text_encoder
-        self.audio_kind, self.audio_ref = _split_audio_ref(config.audio.ref, bundle.path)
+        audio_ref = _audio_ref(config.audio.ref, bundle.path)
+        self.audio_kind, self.audio_ref = audio_ref.kind, audio_ref.ref
         self.uses_whisper_frames: bool = self.audio_kind == "whisper"
         self._whisper_model = whisper_model
         self._audio_encoder = audio_encoder  # built lazily for whisper (may not be needed)
@@ -162,16 +142,10 @@ class EmotionModel:
         head = loaded.build_head()
         text = TextEncoder.load(text_encoder or config.text.ref, device=device,
                                 max_tokens=config.text.max_tokens)
-        kind, ref = _split_audio_ref(config.audio.ref, loaded.path)
+        audio_ref = _audio_ref(config.audio.ref, loaded.path)
         audio_encoder: Any | None = None
-        if kind == "hf":
-            from models.encoders.hf_audio import HFAudioEncoder
-
-            audio_encoder = HFAudioEncoder.load(ref, device=device)
-        elif kind == "prosody":
-            from models.encoders.prosody import ProsodyEncoder
-
-            audio_encoder = ProsodyEncoder()
+        if audio_ref.kind != "whisper":
+            audio_encoder = load_frame_encoder(audio_ref, device=device)
         return cls(loaded, head, text, device=device, whisper_model=whisper_model,
                    audio_encoder=audio_encoder)
 
@@ -187,42 +161,18 @@ class EmotionModel:
             return []
         config = self.bundle.config
         audio = self._audio_features(batch)
-        want_layers = config.text.layers == "all"
-        word_lists: list[list[str]] = []
-        spans: list[Tensor] = []
-        if self.head.needs_words:
-            for inp, feats in zip(batch, audio, strict=True):
-                words, span = word_frames(inp, int(feats.frames.shape[0]))
-                word_lists.append(words)
-                spans.append(span)
-            text = self.text_encoder.encode_words(word_lists, layers=want_layers)
-        else:
-            text = self.text_encoder.encode([inp.text for inp in batch], layers=want_layers)
-        items = []
-        for i, (inp, feats) in enumerate(zip(batch, audio, strict=True)):
-            items.append(self._item(i, inp, feats, text, spans[i] if spans else None))
-        return items
+        text = text_features(self.text_encoder, batch, [int(f.frames.shape[0]) for f in audio],
+                             words=self.head.needs_words, layers=config.text.layers == "all")
+        return [self._item(inp, feats, t) for inp, feats, t in zip(batch, audio, text, strict=True)]
 
-    def _item(self, i: int, inp: EmotionInput, feats: AudioFeatures, text: TextEncoding,
-              span: Tensor | None) -> HeadItem:
+    def _item(self, inp: EmotionInput, feats: AudioFeatures, text: TextFeatures) -> HeadItem:
         config = self.bundle.config
-        n_tokens = int(text.mask[i].sum())
-        states = text.states[i, :n_tokens]  # (Tt, Dt)
-        item = HeadItem(
-            audio=feats.frames,
-            text=states,
-            audio_layers=feats.layers,
-            text_layers=None if text.layers is None else text.layers[i, :, :n_tokens],
-        )
+        item = HeadItem(audio=feats.frames, text=text.text, audio_layers=feats.layers,
+                        text_layers=text.text_layers)
         updates: dict[str, Any] = {}
-        if span is not None and text.word_states is not None and text.word_mask is not None:
-            n_words = int(text.word_mask[i].sum())
-            if n_words == 0:  # empty transcript: one pseudo-word, the first token, whole clip
-                updates["word_text"] = states[:1]
-                updates["word_spans"] = torch.tensor([[0, int(feats.frames.shape[0])]])
-            else:
-                updates["word_text"] = text.word_states[i, :n_words]
-                updates["word_spans"] = span[:n_words]
+        if text.word_text is not None and text.word_spans is not None:
+            updates["word_text"] = text.word_text
+            updates["word_spans"] = text.word_spans
         if self.head.needs_context:
             past = inp.context[-config.context_size:] if config.context_size > 0 else ()
             updates["context_audio"] = _stack([c.audio_embedding for c in past], config.audio.dim)
@@ -263,8 +213,9 @@ class EmotionModel:
         computed: dict[int, np.ndarray] = {}
         if missing:
             encoder = self._whisper_encoder()
-            frames = encoder.encode_batch([_as_audio(batch[i].audio) for i in missing])
-            computed = dict(zip(missing, frames, strict=True))
+            # As the ASR encodes (and the trainer caches): one utterance, the ASR's window.
+            computed = {i: encoder.encode(_as_audio(batch[i].audio), DEFAULT_WINDOW_S).frames
+                        for i in missing}
         return [computed[i] if inp.whisper_frames is None else inp.whisper_frames
                 for i, inp in enumerate(batch)]
 
@@ -309,18 +260,8 @@ def _autocast(device: str) -> torch.autocast:
     return torch.autocast(device_type="cpu", enabled=False)
 
 
-def _split_audio_ref(ref: str, bundle_path: Path) -> tuple[str, str]:
-    """'whisper:<ref>' | 'hf:<ref>' | 'prosody' -> (kind, ref)."""
-    if ref == "prosody":
-        return "prosody", ""
-    kind, sep, rest = ref.partition(":")
-    if not sep or kind not in ("whisper", "hf") or not rest:
-        raise ModelError(
-            f"{bundle_path}/bundle.json: encoders.audio.ref '{ref}' is not understood; expected "
-            "'whisper:<ref>' (e.g. whisper:packaged:tiny.en), 'hf:<model id or directory>' "
-            "or 'prosody'"
-        )
-    return kind, rest
+def _audio_ref(ref: str, bundle_path: Path) -> AudioRef:
+    return parse_audio_ref(ref, where=f"{bundle_path}/bundle.json: encoders.audio.ref")
 
 
 def _as_audio(audio: np.ndarray) -> np.ndarray:

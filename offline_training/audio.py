@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.audio import SAMPLE_RATE
 from offline_training.errors import CorpusError
 from offline_training.records import Utterance
 
-SAMPLE_RATE = 16000
 MAX_SECONDS = 30.0  # Whisper's window; longer utterances are cut (and reported by the caller)
 
 

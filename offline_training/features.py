@@ -24,19 +24,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.asr import DEFAULT_WINDOW_S, Transcript
+from models.errors import ModelError
+from models.features import AudioRef, load_frame_encoder, parse_audio_ref, text_features
 from offline_training.audio import load_audio
 from offline_training.errors import FeatureCacheError
 from offline_training.records import Utterance
 from offline_training.transcripts import (
     SOURCES,
-    Transcript,
     WhisperAsr,
     read_transcripts,
     write_transcripts,
 )
 
 SHARD_SIZE = 32
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: Whisper frames in the streamer's encoder window (window_s)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class FeatureSpec:
     max_tokens: int = 128
     compute_type: str = "int8"  # Whisper (CTranslate2) compute type
     asr: str = "packaged:tiny.en"  # faster-whisper model for transcripts="asr"
+    # Whisper encoder window for utterances that fit in it: the streamer's asr.window_s, so
+    # that cached frames are the frames served.
+    window_s: float = DEFAULT_WINDOW_S
 
     def __post_init__(self) -> None:
         if self.transcripts not in SOURCES:
@@ -151,30 +156,36 @@ def load_tensors(path: Path) -> dict[str, Tensor]:
 class AudioStage:
     """Audio frames, or ASR transcripts + Whisper frames, of a shard of utterances."""
 
-    def __init__(self, audio_ref: str, compute_type: str, threads: int) -> None:
-        self.audio_ref = audio_ref
+    def __init__(self, audio_ref: str, compute_type: str, threads: int,
+                 window_s: float) -> None:
+        try:
+            self.audio: AudioRef = parse_audio_ref(audio_ref)
+        except ModelError as exc:
+            raise FeatureCacheError(str(exc)) from exc
         self.compute_type = compute_type
         self.threads = threads
+        self.window_s = window_s
         self._whisper: Any = None
         self._other: Any = None
 
     def whisper_model(self) -> Any:
         from models.encoders.whisper import load_whisper
 
-        if not self.audio_ref.startswith("whisper:"):
-            raise FeatureCacheError(f"'{self.audio_ref}' is not a Whisper reference")
+        if self.audio.kind != "whisper":
+            raise FeatureCacheError(f"'{self.audio.kind}:{self.audio.ref}' is not a Whisper "
+                                    "reference")
         if self._whisper is None:
-            self._whisper = load_whisper(self.audio_ref.split(":", 1)[1],
-                                         compute_type=self.compute_type,
+            self._whisper = load_whisper(self.audio.ref, compute_type=self.compute_type,
                                          cpu_threads=self.threads)
         return self._whisper
 
     def frames(self, shard: list[Utterance]) -> dict[str, Tensor]:
         audios = [load_audio(u) for u in shard]
-        if self.audio_ref.startswith("whisper:"):
+        if self.audio.kind == "whisper":
             from models.encoders.whisper import WhisperEncoder
 
-            frames = WhisperEncoder(self.whisper_model()).encode_batch(audios)
+            # In the streamer's window: the frames it serves.
+            frames = WhisperEncoder(self.whisper_model()).encode_batch(audios, self.window_s)
         else:
             frames = [f.frames.numpy()
                       for f in self.other_encoder().encode_items(audios, layers=False)]
@@ -182,7 +193,7 @@ class AudioStage:
 
     def asr(self, shard: list[Utterance]) -> tuple[dict[str, Tensor], dict[str, Transcript]]:
         """One Whisper pass per utterance: transcript + the same frames ``frames`` gives."""
-        asr = WhisperAsr(self.whisper_model())
+        asr = WhisperAsr(self.whisper_model(), self.window_s)
         results = [asr.run(load_audio(u)) for u in shard]
         transcripts = {u.id: r.transcript for u, r in zip(shard, results, strict=True)}
         return to_half(shard, [r.frames for r in results]), transcripts
@@ -190,22 +201,10 @@ class AudioStage:
     def other_encoder(self) -> Any:
         """Hugging Face audio encoders ('hf:<ref>') and prosody frames ('prosody')."""
         if self._other is None:
-            ref = self.audio_ref
             try:
-                if ref.startswith("hf:"):
-                    from models.encoders.hf_audio import HFAudioEncoder
-
-                    self._other = HFAudioEncoder.load(ref[3:])
-                elif ref == "prosody":
-                    from models.encoders.prosody import ProsodyEncoder
-
-                    self._other = ProsodyEncoder()
-            except ImportError as exc:
-                raise FeatureCacheError(f"audio encoder '{ref}' is not available in this "
-                                        f"version of models.encoders: {exc}") from exc
-            if self._other is None:
-                raise FeatureCacheError(f"audio encoder reference '{ref}' is not understood; use "
-                                        "'whisper:<ref>', 'hf:<model id or dir>' or 'prosody'")
+                self._other = load_frame_encoder(self.audio)
+            except ModelError as exc:
+                raise FeatureCacheError(str(exc)) from exc
         return self._other
 
 
@@ -222,15 +221,15 @@ class FeatureCache:
         self.threads = threads
         self.progress = progress
 
-    def frames_dir(self, audio_ref: str, compute_type: str,
+    def frames_dir(self, audio_ref: str, compute_type: str, window_s: float,
                    utterances: Sequence[Utterance]) -> Path:
         key = digest({"v": CACHE_VERSION, "audio": audio_ref,
-                      "compute_type": compute_type, "window": "full",
+                      "compute_type": compute_type, "window_s": window_s,
                       "corpus": corpus_fingerprint(utterances)})
         return self.root / f"audio-{key}"
 
     def audio_dir(self, spec: FeatureSpec, utterances: Sequence[Utterance]) -> Path:
-        return self.frames_dir(spec.audio, spec.compute_type, utterances)
+        return self.frames_dir(spec.audio, spec.compute_type, spec.window_s, utterances)
 
     def text_dir(self, spec: FeatureSpec, utterances: Sequence[Utterance]) -> Path:
         key = digest({"v": CACHE_VERSION, "text": spec.text, "max_tokens": spec.max_tokens,
@@ -266,10 +265,10 @@ class FeatureCache:
     def extract_asr(self, utterances: Sequence[Utterance], spec: FeatureSpec
                     ) -> dict[str, Transcript]:
         """ASR transcripts, cached beside the Whisper frames of the same pass."""
-        directory = self.frames_dir(spec.asr_ref, spec.compute_type, utterances)
+        directory = self.frames_dir(spec.asr_ref, spec.compute_type, spec.window_s, utterances)
         prepare_dir(directory, {"audio": spec.asr_ref, "compute_type": spec.compute_type,
                                 "n": len(utterances)})
-        stage = AudioStage(spec.asr_ref, spec.compute_type, self.threads)
+        stage = AudioStage(spec.asr_ref, spec.compute_type, self.threads, spec.window_s)
 
         def work(index: int, shard: list[Utterance]) -> None:
             frames, transcripts = stage.asr(shard)
@@ -289,7 +288,7 @@ class FeatureCache:
         directory = self.audio_dir(spec, utterances)
         prepare_dir(directory, {"audio": spec.audio, "compute_type": spec.compute_type,
                                 "n": len(utterances)})
-        stage = AudioStage(spec.audio, spec.compute_type, self.threads)
+        stage = AudioStage(spec.audio, spec.compute_type, self.threads, spec.window_s)
 
         def work(index: int, shard: list[Utterance]) -> None:
             save_tensors(stage.frames(shard), directory / f"shard_{index:05d}.safetensors")
@@ -364,44 +363,22 @@ class FeatureCache:
         return result
 
 
-def word_spans_for(transcript: Transcript, n_frames: int) -> tuple[list[str], Tensor]:
-    """Words and (W, 2) frame spans exactly as ``models.inference`` computes them at serving."""
-    from models.inference import EmotionInput, word_frames
-
-    inp = EmotionInput(audio=np.zeros(1, dtype=np.float32), text=transcript.text,
-                       words=transcript.words)
-    return word_frames(inp, n_frames)
-
-
 def encode_text(encoder: Any, shard: list[Utterance], spec: FeatureSpec,
                 transcripts: dict[str, Transcript], audio: dict[str, Tensor]
                 ) -> dict[str, Tensor]:
-    """Token states (and optionally word vectors/spans, layers) of one shard."""
-    texts = [transcripts[u.id].text for u in shard]
+    """Token states (and optionally word vectors/spans, layers) of one shard, built by
+    ``models.features.text_features``: exactly what ``EmotionModel`` computes at serving."""
+    features = text_features(encoder, [transcripts[u.id] for u in shard],
+                             [int(audio[u.id].shape[0]) for u in shard],
+                             words=spec.words, layers=spec.text_layers)
     tensors: dict[str, Tensor] = {}
-    spans: list[Tensor] = []
-    if spec.words:
-        word_lists = []
-        for utt in shard:
-            words, span = word_spans_for(transcripts[utt.id], int(audio[utt.id].shape[0]))
-            word_lists.append(words)
-            spans.append(span)
-        encoding = encoder.encode_words(word_lists, layers=spec.text_layers)
-    else:
-        encoding = encoder.encode(texts, layers=spec.text_layers)
-    for i, utt in enumerate(shard):
-        n_tokens = int(encoding.mask[i].sum())
-        tensors[f"{utt.id}/text"] = encoding.states[i, :n_tokens].half()
-        if encoding.layers is not None:
-            tensors[f"{utt.id}/text_layers"] = encoding.layers[i, :, :n_tokens].half()
-        if spec.words:
-            n_words = int(encoding.word_mask[i].sum())
-            if n_words == 0:  # empty transcript: one pseudo-word spanning the clip (as served)
-                tensors[f"{utt.id}/word_text"] = encoding.states[i, :1].half()
-                tensors[f"{utt.id}/word_spans"] = torch.tensor([[0, int(audio[utt.id].shape[0])]])
-            else:
-                tensors[f"{utt.id}/word_text"] = encoding.word_states[i, :n_words].half()
-                tensors[f"{utt.id}/word_spans"] = spans[i][:n_words].clone()
+    for utt, feats in zip(shard, features, strict=True):
+        tensors[f"{utt.id}/text"] = feats.text.half()
+        if feats.text_layers is not None:
+            tensors[f"{utt.id}/text_layers"] = feats.text_layers.half()
+        if feats.word_text is not None and feats.word_spans is not None:
+            tensors[f"{utt.id}/word_text"] = feats.word_text.half()
+            tensors[f"{utt.id}/word_spans"] = feats.word_spans.clone()
     return tensors
 
 

@@ -31,6 +31,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import soundfile as sf
 
+from models.audio import SAMPLE_RATE
 from offline_training.records import Utterance, write_manifest
 from offline_training.synth_sentences import (
     ADJECTIVE_TEMPLATES,
@@ -43,7 +44,6 @@ from offline_training.synth_sentences import (
 )
 from offline_training.tools import require_tool, run_tool
 
-SAMPLE_RATE = 16000
 ESPEAK_VOICES = ("en-us", "en", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-rp",
                  "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = ("m1", "f1", "m2", "f2", "m3", "f3", "m4", "f4", "m5", "m6", "m7")

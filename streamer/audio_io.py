@@ -15,8 +15,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from models.audio import SAMPLE_RATE
 from streamer.errors import AudioInputError
-from streamer.messages import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 

@@ -106,7 +106,8 @@ def serve_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def command_run(config: AppConfig) -> int:
-    from streamer.pipeline import load_models, run_pipeline
+    from streamer.pipeline import run_pipeline
+    from streamer.runtime import load_models
 
     source = make_source(config.source)
     logging.getLogger(__name__).info("loading models ...")
@@ -120,7 +121,7 @@ def command_run(config: AppConfig) -> int:
 def command_serve(config: AppConfig) -> int:
     import signal
 
-    from streamer.pipeline import load_models
+    from streamer.runtime import load_models
     from streamer.service import run_service
 
     logging.getLogger(__name__).info("loading models ...")

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from models.asr import AsrOptions
 from streamer.errors import ConfigError
 
 SourceKind = Literal["file", "mic", "stdin"]
@@ -71,6 +72,12 @@ class AsrConfig:
     partials: bool = True  # publish utterance.partial while speech goes on
     speculative: bool = True  # start the final pass at the first pause (see docs/design.md)
     word_timestamps: bool = True
+
+    def options(self) -> AsrOptions:
+        """The decoding settings the ASR engine (models.asr) takes."""
+        return AsrOptions(language=self.language, beam_size=self.beam_size,
+                          max_new_tokens=self.max_new_tokens, window_s=self.window_s,
+                          word_timestamps=self.word_timestamps)
 
 
 @dataclass(frozen=True)

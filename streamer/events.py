@@ -13,7 +13,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from streamer.messages import EmotionResult, Transcript
+from models.asr import Transcript
+from models.audio import SAMPLE_RATE
+from streamer.messages import EmotionResult
 
 SCHEMA_VERSION = "emotion-stream/1"
 Event = dict[str, Any]
@@ -41,7 +43,7 @@ def _common(kind: str, stream_id: str, channel: str) -> Event:
 def stream_started(stream_id: str, channel: str, source: str, model_id: str,
                    labels: tuple[str, ...]) -> Event:
     return {**_common("stream.started", stream_id, channel), "source": source,
-            "sample_rate": 16000, "model_id": model_id, "labels": list(labels)}
+            "sample_rate": SAMPLE_RATE, "model_id": model_id, "labels": list(labels)}
 
 
 def stream_ended(stream_id: str, channel: str, duration_s: float, utterances: int,

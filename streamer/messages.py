@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from models.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,14 @@ class AudioChunk:
 
 
 @dataclass(frozen=True)
+class AudioPause:
+    """The audio stops for a while (a hold): close the open utterance now.
+
+    Stream time does not advance; the audio after the pause continues the stream.
+    """
+
+
+@dataclass(frozen=True)
 class SpeechStarted:
     t_start: float
     utterance_index: int
@@ -37,6 +45,7 @@ class SpeechProgress:
     t_start: float
     t_end: float
     audio: np.ndarray  # (N,) float32
+    trailing_silence_ms: int = 0  # unvoiced time at the end (0: the speaker is mid-speech)
 
 
 @dataclass(frozen=True)
@@ -61,28 +70,11 @@ class Utterance:
     t_start: float  # seconds from stream start (includes pre-roll)
     t_end: float  # end of the last voiced frame (end of speech)
     audio: np.ndarray  # (N,) float32, pre-roll included, trailing hangover excluded
-    cut_reason: str  # "pause" | "max_length" | "end_of_stream"
+    cut_reason: str  # "pause" | "max_length" | "end_of_stream" (an AudioPause cuts as "pause")
     t_detected: float  # stream time at which the segmenter decided the utterance ended
 
 
 SegmenterEvent = SpeechStarted | SpeechProgress | SpeechPaused | Utterance
-
-
-@dataclass(frozen=True)
-class Word:
-    word: str
-    start: float  # seconds from utterance start
-    end: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    words: tuple[Word, ...]
-    language: str | None
-    # Whisper encoder output for the utterance's own frames, (T, D) float32; reused for emotion.
-    encoder_frames: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

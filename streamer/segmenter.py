@@ -25,9 +25,9 @@ from typing import Protocol
 
 import numpy as np
 
+from models.audio import SAMPLE_RATE
 from streamer.config import SegmenterConfig
 from streamer.messages import (
-    SAMPLE_RATE,
     SegmenterEvent,
     SpeechPaused,
     SpeechProgress,
@@ -105,10 +105,24 @@ class Segmenter:
 
     def flush(self) -> list[SegmenterEvent]:
         """End of stream: close an open utterance (if long enough)."""
+        events = self._close_now("end_of_stream")
+        self._pending = np.zeros(0, dtype=np.float32)
+        return events
+
+    def pause(self) -> list[SegmenterEvent]:
+        """The audio stops for a while (a hold): close an open utterance as at a pause.
+
+        What follows continues the stream (a partial frame waits for the next audio).
+        """
+        events = self._close_now("pause")
+        self._recent.clear()
+        self._voiced_run = 0
+        return events
+
+    def _close_now(self, reason: str) -> list[SegmenterEvent]:
         events: list[SegmenterEvent] = []
         if self._in_speech:
-            events.extend(self._close(len(self._frames), "end_of_stream"))
-        self._pending = np.zeros(0, dtype=np.float32)
+            events.extend(self._close(len(self._frames), reason))
         return events
 
     # ----------------------------------------------------------------- private
@@ -165,6 +179,7 @@ class Segmenter:
                     t_start=self._time(self._start_frame),
                     t_end=self._time(self._start_frame + len(self._frames)),
                     audio=np.concatenate(self._frames),
+                    trailing_silence_ms=self._silence_run * self._cfg.frame_ms,
                 )
             ]
         return []

@@ -1,6 +1,6 @@
 """Audio sources: file replay, microphone (sounddevice) and raw PCM on stdin.
 
-Each source is an async iterator of ``AudioChunk`` (16 kHz mono float32) for
+Each source is a ``streamer.channel.Channel``: ``AudioChunk``s (16 kHz mono float32) for
 one stream and channel. Resampling happens here, once.
 """
 
@@ -17,10 +17,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from models.audio import SAMPLE_RATE
 from streamer.audio_io import MonoResampler, iter_file_blocks, open_audio_file, pcm16_to_float
+from streamer.channel import EndReason
 from streamer.config import SourceConfig
 from streamer.errors import AudioInputError
-from streamer.messages import SAMPLE_RATE, AudioChunk
+from streamer.messages import AudioChunk
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class _Chunker:
 class FileSource:
     """Replays an audio file, paced at real time or as fast as possible."""
 
+    end_reason: EndReason = "end_of_input"  # these sources only end normally
+
     def __init__(self, config: SourceConfig, path: str | None = None) -> None:
         self.path = resolve_source_path(path or config.path)
         self.realtime = config.realtime
@@ -91,6 +95,8 @@ class FileSource:
 
 class StdinSource:
     """Raw little-endian int16 PCM from a binary stream (stdin by default)."""
+
+    end_reason: EndReason = "end_of_input"  # these sources only end normally
 
     def __init__(self, config: SourceConfig, stream: BinaryIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdin.buffer
@@ -132,6 +138,8 @@ class MicSource:
     pipeline falls that far behind, the oldest block is dropped and counted,
     because live audio cannot be paused.
     """
+
+    end_reason: EndReason = "end_of_input"  # these sources only end normally
 
     QUEUE_BLOCKS = 100
 

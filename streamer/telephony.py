@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.audio import SAMPLE_RATE
 from streamer.audio_io import MonoResampler
-from streamer.messages import SAMPLE_RATE, AudioChunk
+from streamer.messages import AudioChunk
 
 TELEPHONY_RATE = 8000
 _BIAS = 0x84
@@ -67,6 +68,7 @@ class ChannelUpsampler:
     def __init__(self, stream_id: str, channel: str, in_rate: int, chunk_ms: int) -> None:
         self.stream_id = stream_id
         self.channel = channel
+        self._in_rate = in_rate
         self._resampler = MonoResampler(in_rate)
         self._chunk = int(SAMPLE_RATE * chunk_ms / 1000)
         self._buffer = np.zeros(0, dtype=np.float32)
@@ -77,8 +79,16 @@ class ChannelUpsampler:
         return self._cut(self._resampler.push(samples), final=False)
 
     def flush(self) -> list[AudioChunk]:
+        """End of the audio: everything, the resampler's tail included."""
         return self._cut(self._resampler.push(np.zeros(0, dtype=np.float32), last=True),
                          final=True)
+
+    def drain(self) -> list[AudioChunk]:
+        """A pause in the audio: everything so far; audio after it starts a new resampler
+        (a pause is a discontinuity, so the filter's state is not carried over)."""
+        chunks = self.flush()
+        self._resampler = MonoResampler(self._in_rate)
+        return chunks
 
     def _cut(self, block: np.ndarray, final: bool) -> list[AudioChunk]:
         if len(block):

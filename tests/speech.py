@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-SAMPLE_RATE = 16000
+from models.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

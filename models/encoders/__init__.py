@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-FRAMES_PER_SECOND = 50
+from models.audio import FRAMES_PER_SECOND as FRAMES_PER_SECOND  # re-exported
 
 
 @dataclass(frozen=True)

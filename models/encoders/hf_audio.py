@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.audio import SAMPLE_RATE
 from models.encoders import AudioFeatures
 from models.errors import ModelFileError
 from models.paths import resolve_hf
 
-SAMPLE_RATE = 16000
 MIN_SAMPLES = 400  # the CNN front end needs one 25 ms window
 
 

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.encoders import FRAMES_PER_SECOND, AudioFeatures
+from models.audio import FRAMES_PER_SECOND, SAMPLE_RATE, SAMPLES_PER_FRAME
+from models.encoders import AudioFeatures
 
-SAMPLE_RATE = 16000
-HOP = SAMPLE_RATE // FRAMES_PER_SECOND  # 320 samples = 20 ms
+HOP = SAMPLES_PER_FRAME  # 20 ms: one frame per encoder frame of the other encoders
 WINDOW = 400  # 25 ms
 N_FFT = 512
 N_MELS = 40

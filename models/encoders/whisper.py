@@ -1,7 +1,7 @@
 """Whisper encoder through faster-whisper's CTranslate2 model.
 
-The same loaded ``WhisperModel`` serves transcription (streamer/asr.py) and
-emotion features: an utterance is encoded once, in Whisper's 30 s window, and
+The same loaded ``WhisperModel`` serves transcription (models/asr.py) and
+emotion features: an utterance is encoded once, in a padded window (``DEFAULT_WINDOW_S``), and
 that output is used both for decoding and, sliced to the utterance's own
 frames, as the audio sequence for the fusion head.
 """
@@ -13,12 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from models.audio import SAMPLE_RATE, SAMPLES_PER_FRAME
 from models.errors import ModelFileError
 from models.paths import resolve_whisper
 
-SAMPLE_RATE = 16000
-SAMPLES_PER_OUTPUT_FRAME = 320  # 10 ms mel hop x 2 (conv stride): one encoder frame = 20 ms
 WINDOW_FRAMES = 3000  # mel frames in Whisper's 30 s window
+# Encoder window for utterances that fit in it (longer ones use Whisper's 30 s): tiny.en keeps
+# its WER at 10 s and encodes in 0.34x the time (docs/performance-asr.md). The ASR, serving
+# and the trainer's feature cache all use it, so trained-on frames are the served frames.
+DEFAULT_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def load_whisper(ref: str, device: str = "cpu", compute_type: str = "int8",
 
 def n_output_frames(n_samples: int) -> int:
     """Encoder frames covering ``n_samples`` of audio (at least 1)."""
-    return max(1, min(WINDOW_FRAMES // 2, -(-n_samples // SAMPLES_PER_OUTPUT_FRAME)))
+    return max(1, min(WINDOW_FRAMES // 2, -(-n_samples // SAMPLES_PER_FRAME)))
 
 
 class WhisperEncoder:
@@ -63,7 +66,7 @@ class WhisperEncoder:
     def _probe_dim(self) -> int:
         return int(self.encode(np.zeros(SAMPLE_RATE // 10, dtype=np.float32)).frames.shape[1])
 
-    def encode(self, audio: np.ndarray, window_s: float = 30.0) -> WhisperEncoding:
+    def encode(self, audio: np.ndarray, window_s: float = DEFAULT_WINDOW_S) -> WhisperEncoding:
         """Encode ``audio`` (16 kHz float32, at most 30 s) in a padded window.
 
         The window is ``window_s`` seconds when the audio fits in it, else Whisper's full
@@ -71,21 +74,29 @@ class WhisperEncoder:
         as 30 s on 184 utterances, 0.34x the time) but not from shorter ones.
         """
         features = self.model.feature_extractor(audio)  # (n_mels, n_frames + 1)
-        content = features[:, :WINDOW_FRAMES]
-        short = int(round(window_s * 100))  # mel frames: 10 ms hop
-        target = short if content.shape[1] <= short < WINDOW_FRAMES else WINDOW_FRAMES
-        storage = self.model.encode(np.pad(content, ((0, 0), (0, target - content.shape[1]))))
+        storage = self.model.encode(_padded(features, window_s))
         frames = np.asarray(storage, dtype=np.float32)[0, : n_output_frames(len(audio))]
         return WhisperEncoding(features=features, storage=storage, frames=frames)
 
-    def encode_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        """Frames for several utterances in one encoder call (used by the trainer)."""
-        from faster_whisper.audio import pad_or_trim
+    def encode_batch(self, audios: list[np.ndarray],
+                     window_s: float = DEFAULT_WINDOW_S) -> list[np.ndarray]:
+        """Frames for several utterances, as ``encode`` gives them; one encoder call per
+        window length."""
+        padded = [_padded(self.model.feature_extractor(a), window_s)[0] for a in audios]
+        out: list[np.ndarray | None] = [None] * len(audios)
+        for width in sorted({p.shape[1] for p in padded}):
+            index = [i for i, p in enumerate(padded) if p.shape[1] == width]
+            encoded = np.asarray(self.model.encode(np.stack([padded[i] for i in index])),
+                                 dtype=np.float32)  # (B, width // 2, D)
+            for row, i in enumerate(index):
+                out[i] = encoded[row, : n_output_frames(len(audios[i]))].copy()
+        return [frames for frames in out if frames is not None]
 
-        if not audios:
-            return []
-        feats = np.stack(
-            [pad_or_trim(self.model.feature_extractor(a)[:, :WINDOW_FRAMES]) for a in audios]
-        )
-        out = np.asarray(self.model.encode(feats), dtype=np.float32)  # (B, 1500, D)
-        return [out[i, : n_output_frames(len(a))].copy() for i, a in enumerate(audios)]
+
+def _padded(features: np.ndarray, window_s: float) -> np.ndarray:
+    """(1, n_mels, window) log-mel padded with zeros: ``window_s`` when the audio fits in it,
+    else Whisper's 30 s."""
+    content = features[:, :WINDOW_FRAMES]
+    short = int(round(window_s * 100))  # mel frames: 10 ms hop
+    target = short if content.shape[1] <= short < WINDOW_FRAMES else WINDOW_FRAMES
+    return np.pad(content, ((0, 0), (0, target - content.shape[1])))[None]

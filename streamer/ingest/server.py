@@ -75,11 +75,9 @@ class IngestStats:
 class IngestServer:
     """Listens for calls; use ``async with``. Calls run until their client ends them."""
 
-    def __init__(self, config: IngestConfig, recognizer: Recognizer,
-                 pause_silence_s: float) -> None:
+    def __init__(self, config: IngestConfig, recognizer: Recognizer) -> None:
         self.config = config
         self.recognizer = recognizer
-        self.pause_silence_s = pause_silence_s
         self.limits = Limits(config.max_audio_ms_per_message, config.customer_role,
                              config.agent_role)
         self.calls: dict[str, CallSession] = {}
@@ -246,7 +244,7 @@ class IngestServer:
                         start.stream_id)
             return None
         call = CallSession(self.recognizer, start, self.config.chunk_ms,
-                           self.config.channel_queue_chunks, self.pause_silence_s)
+                           self.config.channel_queue_chunks)
         self.calls[start.stream_id] = call
         self.stats.calls_started += 1
         tg.create_task(self._run_call(call), name=f"call:{start.stream_id}")

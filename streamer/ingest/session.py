@@ -1,4 +1,5 @@
-"""One call: per party a bounded audio feed into ``Recognizer.run_channel``.
+"""One call: per party a bounded audio feed, a ``streamer.channel.Channel`` for
+``Recognizer.run_channel``.
 
 ``CallSession`` owns everything a call needs (resamplers, queues, the per-channel
 recognizer tasks); it is created when the protocol says the call started and dropped
@@ -14,8 +15,9 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
+from streamer.channel import EndReason
 from streamer.ingest.protocol import CallStart
-from streamer.messages import AudioChunk
+from streamer.messages import AudioChunk, AudioPause
 from streamer.recognizer import Recognizer
 from streamer.telephony import ChannelUpsampler
 
@@ -32,32 +34,45 @@ class ChannelFeed:
     never silently dropped. ``blocked_s`` counts how long the feed waited.
     """
 
-    def __init__(self, stream_id: str, channel: str, in_rate: int, chunk_ms: int,
-                 maxsize: int) -> None:
+    def __init__(self, stream_id: str, channel: str, source: str, in_rate: int,
+                 chunk_ms: int, maxsize: int) -> None:
+        self.stream_id = stream_id
         self.channel = channel
+        self._source = source
         self._upsampler = ChannelUpsampler(stream_id, channel, in_rate, chunk_ms)
-        self._queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue(maxsize=maxsize)
-        self._in_rate = in_rate
+        self._queue: asyncio.Queue[AudioChunk | AudioPause | None] = asyncio.Queue(maxsize)
         self._closed = False
+        self._end_reason: EndReason = "end_of_input"
         self.blocked_s = 0.0
+
+    def describe(self) -> str:
+        return self._source
+
+    @property
+    def end_reason(self) -> EndReason:
+        return self._end_reason
 
     async def push(self, samples: np.ndarray) -> None:
         for chunk in self._upsampler.push(samples):
             await self._put(chunk)
 
-    async def push_silence(self, seconds: float) -> None:
-        await self.push(np.zeros(int(seconds * self._in_rate), dtype=np.float32))
+    async def pause(self) -> None:
+        """The audio stops for a while: the recognizer closes the open utterance."""
+        for chunk in self._upsampler.drain():
+            await self._put(chunk)
+        await self._put(AudioPause())
 
-    async def close(self) -> None:
-        """End of this party's audio; idempotent."""
+    async def close(self, reason: EndReason = "end_of_input") -> None:
+        """End of this party's audio; idempotent (the first reason counts)."""
         if self._closed:
             return
         self._closed = True
+        self._end_reason = reason
         for chunk in self._upsampler.flush():
             await self._put(chunk)
         await self._put(None)
 
-    async def _put(self, item: AudioChunk | None) -> None:
+    async def _put(self, item: AudioChunk | AudioPause | None) -> None:
         if self._queue.full():
             started = time.monotonic()
             await self._queue.put(item)
@@ -65,7 +80,7 @@ class ChannelFeed:
         else:
             self._queue.put_nowait(item)
 
-    async def chunks(self) -> AsyncIterator[AudioChunk]:
+    async def chunks(self) -> AsyncIterator[AudioChunk | AudioPause]:
         while (chunk := await self._queue.get()) is not None:
             yield chunk
 
@@ -78,41 +93,36 @@ class CallSession:
     """The recognizer channels of one call. ``run()`` returns utterances per channel."""
 
     def __init__(self, recognizer: Recognizer, start: CallStart, chunk_ms: int,
-                 queue_chunks: int, pause_silence_s: float) -> None:
+                 queue_chunks: int) -> None:
         self.recognizer = recognizer
         self.start = start
         self.stream_id = start.stream_id
-        self.pause_silence_s = pause_silence_s
-        self.feeds = {role: ChannelFeed(start.stream_id, role, start.sample_rate, chunk_ms,
-                                        queue_chunks) for role in start.channels}
+        self.feeds = {role: ChannelFeed(start.stream_id, role, f"{start.source} party {role}",
+                                        start.sample_rate, chunk_ms, queue_chunks)
+                      for role in start.channels}
         self.ended = False
-        self.end_reason = "end_of_input"  # or "client_closed": gone without ending the call
 
     async def run(self) -> dict[str, int]:
         """Run every party's recognizer channel to its end (after ``end()``)."""
         async with asyncio.TaskGroup() as tg:
-            tasks = {role: tg.create_task(
-                self.recognizer.run_channel(feed.chunks(), self.stream_id, role,
-                                            f"{self.start.source} party {role}",
-                                            end_reason=lambda: self.end_reason),
-                name=f"call:{self.stream_id}:{role}") for role, feed in self.feeds.items()}
+            tasks = {role: tg.create_task(self.recognizer.run_channel(feed),
+                                          name=f"call:{self.stream_id}:{role}")
+                     for role, feed in self.feeds.items()}
         return {role: task.result() for role, task in tasks.items()}
 
     async def audio(self, channel: str, samples: np.ndarray) -> None:
         await self.feeds[channel].push(samples)
 
     async def pause(self) -> None:
-        """Audio stops for a while (hold): feed enough silence to end open utterances."""
+        """Audio stops for a while (hold): every party's open utterance ends now."""
         for feed in self.feeds.values():
-            await feed.push_silence(self.pause_silence_s)
+            await feed.pause()
 
-    async def end(self, reason: str = "end_of_input") -> None:
+    async def end(self, reason: EndReason = "end_of_input") -> None:
         """No more audio: each party's recognizer finishes what it has, then stops."""
-        if not self.ended:
-            self.end_reason = reason
         self.ended = True
         for feed in self.feeds.values():
-            await feed.close()
+            await feed.close(reason)
 
     @property
     def blocked_s(self) -> float:

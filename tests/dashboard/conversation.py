@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from models.asr import Transcript, Word
 from streamer import events
-from streamer.messages import EmotionResult, Transcript, Word
+from streamer.messages import EmotionResult
 
 LABELS = ("neutral", "happy", "sad", "angry")
 MODEL_ID = "test-model"

@@ -10,7 +10,7 @@ import urllib.request
 
 from streamer.bus import EventBus
 from streamer.config import AppConfig, load_config
-from streamer.pipeline import open_publishers
+from streamer.runtime import open_publishers
 from tests.dashboard import conversation as conv
 
 

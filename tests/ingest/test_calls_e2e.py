@@ -17,13 +17,13 @@ import pytest
 import soxr
 from websockets.asyncio.client import connect
 
+from models.asr import normalize_words
 from models.bundle import BundleConfig, resolve_bundle, save_bundle
 from models.heads import build_head
 from streamer import events
-from streamer.asr import normalize_words
 from streamer.config import AppConfig, load_config
 from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_twilio
-from streamer.pipeline import Models, load_models
+from streamer.runtime import Models, load_models
 from streamer.service import Service, run_service
 from tests.conftest import Broker
 from tests.speech import Turn, espeak_available, synthesize

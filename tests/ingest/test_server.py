@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +20,8 @@ from websockets.exceptions import InvalidStatus
 from streamer.config import IngestConfig
 from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_twilio
 from streamer.ingest.server import IngestServer
-from streamer.messages import AudioChunk
+from streamer.channel import Channel
+from streamer.messages import AudioChunk, AudioPause
 from streamer.telephony import ulaw_decode, ulaw_encode
 
 
@@ -29,6 +29,7 @@ from streamer.telephony import ulaw_decode, ulaw_encode
 class Recorded:
     source: str
     audio: list[np.ndarray] = field(default_factory=list)
+    pauses_at: list[int] = field(default_factory=list)  # samples received before each pause
     done: bool = False
     end_reason: str = ""
 
@@ -40,17 +41,20 @@ class RecordingRecognizer:
         self.channels: dict[tuple[str, str], Recorded] = {}
         self.delay_s = delay_s
 
-    async def run_channel(self, chunks: AsyncIterator[AudioChunk], stream_id: str,
-                          channel: str, source: str,
-                          end_reason: Callable[[], str] | None = None) -> int:
-        rec = self.channels.setdefault((stream_id, channel), Recorded(source))
-        async for chunk in chunks:
-            assert chunk.stream_id == stream_id and chunk.channel == channel
-            rec.audio.append(chunk.samples)
+    async def run_channel(self, channel: Channel) -> int:
+        rec = self.channels.setdefault((channel.stream_id, channel.channel),
+                                       Recorded(channel.describe()))
+        async for item in channel.chunks():
+            if isinstance(item, AudioPause):
+                rec.pauses_at.append(sum(len(a) for a in rec.audio))
+                continue
+            assert isinstance(item, AudioChunk)
+            assert item.stream_id == channel.stream_id and item.channel == channel.channel
+            rec.audio.append(item.samples)
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
         rec.done = True
-        rec.end_reason = end_reason() if end_reason is not None else "end_of_input"
+        rec.end_reason = channel.end_reason
         return 0
 
     def audio(self, stream_id: str, channel: str) -> np.ndarray:
@@ -67,7 +71,7 @@ def make_config(**overrides: object) -> IngestConfig:
 
 async def started(config: IngestConfig, recognizer: RecordingRecognizer
                   ) -> tuple[IngestServer, str]:
-    server = IngestServer(config, recognizer, pause_silence_s=0.4)  # type: ignore[arg-type]
+    server = IngestServer(config, recognizer)  # type: ignore[arg-type]
     await server.__aenter__()
     return server, f"ws://127.0.0.1:{server.port}"
 
@@ -261,7 +265,7 @@ async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no
             await asyncio.sleep(0.02)
 
 
-async def test_audiohook_pause_ends_open_utterances_with_silence() -> None:
+async def test_audiohook_pause_reaches_the_recognizer_as_a_pause() -> None:
     from websockets.asyncio.client import connect as ws_connect
 
     from streamer.ingest.clients import AudioHookClient
@@ -289,8 +293,9 @@ async def test_audiohook_pause_ends_open_utterances_with_silence() -> None:
     finally:
         await server.__aexit__()
     audio = rec.audio("conv-pause", "agent")
-    assert len(audio) == pytest.approx((0.1 + 0.4 + 0.1) * 16000, abs=64)
-    assert np.max(np.abs(audio[2400:8000])) < 1e-3  # the pause silence after the loud 100 ms
+    assert len(audio) == pytest.approx((0.1 + 0.1) * 16000, abs=64)  # no silence injected
+    # The pause arrives after the loud 100 ms (all of it, drained from the upsampler).
+    assert rec.channels[("conv-pause", "agent")].pauses_at == [pytest.approx(1600, abs=64)]
 
 
 async def test_idle_connection_and_duplicate_stream_are_closed() -> None:

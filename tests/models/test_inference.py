@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from models.asr import Word
 from models.bundle import AudioEncoderSpec, BundleConfig, TextEncoderSpec, save_bundle
 from models.errors import ModelError
+from models.features import word_frames
 from models.heads import build_head, make_config
-from models.inference import ContextItem, EmotionInput, EmotionModel, WordSpan, word_frames
+from models.inference import ContextItem, EmotionInput, EmotionModel
 
 torch.set_num_threads(1)
 LABELS = ("ang", "hap", "neu", "sad")
@@ -97,7 +99,7 @@ def test_bad_audio_ref(tmp_path: Path, tiny_text_dir: Path) -> None:
 
 def test_word_frames_from_times_and_fallback() -> None:
     inp = EmotionInput(audio=np.zeros(16000, np.float32), text=" hi there",
-                       words=(WordSpan(" hi", 0.1, 0.3), WordSpan(" there", 0.36, 0.9)))
+                       words=(Word(" hi", 0.1, 0.3), Word(" there", 0.36, 0.9)))
     words, spans = word_frames(inp, 50)
     assert words == ["hi", "there"] and spans.tolist() == [[5, 15], [18, 45]]
     words, spans = word_frames(dataclasses.replace(inp, words=()), 50)
@@ -140,7 +142,7 @@ def test_every_head_serves_from_a_bundle(tmp_path: Path, tiny_text_dir: Path, na
                        **_settings_for(name))
     model = EmotionModel.load(path)
     first = model.predict([utterance(1.0, "hello")])[0]
-    words = (WordSpan(" I", 0.0, 0.2), WordSpan(" am", 0.2, 0.5), WordSpan(" here", 0.6, 1.4))
+    words = (Word(" I", 0.0, 0.2), Word(" am", 0.2, 0.5), Word(" here", 0.6, 1.4))
     batch = [
         dataclasses.replace(utterance(1.5, " I am here", 1), words=words,
                             context=(first.context_item,)),

@@ -3,9 +3,10 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
+from models.asr import Transcript, Word
 from streamer import events
 from streamer.bus import EventBus
-from streamer.messages import EmotionResult, Transcript, Word
+from streamer.messages import EmotionResult
 
 
 def sample_emotion(stream: str = "s1", channel: str = "mono", index: int = 0) -> dict:

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from models.asr import normalize_words
 from streamer import events
-from streamer.asr import normalize_words
 from streamer.config import AppConfig, load_config
-from streamer.pipeline import Models, load_models, run_pipeline
+from streamer.pipeline import run_pipeline
+from streamer.runtime import Models, load_models
 from streamer.sources import FileSource
 from tests.conftest import Broker
 from tests.speech import SAMPLE_TURNS, Turn, conversation, espeak_available, write_wav
@@ -196,6 +197,36 @@ async def test_long_monologue_without_pauses_is_split_not_dropped(tmp_path: Path
     # Nothing lost: the pieces tile the speech and together carry its words.
     hypothesis = " ".join(m["text"] for m in emotions)
     assert wer(text, hypothesis) <= 0.4
+
+
+async def test_partials_and_speculation_happen_in_real_time(tmp_path: Path,
+                                                             models: Models) -> None:
+    """Replayed at real pace, a long turn gets partial transcripts while it is spoken and
+    the final transcripts start at the pause (speculation) and are reused."""
+    turns = (Turn("I have been waiting on hold for forty minutes and nobody has helped me "
+                  "with my broken phone at all.", "en-us+m3"),
+             Turn("Thank you, that is all I needed.", "en-us+f2"))
+    wav = write_wav(tmp_path / "turns.wav", conversation(turns, gap_s=1.2))
+    config = make_config(tmp_path, source__path=str(wav), source__realtime="true")
+    ws = WsRecorder()
+
+    async def ready(bus, server) -> None:  # type: ignore[no-untyped-def]
+        await ws.attach(server.port)
+
+    summary = await run_pipeline(config, FileSource(config.source), models, on_ready=ready)
+    await asyncio.sleep(0.3)
+    assert ws.task is not None
+    ws.task.cancel()
+    kinds = [(m["type"], m.get("utterance_id")) for m in ws.messages]
+    emotions = [m for m in ws.messages if m["type"] == "utterance.emotion"]
+    partials = [m for m in ws.messages if m["type"] == "utterance.partial"]
+    assert len(emotions) == summary.utterances == 2
+    assert partials and summary.recognition.partials_published == len(partials)
+    for partial in partials:  # every partial comes before its utterance's final event
+        final = kinds.index(("utterance.emotion", partial["utterance_id"]))
+        assert ws.messages.index(partial) < final
+    assert summary.recognition.speculations_reused >= 1
+    assert wer(turns[0].text, emotions[0]["text"]) <= 0.35
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

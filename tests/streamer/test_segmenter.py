@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.audio import SAMPLE_RATE
 from streamer.config import SegmenterConfig
-from streamer.messages import SAMPLE_RATE, SpeechProgress, SpeechStarted, Utterance
+from streamer.messages import SpeechProgress, SpeechStarted, Utterance
 from streamer.segmenter import Segmenter
 
 

@@ -6,27 +6,53 @@ see docs/performance-asr.md), decodes from that encoder output, and returns the
 encoder frames of the utterance itself so that the emotion stage does not
 encode the audio a second time.
 
-``PartialCommitter`` is the sans-I/O LocalAgreement policy for partial
-transcripts: a word prefix is committed once two successive hypotheses agree.
+``Transcript`` and ``Word`` are the one transcript type: the streamer's events,
+the emotion model's word times and the trainer's transcript cache all use them.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from models.encoders.whisper import WhisperEncoder
-from streamer.config import AsrConfig
-from streamer.messages import Transcript, Word
+from models.encoders.whisper import DEFAULT_WINDOW_S, WhisperEncoder
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds from the utterance start (not stream time)
+    end: float
+    probability: float = 1.0  # 1.0 for gold transcripts, which have no ASR confidence
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    words: tuple[Word, ...] = ()
+    language: str | None = None
+    # Whisper encoder output for the utterance's own frames, (T, D) float32; reused for emotion.
+    encoder_frames: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class AsrOptions:
+    """Decoding settings (the streamer's ``asr`` config section maps onto these)."""
+
+    language: str | None = "en"
+    beam_size: int = 1
+    max_new_tokens: int = 128
+    window_s: float = DEFAULT_WINDOW_S
+    word_timestamps: bool = True
 
 
 class AsrEngine:
     """Blocking ASR on one loaded WhisperModel; call from a worker thread, one call at a time."""
 
-    def __init__(self, config: AsrConfig, whisper_model: Any) -> None:
+    def __init__(self, config: AsrOptions, whisper_model: Any) -> None:
         from faster_whisper.tokenizer import Tokenizer
 
         self.config = config
@@ -85,33 +111,4 @@ def normalize_words(text: str) -> list[str]:
     """Lower-case word tokens without punctuation, for agreement and WER."""
     return _WORD_RE.findall(text.lower())
 
-
-@dataclass(frozen=True)
-class PartialUpdate:
-    text: str  # the latest full hypothesis
-    stable_text: str  # committed prefix: agreed by two successive hypotheses
-
-
-class PartialCommitter:
-    """LocalAgreement-2 over successive partial hypotheses of one utterance."""
-
-    def __init__(self) -> None:
-        self._previous: list[str] = []
-        self._committed: list[str] = []
-
-    def push(self, hypothesis: str) -> PartialUpdate:
-        words = hypothesis.split()
-        agreed = 0
-        for a, b in zip(self._previous, words, strict=False):
-            if normalize_words(a) != normalize_words(b):
-                break
-            agreed += 1
-        # A commitment is never withdrawn: only extend it.
-        if agreed > len(self._committed):
-            self._committed = words[:agreed]
-        self._previous = words
-        return PartialUpdate(text=hypothesis, stable_text=" ".join(self._committed))
-
-    def reset(self) -> None:
-        self._previous = []
-        self._committed = []
+__all__ = ["DEFAULT_WINDOW_S", "AsrEngine", "AsrOptions", "Transcript", "Word", "normalize_words"]

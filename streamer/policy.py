@@ -1,0 +1,239 @@
+"""What to do for one channel, decided without I/O: the rules of recognition.
+
+``ChannelPolicy`` is fed segmenter events and ASR/fusion results and answers
+with commands (start a speculative final, request a partial, recognise an
+utterance, publish an event). It owns the channel's state: the stream time, the
+partial-transcript committer, the pending speculation, the emotion context and
+the counts. ``streamer.recognizer`` is the thin async driver that executes the
+commands; every rule lives here and is unit-tested in tests/streamer/test_policy.py.
+
+Times are passed in (``wall`` is ``time.monotonic()`` seconds) so that the
+latency arithmetic is a pure function of what the driver measured.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.asr import Transcript
+from models.inference import ContextItem, EmotionInput, EmotionPrediction
+from streamer import events
+from streamer.messages import (
+    EmotionResult,
+    SegmenterEvent,
+    SpeechPaused,
+    SpeechProgress,
+    SpeechStarted,
+    Utterance,
+)
+from streamer.partials import PartialCommitter
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    partials: bool = True  # publish utterance.partial while speech goes on
+    speculative: bool = True  # start the final transcription at the first pause
+    context_size: int = 4  # past utterances of the channel given to the fusion model
+
+
+@dataclass(frozen=True)
+class DetectedUtterance:
+    utterance: Utterance
+    stream_time: float  # stream time of the audio pushed when the end was detected
+    wall: float  # monotonic seconds at detection
+
+
+# ------------------------------------------------------------------ commands
+
+
+@dataclass(frozen=True)
+class StartSpeculation:
+    """Transcribe ``audio`` as a final now; the utterance may be over."""
+
+    utterance_index: int
+    audio: np.ndarray
+
+
+@dataclass(frozen=True)
+class RequestPartial:
+    """Transcribe the utterance so far (droppable; no word times)."""
+
+    progress: SpeechProgress
+
+
+@dataclass(frozen=True)
+class Recognize:
+    """Queue a finished utterance for transcription and classification, in order."""
+
+    detected: DetectedUtterance
+
+
+@dataclass(frozen=True)
+class Publish:
+    event: events.Event
+
+
+Command = StartSpeculation | RequestPartial | Recognize | Publish
+
+
+@dataclass(frozen=True)
+class ReuseSpeculation:
+    """The speculative final covers the whole utterance: its result is the final one."""
+
+
+@dataclass(frozen=True)
+class TranscribeFinal:
+    """No usable speculation: transcribe the utterance's audio now."""
+
+    audio: np.ndarray
+
+
+FinalPlan = ReuseSpeculation | TranscribeFinal
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """What the driver measured for one utterance (milliseconds)."""
+
+    waited_ms: float  # detection -> the recognizer took the utterance
+    asr_ms: float  # ASR time left after that (speculation hides the rest)
+    fusion_queued_ms: float
+    fusion_run_ms: float
+    processing_ms: float  # detection -> now (publication)
+
+
+@dataclass
+class PolicyStats:
+    partials_published: int = 0
+    partials_dropped: int = 0  # arrived after the utterance's final
+    speculations_started: int = 0
+    speculations_reused: int = 0
+    speculations_discarded: int = 0  # speech resumed, or a later pause replaced it
+
+
+@dataclass(frozen=True)
+class _Speculation:
+    utterance_index: int
+    t_end: float  # stream time up to which audio was transcribed
+
+
+class ChannelPolicy:
+    """The per-channel rules; one instance per stream/channel, dropped when it ends."""
+
+    def __init__(self, stream_id: str, channel: str, config: PolicyConfig, model_id: str,
+                 labels: tuple[str, ...]) -> None:
+        self.stream_id = stream_id
+        self.channel = channel
+        self.config = config
+        self.model_id = model_id
+        self.labels = labels
+        self.stream_time = 0.0
+        self.utterances = 0  # emotion events published
+        self.stats = PolicyStats()
+        self._committer = PartialCommitter()
+        self._finalized_index = -1  # partials for utterances up to here are stale
+        self._speculation: _Speculation | None = None
+        self._context: deque[ContextItem] = deque(maxlen=max(1, config.context_size))
+
+    # ------------------------------------------------------------ stream events
+
+    def started(self, source: str) -> events.Event:
+        return events.stream_started(self.stream_id, self.channel, source, self.model_id,
+                                     self.labels)
+
+    def ended(self, reason: str, error: str | None = None) -> events.Event:
+        return events.stream_ended(self.stream_id, self.channel, self.stream_time,
+                                   self.utterances, reason, error)
+
+    def on_audio(self, t_end: float) -> None:
+        """Audio up to stream time ``t_end`` has been pushed to the segmenter."""
+        self.stream_time = t_end
+
+    # ------------------------------------------------------------ segmenter side
+
+    def on_segment(self, event: SegmenterEvent, asr_idle: bool, wall: float) -> list[Command]:
+        if isinstance(event, Utterance):
+            return [Recognize(DetectedUtterance(event, max(event.t_detected, self.stream_time),
+                                                wall))]
+        if isinstance(event, SpeechStarted):
+            self._committer.reset()
+            return []
+        if isinstance(event, SpeechPaused):
+            # Speculate only with an idle ASR: a wrong guess then costs no one any latency.
+            if not (self.config.speculative and asr_idle):
+                return []
+            if self._speculation is not None:
+                self.stats.speculations_discarded += 1  # an older guess, now superseded
+            self._speculation = _Speculation(event.utterance_index, event.t_end)
+            self.stats.speculations_started += 1
+            return [StartSpeculation(event.utterance_index, event.audio)]
+        # SpeechProgress. Partials are droppable: start one only when the ASR has nothing
+        # else to do and the speaker is mid-speech (a pause may be the end, whose final
+        # must not wait behind a partial).
+        if self.config.partials and asr_idle and event.trailing_silence_ms == 0:
+            return [RequestPartial(event)]
+        return []
+
+    def on_partial(self, progress: SpeechProgress, text: str) -> list[Command]:
+        """A partial hypothesis came back: publish it unless the final is already out."""
+        if progress.utterance_index <= self._finalized_index:
+            self.stats.partials_dropped += 1
+            return []
+        update = self._committer.push(text)
+        self.stats.partials_published += 1
+        return [Publish(events.utterance_partial(
+            self.stream_id, self.channel, progress.utterance_index, progress.t_start,
+            progress.t_end, update.text, update.stable_text))]
+
+    # ------------------------------------------------------------ recognizer side
+
+    def plan_final(self, utterance: Utterance) -> FinalPlan:
+        """Reuse the speculation if no speech followed the pause it started at."""
+        spec, self._speculation = self._speculation, None
+        if spec is not None and spec.utterance_index == utterance.utterance_index \
+                and utterance.t_end <= spec.t_end:
+            self.stats.speculations_reused += 1
+            return ReuseSpeculation()
+        if spec is not None:
+            self.stats.speculations_discarded += 1
+        return TranscribeFinal(utterance.audio)
+
+    def emotion_input(self, utterance: Utterance, transcript: Transcript,
+                      with_frames: bool) -> EmotionInput:
+        """The fusion model's input; marks the utterance final (later partials are stale)."""
+        self._finalized_index = max(self._finalized_index, utterance.utterance_index)
+        return EmotionInput(
+            audio=utterance.audio, text=transcript.text, words=transcript.words,
+            whisper_frames=transcript.encoder_frames if with_frames else None,
+            context=tuple(self._context),  # oldest first; the bundle caps what it uses
+        )
+
+    def on_prediction(self, detected: DetectedUtterance, transcript: Transcript,
+                      prediction: EmotionPrediction, times: StageTimes) -> Publish:
+        """The utterance's emotion event; its features join the context of later ones."""
+        utt = detected.utterance
+        self._context.append(prediction.context_item)
+        hangover_ms = (detected.stream_time - utt.t_end) * 1000
+        latency = events.Latency(
+            vad_hangover_ms=hangover_ms,
+            queue_ms=times.waited_ms + times.fusion_queued_ms,
+            asr_ms=times.asr_ms,
+            fusion_ms=times.fusion_run_ms,
+            total_ms=hangover_ms + times.processing_ms,
+        )
+        self.utterances += 1
+        return Publish(events.utterance_emotion(
+            self.stream_id, self.channel, utt.utterance_index, utt.t_start, utt.t_end,
+            utt.cut_reason, transcript, to_result(prediction, self.model_id), latency))
+
+
+def to_result(prediction: EmotionPrediction, model_id: str) -> EmotionResult:
+    probs = {label: float(p) for label, p in zip(prediction.labels, prediction.probabilities,
+                                                  strict=True)}
+    return EmotionResult(label=prediction.label, probabilities=probs,
+                         confidence=probs[prediction.label], model_id=model_id,
+                         valence=prediction.valence, arousal=prediction.arousal,
+                         dominance=prediction.dominance)

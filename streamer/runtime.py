@@ -1,0 +1,164 @@
+"""The one runtime of ``run`` and ``serve``: models, bus, recognizer, publishers, drain.
+
+``load_models`` loads the models once per process. ``Runtime`` is an async
+context manager that wires everything between the channels and the subscribers
+once: the event bus, the ``Recognizer`` with its shared ASR and fusion workers,
+and the configured publishers (WebSocket subscribers and dashboard, MQTT, JSONL,
+stdout). Inside it, ``run`` feeds one source and ``serve`` runs the ingest server;
+both hand channels to ``runtime.recognizer.run_channel``. Tasks run under one
+``asyncio.TaskGroup`` with names; an error in any of them ends the runtime and is
+reported, never swallowed. On a normal exit MQTT is drained (up to
+``DRAIN_TIMEOUT_S``) before the background tasks stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.asr import AsrEngine
+from models.audio import SAMPLE_RATE
+from models.encoders.whisper import load_whisper
+from models.errors import ModelError
+from models.inference import EmotionInput, EmotionModel
+from streamer.bus import EventBus
+from streamer.config import AppConfig
+from streamer.dashboard import add_dashboard
+from streamer.errors import ModelLoadError
+from streamer.mqtt_publisher import MqttPublisher
+from streamer.recognizer import Recognizer
+from streamer.sinks import JsonlSink, StdoutSink
+from streamer.ws_server import WebSocketServer
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Models:
+    """Loaded once per process and shared by every stream."""
+
+    whisper: Any  # faster_whisper.WhisperModel
+    asr: AsrEngine
+    emotion: EmotionModel
+
+
+def load_models(config: AppConfig) -> Models:
+    torch.set_num_threads(config.emotion.torch_threads)
+    try:
+        whisper = load_whisper(config.asr.model, device=config.asr.device,
+                               compute_type=config.asr.compute_type,
+                               cpu_threads=config.asr.cpu_threads,
+                               num_workers=config.asr.workers)
+        emotion = EmotionModel.load(config.emotion.bundle, device=config.emotion.device,
+                                    whisper_model=whisper,
+                                    text_encoder=config.emotion.text_encoder)
+    except ModelError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    return Models(whisper=whisper, asr=AsrEngine(config.asr.options(), whisper), emotion=emotion)
+
+
+def warm_up(models: Models) -> float:
+    """Run one utterance through ASR and fusion so the first call does not pay for it."""
+    started = time.monotonic()
+    rng = np.random.default_rng(0)
+    audio = (0.05 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
+    transcript = models.asr.transcribe(audio, final=True)
+    models.emotion.predict([EmotionInput(
+        audio=audio, text=transcript.text or "hello", words=transcript.words,
+        whisper_frames=transcript.encoder_frames if models.emotion.uses_whisper_frames
+        else None)])
+    return time.monotonic() - started
+
+
+@dataclass
+class Publishers:
+    """Everything that delivers events from the bus: WebSocket subscribers, MQTT, files."""
+
+    server: WebSocketServer | None
+    mqtt: MqttPublisher | None
+    sinks: list[tuple[str, JsonlSink | StdoutSink]]
+
+    def start(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Start the background delivery tasks in ``tg``; cancel them when done."""
+        tasks = []
+        if self.mqtt is not None:
+            tasks.append(tg.create_task(self.mqtt.run(), name="mqtt"))
+        for name, sink in self.sinks:
+            tasks.append(tg.create_task(sink.run(), name=name))
+        return tasks
+
+    async def drain(self) -> None:
+        """Give MQTT up to ``DRAIN_TIMEOUT_S`` to deliver what is buffered."""
+        if self.mqtt is not None and not await self.mqtt.drain(DRAIN_TIMEOUT_S):
+            log.error("MQTT: %d events not delivered before shutdown (broker unreachable)",
+                      self.mqtt.pending)
+
+
+async def open_publishers(config: AppConfig, bus: EventBus,
+                          stack: contextlib.AsyncExitStack) -> Publishers:
+    """Create the configured publishers; the WebSocket server listens until ``stack`` closes."""
+    mqtt = MqttPublisher(config.mqtt, bus) if config.mqtt.enabled else None
+    sinks: list[tuple[str, JsonlSink | StdoutSink]] = []
+    if config.jsonl.path:
+        sinks.append(("jsonl", JsonlSink(config.jsonl.path, bus)))
+    if config.stdout.enabled:
+        sinks.append(("stdout", StdoutSink(bus, pretty=config.stdout.format == "pretty",
+                                           include_partials=config.stdout.include_partials)))
+    server = None
+    if config.websocket.enabled:
+        server = await stack.enter_async_context(WebSocketServer(config.websocket, bus))
+        if config.websocket.dashboard:
+            add_dashboard(server)
+    return Publishers(server=server, mqtt=mqtt, sinks=sinks)
+
+
+class Runtime:
+    """Bus, recognizer, workers and publishers for the time of an ``async with``."""
+
+    def __init__(self, config: AppConfig, models: Models) -> None:
+        self.config = config
+        self.bus = EventBus(config.bus.subscriber_queue)
+        self.recognizer = Recognizer(config, models.asr, models.emotion, self.bus)
+        self._stack = contextlib.AsyncExitStack()
+        self._background: list[asyncio.Task[None]] = []
+        self.publishers: Publishers | None = None
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            self.publishers = await open_publishers(self.config, self.bus, self._stack)
+            tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+            self._background = [tg.create_task(self.recognizer.run_workers(), name="workers")]
+            self._background += self.publishers.start(tg)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
+        try:
+            if exc is None and self.publishers is not None:
+                await self.publishers.drain()
+        finally:
+            for task in self._background:
+                task.cancel()
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    @property
+    def server(self) -> WebSocketServer | None:
+        """The subscriber WebSocket server (None when disabled)."""
+        return self.publishers.server if self.publishers is not None else None
+
+    @property
+    def mqtt(self) -> MqttPublisher | None:
+        return self.publishers.mqtt if self.publishers is not None else None

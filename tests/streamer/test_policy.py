@@ -1,0 +1,213 @@
+"""Every rule of ``streamer.policy.ChannelPolicy``, without I/O or models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.asr import Transcript, Word
+from models.inference import ContextItem, EmotionPrediction
+from streamer.events import validate_event
+from streamer.messages import SpeechPaused, SpeechProgress, SpeechStarted, Utterance
+from streamer.policy import (
+    ChannelPolicy,
+    DetectedUtterance,
+    PolicyConfig,
+    Publish,
+    Recognize,
+    RequestPartial,
+    ReuseSpeculation,
+    StageTimes,
+    StartSpeculation,
+    TranscribeFinal,
+)
+
+LABELS = ("angry", "happy", "neutral", "sad")
+
+
+def policy(**config: object) -> ChannelPolicy:
+    return ChannelPolicy("s1", "mono", PolicyConfig(**config),  # type: ignore[arg-type]
+                         "test-model", LABELS)
+
+
+def audio(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * 16000), dtype=np.float32)
+
+
+def utterance(index: int = 0, t_start: float = 0.0, t_end: float = 1.0,
+              t_detected: float = 1.3) -> Utterance:
+    return Utterance(index, t_start, t_end, audio(t_end - t_start), "pause", t_detected)
+
+
+def paused(index: int = 0, t_end: float = 1.1) -> SpeechPaused:
+    return SpeechPaused(index, 0.0, t_end, audio(t_end))
+
+
+def progress(index: int = 0, t_end: float = 0.5, silence_ms: int = 0) -> SpeechProgress:
+    return SpeechProgress(index, 0.0, t_end, audio(t_end), trailing_silence_ms=silence_ms)
+
+
+def prediction(best: int, marker: float) -> EmotionPrediction:
+    probs = np.full(len(LABELS), 0.1)
+    probs[best] = 0.7
+    item = ContextItem(text=f"u{marker}", audio_embedding=np.full(4, marker),
+                       text_embedding=np.full(4, marker))
+    return EmotionPrediction(LABELS, probs, None, None, None, item)
+
+
+TIMES = StageTimes(waited_ms=5.0, asr_ms=40.0, fusion_queued_ms=2.0, fusion_run_ms=8.0,
+                   processing_ms=60.0)
+
+
+# ---------------------------------------------------------------- speculation
+
+
+def test_speculation_starts_at_a_pause_only_with_an_idle_asr() -> None:
+    p = policy()
+    assert p.on_segment(paused(), asr_idle=False, wall=0.0) == []
+    [command] = p.on_segment(paused(), asr_idle=True, wall=0.0)
+    assert isinstance(command, StartSpeculation) and command.utterance_index == 0
+    assert p.stats.speculations_started == 1
+
+
+def test_speculation_disabled_by_config() -> None:
+    assert policy(speculative=False).on_segment(paused(), asr_idle=True, wall=0.0) == []
+
+
+def test_speculation_reused_when_no_speech_followed_the_pause() -> None:
+    p = policy()
+    p.on_segment(paused(t_end=1.1), asr_idle=True, wall=0.0)
+    assert isinstance(p.plan_final(utterance(t_end=1.0)), ReuseSpeculation)
+    assert p.stats.speculations_reused == 1
+
+
+def test_speculation_discarded_when_speech_resumed() -> None:
+    p = policy()
+    p.on_segment(paused(t_end=1.1), asr_idle=True, wall=0.0)
+    utt = utterance(t_end=2.0)  # the speaker went on after the pause
+    plan = p.plan_final(utt)
+    assert isinstance(plan, TranscribeFinal) and len(plan.audio) == len(utt.audio)
+    assert p.stats.speculations_discarded == 1
+
+
+def test_speculation_of_another_utterance_is_not_reused() -> None:
+    p = policy()
+    p.on_segment(paused(index=1, t_end=5.0), asr_idle=True, wall=0.0)
+    assert isinstance(p.plan_final(utterance(index=0, t_end=1.0)), TranscribeFinal)
+
+
+def test_speculation_used_once() -> None:
+    p = policy()
+    p.on_segment(paused(t_end=1.1), asr_idle=True, wall=0.0)
+    p.plan_final(utterance(t_end=1.0))
+    assert isinstance(p.plan_final(utterance(t_end=1.0)), TranscribeFinal)
+
+
+def test_a_later_pause_replaces_the_speculation() -> None:
+    p = policy()
+    p.on_segment(paused(t_end=1.1), asr_idle=True, wall=0.0)
+    p.on_segment(paused(t_end=2.1), asr_idle=True, wall=0.0)  # speech resumed, paused again
+    assert p.stats.speculations_discarded == 1
+    assert isinstance(p.plan_final(utterance(t_end=2.0)), ReuseSpeculation)
+
+
+# ---------------------------------------------------------------- partials
+
+
+def test_partials_only_mid_speech_with_an_idle_asr() -> None:
+    p = policy()
+    [command] = p.on_segment(progress(), asr_idle=True, wall=0.0)
+    assert isinstance(command, RequestPartial)
+    assert p.on_segment(progress(), asr_idle=False, wall=0.0) == []
+    assert p.on_segment(progress(silence_ms=60), asr_idle=True, wall=0.0) == []
+    assert policy(partials=False).on_segment(progress(), asr_idle=True, wall=0.0) == []
+
+
+def test_partial_published_with_stable_prefix() -> None:
+    p = policy()
+    [first] = p.on_partial(progress(), "hello there")
+    [second] = p.on_partial(progress(t_end=1.0), "hello there my friend")
+    assert isinstance(first, Publish) and isinstance(second, Publish)
+    assert first.event["stable_text"] == ""
+    assert second.event["stable_text"] == "hello there"
+    assert second.event["type"] == "utterance.partial"
+    validate_event(second.event)
+
+
+def test_stale_partial_dropped_after_the_final() -> None:
+    p = policy()
+    p.emotion_input(utterance(index=0), Transcript("hi"), with_frames=False)
+    assert p.on_partial(progress(index=0), "hi") == []
+    assert p.stats.partials_dropped == 1
+    assert len(p.on_partial(progress(index=1), "next one")) == 1  # a later utterance is fine
+
+
+def test_speech_started_resets_the_committer() -> None:
+    p = policy()
+    p.on_partial(progress(index=0), "one two")
+    p.on_partial(progress(index=0), "one two three")
+    p.on_segment(SpeechStarted(2.0, 1), asr_idle=True, wall=0.0)
+    [event] = p.on_partial(progress(index=1), "one two")
+    assert isinstance(event, Publish) and event.event["stable_text"] == ""
+
+
+# ---------------------------------------------------------------- utterances, context
+
+
+def test_utterance_queued_with_detection_time_and_stream_time() -> None:
+    p = policy()
+    p.on_audio(1.5)
+    [command] = p.on_segment(utterance(t_detected=1.3), asr_idle=True, wall=42.0)
+    assert isinstance(command, Recognize)
+    assert command.detected.stream_time == 1.5 and command.detected.wall == 42.0
+
+
+def test_context_is_oldest_first_and_bounded() -> None:
+    p = policy(context_size=2)
+    for i in range(3):
+        utt = utterance(index=i)
+        p.emotion_input(utt, Transcript("x"), with_frames=False)
+        p.on_prediction(DetectedUtterance(utt, 1.3, 0.0), Transcript("x"),
+                        prediction(0, float(i)), TIMES)
+    context = p.emotion_input(utterance(index=3), Transcript("y"), with_frames=False).context
+    assert [c.text for c in context] == ["u1.0", "u2.0"]
+
+
+def test_emotion_input_passes_words_and_frames_only_when_used() -> None:
+    frames = np.ones((50, 8), dtype=np.float32)
+    transcript = Transcript("hi", (Word("hi", 0.1, 0.4, 0.9),), "en", frames)
+    p = policy()
+    with_frames = p.emotion_input(utterance(), transcript, with_frames=True)
+    assert with_frames.whisper_frames is frames and with_frames.words == transcript.words
+    assert p.emotion_input(utterance(), transcript, with_frames=False).whisper_frames is None
+
+
+# ---------------------------------------------------------------- events, latency
+
+
+def test_emotion_event_label_confidence_and_latency() -> None:
+    p = policy()
+    utt = utterance(t_end=1.0)
+    detected = DetectedUtterance(utt, stream_time=1.32, wall=0.0)
+    transcript = Transcript("I am fine", (Word("I", 0.0, 0.1, 0.9),), "en")
+    publish = p.on_prediction(detected, transcript, prediction(1, 0.0), TIMES)
+    event = publish.event
+    validate_event(event)
+    assert event["label"] == "happy" and event["confidence"] == pytest.approx(0.7)
+    latency = event["latency"]
+    assert latency["vad_hangover_ms"] == pytest.approx(320.0)
+    assert latency["queue_ms"] == pytest.approx(7.0)  # waited + fusion queue
+    assert latency["asr_ms"] == 40.0 and latency["fusion_ms"] == 8.0
+    assert latency["total_ms"] == pytest.approx(380.0)  # hangover + processing
+    assert p.utterances == 1
+
+
+def test_stream_started_and_ended_events() -> None:
+    p = policy()
+    started = p.started("file:x.wav")
+    p.on_audio(12.5)
+    ended = p.ended("end_of_input")
+    for event in (started, ended):
+        validate_event(event)
+    assert started["labels"] == list(LABELS) and started["model_id"] == "test-model"
+    assert ended["duration_s"] == 12.5 and ended["utterances"] == 0
