@@ -21,11 +21,13 @@ from offline_training import synth
 from offline_training.corpora import KINDS, CorpusSpec, load_corpus
 from offline_training.errors import TrainingError
 from offline_training.features import FeatureSpec
-from offline_training.protocols import PROTOCOLS, ProtocolSpec
+from offline_training.protocols import PROTOCOLS, ProtocolSpec, read_groups
 from offline_training.records import write_manifest
 from offline_training.train import SELECT, TrainConfig, paper_config
 
 DEFAULT_ABLATION = ("text_only", "audio_only", "self_mha", "cross_mha")
+# The floors every head must beat: in every ablation table unless --no-probe.
+PROBES = ("linear_probe_audio", "linear_probe")
 
 
 def add_corpus_args(parser: argparse.ArgumentParser) -> None:
@@ -77,17 +79,27 @@ def add_train_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
                            help="fusion head registry name (default self_mha)")
     group.add_argument("--protocol", choices=PROTOCOLS, default="loso",
                        help="loso (leave one session out), loso-speaker, fixed (train/dev/test "
-                            "sessions, e.g. MELD), kfold (default loso)")
-    group.add_argument("--folds", type=int, default=5, help="kfold: number of folds")
+                            "sessions, e.g. MELD), kfold, speaker-groups (folds of whole "
+                            "speakers; RAVDESS with 6 folds: EmoBox's actor groups) "
+                            "(default loso)")
+    group.add_argument("--folds", type=int, default=0,
+                       help="kfold / speaker-groups: number of folds (default: the --groups "
+                            "file's or the corpus' published grouping, else 5)")
+    group.add_argument("--groups", type=Path, default=None,
+                       help="speaker-groups: file with one fold's speakers per line (comma or "
+                            "space separated)")
     group.add_argument("--max-folds", type=int, default=0,
                        help="run only the first N folds (0 = all)")
+    group.add_argument("--only-folds", default="",
+                       help="comma list of 1-based fold numbers to run, e.g. 1,3")
     group.add_argument("--lr", type=float, default=None, help="learning rate")
     group.add_argument("--batch-size", type=int, default=None)
     group.add_argument("--epochs", type=int, default=None, help="maximum epochs")
     group.add_argument("--stop-patience", type=int, default=None,
                        help="early stopping: epochs without validation-loss improvement")
     group.add_argument("--select", choices=SELECT, default=None,
-                       help="validation metric whose best epoch is kept")
+                       help="validation metric whose best epoch is kept (default ua, or "
+                            "the head paper's choice in PAPER_DEFAULTS)")
     group.add_argument("--no-class-weights", action="store_true",
                        help="do not weight the loss by inverse class frequency")
     group.add_argument("--head-setting", action="append", default=[], metavar="KEY=VALUE",
@@ -138,8 +150,20 @@ def data_settings(args: argparse.Namespace):  # -> DataSettings
                         threads=args.threads, synth=synth_config)
 
 
+def parse_folds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise TrainingError(f"--only-folds '{text}' must be comma-separated fold numbers") \
+            from exc
+
+
 def protocol_spec(args: argparse.Namespace) -> ProtocolSpec:
+    if args.groups is not None and args.protocol != "speaker-groups":
+        raise TrainingError("--groups applies to --protocol speaker-groups only")
     return ProtocolSpec(name=args.protocol, k=args.folds, max_folds=args.max_folds,
+                        only_folds=parse_folds(args.only_folds),
+                        groups=read_groups(args.groups) if args.groups is not None else (),
                         seed=args.seed)
 
 
@@ -219,13 +243,20 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from offline_training.pipeline import evaluate_heads, extract, open_corpus
 
     torch.set_num_threads(args.threads)
-    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    heads = ablation_heads(args.heads, with_probes=not args.no_probe)
     data = data_settings(args)
     corpus = open_corpus(data)
     features = extract(data, corpus, heads)
     evaluate_heads(corpus, features, protocol_spec(args), train_configs(args, heads),
                    args.out, args.verbose)
     return 0
+
+
+def ablation_heads(names: str, with_probes: bool) -> list[str]:
+    """The heads asked for, after the probes (the floor each row is read against)."""
+    heads = [h.strip() for h in names.split(",") if h.strip()]
+    probes = [p for p in PROBES if with_probes and p not in heads]
+    return probes + heads
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -295,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_feature_args(ablate)
     add_train_args(ablate, head=False)
     ablate.add_argument("--heads", default=",".join(DEFAULT_ABLATION),
-                        help=f"comma list of heads (default {','.join(DEFAULT_ABLATION)})")
+                        help=f"comma list of heads (default {','.join(DEFAULT_ABLATION)}); "
+                             f"{' and '.join(PROBES)} are added unless --no-probe")
+    ablate.add_argument("--no-probe", action="store_true",
+                        help=f"leave the linear-probe baselines ({', '.join(PROBES)}) out")
     ablate.add_argument("--out", type=Path, required=True, help="run directory")
     ablate.set_defaults(func=cmd_ablate)
 

@@ -1,15 +1,18 @@
 """Running a protocol: train and test one head per fold, score, write the run's outputs.
 
 A run directory gets, per head: ``<head>/<fold>/confusion.png``, ``<head>/predictions.jsonl``,
-``<head>/history.json``; and for the whole run ``results.md`` and ``results.json``.
+``<head>/history.json`` (and ``<head>/fit.json``: the chosen C of closed-form heads); and for
+the whole run ``results.md`` and ``results.json`` (mean ± std over folds, pooled scores of all
+folds' predictions, UA per fold).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +42,7 @@ class FoldResult:
     best_epoch: int
     epochs: int
     predictions: Predictions
+    details: dict[str, Any] = field(default_factory=dict)  # TrainResult.details (probe's C)
 
 
 @dataclass(frozen=True)
@@ -59,15 +63,18 @@ def train_fold(corpus: Corpus, features: FeatureSet, fold: Fold, config: TrainCo
                items: dict[str, object], verbose: bool) -> tuple[TrainResult, FoldResult]:
     train = [items[i] for i in fold.train]
     valid = [items[i] for i in fold.valid]
+    speaker = {u.id: u.speaker for u in corpus.utterances}
     result = train_head(config, train, valid, features.audio_dim, features.text_dim,
                         len(corpus.classes),
-                        progress=f"[{config.head} {fold.name}]" if verbose else "")
+                        progress=f"[{config.head} {fold.name}]" if verbose else "",
+                        train_groups=[speaker[i] for i in fold.train],
+                        valid_groups=[speaker[i] for i in fold.valid])
     preds, _ = predict(result.head, [items[i] for i in fold.test], fold.test,
                        device=config.device)
     test = score(preds.y_true, preds.y_pred, len(corpus.classes))
     return result, FoldResult(fold=fold.name, test=test, valid=result.valid,
                               best_epoch=result.best_epoch, epochs=len(result.history),
-                              predictions=preds)
+                              predictions=preds, details=result.details)
 
 
 def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config: TrainConfig,
@@ -77,11 +84,14 @@ def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config
     head_dir = out_dir / config.head
     head_dir.mkdir(parents=True, exist_ok=True)
     results, histories = [], {}
+    details: dict[str, dict[str, Any]] = {}  # closed-form fits: chosen C etc.
     pooled = np.zeros((len(corpus.classes), len(corpus.classes)), dtype=np.int64)
     for fold in folds:
         trained, fold_result = train_fold(corpus, features, fold, config, items, verbose)
         results.append(fold_result)
         histories[fold.name] = [asdict(h) for h in trained.history]
+        if trained.details:
+            details[fold.name] = trained.details
         matrix = confusion(fold_result.predictions.y_true, fold_result.predictions.y_pred,
                            len(corpus.classes))
         pooled += matrix
@@ -89,10 +99,14 @@ def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config
             continue
         save_confusion_png(matrix, corpus.classes, head_dir / safe(fold.name) / "confusion.png",
                            f"{config.head} {fold.name} UA {fold_result.test.ua:.3f}")
-        print(f"{config.head} {fold.name}: WA {fold_result.test.wa:.3f} UA "
-              f"{fold_result.test.ua:.3f} WF1 {fold_result.test.wf1:.3f} (best epoch "
-              f"{fold_result.best_epoch}/{fold_result.epochs})", flush=True)
-    summary = summarise([r.test for r in results])
+        chosen = (f"C {fold_result.details['C']:g}, inner-CV UA {fold_result.valid.ua:.3f}"
+                  if "C" in fold_result.details else
+                  f"best epoch {fold_result.best_epoch}/{fold_result.epochs}, validation UA "
+                  f"{fold_result.valid.ua:.3f}")
+        held_out = f" [{' '.join(fold.test_speakers)}]" if fold.test_speakers else ""
+        print(f"{config.head} {fold.name}{held_out}: WA {fold_result.test.wa:.3f} UA "
+              f"{fold_result.test.ua:.3f} WF1 {fold_result.test.wf1:.3f} ({chosen})", flush=True)
+    summary = summarise([r.test for r in results], pooled_scores(results, len(corpus.classes)))
     run = HeadRun(head=config.head, folds=tuple(results), summary=summary,
                   pooled_confusion=pooled)
     if not is_main_process():
@@ -101,9 +115,18 @@ def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config
                        f"{config.head} all folds, UA {summary.mean['ua']:.3f}")
     write_predictions(results, corpus.classes, head_dir / "predictions.jsonl")
     (head_dir / "history.json").write_text(json.dumps(histories, indent=1))
+    if details:
+        (head_dir / "fit.json").write_text(json.dumps(details, indent=1))
     (head_dir / "settings.json").write_text(json.dumps(
         {"training": asdict(config), "features": asdict(features.spec)}, indent=1))
     return run
+
+
+def pooled_scores(results: Sequence[FoldResult], num_classes: int) -> Scores:
+    """All folds' test predictions scored together (each utterance is tested once)."""
+    y_true = [y for r in results for y in r.predictions.y_true]
+    y_pred = [y for r in results for y in r.predictions.y_pred]
+    return score(y_true, y_pred, num_classes)
 
 
 def safe(name: str) -> str:
@@ -125,7 +148,8 @@ def write_run(runs: Sequence[HeadRun], out_dir: Path) -> None:
     if not is_main_process():
         return
     write_results({r.head: r.summary for r in runs},
-                  {r.head: [f.test for f in r.folds] for r in runs}, out_dir)
+                  {r.head: [f.test for f in r.folds] for r in runs}, out_dir,
+                  fold_names=[f.fold for f in runs[0].folds] if runs else ())
 
 
 def report_for(run: HeadRun, corpus: Corpus, features: FeatureSet, protocol: str,
@@ -136,6 +160,7 @@ def report_for(run: HeadRun, corpus: Corpus, features: FeatureSet, protocol: str
         "protocol": protocol, "features": asdict(features.spec),
         "training": {k: v for k, v in asdict(config).items()},
         "mean": run.summary.mean, "std": run.summary.std, "folds": run.summary.folds,
+        "pooled": run.summary.pooled,
         "per_fold": [{"fold": f.fold, **asdict(f.test), "best_epoch": f.best_epoch}
                      for f in run.folds],
         "confusion_all_folds": run.pooled_confusion.tolist(),
@@ -174,6 +199,7 @@ def report_from_run(run_dir: Path, corpus: Corpus, features: FeatureSet, protoco
         "corpus": corpus.name, "classes": list(corpus.classes), "utterances": len(corpus),
         "protocol": protocol, "features": asdict(features.spec), "training": asdict(config),
         "mean": head["mean"], "std": head["std"], "folds": head["folds"],
-        "per_fold": head["per_fold"], "confusion_all_folds": matrix.tolist(),
+        "pooled": head.get("pooled", {}), "per_fold": head["per_fold"],
+        "confusion_all_folds": matrix.tolist(),
         "evaluation_run": str(run_dir),
     }

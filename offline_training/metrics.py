@@ -1,11 +1,12 @@
-"""Metrics of the papers: WA, UA (UWA), WF1, UWF1; per fold and mean +- std; confusion
-matrix images; results tables (markdown + JSON)."""
+"""Metrics of the papers: WA, UA (UWA), WF1, UWF1; per fold, mean +- std over folds and
+pooled (all folds' predictions scored together); confusion matrix images; results tables
+(markdown + JSON)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,13 @@ class Scores:
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean and (population) standard deviation of each metric over folds."""
+    """Mean and (population) standard deviation of each metric over folds; ``pooled``: each
+    metric of all folds' test predictions together (empty when not computed)."""
 
     mean: dict[str, float]
     std: dict[str, float]
     folds: int
+    pooled: dict[str, float] = field(default_factory=dict)
 
 
 def score(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> Scores:
@@ -54,13 +57,14 @@ def score(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> Sco
     )
 
 
-def summarise(per_fold: Sequence[Scores]) -> Summary:
+def summarise(per_fold: Sequence[Scores], pooled: Scores | None = None) -> Summary:
     if not per_fold:
         raise ValueError("summarise() needs at least one fold")
     table = np.array([[getattr(s, m) for m in METRIC_NAMES] for s in per_fold])
     return Summary(mean=dict(zip(METRIC_NAMES, table.mean(0).tolist(), strict=True)),
                    std=dict(zip(METRIC_NAMES, table.std(0).tolist(), strict=True)),
-                   folds=len(per_fold))
+                   folds=len(per_fold),
+                   pooled={} if pooled is None else pooled.as_dict())
 
 
 def confusion(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
@@ -103,21 +107,41 @@ def format_cell(summary: Summary, metric: str) -> str:
     return f"{summary.mean[metric]:.3f} ± {summary.std[metric]:.3f}"
 
 
-def results_markdown(rows: dict[str, Summary]) -> str:
-    """One row per model: WA, UA, WF1, UWF1 as mean ± std over folds."""
-    lines = ["| model | folds | WA | UA | WF1 | UWF1 |", "|---|---|---|---|---|---|"]
+POOLED_NAMES = ("wa", "ua", "wf1")
+
+
+def results_markdown(rows: dict[str, Summary],
+                     per_fold: dict[str, list[Scores]] | None = None,
+                     fold_names: Sequence[str] = ()) -> str:
+    """One row per model: WA, UA, WF1, UWF1 as mean ± std over folds, then pooled WA, UA, WF1;
+    with ``per_fold``, a second table of each fold's UA (``fold_names`` head its columns)."""
+    lines = ["| model | folds | WA | UA | WF1 | UWF1 | pooled WA | pooled UA | pooled WF1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, summary in rows.items():
         cells = " | ".join(format_cell(summary, m) for m in METRIC_NAMES)
-        lines.append(f"| {name} | {summary.folds} | {cells} |")
+        pooled = " | ".join(f"{summary.pooled[m]:.3f}" if m in summary.pooled else "–"
+                            for m in POOLED_NAMES)
+        lines.append(f"| {name} | {summary.folds} | {cells} | {pooled} |")
+    longest = max((len(v) for v in (per_fold or {}).values()), default=0)
+    if longest > 1:
+        names = list(fold_names)[:longest] + [f"fold {i + 1}" for i in
+                                              range(len(fold_names), longest)]
+        lines += ["", "UA per fold:", "", "| model | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * longest]
+        for name, scores in (per_fold or {}).items():
+            uas = [f"{s.ua:.3f}" for s in scores] + ["–"] * (longest - len(scores))
+            lines.append(f"| {name} | " + " | ".join(uas) + " |")
     return "\n".join(lines) + "\n"
 
 
 def write_results(rows: dict[str, Summary], per_fold: dict[str, list[Scores]],
-                  out_dir: Path) -> None:
+                  out_dir: Path, fold_names: Sequence[str] = ()) -> None:
     """``results.md`` and ``results.json`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.md").write_text(results_markdown(rows), encoding="utf-8")
-    data = {name: {"mean": s.mean, "std": s.std, "folds": s.folds,
+    (out_dir / "results.md").write_text(results_markdown(rows, per_fold, fold_names),
+                                        encoding="utf-8")
+    data = {name: {"mean": s.mean, "std": s.std, "folds": s.folds, "pooled": s.pooled,
+                   "fold_names": list(fold_names)[:len(per_fold.get(name, []))],
                    "per_fold": [asdict(f) for f in per_fold.get(name, [])]}
             for name, s in rows.items()}
     (out_dir / "results.json").write_text(json.dumps(data, indent=2), encoding="utf-8")

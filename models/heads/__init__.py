@@ -22,6 +22,7 @@ from models.heads.base import (
 from models.heads.cm_roberta import CMRobertaHead
 from models.heads.context_mmt import ContextMMTHead
 from models.heads.cross_mha import CrossMHAHead
+from models.heads.linear_probe import LinearProbeHead
 from models.heads.mmer import MMERHead
 from models.heads.self_mha import SelfMHAHead
 from models.heads.shared_qk_mt import SharedQKMTHead
@@ -52,6 +53,10 @@ HEADS: dict[str, HeadSpec] = {
     "cmt_t2a": HeadSpec(ContextMMTHead, {"fusion": "cmt_ta"}, "context_mmt with CMT(T->A) only"),
     "early_fusion": HeadSpec(ContextMMTHead, {"fusion": "early"}, "concat pooled features (EF)"),
     "late_fusion": HeadSpec(ContextMMTHead, {"fusion": "late"}, "transformer per modality (LF)"),
+    "linear_probe": HeadSpec(LinearProbeHead, {"modalities": "audio+text"},
+                             "baseline: logistic regression on mean+std pooled audio and text"),
+    "linear_probe_audio": HeadSpec(LinearProbeHead, {"modalities": "audio"},
+                                   "baseline: logistic regression on mean+std pooled audio"),
 }
 
 

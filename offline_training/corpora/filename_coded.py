@@ -4,6 +4,8 @@
 - RAVDESS ``Actor_01/03-01-05-01-02-01-01.wav``: modality, vocal channel, emotion, intensity,
   statement, repetition, actor (audio-only speech is modality 03, channel 01).
 - EmoDB ``wav/03a01Fa.wav``: speaker, text code, emotion letter (German), version.
+
+Each reads ``.wav`` or ``.flac`` files (e.g. a 16 kHz FLAC copy of RAVDESS).
 """
 
 from __future__ import annotations
@@ -61,10 +63,15 @@ EMODB_LABELS = {"W": ANGRY, "L": BORED, "E": DISGUSTED, "A": FEARFUL, "F": HAPPY
                 "N": NEUTRAL}
 
 
-def wav_files(directory: Path, corpus: str) -> list[Path]:
-    files = sorted(directory.rglob("*.wav"))
+AUDIO_SUFFIXES = (".wav", ".flac")  # the releases ship WAV; re-encoded copies are often FLAC
+
+
+def audio_files(directory: Path, corpus: str) -> list[Path]:
+    """WAV or FLAC files under ``directory``, sorted (a clip present in both formats is two
+    utterances with one id, which the corpus check reports)."""
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
-        raise CorpusError(f"{corpus}: no .wav files under '{directory}'")
+        raise CorpusError(f"{corpus}: no .wav or .flac files under '{directory}'")
     return files
 
 
@@ -78,7 +85,7 @@ def load_cremad(root: Path) -> Corpus:
     require_dir(root, "CREMA-D", "pass the CREMA-D directory (with AudioWAV/)")
     wav_dir = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root
     utterances = []
-    for path in wav_files(wav_dir, "CREMA-D"):
+    for path in audio_files(wav_dir, "CREMA-D"):
         parts = path.stem.split("_")
         if len(parts) != 4 or parts[1] not in CREMAD_SENTENCES:
             raise bad_name("CREMA-D", path, "1001_DFA_ANG_XX.wav")
@@ -93,10 +100,10 @@ def load_ravdess(root: Path, include_song: bool = False) -> Corpus:
     """RAVDESS audio-only files from ``root`` (holding ``Actor_01`` ...)."""
     require_dir(root, "RAVDESS", "pass the directory holding Actor_01 .. Actor_24")
     utterances = []
-    for path in wav_files(root, "RAVDESS"):
+    for path in audio_files(root, "RAVDESS"):
         parts = path.stem.split("-")
         if len(parts) != 7 or parts[4] not in RAVDESS_SENTENCES:
-            raise bad_name("RAVDESS", path, "03-01-05-01-02-01-01.wav")
+            raise bad_name("RAVDESS", path, "03-01-05-01-02-01-01.wav or .flac")
         modality, channel, emotion, intensity, statement, repetition, actor = parts
         if modality != "03" or (channel == "02" and not include_song):
             continue
@@ -112,7 +119,7 @@ def load_emodb(root: Path) -> Corpus:
     require_dir(root, "EmoDB", "pass the EmoDB directory (with wav/)")
     wav_dir = root / "wav" if (root / "wav").is_dir() else root
     utterances = []
-    for path in wav_files(wav_dir, "EmoDB"):
+    for path in audio_files(wav_dir, "EmoDB"):
         stem = path.stem
         if len(stem) != 7 or stem[2:5] not in EMODB_SENTENCES:
             raise bad_name("EmoDB", path, "03a01Fa.wav")

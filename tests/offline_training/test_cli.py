@@ -47,7 +47,9 @@ def test_ablate_export_evaluate(tiny: TinyCorpus, tmp_path: Path) -> None:
     assert main(["ablate", *common, *training, "--heads", "text_only,audio_only,self_mha",
                  "--out", str(run)]) == 0
     results = json.loads((run / "results.json").read_text())
-    assert set(results) == {"text_only", "audio_only", "self_mha"}
+    # the linear probes join every ablation (--no-probe leaves them out)
+    assert set(results) == {"linear_probe_audio", "linear_probe", "text_only", "audio_only",
+                            "self_mha"}
     assert (run / "self_mha" / "confusion_all_folds.png").is_file()
     assert len((run / "self_mha" / "predictions.jsonl").read_text().splitlines()) == 12
 

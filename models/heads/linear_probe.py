@@ -1,0 +1,93 @@
+"""linear_probe: the floor every head must beat.
+
+Mean + std pooled audio frames (and mean + std pooled text token states when the probe uses
+text), standardised with the training fold's mean and std (buffers, so a bundle carries them),
+then one linear layer. The trainer fits it in closed form (scikit-learn logistic regression,
+``offline_training.train.fit_linear_probe``) and copies the solution into ``standardise_*`` and
+``classifier``; it is an ordinary ``nn.Module`` too, so it also serves and trains like any head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from models.heads.base import FusionHead, HeadBatch, HeadConfig, HeadOutput
+from models.layers import masked_mean
+
+MODALITIES = ("audio", "text", "audio+text")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinearProbeConfig(HeadConfig):
+    modalities: str = "audio+text"  # which pooled features the probe reads
+
+
+def masked_mean_std(x: Tensor, mask: Tensor) -> Tensor:
+    """(B, T, D), (B, T) -> (B, 2D) = [mean; std] over the valid positions (zeros if none)."""
+    mean = masked_mean(x, mask)  # (B, D)
+    var = masked_mean((x - mean.unsqueeze(1)) ** 2, mask)  # (B, D)
+    return torch.cat([mean, (var + 1e-6).sqrt()], dim=-1)
+
+
+class LinearProbeHead(FusionHead):
+    config_cls = LinearProbeConfig
+    closed_form = True  # the trainer fits it with fit_linear_probe, not by gradient steps
+    standardise_mean: Tensor  # (F,) buffers
+    standardise_std: Tensor
+
+    def __init__(self, config: LinearProbeConfig) -> None:
+        super().__init__(config)
+        if config.modalities not in MODALITIES:
+            raise ValueError(f"linear_probe: modalities '{config.modalities}' is not one of "
+                             f"{MODALITIES}")
+        self.use_audio = "audio" in config.modalities
+        self.use_text = "text" in config.modalities
+        dim = 2 * (config.audio_dim * self.use_audio + config.text_dim * self.use_text)
+        self.feature_dim = dim
+        # Identity until fitted; stored in the state dict, hence in the bundle.
+        self.register_buffer("standardise_mean", torch.zeros(dim))
+        self.register_buffer("standardise_std", torch.ones(dim))
+        self.drop = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(dim, config.num_classes)
+        self.make_regressor(dim)
+
+    def pooled(self, batch: HeadBatch) -> tuple[Tensor, Tensor]:
+        """Unstandardised pooled features: (B, 2Da) audio, (B, 2Dt) text (width 0 if unused)."""
+        b = batch.batch_size
+        audio = (masked_mean_std(batch.audio.float(), batch.audio_mask) if self.use_audio
+                 else batch.audio.new_zeros(b, 0, dtype=torch.float32))
+        text = (masked_mean_std(batch.text.float(), batch.text_mask) if self.use_text
+                else batch.text.new_zeros(b, 0, dtype=torch.float32))
+        return audio, text
+
+    def probe_features(self, batch: HeadBatch) -> Tensor:
+        """(B, F): what the logistic regression is fitted on (before standardisation)."""
+        return torch.cat(self.pooled(batch), dim=-1)
+
+    def set_solution(self, mean: Tensor, std: Tensor, weight: Tensor, bias: Tensor) -> None:
+        """Load a fitted standardisation (F,), (F,) and linear layer (C, F), (C,)."""
+        expected = {"mean": (self.feature_dim,), "std": (self.feature_dim,),
+                    "weight": tuple(self.classifier.weight.shape),
+                    "bias": tuple(self.classifier.bias.shape)}
+        given = {"mean": mean, "std": std, "weight": weight, "bias": bias}
+        for name, shape in expected.items():
+            if tuple(given[name].shape) != shape:
+                raise ValueError(f"linear_probe: {name} has shape {tuple(given[name].shape)}, "
+                                 f"expected {shape}")
+        with torch.no_grad():
+            self.standardise_mean.copy_(mean)
+            self.standardise_std.copy_(std)
+            self.classifier.weight.copy_(weight)
+            self.classifier.bias.copy_(bias)
+
+    def forward(self, batch: HeadBatch) -> HeadOutput:
+        audio, text = self.pooled(batch)
+        features = (torch.cat([audio, text], dim=-1) - self.standardise_mean) / \
+            self.standardise_std
+        features = self.drop(features)
+        return HeadOutput(logits=self.classifier(features), aux_loss=None,
+                          regression=self.regress(features), pooled_audio=audio,
+                          pooled_text=text)
