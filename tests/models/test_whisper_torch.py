@@ -1,0 +1,154 @@
+"""The PyTorch Whisper encoder read from the CTranslate2 model.bin gives CTranslate2's output.
+
+Checked on real speech (two RAVDESS clips) against faster-whisper loaded in float32 (tight)
+and in its default int8 (loose: int8 activations move the output, not the weights). A
+multilingual Whisper base is checked too when ``EMOTION_STREAM_WHISPER_BASE`` names a
+CTranslate2 directory of it (docs/layer_probe.md says how to assemble one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.encoders.whisper import WhisperEncoder, load_whisper, n_output_frames
+from models.encoders.whisper_torch import (
+    _CT2_DTYPES,
+    WhisperTorchEncoder,
+    load_whisper_torch,
+    read_ct2_variables,
+)
+from models.errors import ModelFileError
+from models.paths import resolve_whisper
+
+RAVDESS = Path(os.environ.get("EMOTION_STREAM_RAVDESS", "/work/shared/corpora/ravdess"))
+CLIPS = ("Actor_01/03-01-05-01-01-01-01.flac", "Actor_12/03-01-03-02-02-01-12.flac")
+
+
+@pytest.fixture(scope="module")
+def speech() -> list[np.ndarray]:
+    import soundfile as sf
+
+    paths = [RAVDESS / clip for clip in CLIPS]
+    if not all(p.is_file() for p in paths):
+        pytest.skip(f"RAVDESS clips not found under {RAVDESS}")
+    return [sf.read(p, dtype="float32")[0] for p in paths]
+
+
+def _compare(reference: np.ndarray, ours: np.ndarray) -> tuple[float, float, float]:
+    """max abs diff, mean and min per-frame cosine."""
+    cos = (reference * ours).sum(1) / (np.linalg.norm(reference, axis=1)
+                                        * np.linalg.norm(ours, axis=1))
+    return float(np.abs(reference - ours).max()), float(cos.mean()), float(cos.min())
+
+
+def _check_against_ct2(ref: str, speech: list[np.ndarray], n_layers: int, dim: int) -> None:
+    encoder = WhisperTorchEncoder.load(ref)
+    assert (encoder.config.n_layers, encoder.dim) == (n_layers, dim)
+    ours = encoder.encode_batch(speech)
+    ct2_f32 = WhisperEncoder(load_whisper(ref, compute_type="float32", cpu_threads=1))
+    ct2_int8 = WhisperEncoder(load_whisper(ref, cpu_threads=1))  # the default compute_type
+    for audio, encoding in zip(speech, ours, strict=True):
+        states = encoding.hidden_states
+        assert states.dtype == np.float32
+        assert states.shape == (n_layers + 1, n_output_frames(len(audio)), dim)
+        max_abs, cos_mean, cos_min = _compare(ct2_f32.encode(audio).frames, encoding.last)
+        print(f"{ref} vs CT2 float32: max abs {max_abs:.1e}, cosine mean {cos_mean:.7f} "
+              f"min {cos_min:.7f}")
+        assert max_abs < 5e-3 and cos_min > 0.99999
+        max_abs, cos_mean, cos_min = _compare(ct2_int8.encode(audio).frames, encoding.last)
+        print(f"{ref} vs CT2 int8: max abs {max_abs:.2f}, cosine mean {cos_mean:.4f} "
+              f"min {cos_min:.4f}")
+        assert cos_mean > 0.9  # int8 activations are coarse (base has outlier frames)
+
+
+def test_tiny_en_matches_ctranslate2(speech: list[np.ndarray]) -> None:
+    _check_against_ct2("packaged:tiny.en", speech, n_layers=4, dim=384)
+
+
+def test_multilingual_base_matches_ctranslate2(speech: list[np.ndarray]) -> None:
+    base = os.environ.get("EMOTION_STREAM_WHISPER_BASE")
+    if not base:
+        pytest.skip("set EMOTION_STREAM_WHISPER_BASE to a CTranslate2 Whisper base directory")
+    _check_against_ct2(base, speech, n_layers=6, dim=512)
+
+
+def test_batch_matches_single_and_short_audio(speech: list[np.ndarray]) -> None:
+    encoder = WhisperTorchEncoder.load("packaged:tiny.en")
+    short = np.zeros(500, dtype=np.float32)
+    batch = encoder.encode_batch([speech[0], short, speech[1]], batch_size=2)
+    assert batch[1].hidden_states.shape == (5, 2, 384)
+    np.testing.assert_allclose(encoder.encode(speech[1]).hidden_states,
+                               batch[2].hidden_states, atol=1e-4)
+
+
+def _write_model_bin(path: Path, variables: dict[str, np.ndarray],
+                     aliases: dict[str, str]) -> None:
+    """A model.bin in CTranslate2's binary version 6 layout (ModelSpec._serialize)."""
+    def string(s: str) -> bytes:
+        return struct.pack("<H", len(s) + 1) + s.encode() + b"\0"
+
+    with open(path, "wb") as f:
+        f.write(struct.pack("<I", 6) + string("WhisperSpec"))
+        f.write(struct.pack("<II", 3, len(variables)))  # spec revision, variable count
+        for name, v in variables.items():
+            f.write(string(name) + struct.pack(f"<B{v.ndim}I", v.ndim, *v.shape))
+            f.write(struct.pack("<BI", _CT2_DTYPES.index(v.dtype.name), v.nbytes) + v.tobytes())
+        f.write(struct.pack("<I", len(aliases)))
+        for alias, target in aliases.items():
+            f.write(string(alias) + string(target))
+
+
+def test_int8_weights_load_as_ctranslate2_dequantises_them(
+        speech: list[np.ndarray], tmp_path: Path) -> None:
+    """tiny.en with its encoder weights quantised as the CT2 converter does (int8, one scale per
+    output row): CTranslate2 in float32 and this loader must agree on the result."""
+    source = Path(resolve_whisper("packaged:tiny.en"))
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy(source / name, tmp_path / name)
+    variables: dict[str, np.ndarray] = {}
+    for name, value in read_ct2_variables(source / "model.bin", prefix="").items():
+        if name.startswith("encoder/") and name.endswith("weight") and value.ndim >= 2:
+            rows = value.astype(np.float32).reshape(value.shape[0], -1)
+            scale = (127.0 / np.abs(rows).max(axis=1)).astype(np.float32)  # ModelSpec._quantize
+            variables[name] = np.rint(rows * scale[:, None]).astype(np.int8).reshape(value.shape)
+            variables[name + "_scale"] = scale
+        else:
+            variables[name] = value
+    _write_model_bin(tmp_path / "model.bin", variables,
+                     {"decoder/projection/weight": "decoder/embeddings/weight"})
+    ours = WhisperTorchEncoder.load(str(tmp_path)).encode(speech[0]).last
+    ct2 = WhisperEncoder(load_whisper(str(tmp_path), compute_type="float32", cpu_threads=1))
+    max_abs, _, cos_min = _compare(ct2.encode(speech[0]).frames, ours)
+    assert max_abs < 5e-3 and cos_min > 0.99999
+
+
+def _model_bin(path: Path, version: int = 6, spec: str = "WhisperSpec") -> Path:
+    def string(s: str) -> bytes:
+        return struct.pack("<H", len(s) + 1) + s.encode() + b"\0"
+
+    path.mkdir(parents=True, exist_ok=True)
+    data = struct.pack("<I", version) + string(spec) + struct.pack("<II", 3, 1)
+    data += string("encoder/num_heads") + struct.pack("<BBI", 0, 2, 2) + struct.pack("<h", 6)
+    (path / "model.bin").write_bytes(data + struct.pack("<I", 0))
+    return path
+
+
+def test_layouts_that_are_not_understood_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="binary version 9"):
+        load_whisper_torch(str(_model_bin(tmp_path / "v9", version=9)))
+    with pytest.raises(ModelFileError, match="'TransformerSpec' model; expected 'WhisperSpec'"):
+        load_whisper_torch(str(_model_bin(tmp_path / "mt", spec="TransformerSpec")))
+    with pytest.raises(ModelFileError, match="lacks Whisper encoder variables"):
+        load_whisper_torch(str(_model_bin(tmp_path / "empty")))
+    truncated = _model_bin(tmp_path / "cut") / "model.bin"
+    truncated.write_bytes(truncated.read_bytes()[:30])
+    with pytest.raises(ModelFileError, match="cut/model.bin"):
+        load_whisper_torch(str(truncated.parent))
+    with pytest.raises(ModelFileError, match="no local model.bin"):
+        load_whisper_torch(str(tmp_path / "nothing-here"))
