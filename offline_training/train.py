@@ -19,8 +19,13 @@ from offline_training.errors import TrainingError
 from offline_training.metrics import Scores, score
 
 SELECT = ("wa", "ua", "wf1", "uwf1", "loss", "last")
-# linear_probe: the inverse L2 strengths tried by the inner cross-validation.
-PROBE_CS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+# linear_probe: the inverse L2 strengths tried by the inner cross-validation (half decades
+# around what ~1k clips of 768-1536 standardised dimensions choose; larger C fit slowly and
+# were never chosen on RAVDESS).
+PROBE_CS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+# Inner-CV metrics of the chosen C, as Scores fields (sklearn scorer names).
+PROBE_SCORING = {"ua": "balanced_accuracy", "wa": "accuracy", "wf1": "f1_weighted",
+                 "uwf1": "f1_macro", "loss": "neg_log_loss"}
 ABSENT_CLASS_LOGIT = -50.0  # probe bias of a class the training fold lacks: never predicted
 
 
@@ -280,11 +285,10 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     training speakers; the probe needs no early stopping), C chosen by UA in a
     speaker-grouped inner cross-validation (GroupKFold), then copied into ``head``.
 
-    ``valid`` and ``valid_loss`` are out-of-fold scores of that inner CV at the chosen C."""
-    from sklearn.base import clone
+    ``valid`` and ``valid_loss`` are that inner CV's fold-mean scores at the chosen C."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
-    from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_predict
+    from sklearn.model_selection import GridSearchCV, GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -304,8 +308,10 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     cv = GroupKFold(n_splits=min(config.probe_inner_folds, speakers))
     model = make_pipeline(StandardScaler(), LogisticRegression(
         max_iter=1000, class_weight="balanced" if config.class_weighting else None))
+    # error_score=nan: an inner fold whose training part lacks a class its test part has
+    # cannot give a log loss; that fold's loss is left out (nanmean), its other scores stay.
     search = GridSearchCV(model, {"logisticregression__C": list(config.probe_cs)},
-                          scoring="balanced_accuracy", cv=cv, refit=True)
+                          scoring=PROBE_SCORING, refit="ua", cv=cv, error_score=np.nan)
     search.fit(x, y, groups=groups)
     best = search.best_estimator_
     scaler, logreg = best.named_steps["standardscaler"], best.named_steps["logisticregression"]
@@ -324,15 +330,22 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
                       torch.as_tensor(bias, dtype=torch.float32))
     head.eval()
 
-    oof = cross_val_predict(clone(best), x, y, groups=groups, cv=cv, method="predict_proba")
-    valid = score(y.tolist(), present[oof.argmax(axis=1)].tolist(), num_classes)
-    valid_loss = float(log_loss(y, oof, labels=present))
+    results, index = search.cv_results_, search.best_index_
+    splits = cv.get_n_splits()
+
+    def inner(metric: str) -> float:
+        return float(np.nanmean([results[f"split{k}_test_{metric}"][index]
+                                 for k in range(splits)]))
+
+    valid = Scores(wa=inner("wa"), ua=inner("ua"), wf1=inner("wf1"), uwf1=inner("uwf1"),
+                   n=len(items))
+    valid_loss = -inner("loss")
     train_loss = float(log_loss(y, best.predict_proba(x), labels=present))
     c = float(search.best_params_["logisticregression__C"])
-    details = {"C": c, "inner_folds": cv.get_n_splits(), "fitted_on": len(items),
+    details = {"C": c, "inner_folds": splits, "fitted_on": len(items),
                "inner_cv_ua": {str(float(v)): float(m) for v, m in zip(
-                   search.cv_results_["param_logisticregression__C"],
-                   search.cv_results_["mean_test_score"], strict=True)}}
+                   results["param_logisticregression__C"], results["mean_test_ua"],
+                   strict=True)}}
     return TrainResult(head=head, history=(EpochLog(1, train_loss, valid_loss, valid, 0.0),),
                        best_epoch=1, valid=valid, details=details)
 
