@@ -36,6 +36,11 @@ class Transcript:
     language: str | None = None
     # Whisper encoder output for the utterance's own frames, (T, D) float32; reused for emotion.
     encoder_frames: np.ndarray | None = field(default=None, repr=False)
+    # Whisper's own evidence that this was speech (None for gold text): the highest
+    # no-speech probability of its windows and the token-weighted mean log-probability.
+    no_speech_prob: float | None = None
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None  # highest of its segments (loops compress well)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,9 @@ class AsrEngine:
         return TranscriptionOptions(
             beam_size=c.beam_size, best_of=1, patience=1.0, length_penalty=1.0,
             repetition_penalty=1.0, no_repeat_ngram_size=0, log_prob_threshold=-1.0,
-            no_speech_threshold=0.6, compression_ratio_threshold=2.4,
+            # No skipping inside faster-whisper: transcribe() applies the same rule itself
+            # so that the no-speech evidence is kept (streamer.speech_gate uses it).
+            no_speech_threshold=None, compression_ratio_threshold=2.4,
             condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
             # One temperature: a fallback re-decode would double the worst-case latency.
             temperatures=[0.0], initial_prompt=None, prefix=None, suppress_blank=True,
@@ -91,7 +98,14 @@ class AsrEngine:
         )
         texts: list[str] = []
         words: list[Word] = []
+        no_speech, logprob_sum, n_tokens, compression = 0.0, 0.0, 0, 0.0
         for segment in segments:
+            no_speech = max(no_speech, float(segment.no_speech_prob))
+            compression = max(compression, float(segment.compression_ratio))
+            logprob_sum += float(segment.avg_logprob) * max(1, len(segment.tokens))
+            n_tokens += max(1, len(segment.tokens))
+            if is_silence(segment.no_speech_prob, segment.avg_logprob):
+                continue  # what faster-whisper itself would have skipped
             texts.append(segment.text.strip())
             for w in segment.words or []:
                 words.append(Word(w.word.strip(), float(w.start), float(w.end),
@@ -101,7 +115,20 @@ class AsrEngine:
             words=tuple(words),
             language=self.language,
             encoder_frames=encoding.frames,
+            no_speech_prob=no_speech if n_tokens else None,
+            avg_logprob=logprob_sum / n_tokens if n_tokens else None,
+            compression_ratio=compression if n_tokens else None,
         )
+
+
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+
+
+def is_silence(no_speech_prob: float, avg_logprob: float) -> bool:
+    """Whisper's rule (faster-whisper's defaults): a window is silence when the no-speech
+    probability is high and the decoded text is not confidently likely."""
+    return no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob <= LOG_PROB_THRESHOLD
 
 
 _WORD_RE = re.compile(r"[\w']+")

@@ -94,6 +94,24 @@ class EmotionConfig:
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    """Abstain on non-speech and unusable audio (streamer/speech_gate.py)."""
+
+    enabled: bool = True
+    min_rms_dbfs: float = -65.0  # quieter utterances are not judged (after removing DC)
+    max_clipped_fraction: float = 0.05  # more samples at full scale: too distorted to judge
+    # When Whisper's no-speech probability is above max_no_speech_prob, the words must be
+    # likely (mean log-probability above min_avg_logprob) and more than one (noise makes
+    # tiny.en say "You"); bench/speech_gate.py measured these on RAVDESS and non-speech.
+    max_no_speech_prob: float = 0.6
+    min_avg_logprob: float = -1.2
+    min_words_if_doubtful: int = 2
+    require_words: bool = True  # no recognised words: no emotion claim
+    # Whisper's hallucination rule: text that compresses this well is a repetition loop.
+    max_compression_ratio: float = 2.4
+
+
+@dataclass(frozen=True)
 class BusConfig:
     """Fan-out event bus."""
 
@@ -172,6 +190,7 @@ class AppConfig:
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     emotion: EmotionConfig = field(default_factory=EmotionConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     bus: BusConfig = field(default_factory=BusConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -323,6 +342,13 @@ def validate(config: AppConfig) -> None:
         (config.emotion.max_wait_ms >= 0, "emotion.max_wait_ms must be >= 0"),
         (config.emotion.context_size >= 0, "emotion.context_size must be >= 0"),
         (config.bus.subscriber_queue >= 1, "bus.subscriber_queue must be >= 1"),
+        (0.0 <= config.gate.max_clipped_fraction <= 1.0,
+         "gate.max_clipped_fraction must be 0..1"),
+        (0.0 <= config.gate.max_no_speech_prob <= 1.0, "gate.max_no_speech_prob must be 0..1"),
+        (config.gate.min_avg_logprob <= 0.0, "gate.min_avg_logprob must be <= 0"),
+        (config.gate.max_compression_ratio > 1.0, "gate.max_compression_ratio must be > 1"),
+        (config.gate.min_words_if_doubtful >= 0, "gate.min_words_if_doubtful must be >= 0"),
+        (config.gate.min_rms_dbfs <= 0.0, "gate.min_rms_dbfs must be <= 0 (dB full scale)"),
         (0 <= config.websocket.port <= 65535, "websocket.port must be 0..65535"),
         (0 <= config.mqtt.port <= 65535, "mqtt.port must be 0..65535"),
         (config.mqtt.buffer_size >= 1, "mqtt.buffer_size must be >= 1"),

@@ -47,9 +47,10 @@ def stream_started(stream_id: str, channel: str, source: str, model_id: str,
 
 
 def stream_ended(stream_id: str, channel: str, duration_s: float, utterances: int,
-                 reason: str, error: str | None = None) -> Event:
+                 reason: str, error: str | None = None, nonspeech: int = 0) -> Event:
     return {**_common("stream.ended", stream_id, channel), "duration_s": round(duration_s, 3),
-            "utterances": utterances, "reason": reason, "error": error}
+            "utterances": utterances, "nonspeech_utterances": nonspeech, "reason": reason,
+            "error": error}
 
 
 def utterance_id(stream_id: str, channel: str, index: int) -> str:
@@ -66,7 +67,8 @@ def utterance_partial(stream_id: str, channel: str, index: int, t_start: float, 
 
 def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, t_end: float,
                       cut_reason: str, transcript: Transcript, result: EmotionResult,
-                      latency: Latency) -> Event:
+                      latency: Latency, abstain_reason: str | None = None) -> Event:
+    """``abstain_reason`` set: not usable speech; ``result`` is then ``no_claim(...)``."""
     return {
         **_common("utterance.emotion", stream_id, channel),
         "utterance_id": utterance_id(stream_id, channel, index),
@@ -75,6 +77,7 @@ def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, 
         "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
                    "probability": round(min(1.0, max(0.0, w.probability)), 4)}
                   for w in transcript.words],
+        "speech": abstain_reason is None, "abstain_reason": abstain_reason,
         "label": result.label,
         "probabilities": {k: round(v, 4) for k, v in result.probabilities.items()},
         "confidence": round(result.confidence, 4),
@@ -82,6 +85,11 @@ def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, 
         "model_id": result.model_id,
         "latency": latency.as_dict(),
     }
+
+
+def no_claim(model_id: str) -> EmotionResult:
+    """The result of an utterance that was not speech: no label, no probabilities."""
+    return EmotionResult(label="unknown", probabilities={}, confidence=0.0, model_id=model_id)
 
 
 def control(kind: str, **fields: Any) -> Event:

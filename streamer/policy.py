@@ -20,7 +20,8 @@ import numpy as np
 
 from models.asr import Transcript
 from models.inference import ContextItem, EmotionInput, EmotionPrediction
-from streamer import events
+from streamer import events, speech_gate
+from streamer.config import GateConfig
 from streamer.messages import (
     EmotionResult,
     SegmenterEvent,
@@ -37,6 +38,7 @@ class PolicyConfig:
     partials: bool = True  # publish utterance.partial while speech goes on
     speculative: bool = True  # start the final transcription at the first pause
     context_size: int = 4  # past utterances of the channel given to the fusion model
+    gate: GateConfig = GateConfig()  # abstain on non-speech (streamer/speech_gate.py)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,14 @@ class TranscribeFinal:
     audio: np.ndarray
 
 
-FinalPlan = ReuseSpeculation | TranscribeFinal
+@dataclass(frozen=True)
+class Abstain:
+    """Not usable audio: publish a non-speech event, transcribe and classify nothing."""
+
+    reason: speech_gate.AbstainReason
+
+
+FinalPlan = ReuseSpeculation | TranscribeFinal | Abstain
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class PolicyStats:
     speculations_started: int = 0
     speculations_reused: int = 0
     speculations_discarded: int = 0  # speech resumed, or a later pause replaced it
+    nonspeech: int = 0  # utterances published with speech: false
 
 
 @dataclass(frozen=True)
@@ -146,7 +156,7 @@ class ChannelPolicy:
 
     def ended(self, reason: str, error: str | None = None) -> events.Event:
         return events.stream_ended(self.stream_id, self.channel, self.stream_time,
-                                   self.utterances, reason, error)
+                                   self.utterances, reason, error, self.stats.nonspeech)
 
     def on_audio(self, t_end: float) -> None:
         """Audio up to stream time ``t_end`` has been pushed to the segmenter."""
@@ -191,8 +201,14 @@ class ChannelPolicy:
     # ------------------------------------------------------------ recognizer side
 
     def plan_final(self, utterance: Utterance) -> FinalPlan:
-        """Reuse the speculation if no speech followed the pause it started at."""
+        """Abstain on unusable audio; else reuse the speculation if no speech followed the
+        pause it started at; else transcribe."""
         spec, self._speculation = self._speculation, None
+        reason = speech_gate.check_audio(utterance.audio, self.config.gate)
+        if reason is not None:
+            if spec is not None:
+                self.stats.speculations_discarded += 1
+            return Abstain(reason)
         if spec is not None and spec.utterance_index == utterance.utterance_index \
                 and utterance.t_end <= spec.t_end:
             self.stats.speculations_reused += 1
@@ -201,9 +217,16 @@ class ChannelPolicy:
             self.stats.speculations_discarded += 1
         return TranscribeFinal(utterance.audio)
 
+    def check_transcript(self, utterance: Utterance, transcript: Transcript) -> Abstain | None:
+        """After the ASR: abstain when Whisper heard no speech; marks the utterance final
+        (later partials are stale)."""
+        self._finalized_index = max(self._finalized_index, utterance.utterance_index)
+        reason = speech_gate.check_transcript(transcript, self.config.gate)
+        return None if reason is None else Abstain(reason)
+
     def emotion_input(self, utterance: Utterance, transcript: Transcript,
                       with_frames: bool) -> EmotionInput:
-        """The fusion model's input; marks the utterance final (later partials are stale)."""
+        """The fusion model's input."""
         self._finalized_index = max(self._finalized_index, utterance.utterance_index)
         return EmotionInput(
             audio=utterance.audio, text=transcript.text, words=transcript.words,
@@ -214,8 +237,20 @@ class ChannelPolicy:
     def on_prediction(self, detected: DetectedUtterance, transcript: Transcript,
                       prediction: EmotionPrediction, times: StageTimes) -> Publish:
         """The utterance's emotion event; its features join the context of later ones."""
-        utt = detected.utterance
         self._context.append(prediction.context_item)
+        return self._event(detected, transcript, to_result(prediction, self.model_id), times,
+                           None)
+
+    def on_abstain(self, detected: DetectedUtterance, transcript: Transcript | None,
+                   abstain: Abstain, times: StageTimes) -> Publish:
+        """A non-speech event: no label, no probabilities, not part of the context."""
+        self.stats.nonspeech += 1
+        return self._event(detected, transcript or Transcript(""),
+                           events.no_claim(self.model_id), times, abstain.reason)
+
+    def _event(self, detected: DetectedUtterance, transcript: Transcript, result: EmotionResult,
+               times: StageTimes, abstain_reason: str | None) -> Publish:
+        utt = detected.utterance
         hangover_ms = (detected.stream_time - utt.t_end) * 1000
         latency = events.Latency(
             vad_hangover_ms=hangover_ms,
@@ -227,7 +262,7 @@ class ChannelPolicy:
         self.utterances += 1
         return Publish(events.utterance_emotion(
             self.stream_id, self.channel, utt.utterance_index, utt.t_start, utt.t_end,
-            utt.cut_reason, transcript, to_result(prediction, self.model_id), latency))
+            utt.cut_reason, transcript, result, latency, abstain_reason))
 
 
 def to_result(prediction: EmotionPrediction, model_id: str) -> EmotionResult:

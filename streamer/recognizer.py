@@ -31,6 +31,7 @@ from streamer.channel import Channel
 from streamer.config import AppConfig
 from streamer.messages import AudioPause, SpeechProgress
 from streamer.policy import (
+    Abstain,
     ChannelPolicy,
     Command,
     DetectedUtterance,
@@ -78,7 +79,8 @@ class Recognizer:
         self.bus = bus
         self.policy_config = PolicyConfig(partials=config.asr.partials,
                                           speculative=config.asr.speculative,
-                                          context_size=config.emotion.context_size)
+                                          context_size=config.emotion.context_size,
+                                          gate=config.gate)
         self.stats = PolicyStats()  # totals over the channels that have ended
         # ASR: one utterance per call, asr.workers calls at once (batching Whisper on CPU
         # gains nothing: docs/ingest.md).
@@ -164,12 +166,23 @@ class Recognizer:
         asr_started = time.monotonic()
         plan = run.policy.plan_final(utt)
         speculation, run.speculation = run.speculation, None
+        if isinstance(plan, Abstain):
+            self.bus.publish(run.policy.on_abstain(detected, None, plan, StageTimes(
+                waited_ms=waited_ms, asr_ms=0.0, fusion_queued_ms=0.0, fusion_run_ms=0.0,
+                processing_ms=(time.monotonic() - detected.wall) * 1000)).event)
+            return
         if isinstance(plan, ReuseSpeculation) and speculation is not None:
             transcript = (await speculation).value
         else:  # a discarded speculation still runs to its end; its result is dropped
             audio = plan.audio if isinstance(plan, TranscribeFinal) else utt.audio
             transcript = (await self.asr_worker.submit(AsrRequest(audio, final=True))).value
         asr_ms = (time.monotonic() - asr_started) * 1000
+        abstain = run.policy.check_transcript(utt, transcript)
+        if abstain is not None:
+            self.bus.publish(run.policy.on_abstain(detected, transcript, abstain, StageTimes(
+                waited_ms=waited_ms, asr_ms=asr_ms, fusion_queued_ms=0.0, fusion_run_ms=0.0,
+                processing_ms=(time.monotonic() - detected.wall) * 1000)).event)
+            return
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
             utt, transcript, with_frames=self.emotion.uses_whisper_frames))
         publish = run.policy.on_prediction(detected, transcript, fusion.value, StageTimes(

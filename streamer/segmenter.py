@@ -47,7 +47,8 @@ def make_vad(aggressiveness: int) -> VoiceDetector:
 
 
 def to_int16_bytes(samples: np.ndarray) -> bytes:
-    clipped = np.clip(samples, -1.0, 1.0)
+    # NaN/inf (a broken float file) must not crash the VAD; the speech gate rejects them.
+    clipped = np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     return (clipped * 32767.0).astype("<i2").tobytes()
 
 

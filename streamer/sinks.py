@@ -54,6 +54,8 @@ def format_pretty(event: Event) -> str | None:
         lat = event["latency"]
         top = sorted(event["probabilities"].items(), key=lambda kv: -kv[1])[:3]
         probs = " ".join(f"{k}={v:.2f}" for k, v in top)
+        if not event.get("speech", True):
+            probs = f"not speech: {event.get('abstain_reason')}"
         return (f"{where} {event['t_start']:7.2f}-{event['t_end']:7.2f}s  "
                 f"{event['label'].upper():8s} ({probs})  \"{event['text']}\"  "
                 f"[{lat['total_ms']:.0f} ms after speech end]")
@@ -62,8 +64,9 @@ def format_pretty(event: Event) -> str | None:
     if kind == "stream.started":
         return f"{where} stream started: {event['source']} (model {event['model_id']})"
     if kind == "stream.ended":
+        nonspeech = event.get("nonspeech_utterances", 0)
         return (f"{where} stream ended ({event['reason']}): {event['utterances']} utterances "
-                f"in {event['duration_s']:.1f} s")
+                f"({nonspeech} not speech) in {event['duration_s']:.1f} s")
     return None
 
 

@@ -260,7 +260,9 @@ function onEmotion(event) {
   const stream = streamFor(event.stream_id);
   addChannel(stream, event.channel);
   stream.partials.delete(event.utterance_id);
-  if (!stream.labels.length) stream.labels = Object.keys(event.probabilities || {});
+  if (!stream.labels.length && event.speech !== false) {
+    stream.labels = Object.keys(event.probabilities || {});
+  }
   const records = [];
   const lastT = stream.lastT.get(event.channel);
   if (lastT !== undefined && event.t_end < lastT) {
@@ -444,7 +446,13 @@ function utteranceRow(stream, event) {
 
   const side = el("div", "utt-side");
   side.append(labelChip(event.label));
-  side.append(el("span", "confidence", `${percent(event.confidence)} confident`));
+  if (event.speech === false) {
+    // No emotion claim: the streamer judged this not to be usable speech.
+    row.classList.add("nonspeech");
+    side.append(el("span", "confidence", `not speech (${event.abstain_reason})`));
+  } else {
+    side.append(el("span", "confidence", `${percent(event.confidence)} confident`));
+  }
   const dims = dimensionsText(event);
   if (dims) side.append(el("span", "dims", dims));
   if (event.latency && isNumber(event.latency.total_ms)) {
@@ -530,7 +538,8 @@ function scrollToEnd() {
 function renderPlots() {
   const stream = selectedStream();
   const points = stream
-    ? stream.utterances.filter((r) => r.kind === "utterance" && channelShown(r.event.channel))
+    ? stream.utterances.filter((r) => r.kind === "utterance" && r.event.speech !== false
+      && channelShown(r.event.channel))
     : [];
   const labels = stream ? stream.labels : [];
   const probSeries = labels.map((label) => ({

@@ -10,6 +10,7 @@ from models.inference import ContextItem, EmotionPrediction
 from streamer.events import validate_event
 from streamer.messages import SpeechPaused, SpeechProgress, SpeechStarted, Utterance
 from streamer.policy import (
+    Abstain,
     ChannelPolicy,
     DetectedUtterance,
     PolicyConfig,
@@ -31,7 +32,9 @@ def policy(**config: object) -> ChannelPolicy:
 
 
 def audio(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * 16000), dtype=np.float32)
+    """Speech-level noise (the audio checks pass; the ASR is not run here)."""
+    rng = np.random.default_rng(0)
+    return (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
 
 
 def utterance(index: int = 0, t_start: float = 0.0, t_end: float = 1.0,
@@ -211,3 +214,70 @@ def test_stream_started_and_ended_events() -> None:
         validate_event(event)
     assert started["labels"] == list(LABELS) and started["model_id"] == "test-model"
     assert ended["duration_s"] == 12.5 and ended["utterances"] == 0
+
+
+# ---------------------------------------------------------------- non-speech
+
+
+@pytest.mark.parametrize(("samples", "reason"), [
+    (np.zeros(16000, dtype=np.float32), "too_quiet"),
+    (np.full(16000, 0.3, dtype=np.float32), "too_quiet"),  # DC offset only
+    (np.where(np.arange(16000) % 1000 == 0, np.nan, 0.1).astype(np.float32), "invalid_audio"),
+    (np.sign(np.sin(np.arange(16000) / 5)).astype(np.float32), "clipped"),  # full-scale square
+])
+def test_unusable_audio_is_not_transcribed(samples: np.ndarray, reason: str) -> None:
+    p = policy()
+    p.on_segment(paused(), asr_idle=True, wall=0.0)
+    utt = Utterance(0, 0.0, 1.0, samples, "pause", 1.3)
+    plan = p.plan_final(utt)
+    assert plan == Abstain(reason)  # type: ignore[arg-type]
+    assert p.stats.speculations_discarded == 1
+    event = p.on_abstain(DetectedUtterance(utt, 1.3, 0.0), None, plan, TIMES).event
+    validate_event(event)
+    assert event["speech"] is False and event["abstain_reason"] == reason
+    assert event["label"] == "unknown" and event["probabilities"] == {}
+    assert event["confidence"] == 0
+    ended = p.ended("end_of_input")
+    validate_event(ended)
+    assert ended["nonspeech_utterances"] == 1 and ended["utterances"] == 1
+
+
+def test_no_words_or_whisper_silence_abstains_and_stays_out_of_context() -> None:
+    p = policy()
+    utt = utterance()
+    assert p.check_transcript(utt, Transcript("", no_speech_prob=0.1, avg_logprob=-0.3)) \
+        == Abstain("no_words")
+    assert p.check_transcript(utt, Transcript("Thank you.", no_speech_prob=0.9,
+                                              avg_logprob=-1.4)) == Abstain("no_speech")
+    assert p.check_transcript(utt, Transcript("You", no_speech_prob=0.85,
+                                              avg_logprob=-0.96)) == Abstain("no_speech")
+    assert p.check_transcript(utt, Transcript("Thank you.", no_speech_prob=0.9,
+                                              avg_logprob=-0.2)) is None  # confident words
+    p.on_abstain(DetectedUtterance(utt, 1.3, 0.0), Transcript(""), Abstain("no_words"), TIMES)
+    assert p.emotion_input(utterance(index=1), Transcript("x"), with_frames=False).context == ()
+
+
+def test_gate_disabled_claims_everything() -> None:
+    from streamer.config import GateConfig
+
+    p = policy(gate=GateConfig(enabled=False))
+    utt = Utterance(0, 0.0, 1.0, np.zeros(16000, dtype=np.float32), "pause", 1.3)
+    assert isinstance(p.plan_final(utt), TranscribeFinal)
+    assert p.check_transcript(utt, Transcript("")) is None
+
+
+def test_speech_event_says_speech_true() -> None:
+    p = policy()
+    utt = utterance()
+    event = p.on_prediction(DetectedUtterance(utt, 1.3, 0.0), Transcript("ok"),
+                            prediction(2, 0.0), TIMES).event
+    assert event["speech"] is True and event["abstain_reason"] is None
+
+
+def test_repetition_loop_is_not_speech() -> None:
+    p = policy()
+    looped = Transcript("Be " * 60, no_speech_prob=0.2, avg_logprob=-0.4, compression_ratio=9.5)
+    assert p.check_transcript(utterance(), looped) == Abstain("repetitive_text")
+    said = Transcript("I'm furious, you charged me twice.", no_speech_prob=0.01,
+                      avg_logprob=-0.2, compression_ratio=1.1)
+    assert p.check_transcript(utterance(), said) is None

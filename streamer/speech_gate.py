@@ -1,0 +1,73 @@
+"""Abstain on non-speech and unusable audio: no emotion claim for noise, tones or NaN.
+
+The voice activity detector lets through much that is not speech (noise, music,
+tones, clicks). An emotion label on such an utterance means nothing, so each
+utterance passes two checks, with what is computed anyway:
+
+- before the ASR (``check_audio``): the samples are finite, loud enough, not clipped;
+- after the ASR (``check_transcript``): Whisper heard words; where it doubted there was
+  speech at all (high no-speech probability) the words are likely and more than one
+  (noise makes tiny.en say "You"); and it did not loop (tones make it repeat a phrase,
+  "Beep Beep Beep ...", a highly compressible text).
+
+An utterance that fails is published as ``utterance.emotion`` with ``speech: false``,
+``label: "unknown"``, no probabilities and the reason in ``abstain_reason``; the fusion
+model is not run on it and it does not enter the context of later utterances.
+``stream.ended`` counts them (``nonspeech_utterances``). Sans-I/O: plain functions of
+the audio and the transcript.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from models.asr import Transcript
+from streamer.config import GateConfig
+
+AbstainReason = Literal["invalid_audio", "too_quiet", "clipped", "no_speech", "no_words",
+                        "repetitive_text"]
+REASONS: tuple[AbstainReason, ...] = ("invalid_audio", "too_quiet", "clipped", "no_speech",
+                                      "no_words", "repetitive_text")
+CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
+
+
+def rms_dbfs(audio: np.ndarray) -> float:
+    """Root-mean-square level in dB relative to full scale (-inf for digital silence)."""
+    if len(audio) == 0:
+        return float("-inf")
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+def check_audio(audio: np.ndarray, config: GateConfig) -> AbstainReason | None:
+    """Reason to abstain before transcribing, or None when the audio is usable."""
+    if not config.enabled:
+        return None
+    if len(audio) == 0 or not bool(np.isfinite(audio).all()):
+        return "invalid_audio"
+    # DC offset is not loudness: measure around the mean.
+    if rms_dbfs(audio - float(np.mean(audio))) < config.min_rms_dbfs:
+        return "too_quiet"
+    if float(np.mean(np.abs(audio) >= CLIP_LEVEL)) > config.max_clipped_fraction:
+        return "clipped"
+    return None
+
+
+def check_transcript(transcript: Transcript, config: GateConfig) -> AbstainReason | None:
+    """Reason to abstain after transcribing, or None when Whisper heard speech."""
+    if not config.enabled:
+        return None
+    doubtful = transcript.no_speech_prob is not None \
+        and transcript.no_speech_prob > config.max_no_speech_prob
+    if doubtful and ((transcript.avg_logprob is not None
+                      and transcript.avg_logprob <= config.min_avg_logprob)
+                     or len(transcript.text.split()) < config.min_words_if_doubtful):
+        return "no_speech"
+    if config.require_words and not transcript.text.strip():
+        return "no_words"
+    if transcript.compression_ratio is not None \
+            and transcript.compression_ratio > config.max_compression_ratio:
+        return "repetitive_text"
+    return None
