@@ -96,11 +96,14 @@ class EmotionModel:
         self._whisper_model = whisper_model
         self._audio_encoder = audio_encoder  # built lazily for whisper (may not be needed)
         self._prosody: Any | None = None  # for heads that take prosody functionals
-        if self.uses_whisper_frames and config.audio.layers != "last":
-            raise ModelError(
-                f"{bundle.path}/bundle.json: encoders.audio.layers is '{config.audio.layers}', but "
-                "the Whisper encoder (CTranslate2) gives only its last layer; use 'last'"
-            )
+        if self.audio_kind == "whisper" and config.audio.layers == "all":
+            # All hidden states come from the PyTorch copy of the encoder (CTranslate2 gives
+            # only the last), as the trainer cached them; the ASR's frames are not enough.
+            self.uses_whisper_frames = False
+            if audio_encoder is None:
+                from models.encoders.whisper_torch import WhisperTorchEncoder
+
+                self._audio_encoder = WhisperTorchEncoder.load(self.audio_ref, device=device)
         if text_encoder.dim != config.text.dim:
             raise ModelError(
                 f"text encoder '{text_encoder.ref}' gives {text_encoder.dim}-d states but "
@@ -116,7 +119,8 @@ class EmotionModel:
         text_layers = self.text_encoder.num_layers if config.text.layers == "all" else 1
         audio_layers = 1
         if config.audio.layers == "all" and self._audio_encoder is not None:
-            audio_layers = int(self._audio_encoder.num_layers)
+            audio_layers = int(getattr(self._audio_encoder, "num_layers", None)
+                               or self._audio_encoder.n_states)
         checks = [("text_layers", text_layers, "text"), ("audio_layers", audio_layers, "audio")]
         for field_name, available, modality in checks:
             wanted = getattr(head_config, field_name, None)
@@ -192,7 +196,12 @@ class EmotionModel:
     def _audio_features(self, batch: Sequence[EmotionInput]) -> list[AudioFeatures]:
         want_layers = self.bundle.config.audio.layers == "all"
         expected = self.bundle.config.audio.dim
-        if self.audio_kind == "whisper":
+        if self.audio_kind == "whisper" and want_layers:
+            encodings = self._audio_encoder.encode_batch(  # type: ignore[union-attr]
+                [_as_audio(inp.audio) for inp in batch], DEFAULT_WINDOW_S)
+            out = [AudioFeatures(frames=torch.from_numpy(e.last.copy()),
+                                 layers=torch.from_numpy(e.hidden_states)) for e in encodings]
+        elif self.audio_kind == "whisper":
             frames = self._whisper_frames(batch)
             out = [AudioFeatures(frames=torch.from_numpy(np.asarray(f, dtype=np.float32)),
                                  layers=None) for f in frames]

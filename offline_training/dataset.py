@@ -58,6 +58,7 @@ def build_items(utterances: Sequence[Utterance], features: FeatureSet, classes: 
     needs_words = bool(getattr(head_cls, "needs_words", False))
     needs_context = bool(getattr(head_cls, "needs_context", False))
     needs_layers = bool(getattr(head_cls, "needs_text_layers", False))
+    needs_audio_layers = bool(getattr(head_cls, "needs_audio_layers", False))
     needs_functionals = bool(getattr(head_cls, "needs_functionals", False))
     needs_ctc = bool(getattr(head_cls, "needs_ctc", False))
     past = context_index(utterances, context_size) if needs_context else {}
@@ -81,6 +82,7 @@ def build_items(utterances: Sequence[Utterance], features: FeatureSet, classes: 
         items[utt.id] = HeadItem(
             audio=feats.audio, text=feats.text, label=label_index[utt.label],
             text_layers=feats.text_layers if needs_layers else None,
+            audio_layers=feats.audio_layers if needs_audio_layers else None,
             word_text=feats.word_text if needs_words else None,
             word_spans=feats.word_spans if needs_words else None,
             **extra)  # type: ignore[arg-type]

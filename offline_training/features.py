@@ -1,20 +1,17 @@
-"""Feature cache for frozen encoders, on disk, keyed by encoder id + settings + corpus.
+"""Feature cache for frozen encoders, on disk: one entry per utterance, keyed by the
+utterance's audio content and the encoder settings (layout: ``FeatureCache``).
 
-Layout under the cache root::
-
-    <root>/audio-<key>/meta.json, shard_00000.safetensors, ...   audio frames per utterance
-    <root>/audio-<key>/asr_00000.jsonl, ...                        ASR transcripts (asr only)
-    <root>/text-<key>/meta.json, shard_00000.safetensors, ...    text states per utterance
-
-Shards are written atomically, so an interrupted extraction resumes where it stopped.
-With ``transcripts="asr"`` and a Whisper audio encoder, one Whisper pass per utterance gives
-both the frames and the transcript (as in the streamer).
+Entries are written atomically, so an interrupted extraction resumes where it stopped, and
+a subset or a re-ordered corpus reuses them. With ``transcripts="asr"`` and a Whisper audio
+encoder, one Whisper pass per utterance gives both the frames and the transcript (as in the
+streamer). What is cached is built by ``models.features``, as served.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,8 +34,9 @@ from offline_training.transcripts import (
     write_transcripts,
 )
 
-SHARD_SIZE = 32
-CACHE_VERSION = 2  # 2: Whisper frames in the streamer's encoder window (window_s)
+BATCH_SIZE = 32  # utterances per encoder call
+# 3: one entry per utterance, keyed by audio content; 2: Whisper frames in the ASR window
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,7 @@ class FeatureSpec:
     transcripts: str = "gold"  # "gold" (corpus text) or "asr" (faster-whisper, as served)
     words: bool = False  # also word vectors + word frame spans (word-level heads)
     text_layers: bool = False  # also all hidden text layers (layer-weighting heads)
+    audio_layers: bool = False  # also all hidden audio layers (Whisper: its PyTorch copy)
     functionals: bool = False  # also utterance prosody functionals (models.encoders.prosody)
     max_tokens: int = 128
     compute_type: str = "int8"  # Whisper (CTranslate2) compute type
@@ -78,6 +77,7 @@ class UtteranceFeatures:
     word_text: Tensor | None = None  # (W, Dt)
     word_spans: Tensor | None = None  # (W, 2) long, [start, end) audio frames
     text_layers: Tensor | None = None  # (Lt, Tt, Dt)
+    audio_layers: Tensor | None = None  # (La, Ta, Da)
     functionals: Tensor | None = None  # (Dp,) prosody statistics of the utterance
 
 
@@ -101,25 +101,37 @@ def as_float(tensor: Tensor | None) -> Tensor | None:
 
 
 def digest(data: Any) -> str:
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def corpus_fingerprint(utterances: Sequence[Utterance]) -> str:
-    """Ids, paths, segments, and each file's size and modification time: a regenerated or
-    replaced audio file gets new features."""
-    rows = []
-    for utt in utterances:
-        try:
-            stat = Path(utt.path).stat()
-        except OSError as exc:
-            raise FeatureCacheError(f"audio file '{utt.path}' of utterance '{utt.id}' cannot be "
-                                    f"read: {exc}") from exc
-        rows.append([utt.id, utt.path, utt.start, utt.end, stat.st_size, stat.st_mtime_ns])
-    return digest(rows)
+class UtteranceKeys:
+    """Each utterance's cache key: its audio file's content and its segment.
+
+    Not its id or its place in a corpus: a subset, a re-ordered or re-labelled corpus,
+    or the same file under another name reuses what is cached; a replaced file does not.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, str] = {}
+
+    def file_hash(self, path: str) -> str:
+        if path not in self._files:
+            sha = hashlib.sha1()
+            try:
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        sha.update(block)
+            except OSError as exc:
+                raise FeatureCacheError(f"audio file '{path}' cannot be read: {exc}") from exc
+            self._files[path] = sha.hexdigest()
+        return self._files[path]
+
+    def key(self, utt: Utterance) -> str:
+        return digest([self.file_hash(utt.path), utt.start, utt.end])
 
 
-def shards(utterances: Sequence[Utterance]) -> list[list[Utterance]]:
-    return [list(utterances[i:i + SHARD_SIZE]) for i in range(0, len(utterances), SHARD_SIZE)]
+def batches(items: Sequence[Utterance]) -> list[list[Utterance]]:
+    return [list(items[i:i + BATCH_SIZE]) for i in range(0, len(items), BATCH_SIZE)]
 
 
 def prepare_dir(directory: Path, meta: dict[str, Any]) -> None:
@@ -134,12 +146,18 @@ def prepare_dir(directory: Path, meta: dict[str, Any]) -> None:
         meta_path.write_text(json.dumps(meta, indent=2))
 
 
+def entry(directory: Path, key: str, suffix: str = ".safetensors") -> Path:
+    """Where one utterance's entry lives (two-level fan-out keeps directories small)."""
+    return directory / key[:2] / f"{key}{suffix}"
+
+
 def save_tensors(tensors: dict[str, Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    tmp.replace(path)  # atomic: an interrupted run never leaves half an entry
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
@@ -149,22 +167,33 @@ def load_tensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise FeatureCacheError(f"cache shard '{path}' is unreadable ({exc}); delete it to "
+        raise FeatureCacheError(f"cache entry '{path}' is unreadable ({exc}); delete it to "
                                 "recompute") from exc
 
 
+@dataclass(frozen=True)
+class Frames:
+    """One utterance's audio encoder output, as cached (float16)."""
+
+    frames: Tensor  # (T, D) last layer
+    layers: Tensor | None  # (L, T, D) all hidden states, if asked for
+
+
 class AudioStage:
-    """Audio frames, or ASR transcripts + Whisper frames, of a shard of utterances."""
+    """Audio frames (all layers if asked), or ASR transcripts + Whisper frames."""
 
     def __init__(self, audio_ref: str, compute_type: str, threads: int,
-                 window_s: float) -> None:
+                 window_s: float, layers: bool = False) -> None:
         try:
             self.audio: AudioRef = parse_audio_ref(audio_ref)
         except ModelError as exc:
             raise FeatureCacheError(str(exc)) from exc
+        if layers and self.audio.kind == "prosody":
+            raise FeatureCacheError("prosody frames have no layers; use --audio-layers last")
         self.compute_type = compute_type
         self.threads = threads
         self.window_s = window_s
+        self.layers = layers
         self._whisper: Any = None
         self._other: Any = None
 
@@ -179,64 +208,81 @@ class AudioStage:
                                          cpu_threads=self.threads)
         return self._whisper
 
-    def frames(self, shard: list[Utterance]) -> dict[str, Tensor]:
-        audios = [load_audio(u) for u in shard]
+    def frames(self, audios: list[np.ndarray]) -> list[Frames]:
+        if self.audio.kind == "whisper" and self.layers:
+            # All hidden states: the PyTorch copy of the encoder (CTranslate2 gives the last).
+            encodings = self.other_encoder().encode_batch(audios, self.window_s)
+            return [Frames(torch.from_numpy(e.last.copy()).half(),
+                           torch.from_numpy(e.hidden_states).half())
+                    for e in encodings]
         if self.audio.kind == "whisper":
             from models.encoders.whisper import WhisperEncoder
 
             # In the streamer's window: the frames it serves.
-            frames = WhisperEncoder(self.whisper_model()).encode_batch(audios, self.window_s)
-        else:
-            frames = [f.frames.numpy()
-                      for f in self.other_encoder().encode_items(audios, layers=False)]
-        return to_half(shard, frames)
+            out = WhisperEncoder(self.whisper_model()).encode_batch(audios, self.window_s)
+            return [Frames(torch.from_numpy(np.asarray(f, dtype=np.float32)).half(), None)
+                    for f in out]
+        features = self.other_encoder().encode_items(audios, layers=self.layers)
+        return [Frames(f.frames.half(), None if f.layers is None else f.layers.half())
+                for f in features]
 
-    def asr(self, shard: list[Utterance]) -> tuple[dict[str, Tensor], dict[str, Transcript]]:
-        """One Whisper pass per utterance: transcript + the same frames ``frames`` gives."""
+    def asr(self, audios: list[np.ndarray]) -> list[tuple[Transcript, Frames]]:
+        """One Whisper pass per utterance: transcript + the frames ``frames`` gives."""
         asr = WhisperAsr(self.whisper_model(), self.window_s)
-        results = [asr.run(load_audio(u)) for u in shard]
-        transcripts = {u.id: r.transcript for u, r in zip(shard, results, strict=True)}
-        return to_half(shard, [r.frames for r in results]), transcripts
+        results = [asr.run(audio) for audio in audios]
+        return [(r.transcript, Frames(torch.from_numpy(r.frames).half(), None))
+                for r in results]
 
     def other_encoder(self) -> Any:
-        """Hugging Face audio encoders ('hf:<ref>') and prosody frames ('prosody')."""
+        """Hugging Face audio encoders ('hf:<ref>'), prosody frames ('prosody'), and
+        Whisper's PyTorch copy for all layers."""
         if self._other is None:
             try:
-                self._other = load_frame_encoder(self.audio)
+                if self.audio.kind == "whisper":
+                    from models.encoders.whisper_torch import WhisperTorchEncoder
+
+                    self._other = WhisperTorchEncoder.load(self.audio.ref)
+                else:
+                    self._other = load_frame_encoder(self.audio)
             except ModelError as exc:
                 raise FeatureCacheError(str(exc)) from exc
         return self._other
 
 
-def to_half(shard: list[Utterance], frames: Sequence[np.ndarray]) -> dict[str, Tensor]:
-    return {u.id: torch.from_numpy(np.asarray(f, dtype=np.float32)).half()
-            for u, f in zip(shard, frames, strict=True)}
-
-
 class FeatureCache:
-    """Extracts and reads cached features under ``root``."""
+    """Extracts and reads cached features under ``root``, one entry per utterance.
+
+    Layout (keys: ``UtteranceKeys``; settings keys: a digest of the encoder settings)::
+
+        <root>/frames-<settings>/meta.json, <k[:2]>/<k>.safetensors   audio frames (+ layers)
+        <root>/frames-<asr settings>/<k[:2]>/<k>.asr.json              ASR transcripts
+        <root>/text-<settings>/<t[:2]>/<t>.safetensors                 text features, keyed
+                                                                       by transcript + frames
+        <root>/prosody-<version>/<k[:2]>/<k>.safetensors               prosody functionals
+
+    ``computed`` counts the utterances each stage had to compute in this object's life
+    (tests check that a subset or a re-ordered corpus computes nothing).
+    """
 
     def __init__(self, root: Path, threads: int = 1, progress: bool = True) -> None:
         self.root = root
         self.threads = threads
         self.progress = progress
+        self.keys = UtteranceKeys()
+        self.computed: Counter[str] = Counter()
 
     def frames_dir(self, audio_ref: str, compute_type: str, window_s: float,
-                   utterances: Sequence[Utterance]) -> Path:
-        key = digest({"v": CACHE_VERSION, "audio": audio_ref,
-                      "compute_type": compute_type, "window_s": window_s,
-                      "corpus": corpus_fingerprint(utterances)})
-        return self.root / f"audio-{key}"
+                   layers: bool = False) -> Path:
+        key = digest({"v": CACHE_VERSION, "audio": audio_ref, "compute_type": compute_type,
+                      "window_s": window_s, "layers": layers})
+        return self.root / f"frames-{key}"
 
-    def audio_dir(self, spec: FeatureSpec, utterances: Sequence[Utterance]) -> Path:
-        return self.frames_dir(spec.audio, spec.compute_type, spec.window_s, utterances)
+    def audio_dir(self, spec: FeatureSpec) -> Path:
+        return self.frames_dir(spec.audio, spec.compute_type, spec.window_s, spec.audio_layers)
 
-    def text_dir(self, spec: FeatureSpec, utterances: Sequence[Utterance]) -> Path:
+    def text_dir(self, spec: FeatureSpec) -> Path:
         key = digest({"v": CACHE_VERSION, "text": spec.text, "max_tokens": spec.max_tokens,
-                      "words": spec.words, "layers": spec.text_layers,
-                      "transcripts": spec.transcripts,
-                      "asr_from": spec.asr_ref if spec.transcripts == "asr" else "",
-                      "corpus": corpus_fingerprint(utterances)})
+                      "words": spec.words, "layers": spec.text_layers})
         return self.root / f"text-{key}"
 
     def extract(self, utterances: Sequence[Utterance], spec: FeatureSpec) -> FeatureSet:
@@ -244,123 +290,146 @@ class FeatureCache:
         if not utterances:
             raise FeatureCacheError("no utterances to extract features for")
         torch.set_num_threads(self.threads)
+        keys = {u.id: self.keys.key(u) for u in utterances}
         if spec.transcripts == "asr":
-            transcripts = self.extract_asr(utterances, spec)
+            transcripts = self.extract_asr(utterances, keys, spec)
         else:
             transcripts = {u.id: Transcript(u.text) for u in utterances}
-        audio = self.extract_frames(utterances, spec)
+        audio = self.extract_frames(utterances, keys, spec)
         text = self.extract_text(utterances, spec, transcripts, audio)
-        prosody = self.extract_functionals(utterances) if spec.functionals else {}
+        prosody = self.extract_functionals(utterances, keys) if spec.functionals else {}
         items = {}
         for utt in utterances:
+            frames, texts = audio[utt.id], text[utt.id]
             items[utt.id] = UtteranceFeatures(
-                audio=audio[utt.id].float(), text=text[f"{utt.id}/text"].float(),
+                audio=frames.frames.float(), text=texts["text"].float(),
                 transcript=transcripts[utt.id].text,
-                word_text=as_float(text.get(f"{utt.id}/word_text")),
-                word_spans=text.get(f"{utt.id}/word_spans"),
-                text_layers=as_float(text.get(f"{utt.id}/text_layers")),
+                word_text=as_float(texts.get("word_text")),
+                word_spans=texts.get("word_spans"),
+                text_layers=as_float(texts.get("text_layers")),
+                audio_layers=as_float(frames.layers),
                 functionals=prosody.get(utt.id))
         return FeatureSet(spec=spec, items=items)
 
-    def extract_asr(self, utterances: Sequence[Utterance], spec: FeatureSpec
-                    ) -> dict[str, Transcript]:
+    def extract_asr(self, utterances: Sequence[Utterance], keys: dict[str, str],
+                    spec: FeatureSpec) -> dict[str, Transcript]:
         """ASR transcripts, cached beside the Whisper frames of the same pass."""
-        directory = self.frames_dir(spec.asr_ref, spec.compute_type, spec.window_s, utterances)
+        directory = self.frames_dir(spec.asr_ref, spec.compute_type, spec.window_s)
         prepare_dir(directory, {"audio": spec.asr_ref, "compute_type": spec.compute_type,
-                                "n": len(utterances)})
+                                "window_s": spec.window_s, "layers": False})
         stage = AudioStage(spec.asr_ref, spec.compute_type, self.threads, spec.window_s)
 
-        def work(index: int, shard: list[Utterance]) -> None:
-            frames, transcripts = stage.asr(shard)
-            write_transcripts(transcripts, directory / f"asr_{index:05d}.jsonl")
-            save_tensors(frames, directory / f"shard_{index:05d}.safetensors")
+        def work(batch: list[Utterance]) -> None:
+            for utt, (transcript, frames) in zip(batch, stage.asr([load_audio(u) for u in batch]),
+                                                 strict=True):
+                save_tensors({"frames": frames.frames}, entry(directory, keys[utt.id]))
+                write_transcripts({utt.id: transcript},
+                                  entry(directory, keys[utt.id], ".asr.json"))
 
-        todo = [(i, s) for i, s in enumerate(shards(utterances))
-                if not (directory / f"asr_{i:05d}.jsonl").is_file()]
-        self.run_shards(todo, f"ASR + frames ({spec.asr_ref})", work)
+        todo = self._missing(utterances, keys, directory, ".asr.json")
+        self._run("asr", todo, f"ASR + frames ({spec.asr_ref})", work)
         transcripts: dict[str, Transcript] = {}
-        for i in range(len(shards(utterances))):
-            transcripts.update(read_transcripts(directory / f"asr_{i:05d}.jsonl"))
+        for utt in utterances:
+            stored = read_transcripts(entry(directory, keys[utt.id], ".asr.json"))
+            transcripts[utt.id] = next(iter(stored.values()))
         return transcripts
 
-    def extract_frames(self, utterances: Sequence[Utterance], spec: FeatureSpec
-                       ) -> dict[str, Tensor]:
-        directory = self.audio_dir(spec, utterances)
+    def extract_frames(self, utterances: Sequence[Utterance], keys: dict[str, str],
+                       spec: FeatureSpec) -> dict[str, Frames]:
+        directory = self.audio_dir(spec)
         prepare_dir(directory, {"audio": spec.audio, "compute_type": spec.compute_type,
-                                "n": len(utterances)})
-        stage = AudioStage(spec.audio, spec.compute_type, self.threads, spec.window_s)
+                                "window_s": spec.window_s, "layers": spec.audio_layers})
+        stage = AudioStage(spec.audio, spec.compute_type, self.threads, spec.window_s,
+                           layers=spec.audio_layers)
 
-        def work(index: int, shard: list[Utterance]) -> None:
-            save_tensors(stage.frames(shard), directory / f"shard_{index:05d}.safetensors")
+        def work(batch: list[Utterance]) -> None:
+            for utt, frames in zip(batch, stage.frames([load_audio(u) for u in batch]),
+                                   strict=True):
+                tensors = {"frames": frames.frames}
+                if frames.layers is not None:
+                    tensors["layers"] = frames.layers
+                save_tensors(tensors, entry(directory, keys[utt.id]))
 
-        todo = [(i, s) for i, s in enumerate(shards(utterances))
-                if not (directory / f"shard_{i:05d}.safetensors").is_file()]
-        self.run_shards(todo, f"audio frames ({spec.audio})", work)
-        frames: dict[str, Tensor] = {}
-        for i in range(len(shards(utterances))):
-            frames.update(load_tensors(directory / f"shard_{i:05d}.safetensors"))
-        return frames
-
-    def run_shards(self, todo: list[tuple[int, list[Utterance]]], what: str,
-                   work: Callable[[int, list[Utterance]], None]) -> None:
-        from tqdm import tqdm
-
-        if not todo:
-            return
-        with tqdm(total=sum(len(s) for _, s in todo), desc=what, unit="utt",
-                  disable=not self.progress) as bar:
-            for index, shard in todo:
-                work(index, shard)
-                bar.update(len(shard))
-
-    def extract_functionals(self, utterances: Sequence[Utterance]) -> dict[str, Tensor]:
-        """Prosody functionals (pitch, energy, log-mel statistics) of every utterance."""
-        try:
-            from models.encoders.prosody import ProsodyEncoder, functionals
-        except ImportError as exc:
-            raise FeatureCacheError(f"prosody functionals need models.encoders.prosody: {exc}") \
-                from exc
-        key = digest({"v": CACHE_VERSION, "corpus": corpus_fingerprint(utterances)})
-        directory = self.root / f"prosody-{key}"
-        prepare_dir(directory, {"functionals": "models.encoders.prosody", "n": len(utterances)})
-        todo = [(i, s) for i, s in enumerate(shards(utterances))
-                if not (directory / f"shard_{i:05d}.safetensors").is_file()]
-        encoder = ProsodyEncoder()
-
-        def work(index: int, shard: list[Utterance]) -> None:
-            tensors = {u.id: functionals(load_audio(u), encoder).float() for u in shard}
-            save_tensors(tensors, directory / f"shard_{index:05d}.safetensors")
-
-        self.run_shards(todo, "prosody functionals", work)
-        result: dict[str, Tensor] = {}
-        for i in range(len(shards(utterances))):
-            result.update(load_tensors(directory / f"shard_{i:05d}.safetensors"))
+        self._run("frames", self._missing(utterances, keys, directory),
+                  f"audio frames ({spec.audio})", work)
+        result = {}
+        for utt in utterances:
+            stored = load_tensors(entry(directory, keys[utt.id]))
+            result[utt.id] = Frames(stored["frames"], stored.get("layers"))
         return result
 
     def extract_text(self, utterances: Sequence[Utterance], spec: FeatureSpec,
-                     transcripts: dict[str, Transcript], audio: dict[str, Tensor]
-                     ) -> dict[str, Tensor]:
-        directory = self.text_dir(spec, utterances)
-        prepare_dir(directory, {"text": spec.text, "transcripts": spec.transcripts,
-                                "words": spec.words, "layers": spec.text_layers,
-                                "n": len(utterances)})
-        todo = [(i, s) for i, s in enumerate(shards(utterances))
-                if not (directory / f"shard_{i:05d}.safetensors").is_file()]
+                     transcripts: dict[str, Transcript], audio: dict[str, Frames]
+                     ) -> dict[str, dict[str, Tensor]]:
+        """Text features, keyed by what they depend on: the transcript (words, times) and
+        the number of audio frames (word spans)."""
+        directory = self.text_dir(spec)
+        prepare_dir(directory, {"text": spec.text, "max_tokens": spec.max_tokens,
+                                "words": spec.words, "layers": spec.text_layers})
+        text_keys = {u.id: digest([transcripts[u.id].text,
+                                   [[w.word, w.start, w.end] for w in transcripts[u.id].words],
+                                   int(audio[u.id].frames.shape[0])]) for u in utterances}
         encoder: list[Any] = []  # loaded on first use
 
-        def work(index: int, shard: list[Utterance]) -> None:
+        def work(batch: list[Utterance]) -> None:
             if not encoder:
                 from models.encoders.text import TextEncoder
 
                 encoder.append(TextEncoder.load(spec.text, max_tokens=spec.max_tokens))
-            tensors = encode_text(encoder[0], shard, spec, transcripts, audio)
-            save_tensors(tensors, directory / f"shard_{index:05d}.safetensors")
+            tensors = encode_text(encoder[0], batch, spec, transcripts,
+                                  {u.id: audio[u.id].frames for u in batch})
+            for utt in batch:
+                prefix = f"{utt.id}/"
+                save_tensors({k[len(prefix):]: v for k, v in tensors.items()
+                              if k.startswith(prefix)}, entry(directory, text_keys[utt.id]))
 
-        self.run_shards(todo, f"text ({spec.text})", work)
-        result: dict[str, Tensor] = {}
-        for i in range(len(shards(utterances))):
-            result.update(load_tensors(directory / f"shard_{i:05d}.safetensors"))
-        return result
+        self._run("text", self._missing(utterances, text_keys, directory),
+                  f"text ({spec.text})", work)
+        return {u.id: load_tensors(entry(directory, text_keys[u.id])) for u in utterances}
+
+    def extract_functionals(self, utterances: Sequence[Utterance], keys: dict[str, str]
+                            ) -> dict[str, Tensor]:
+        """Prosody functionals (pitch, energy, log-mel statistics) of every utterance."""
+        from models.encoders.prosody import ProsodyEncoder, functionals
+
+        directory = self.root / f"prosody-{digest({'v': CACHE_VERSION})}"
+        prepare_dir(directory, {"functionals": "models.encoders.prosody"})
+        encoder = ProsodyEncoder()
+
+        def work(batch: list[Utterance]) -> None:
+            for utt in batch:
+                save_tensors({"functionals": functionals(load_audio(utt), encoder).float()},
+                             entry(directory, keys[utt.id]))
+
+        self._run("prosody", self._missing(utterances, keys, directory), "prosody functionals",
+                  work)
+        return {u.id: load_tensors(entry(directory, keys[u.id]))["functionals"]
+                for u in utterances}
+
+    @staticmethod
+    def _missing(utterances: Sequence[Utterance], keys: dict[str, str], directory: Path,
+                 suffix: str = ".safetensors") -> list[Utterance]:
+        """Utterances without an entry (one per distinct key: duplicates are computed once)."""
+        seen: set[str] = set()
+        todo = []
+        for utt in utterances:
+            key = keys[utt.id]
+            if key not in seen and not entry(directory, key, suffix).is_file():
+                todo.append(utt)
+            seen.add(key)
+        return todo
+
+    def _run(self, stage: str, todo: list[Utterance], what: str,
+             work: Callable[[list[Utterance]], None]) -> None:
+        from tqdm import tqdm
+
+        if not todo:
+            return
+        with tqdm(total=len(todo), desc=what, unit="utt", disable=not self.progress) as bar:
+            for batch in batches(todo):
+                work(batch)
+                self.computed[stage] += len(batch)
+                bar.update(len(batch))
 
 
 def encode_text(encoder: Any, shard: list[Utterance], spec: FeatureSpec,

@@ -44,23 +44,30 @@ def ravdess_manifest(tmp_path: Path) -> Path:
     return manifest
 
 
-@pytest.mark.parametrize("head", ["self_mha", "shared_qk_mt"])  # tokens; words + word spans
-def test_exported_bundle_serves_what_the_trainer_evaluated(tmp_path: Path, head: str) -> None:
+@pytest.mark.parametrize(("head", "all_layers"), [
+    ("self_mha", False),  # token-level text
+    ("shared_qk_mt", False),  # words + word spans
+    ("context_mmt", True),  # every Whisper layer (PyTorch encoder) and every text layer
+])
+def test_exported_bundle_serves_what_the_trainer_evaluated(tmp_path: Path, head: str,
+                                                           all_layers: bool) -> None:
     from models.encoders.whisper import load_whisper
 
     corpus = load_manifest(ravdess_manifest(tmp_path))
     utterances = list(corpus.utterances)
     cls = head_class(head)
-    spec = FeatureSpec(transcripts="asr", words=cls.needs_words)
+    spec = FeatureSpec(transcripts="asr", words=cls.needs_words, audio_layers=all_layers,
+                       text_layers=all_layers)
     features = FeatureCache(tmp_path / "cache", threads=2, progress=False).extract(
         utterances, spec)
-    items = build_items(utterances, features, corpus.classes, cls)
+    context = 4 if cls.needs_context else 0  # RAVDESS has no dialogs: the context is empty
+    items = build_items(utterances, features, corpus.classes, cls, context_size=context)
     ids = [u.id for u in utterances]
     result = train_head(paper_config(head, max_epochs=1, batch_size=8),
                         [items[i] for i in ids[:12]], [items[i] for i in ids[12:]],
                         384, 384, len(corpus.classes))
     bundle = export_bundle(tmp_path / "bundle", result.head, "parity", corpus.classes, spec,
-                           384, 384, 0, {"head": head}, {"note": "parity test"})
+                           384, 384, context, {"head": head}, {"note": "parity test"})
     trained, _ = predict(result.head, [items[i] for i in ids], ids)
 
     # Serving as the streamer does: the ASR's pass gives text, word times and frames.
@@ -74,6 +81,7 @@ def test_exported_bundle_serves_what_the_trainer_evaluated(tmp_path: Path, head:
         assert transcript.text == features.items[utt.id].transcript
         inputs.append(EmotionInput(audio=audio, text=transcript.text, words=transcript.words,
                                    whisper_frames=transcript.encoder_frames))
+    assert model.uses_whisper_frames == (not all_layers)  # all layers: computed by the model
     served = model.predict(inputs)
     assert [p.labels for p in served] == [corpus.classes] * len(served)
     served_probs = np.stack([p.probabilities for p in served])

@@ -44,8 +44,9 @@ def test_gold_transcripts_reuse_the_cached_audio(tiny: TinyCorpus) -> None:
     cache = FeatureCache(tiny.cache, progress=False)
     spec = FeatureSpec(transcripts="gold")
     utterances = list(tiny.corpus.utterances)
-    assert cache.audio_dir(spec, utterances) == cache.audio_dir(tiny.features.spec, utterances)
+    assert cache.audio_dir(spec) == cache.audio_dir(tiny.features.spec)
     gold = cache.extract(utterances, spec)  # Whisper is not run again (frames are cached)
+    assert cache.computed["frames"] == 0 and cache.computed["asr"] == 0
     utt = utterances[0]
     assert gold.items[utt.id].transcript == utt.text
     assert torch.equal(gold.items[utt.id].audio, tiny.features.items[utt.id].audio)
