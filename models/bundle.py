@@ -4,7 +4,7 @@ Layout::
 
     <bundle>/
       bundle.json          format_version, model_id, head {name, config}, labels,
-                           encoders {audio, text}, context_size, training info
+                           encoders {audio, text}, context_size, calibration, training info
       weights.safetensors  the head's state_dict
       labels.json          the class labels, in logit order (must equal bundle.json's)
       report.json          the evaluation report the weights were trained to ({} if none)
@@ -19,6 +19,7 @@ Encoder references in ``encoders``:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,17 @@ class TextEncoderSpec:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling of the head's logits, fitted on held-out speakers, so that
+    ``confidence`` means what it says (offline_training/calibration.py)."""
+
+    temperature: float = 1.0  # probabilities = softmax(logits / temperature)
+    fitted_on: str = ""  # what the temperature was fitted on (e.g. out-of-fold predictions)
+    ece_before: float | None = None  # expected calibration error (15 bins) at T = 1
+    ece_after: float | None = None  # ... and at the fitted temperature
+
+
+@dataclass(frozen=True)
 class BundleConfig:
     model_id: str
     head: str  # registry name, see models.heads.HEADS
@@ -66,6 +78,7 @@ class BundleConfig:
     context_size: int = 0  # past utterances given to context-aware heads
     training: dict[str, Any] = field(default_factory=dict)  # free-form: data, epochs, seed, ...
     format_version: int = FORMAT_VERSION
+    calibration: Calibration = field(default_factory=Calibration)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +88,7 @@ class BundleConfig:
             "labels": list(self.labels),
             "encoders": {"audio": asdict(self.audio), "text": asdict(self.text)},
             "context_size": self.context_size,
+            "calibration": asdict(self.calibration),
             "training": dict(self.training),
         }
 
@@ -161,6 +175,11 @@ def load_bundle(ref: str | Path) -> Bundle:
         weights = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as exc:
         raise BundleError(f"{path / WEIGHTS} is not a readable safetensors file: {exc}") from exc
+    broken = [name for name, tensor in weights.items()
+              if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if broken:  # a damaged file would give NaN probabilities for every utterance
+        raise BundleError(f"{path / WEIGHTS}: tensors {broken[:5]} contain NaN or infinite "
+                          "values; the file is damaged: re-export or re-download the bundle")
     return Bundle(path=path, config=config, weights=weights, report=report)
 
 
@@ -194,11 +213,16 @@ def _config_from_json(raw: Any, where: Path) -> BundleConfig:
             f"{where}: 'encoders' must have 'audio' {list(AudioEncoderSpec.__dataclass_fields__)}"
             f" and 'text' {list(TextEncoderSpec.__dataclass_fields__)}: {exc}"
         ) from exc
+    try:  # bundles written before calibration existed have none: temperature 1
+        calibration = Calibration(**raw.get("calibration", {}))
+    except TypeError as exc:
+        raise BundleError(f"{where}: 'calibration' must have the keys "
+                          f"{list(Calibration.__dataclass_fields__)}: {exc}") from exc
     return BundleConfig(
         model_id=str(raw["model_id"]), head=str(head["name"]), head_config=dict(head["config"]),
         labels=tuple(raw["labels"]), audio=audio, text=text,
         context_size=int(raw.get("context_size", 0)), training=dict(raw.get("training", {})),
-        format_version=int(version),
+        format_version=int(version), calibration=calibration,
     )
 
 
@@ -223,6 +247,11 @@ def _check_consistent(config: BundleConfig, path: Path) -> None:
         if mode not in LAYER_MODES:
             raise BundleError(f"{where}: encoders.{spec_name}.layers is '{mode}', "
                               f"expected one of {LAYER_MODES}")
+    temperature = config.calibration.temperature
+    if not (isinstance(temperature, int | float) and math.isfinite(temperature)
+            and temperature > 0):
+        raise BundleError(f"{where}: calibration.temperature must be a positive number, got "
+                          f"{temperature!r}")
     if config.context_size < 0:
         raise BundleError(f"{where}: context_size must be >= 0, got {config.context_size}")
     head_context = getattr(head_config, "context_size", 0)
@@ -233,6 +262,7 @@ def _check_consistent(config: BundleConfig, path: Path) -> None:
 
 
 __all__ = [
-    "AudioEncoderSpec", "Bundle", "BundleConfig", "FORMAT_VERSION", "TextEncoderSpec",
+    "AudioEncoderSpec", "Bundle", "BundleConfig", "Calibration", "FORMAT_VERSION",
+    "TextEncoderSpec",
     "load_bundle", "resolve_bundle", "save_bundle",
 ]

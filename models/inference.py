@@ -248,7 +248,9 @@ class EmotionModel:
         head_batch = collate(items).to(self.device)
         with torch.inference_mode(), _autocast(self.device):
             output = self.head(head_batch)
-        probs = torch.softmax(output.logits.float(), dim=-1).cpu().numpy()  # (B, C)
+        # Calibrated: the bundle's temperature was fitted on held-out speakers.
+        temperature = self.bundle.config.calibration.temperature
+        probs = torch.softmax(output.logits.float() / temperature, dim=-1).cpu().numpy()
         vad = None if output.regression is None else output.regression.float().cpu().numpy()
         predictions = []
         for i, (inp, item) in enumerate(zip(batch, items, strict=True)):

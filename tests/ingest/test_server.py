@@ -17,10 +17,10 @@ import soxr
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from streamer.channel import Channel
 from streamer.config import IngestConfig
 from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_twilio
 from streamer.ingest.server import IngestServer
-from streamer.channel import Channel
 from streamer.messages import AudioChunk, AudioPause
 from streamer.telephony import ulaw_decode, ulaw_encode
 

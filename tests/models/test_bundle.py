@@ -133,3 +133,37 @@ def test_unknown_head_name_in_file(tmp_path: Path) -> None:
     (path / "bundle.json").write_text(json.dumps(raw))
     with pytest.raises(BundleError, match="no_such_head"):
         load_bundle(path)
+
+
+def test_calibration_round_trips_and_defaults_to_none(tmp_path: Path) -> None:
+    from models.bundle import Calibration
+
+    config = _config(calibration=Calibration(temperature=1.7, fitted_on="oof",
+                                             ece_before=0.12, ece_after=0.03))
+    head = build_head(config.head, config.head_config)
+    path = save_bundle(tmp_path / "b", config, head)
+    assert load_bundle(path).config.calibration == config.calibration
+    raw = json.loads((path / "bundle.json").read_text())
+    del raw["calibration"]  # a bundle written before calibration existed
+    (path / "bundle.json").write_text(json.dumps(raw))
+    assert load_bundle(path).config.calibration.temperature == 1.0
+
+
+def test_bad_temperature_refused(tmp_path: Path) -> None:
+    from models.bundle import Calibration
+
+    config = _config(calibration=Calibration(temperature=0.0))
+    with pytest.raises(BundleError, match="temperature must be a positive number"):
+        save_bundle(tmp_path / "b", config, build_head(config.head, config.head_config))
+
+
+def test_nan_weights_refused(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = _saved(tmp_path)
+    weights = load_file(str(path / "weights.safetensors"))
+    name = next(iter(weights))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(path / "weights.safetensors"))
+    with pytest.raises(BundleError, match="NaN or infinite"):
+        load_bundle(path)
