@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,46 @@ def read_predictions(path: Path, classes: Sequence[str]) -> tuple[np.ndarray, np
         # Rounded probabilities can be 0: floor them so the log stays finite.
         logits.append(np.log(np.clip(probs, 1e-6, 1.0)))
     return np.stack(logits), np.asarray(labels)
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    temperature: float  # fitted on all held-out predictions (what the bundle gets)
+    ece_before: float  # at temperature 1
+    ece_after: float  # each fold scaled by a temperature fitted on the other folds
+    predictions: int
+
+
+def read_folds(path: Path) -> list[str]:
+    return [json.loads(line)["fold"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def calibrate_bundle(bundle: Path, predictions: Path) -> CalibrationReport:
+    """Fit the bundle's temperature on a run's out-of-fold predictions (held-out speakers)
+    and write it into bundle.json; the reported ECE after scaling is cross-fitted (each
+    fold by a temperature from the other folds), so it is not measured on its own fit."""
+    from models.bundle import Calibration, load_bundle, save_bundle
+
+    if not predictions.is_file():
+        raise TrainingError(f"predictions file '{predictions}' does not exist; run train or "
+                            "ablate with a speaker-independent protocol first")
+    loaded = load_bundle(bundle)
+    logits, labels = read_predictions(predictions, loaded.config.labels)
+    folds = np.asarray(read_folds(predictions))
+    scaled = np.zeros_like(logits)
+    for fold in np.unique(folds):
+        held = folds == fold
+        others = ~held if (~held).any() else held  # one fold only: no cross-fitting possible
+        scaled[held] = softmax(logits[held], fit_temperature(logits[others], labels[others]))
+    temperature = fit_temperature(logits, labels)
+    report = CalibrationReport(
+        temperature=temperature,
+        ece_before=expected_calibration_error(softmax(logits), labels),
+        ece_after=expected_calibration_error(scaled, labels), predictions=len(labels))
+    calibration = Calibration(temperature=temperature,
+                              fitted_on=f"{len(labels)} out-of-fold predictions ({predictions})",
+                              ece_before=round(report.ece_before, 4),
+                              ece_after=round(report.ece_after, 4))
+    config = replace(loaded.config, calibration=calibration)
+    save_bundle(loaded.path, config, loaded.build_head(), loaded.report)
+    return report

@@ -40,7 +40,8 @@ def add_corpus_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--classes", default="",
                        help="iemocap: 4 (default) or 7; manifest: comma list of classes")
     group.add_argument("--label-map", type=Path, default=None,
-                       help="manifest only: JSON file {raw label: class or null to drop}")
+                       help="JSON file {label: class or null to drop}, any corpus; e.g. "
+                            "configs/label_maps/ravdess-4class.json")
     group.add_argument("--synth-speakers", type=int, default=10,
                        help="synth: if the corpus is missing, generate it with this many "
                             "speakers (default 10)")
@@ -50,18 +51,33 @@ def add_corpus_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--synth-seed", type=int, default=0, help="synth: generator seed")
 
 
+def default_cache_dir() -> Path:
+    """$EMOTION_STREAM_CACHE, else the user cache directory (XDG), never the checkout."""
+    import os
+
+    if os.environ.get("EMOTION_STREAM_CACHE"):
+        return Path(os.environ["EMOTION_STREAM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "emotion-stream" / "features"
+
+
 def add_feature_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
-    group.add_argument("--cache", type=Path, default=Path("data/cache"),
-                       help="feature cache directory (default data/cache)")
+    group.add_argument("--cache", type=Path, default=default_cache_dir(),
+                       help="feature cache directory (default: $EMOTION_STREAM_CACHE, else "
+                            "the user cache directory, e.g. ~/.cache/emotion-stream/features)")
+    group.add_argument("--audio-layers", choices=("last", "all"), default="last",
+                       help="audio encoder layers to cache: the last, or all hidden layers "
+                            "(Whisper via its PyTorch copy; for layer-weighting heads and "
+                            "all-layer probes)")
     group.add_argument("--audio-encoder", default="whisper:packaged:tiny.en",
                        help="audio encoder: whisper:<ref>, hf:<id or dir>, prosody "
                             "(default whisper:packaged:tiny.en, as the streamer)")
     group.add_argument("--text-encoder", default="packaged:all-MiniLM-L6-v2",
                        help="Hugging Face text encoder reference (default packaged MiniLM)")
-    group.add_argument("--transcripts", choices=("gold", "asr"), default="gold",
-                       help="text to train on: the corpus' gold transcripts or faster-whisper "
-                            "ASR transcripts (what the streamer has; cached)")
+    group.add_argument("--transcripts", choices=("gold", "asr"), default="asr",
+                       help="text to train on: faster-whisper ASR transcripts (default: what "
+                            "the streamer has; cached) or the corpus' gold transcripts")
     group.add_argument("--asr-model", default="packaged:tiny.en",
                        help="faster-whisper model for --transcripts asr (default "
                             "packaged:tiny.en, as the streamer)")
@@ -145,7 +161,8 @@ def data_settings(args: argparse.Namespace):  # -> DataSettings
                                          speakers=args.synth_speakers,
                                          per_class=args.synth_per_class)
     features = FeatureSpec(audio=args.audio_encoder, text=args.text_encoder,
-                           transcripts=args.transcripts, words=args.words, asr=args.asr_model)
+                           transcripts=args.transcripts, words=args.words, asr=args.asr_model,
+                           audio_layers=args.audio_layers == "all")
     return DataSettings(corpus=corpus_spec(args), features=features, cache=args.cache,
                         threads=args.threads, synth=synth_config)
 
@@ -272,6 +289,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from offline_training.calibration import calibrate_bundle
+
+    report = calibrate_bundle(args.bundle, args.predictions)
+    print(f"{args.bundle}: temperature {report.temperature:.3f}; expected calibration error "
+          f"(15 bins, each fold scaled by a temperature fitted on the other folds) "
+          f"{report.ece_before:.3f} -> {report.ece_after:.3f}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
@@ -348,6 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="take the evaluation from an earlier train/ablate run directory "
                              "made with the same options instead of repeating it")
     export.set_defaults(func=cmd_export)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="fit the temperature of a bundle's probabilities on held-out "
+        "speakers (a run's out-of-fold predictions.jsonl) and write it into bundle.json")
+    calibrate.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    calibrate.add_argument("--predictions", type=Path, required=True,
+                           help="predictions.jsonl of a speaker-independent train/ablate run "
+                                "of the same head and settings (e.g. RUN/<head>/predictions.jsonl)")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     evaluate = sub.add_parser("evaluate", help="score a bundle on a whole corpus")
     add_corpus_args(evaluate)

@@ -1,7 +1,7 @@
 """linear_probe: the floor every head must beat.
 
-Mean + std pooled audio frames (and mean + std pooled text token states when the probe uses
-text), standardised with the training fold's mean and std (buffers, so a bundle carries them),
+Mean + std pooled audio frames (of every encoder layer when the features carry them:
+``audio_layers`` > 1), and mean + std pooled text token states when the probe uses text, standardised with the training fold's mean and std (buffers, so a bundle carries them),
 then one linear layer. The trainer fits it in closed form (scikit-learn logistic regression,
 ``offline_training.train.fit_linear_probe``) and copies the solution into ``standardise_*`` and
 ``classifier``; it is an ordinary ``nn.Module`` too, so it also serves and trains like any head.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.heads.base import FusionHead, HeadBatch, HeadConfig, HeadOutput
+from models.heads.base import FusionHead, HeadBatch, HeadConfig, HeadOutput, audio_or_layers
 from models.layers import masked_mean
 
 MODALITIES = ("audio", "text", "audio+text")
@@ -23,6 +23,7 @@ MODALITIES = ("audio", "text", "audio+text")
 @dataclass(frozen=True, kw_only=True)
 class LinearProbeConfig(HeadConfig):
     modalities: str = "audio+text"  # which pooled features the probe reads
+    audio_layers: int = 1  # La the audio features carry (all hidden layers: each is pooled)
 
 
 def masked_mean_std(x: Tensor, mask: Tensor) -> Tensor:
@@ -35,6 +36,7 @@ def masked_mean_std(x: Tensor, mask: Tensor) -> Tensor:
 class LinearProbeHead(FusionHead):
     config_cls = LinearProbeConfig
     closed_form = True  # the trainer fits it with fit_linear_probe, not by gradient steps
+    needs_audio_layers = True  # pooled per layer when the cache has them (else L = 1)
     standardise_mean: Tensor  # (F,) buffers
     standardise_std: Tensor
 
@@ -45,7 +47,9 @@ class LinearProbeHead(FusionHead):
                              f"{MODALITIES}")
         self.use_audio = "audio" in config.modalities
         self.use_text = "text" in config.modalities
-        dim = 2 * (config.audio_dim * self.use_audio + config.text_dim * self.use_text)
+        self.audio_layers = config.audio_layers
+        dim = 2 * (config.audio_dim * config.audio_layers * self.use_audio
+                   + config.text_dim * self.use_text)
         self.feature_dim = dim
         # Identity until fitted; stored in the state dict, hence in the bundle.
         self.register_buffer("standardise_mean", torch.zeros(dim))
@@ -57,8 +61,15 @@ class LinearProbeHead(FusionHead):
     def pooled(self, batch: HeadBatch) -> tuple[Tensor, Tensor]:
         """Unstandardised pooled features: (B, 2Da) audio, (B, 2Dt) text (width 0 if unused)."""
         b = batch.batch_size
-        audio = (masked_mean_std(batch.audio.float(), batch.audio_mask) if self.use_audio
-                 else batch.audio.new_zeros(b, 0, dtype=torch.float32))
+        audio = batch.audio.new_zeros(b, 0, dtype=torch.float32)
+        if self.use_audio:
+            layers = audio_or_layers(batch) if self.audio_layers > 1 \
+                else batch.audio.unsqueeze(1)  # (B, L, T, D)
+            if layers.shape[1] != self.audio_layers:
+                raise ValueError(f"linear_probe: audio_layers={self.audio_layers} but "
+                                 f"the batch has {layers.shape[1]} layer(s)")
+            audio = torch.cat([masked_mean_std(layers[:, i].float(), batch.audio_mask)
+                               for i in range(layers.shape[1])], dim=-1)
         text = (masked_mean_std(batch.text.float(), batch.text_mask) if self.use_text
                 else batch.text.new_zeros(b, 0, dtype=torch.float32))
         return audio, text

@@ -8,10 +8,10 @@ meld, cremad, ravdess, emodb, manifest (CSV/JSONL), synth (a manifest written by
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from offline_training.corpora.base import Corpus, LabelMap
+from offline_training.corpora.base import Corpus, LabelMap, map_labels
 from offline_training.corpora.filename_coded import load_cremad, load_emodb, load_ravdess
 from offline_training.corpora.iemocap import load_iemocap
 from offline_training.corpora.manifest import load_manifest
@@ -30,7 +30,7 @@ class CorpusSpec:
     kind: str
     root: Path
     classes: str = ""  # iemocap: "4" or "7"; manifest: comma list of classes (optional)
-    label_map: Path | None = None  # manifest: JSON file {raw: class or null}
+    label_map: Path | None = None  # JSON file {label: class or null}; any corpus kind
 
 
 def read_label_map(path: Path) -> LabelMap:
@@ -52,7 +52,9 @@ def load_corpus(spec: CorpusSpec) -> Corpus:
     if spec.kind not in KINDS:
         raise CorpusError(f"unknown corpus kind '{spec.kind}'; use one of {', '.join(KINDS)}")
     if spec.label_map is not None and spec.kind != "manifest":
-        raise CorpusError("--label-map applies to manifest corpora only")
+        # The corpus' own classes mapped again, e.g. RAVDESS's 8 onto 4.
+        return relabel(load_corpus(replace(spec, label_map=None)),
+                       read_label_map(spec.label_map))
     if spec.kind == "iemocap":
         return load_iemocap(spec.root, spec.classes or "4")
     if spec.kind == "meld":
@@ -68,6 +70,15 @@ def load_corpus(spec: CorpusSpec) -> Corpus:
     classes = [c.strip() for c in spec.classes.split(",") if c.strip()] or None
     label_map = read_label_map(spec.label_map) if spec.label_map is not None else None
     return load_manifest(manifest_path(spec.root), classes=classes, label_map=label_map)
+
+
+def relabel(corpus: Corpus, label_map: LabelMap) -> Corpus:
+    """``corpus`` with its classes mapped (class -> new class, or null to drop); the new
+    classes are the map's targets in the map's order."""
+    classes = tuple(dict.fromkeys(v for v in label_map.values() if v is not None))
+    mapped = map_labels(corpus.utterances, label_map, classes, corpus.name)
+    return Corpus(name=f"{corpus.name}-{len(classes)}class", classes=classes,
+                  utterances=tuple(mapped))
 
 
 __all__ = ["KINDS", "Corpus", "CorpusSpec", "load_corpus"]

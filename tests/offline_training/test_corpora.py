@@ -130,3 +130,23 @@ def test_manifest_errors(tmp_path: Path) -> None:
     bad = write_jsonl(tmp_path / "m.jsonl", [{"path": "a.wav", "label": "x", "emotion": "y"}])
     with pytest.raises(CorpusError, match="unknown field"):
         load_corpus(CorpusSpec("manifest", bad))
+
+
+def test_label_map_applies_to_any_corpus(tmp_path: Path) -> None:
+    """RAVDESS's 8 classes onto the shipped 4-class map (calm and the rest dropped)."""
+    import shutil
+
+    from offline_training.corpora import CorpusSpec, load_corpus
+
+    from .fixtures import tone
+
+    actor = tmp_path / "Actor_01"
+    actor.mkdir()
+    for emotion in ("01", "02", "03", "04", "05", "06"):
+        tone(actor / f"03-01-{emotion}-01-01-01-01.wav")
+    repo = Path(__file__).resolve().parents[2]
+    label_map = tmp_path / "map.json"
+    shutil.copy(repo / "configs" / "label_maps" / "ravdess-4class.json", label_map)
+    corpus = load_corpus(CorpusSpec("ravdess", tmp_path, label_map=label_map))
+    assert corpus.classes == ("neutral", "happy", "sad", "angry")
+    assert sorted(u.label for u in corpus.utterances) == ["angry", "happy", "neutral", "sad"]

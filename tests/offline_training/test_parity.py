@@ -48,6 +48,7 @@ def ravdess_manifest(tmp_path: Path) -> Path:
     ("self_mha", False),  # token-level text
     ("shared_qk_mt", False),  # words + word spans
     ("context_mmt", True),  # every Whisper layer (PyTorch encoder) and every text layer
+    ("linear_probe_audio", True),  # closed form, mean+std of every Whisper layer
 ])
 def test_exported_bundle_serves_what_the_trainer_evaluated(tmp_path: Path, head: str,
                                                            all_layers: bool) -> None:
@@ -63,9 +64,12 @@ def test_exported_bundle_serves_what_the_trainer_evaluated(tmp_path: Path, head:
     context = 4 if cls.needs_context else 0  # RAVDESS has no dialogs: the context is empty
     items = build_items(utterances, features, corpus.classes, cls, context_size=context)
     ids = [u.id for u in utterances]
+    speakers = {u.id: u.speaker for u in utterances}
     result = train_head(paper_config(head, max_epochs=1, batch_size=8),
                         [items[i] for i in ids[:12]], [items[i] for i in ids[12:]],
-                        384, 384, len(corpus.classes))
+                        384, 384, len(corpus.classes),
+                        train_groups=[speakers[i] for i in ids[:12]],
+                        valid_groups=[speakers[i] for i in ids[12:]])
     bundle = export_bundle(tmp_path / "bundle", result.head, "parity", corpus.classes, spec,
                            384, 384, context, {"head": head}, {"note": "parity test"})
     trained, _ = predict(result.head, [items[i] for i in ids], ids)
