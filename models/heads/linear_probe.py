@@ -1,7 +1,8 @@
 """linear_probe: the floor every head must beat.
 
 Mean + std pooled audio frames (of every encoder layer when the features carry them:
-``audio_layers`` > 1), and mean + std pooled text token states when the probe uses text, standardised with the training fold's mean and std (buffers, so a bundle carries them),
+``audio_layers`` > 1), and mean + std pooled text token states when the probe uses text,
+standardised with the training fold's mean and std (buffers, so a bundle carries them),
 then one linear layer. The trainer fits it in closed form (scikit-learn logistic regression,
 ``offline_training.train.fit_linear_probe``) and copies the solution into ``standardise_*`` and
 ``classifier``; it is an ordinary ``nn.Module`` too, so it also serves and trains like any head.
