@@ -123,6 +123,12 @@ def add_train_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
                             "applies to the heads whose config has the field")
     group.add_argument("--context-size", type=int, default=4,
                        help="past utterances for context-aware heads (default 4)")
+    group.add_argument("--probe-cs", default="",
+                       help="linear probes: comma list of logistic-regression C values for the "
+                            "inner speaker-grouped CV (default 1e-3,3e-3,1e-2,3e-2,1e-1; fewer "
+                            "values train faster)")
+    group.add_argument("--probe-inner-folds", type=int, default=None,
+                       help="linear probes: speaker-grouped inner folds (default 5)")
     group.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     group.add_argument("--device", default="cpu", help="torch device (default cpu)")
     group.add_argument("--accelerate", action="store_true",
@@ -165,6 +171,16 @@ def data_settings(args: argparse.Namespace):  # -> DataSettings
                            audio_layers=args.audio_layers == "all")
     return DataSettings(corpus=corpus_spec(args), features=features, cache=args.cache,
                         threads=args.threads, synth=synth_config)
+
+
+def parse_cs(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise TrainingError(f"--probe-cs '{text}' must be comma-separated numbers") from exc
+    if not values or min(values) <= 0:
+        raise TrainingError(f"--probe-cs '{text}' must list positive C values")
+    return values
 
 
 def parse_folds(text: str) -> tuple[int, ...]:
@@ -210,7 +226,9 @@ def train_configs(args: argparse.Namespace, heads: Sequence[str]) -> list[TrainC
 def train_config(args: argparse.Namespace, head: str,
                  head_settings: dict[str, object]) -> TrainConfig:
     overrides = {"lr": args.lr, "batch_size": args.batch_size, "max_epochs": args.epochs,
-                 "stop_patience": args.stop_patience, "select": args.select}
+                 "stop_patience": args.stop_patience, "select": args.select,
+                 "probe_inner_folds": args.probe_inner_folds,
+                 "probe_cs": parse_cs(args.probe_cs) if args.probe_cs else None}
     return paper_config(head, **{k: v for k, v in overrides.items() if v is not None},
                         head_settings=head_settings,
                         class_weighting=not args.no_class_weights,
