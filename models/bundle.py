@@ -36,7 +36,10 @@ BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.safetensors"
 LABELS_JSON = "labels.json"
 REPORT_JSON = "report.json"
-BUILTIN = {"builtin:default": Path(__file__).parent / "default_bundle"}
+# builtin:default is trained on human speech (RAVDESS: non-commercial licence, see its
+# README.md); builtin:synthetic only on this project's synthetic corpus (licence-clean).
+BUILTIN = {"builtin:default": Path(__file__).parent / "default_bundle",
+           "builtin:synthetic": Path(__file__).parent / "synthetic_bundle"}
 LAYER_MODES = ("last", "all")
 
 
@@ -121,7 +124,7 @@ class Bundle:
 
 
 def resolve_bundle(ref: str | Path) -> Path:
-    """``builtin:default`` or a directory path -> the bundle directory."""
+    """``builtin:default``, ``builtin:synthetic`` or a directory path -> the bundle directory."""
     if isinstance(ref, str) and ref.startswith("builtin:"):
         path = BUILTIN.get(ref)
         if path is None:
