@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(run)
     run.add_argument("--source", metavar="PATH|mic|stdin",
-                     help=f"audio file, 'mic', 'stdin' or '{BUILTIN_SAMPLE}' "
+                     help=f"audio file, 'mic', 'stdin', '{BUILTIN_SAMPLE}' (human speech) or "
+                          "'builtin:sample-synthetic' "
                           "(default: source.* from the config)")
     run.add_argument("--fast", action="store_true",
                      help="replay files as fast as possible instead of in real time")

@@ -28,7 +28,7 @@ class SourceConfig:
     """Where audio comes from. Resampling to 16 kHz mono happens once, here."""
 
     kind: SourceKind = "file"
-    path: str = "builtin:sample"  # an audio file; "builtin:sample" = the bundled conversation
+    path: str = "builtin:sample"  # a file; builtin:sample (human) / builtin:sample-synthetic
     realtime: bool = True  # file source: pace chunks at real time (False = as fast as possible)
     stream_id: str = "default"
     channel: str = "mono"

@@ -27,12 +27,17 @@ from streamer.messages import AudioChunk
 log = logging.getLogger(__name__)
 
 BUILTIN_SAMPLE = "builtin:sample"
+# builtin:sample: 8 acted RAVDESS clips (4 actors the default model never trained on;
+# CC BY-NC-SA 4.0, truth in sample_ravdess.json); builtin:sample-synthetic: the espeak-ng
+# call-center conversation (emotion carried by words and synthetic prosody).
+BUILTIN_SAMPLES = {BUILTIN_SAMPLE: "sample_ravdess.flac",
+                   "builtin:sample-synthetic": "sample_conversation.wav"}
 
 
 def resolve_source_path(path: str) -> Path:
-    """``builtin:sample`` is the sample conversation shipped with the package."""
-    if path == BUILTIN_SAMPLE:
-        return Path(str(resources.files("streamer") / "assets" / "sample_conversation.wav"))
+    """``builtin:sample`` / ``builtin:sample-synthetic``: the samples shipped with the package."""
+    if path in BUILTIN_SAMPLES:
+        return Path(str(resources.files("streamer") / "assets" / BUILTIN_SAMPLES[path]))
     return Path(path)
 
 
