@@ -6,7 +6,7 @@ Every subcommand has ``--help``. Typical use::
     emotion-train extract --corpus synth --root data/synth --transcripts asr
     emotion-train ablate --corpus synth --root data/synth --transcripts asr --out runs/ablation
     emotion-train export --corpus synth --root data/synth --transcripts asr --head self_mha \\
-        --out models/default_bundle
+        --out models/synthetic_bundle
 """
 
 from __future__ import annotations
