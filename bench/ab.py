@@ -42,10 +42,11 @@ def figures(bench: str, result: dict[str, Any]) -> dict[str, float]:
             "events": level["events"]}
 
 
-def run_once(checkout: Path, bench: str, python: str) -> dict[str, float]:
+def run_once(checkout: Path, bench: str, python: str, overrides: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        subprocess.run([python, *COMMANDS[bench], "--out", str(out)], cwd=checkout,
+        sets = [arg for o in overrides for arg in ("--set", o)]
+        subprocess.run([python, *COMMANDS[bench], *sets, "--out", str(out)], cwd=checkout,
                        check=True, stdout=subprocess.DEVNULL)
         return figures(bench, json.loads(out.read_text()))
 
@@ -57,19 +58,24 @@ def main() -> int:
     parser.add_argument("--b", type=Path, default=Path("."), help="checkout B (after)")
     parser.add_argument("--bench", choices=sorted(COMMANDS), default="latency")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override for both sides, e.g. "
+                        "emotion.bundle=/abs/path (the same model on both sides)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     python = sys.executable
     runs: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
     for i in range(args.rounds):
         for side in ("a", "b"):
-            runs[side].append(run_once(getattr(args, side).resolve(), args.bench, python))
+            runs[side].append(run_once(getattr(args, side).resolve(), args.bench, python,
+                                       args.overrides))
             print(f"round {i + 1} {side}: {runs[side][-1]}", flush=True)
     keys = list(runs["a"][0])
     medians = {side: {k: statistics.median(r[k] for r in runs[side]) for k in keys}
                for side in runs}
     ratios = {k: medians["b"][k] / medians["a"][k] for k in keys if medians["a"][k]}
     result = {"bench": args.bench, "rounds": args.rounds, "a": str(args.a), "b": str(args.b),
+              "overrides": args.overrides,
               "runs": runs, "median": medians, "ratio_b_over_a": ratios}
     print(json.dumps({"median": medians, "ratio_b_over_a": ratios}, indent=2))
     if args.out:
