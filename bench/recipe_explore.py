@@ -323,7 +323,8 @@ def train_member(x, lengths, y, train_idx, val_idx, cfg, seed):
             xb, mb2 = augment(xb, mb, cfg, gen)
             mb = torch.where(mb2.any(1, keepdim=True), mb2, mb)  # never mask a whole clip
             xb = feature_mask(xb, model, cfg, gen)
-            loss = F.cross_entropy(model(xb, mb, _extra(idx)), yt[idx], label_smoothing=cfg["smooth"])
+            loss = F.cross_entropy(model(xb, mb, _extra(idx)), yt[idx],
+                                   label_smoothing=cfg["smooth"])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -410,7 +411,8 @@ def run_head(cfg: dict, seeds: list[int], cv_bag: bool, folds: list[int]) -> dic
         print(f"fold {k + 1}: ensemble UA {fold_ua[-1]:.3f} (members mean {fold_single[-1]:.3f})",
               flush=True)
     done = predicted >= 0
-    return {"fold_ua": fold_ua, "mean_ua": float(np.mean(fold_ua)), "std_ua": float(np.std(fold_ua)),
+    return {"fold_ua": fold_ua, "mean_ua": float(np.mean(fold_ua)),
+            "std_ua": float(np.std(fold_ua)),
             "pooled_wa": float(np.mean(predicted[done] == y[done])),
             "pooled_ua": ua(y[done], predicted[done]),
             "member_mean_fold_ua": fold_single, "member_last_epoch_fold_ua": fold_final,
@@ -453,7 +455,8 @@ def run_probe(x: np.ndarray, y: np.ndarray, actors: np.ndarray, cs=(1e-3, 3e-3, 
         fold_ua.append(ua(y[test], predicted[test]))
         chosen.append(float(np.ravel(lr.C_)[0]))
         print(f"  fold UA {fold_ua[-1]:.3f} C {chosen[-1]} {time.time() - start:.0f} s", flush=True)
-    return {"fold_ua": fold_ua, "mean_ua": float(np.mean(fold_ua)), "std_ua": float(np.std(fold_ua)),
+    return {"fold_ua": fold_ua, "mean_ua": float(np.mean(fold_ua)),
+            "std_ua": float(np.std(fold_ua)),
             "pooled_wa": float(np.mean(predicted == y)), "pooled_ua": ua(y, predicted),
             "chosen_c": chosen, "minutes": (time.time() - start) / 60, "_proba": proba}
 
