@@ -119,8 +119,7 @@ class EmotionModel:
         text_layers = self.text_encoder.num_layers if config.text.layers == "all" else 1
         audio_layers = 1
         if config.audio.layers == "all" and self._audio_encoder is not None:
-            audio_layers = int(getattr(self._audio_encoder, "num_layers", None)
-                               or self._audio_encoder.n_states)
+            audio_layers = int(self._audio_encoder.num_layers)
         checks = [("text_layers", text_layers, "text"), ("audio_layers", audio_layers, "audio")]
         for field_name, available, modality in checks:
             wanted = getattr(head_config, field_name, None)

@@ -64,21 +64,24 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
-def read_predictions(path: Path, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Log-probabilities (as logits) and label indices from a run's predictions.jsonl."""
+def read_predictions(path: Path, classes: Sequence[str]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-probabilities (as logits), label indices and fold names from a run's
+    predictions.jsonl."""
     index = {name: i for i, name in enumerate(classes)}
-    logits, labels = [], []
+    logits, labels, folds = [], [], []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         try:
             row = json.loads(line)
             probs = np.asarray(row["probabilities"], dtype=np.float64)
             labels.append(index[row["label"]])
+            folds.append(str(row["fold"]))
         except (json.JSONDecodeError, KeyError) as exc:
             raise TrainingError(f"{path} line {number}: not a prediction row of classes "
                                 f"{list(classes)} ({exc})") from exc
         # Rounded probabilities can be 0: floor them so the log stays finite.
         logits.append(np.log(np.clip(probs, 1e-6, 1.0)))
-    return np.stack(logits), np.asarray(labels)
+    return np.stack(logits), np.asarray(labels), np.asarray(folds)
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,6 @@ class CalibrationReport:
     ece_before: float  # at temperature 1
     ece_after: float  # each fold scaled by a temperature fitted on the other folds
     predictions: int
-
-
-def read_folds(path: Path) -> list[str]:
-    return [json.loads(line)["fold"] for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def calibrate_bundle(bundle: Path, predictions: Path) -> CalibrationReport:
@@ -103,8 +102,7 @@ def calibrate_bundle(bundle: Path, predictions: Path) -> CalibrationReport:
         raise TrainingError(f"predictions file '{predictions}' does not exist; run train or "
                             "ablate with a speaker-independent protocol first")
     loaded = load_bundle(bundle)
-    logits, labels = read_predictions(predictions, loaded.config.labels)
-    folds = np.asarray(read_folds(predictions))
+    logits, labels, folds = read_predictions(predictions, loaded.config.labels)
     scaled = np.zeros_like(logits)
     for fold in np.unique(folds):
         held = folds == fold

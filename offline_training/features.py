@@ -378,10 +378,8 @@ class FeatureCache:
                 encoder.append(TextEncoder.load(spec.text, max_tokens=spec.max_tokens))
             tensors = encode_text(encoder[0], batch, spec, transcripts,
                                   {u.id: audio[u.id].frames for u in batch})
-            for utt in batch:
-                prefix = f"{utt.id}/"
-                save_tensors({k[len(prefix):]: v for k, v in tensors.items()
-                              if k.startswith(prefix)}, entry(directory, text_keys[utt.id]))
+            for utt, stored in zip(batch, tensors, strict=True):
+                save_tensors(stored, entry(directory, text_keys[utt.id]))
 
         self._run("text", self._missing(utterances, text_keys, directory),
                   f"text ({spec.text})", work)
@@ -434,21 +432,23 @@ class FeatureCache:
 
 def encode_text(encoder: Any, shard: list[Utterance], spec: FeatureSpec,
                 transcripts: dict[str, Transcript], audio: dict[str, Tensor]
-                ) -> dict[str, Tensor]:
-    """Token states (and optionally word vectors/spans, layers) of one shard, built by
-    ``models.features.text_features``: exactly what ``EmotionModel`` computes at serving."""
+                ) -> list[dict[str, Tensor]]:
+    """Token states (and optionally word vectors/spans, layers), one tensor dict per
+    utterance of ``shard`` as cached, built by ``models.features.text_features``: exactly
+    what ``EmotionModel`` computes at serving."""
     features = text_features(encoder, [transcripts[u.id] for u in shard],
                              [int(audio[u.id].shape[0]) for u in shard],
                              words=spec.words, layers=spec.text_layers)
-    tensors: dict[str, Tensor] = {}
-    for utt, feats in zip(shard, features, strict=True):
-        tensors[f"{utt.id}/text"] = feats.text.half()
+    out = []
+    for feats in features:
+        tensors = {"text": feats.text.half()}
         if feats.text_layers is not None:
-            tensors[f"{utt.id}/text_layers"] = feats.text_layers.half()
+            tensors["text_layers"] = feats.text_layers.half()
         if feats.word_text is not None and feats.word_spans is not None:
-            tensors[f"{utt.id}/word_text"] = feats.word_text.half()
-            tensors[f"{utt.id}/word_spans"] = feats.word_spans.clone()
-    return tensors
+            tensors["word_text"] = feats.word_text.half()
+            tensors["word_spans"] = feats.word_spans.clone()
+        out.append(tensors)
+    return out
 
 
 def spec_summary(spec: FeatureSpec) -> dict[str, Any]:

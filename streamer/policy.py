@@ -14,7 +14,7 @@ latency arithmetic is a pure function of what the driver measured.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -122,6 +122,11 @@ class PolicyStats:
     speculations_reused: int = 0
     speculations_discarded: int = 0  # speech resumed, or a later pause replaced it
     nonspeech: int = 0  # utterances published with speech: false
+
+    def add(self, other: PolicyStats) -> None:
+        """Add ``other``'s counts to these (a recognizer's totals over its channels)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass(frozen=True)

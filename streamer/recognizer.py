@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -121,9 +121,7 @@ class Recognizer:
             raise
         finally:
             self.bus.publish(policy.ended(reason, error))
-            for f in fields(PolicyStats):
-                setattr(self.stats, f.name,
-                        getattr(self.stats, f.name) + getattr(policy.stats, f.name))
+            self.stats.add(policy.stats)
         return policy.utterances
 
     async def _segment_loop(self, run: _ChannelRun, channel: Channel) -> None:
@@ -164,12 +162,17 @@ class Recognizer:
         utt = detected.utterance
         waited_ms = (time.monotonic() - detected.wall) * 1000
         asr_started = time.monotonic()
+
+        def times(asr_ms: float, fusion: Timed[EmotionPrediction] | None = None) -> StageTimes:
+            return StageTimes(waited_ms=waited_ms, asr_ms=asr_ms,
+                              fusion_queued_ms=fusion.queued_ms if fusion else 0.0,
+                              fusion_run_ms=fusion.run_ms if fusion else 0.0,
+                              processing_ms=(time.monotonic() - detected.wall) * 1000)
+
         plan = run.policy.plan_final(utt)
         speculation, run.speculation = run.speculation, None
         if isinstance(plan, Abstain):
-            self.bus.publish(run.policy.on_abstain(detected, None, plan, StageTimes(
-                waited_ms=waited_ms, asr_ms=0.0, fusion_queued_ms=0.0, fusion_run_ms=0.0,
-                processing_ms=(time.monotonic() - detected.wall) * 1000)).event)
+            self.bus.publish(run.policy.on_abstain(detected, None, plan, times(0.0)).event)
             return
         if isinstance(plan, ReuseSpeculation) and speculation is not None:
             transcript = (await speculation).value
@@ -179,17 +182,13 @@ class Recognizer:
         asr_ms = (time.monotonic() - asr_started) * 1000
         abstain = run.policy.check_transcript(utt, transcript)
         if abstain is not None:
-            self.bus.publish(run.policy.on_abstain(detected, transcript, abstain, StageTimes(
-                waited_ms=waited_ms, asr_ms=asr_ms, fusion_queued_ms=0.0, fusion_run_ms=0.0,
-                processing_ms=(time.monotonic() - detected.wall) * 1000)).event)
+            self.bus.publish(run.policy.on_abstain(detected, transcript, abstain,
+                                                   times(asr_ms)).event)
             return
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
             utt, transcript, with_frames=self.emotion.uses_whisper_frames))
-        publish = run.policy.on_prediction(detected, transcript, fusion.value, StageTimes(
-            waited_ms=waited_ms, asr_ms=asr_ms, fusion_queued_ms=fusion.queued_ms,
-            fusion_run_ms=fusion.run_ms,
-            processing_ms=(time.monotonic() - detected.wall) * 1000))
-        self.bus.publish(publish.event)
+        self.bus.publish(run.policy.on_prediction(detected, transcript, fusion.value,
+                                                  times(asr_ms, fusion)).event)
 
 
 __all__ = ["AsrRequest", "Recognizer", "Timed"]

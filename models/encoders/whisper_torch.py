@@ -280,7 +280,8 @@ class WhisperTorchEncoder:
         self.device = device
         self.config = module.config
         self.dim = module.config.dim
-        self.n_states = module.config.n_layers + 1
+        # Hidden states incl. the conv + positions input, as the other encoders count layers.
+        self.num_layers = module.config.n_layers + 1
         # faster-whisper's default extractor, sized to the model (80 mels; 128 for large-v3).
         self.feature_extractor = FeatureExtractor(feature_size=module.config.n_mels)
 

@@ -281,3 +281,11 @@ def test_repetition_loop_is_not_speech() -> None:
     said = Transcript("I'm furious, you charged me twice.", no_speech_prob=0.01,
                       avg_logprob=-0.2, compression_ratio=1.1)
     assert p.check_transcript(utterance(), said) is None
+
+
+def test_schema_lists_every_abstain_reason() -> None:
+    from streamer.events import load_schema
+    from streamer.speech_gate import REASONS
+
+    emotion = load_schema()["$defs"]["utterance_emotion"]
+    assert emotion["properties"]["abstain_reason"]["enum"] == [None, *REASONS]
