@@ -17,7 +17,7 @@ from models.asr import Transcript
 from models.audio import SAMPLE_RATE
 from streamer.messages import EmotionResult
 
-SCHEMA_VERSION = "emotion-stream/1"
+SCHEMA_VERSION = "emotion-stream/2"  # 2: word times are stream times
 Event = dict[str, Any]
 
 
@@ -74,7 +74,9 @@ def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, 
         "utterance_id": utterance_id(stream_id, channel, index),
         "t_start": round(t_start, 3), "t_end": round(t_end, 3), "cut_reason": cut_reason,
         "text": transcript.text,
-        "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
+        # Word times are stream times: the ASR's are relative to the utterance's audio.
+        "words": [{"word": w.word, "start": round(t_start + w.start, 3),
+                   "end": round(t_start + w.end, 3),
                    "probability": round(min(1.0, max(0.0, w.probability)), 4)}
                   for w in transcript.words],
         "speech": abstain_reason is None, "abstain_reason": abstain_reason,

@@ -205,6 +205,23 @@ def test_emotion_event_label_confidence_and_latency() -> None:
     assert p.utterances == 1
 
 
+def test_word_times_in_events_are_stream_times() -> None:
+    """The ASR's word times are relative to the utterance's audio; events carry stream times
+    (schema emotion-stream/2), on the same clock as t_start/t_end."""
+    p = policy()
+    utt = utterance(t_start=12.5, t_end=14.0)
+    transcript = Transcript("I am fine", (Word("I", 0.3, 0.45, 0.9), Word("am", 0.5, 0.7, 0.9),
+                                          Word("fine", 0.8, 1.2, 0.9)), "en")
+    event = p.on_prediction(DetectedUtterance(utt, 14.3, 0.0), transcript, prediction(1, 0.0),
+                            TIMES).event
+    validate_event(event)
+    assert event["schema"] == "emotion-stream/2"
+    assert [(w["start"], w["end"]) for w in event["words"]] == [
+        (12.8, 12.95), (13.0, 13.2), (13.3, 13.7)]
+    assert all(event["t_start"] <= w["start"] <= w["end"] <= event["t_end"]
+               for w in event["words"])
+
+
 def test_stream_started_and_ended_events() -> None:
     p = policy()
     started = p.started("file:x.wav")
