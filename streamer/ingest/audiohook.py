@@ -40,10 +40,13 @@ from streamer.ingest.protocol import (
     ProtocolViolation,
     Reply,
     check_stream_id,
+    client_identifier,
+    client_text,
     parse_json_object,
     require,
 )
 from streamer.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode
+from streamer.validation import shown
 
 VERSION = "2"
 NULL_UUID = "00000000-0000-0000-0000-000000000000"
@@ -91,8 +94,8 @@ class AudioHookProtocol(IngestProtocol):
         if isinstance(payload, str) and self.state != "closed":
             try:
                 message = json.loads(payload)
-            except ValueError:
-                return
+            except (ValueError, RecursionError):
+                return  # not the 'close' we wait for
             if isinstance(message, dict) and message.get("type") == "close":
                 if isinstance(message.get("seq"), int):
                     self.clientseq = message["seq"]
@@ -103,8 +106,9 @@ class AudioHookProtocol(IngestProtocol):
     def _text(self, text: str) -> None:
         message = parse_json_object(text, "AudioHook message")
         if message.get("version") != VERSION:
-            raise ProtocolViolation(f"unsupported AudioHook version {message.get('version')!r}; "
-                                    f"this server speaks version {VERSION}", CLOSE_INVALID)
+            raise ProtocolViolation(
+                f"unsupported AudioHook version {shown(message.get('version'))}; this server "
+                f"speaks version {VERSION}", CLOSE_INVALID)
         session_id = require(message, "id", str, "AudioHook message")
         kind = require(message, "type", str, "AudioHook message")
         seq = require(message, "seq", int, "AudioHook message")
@@ -112,9 +116,9 @@ class AudioHookProtocol(IngestProtocol):
         position = require(message, "position", str, "AudioHook message")
         parameters = require(message, "parameters", dict, "AudioHook message")
         if self.session_id is None:
-            self.session_id = session_id
+            self.session_id = client_identifier(session_id, "AudioHook message id")
         elif session_id != self.session_id:
-            raise ProtocolViolation(f"session id {session_id!r} differs from the session's "
+            raise ProtocolViolation(f"session id {shown(session_id)} differs from the session's "
                                     f"{self.session_id!r}")
         if seq != self.clientseq + 1:
             raise ProtocolViolation(f"seq {seq} is not the next client seq "
@@ -124,10 +128,10 @@ class AudioHookProtocol(IngestProtocol):
             raise ProtocolViolation(f"serverseq {serverseq} is higher than the last server "
                                     f"seq {self.seq}")
         if not _DURATION.match(position):
-            raise ProtocolViolation(f"position {position!r} is not a PT<seconds>S duration",
+            raise ProtocolViolation(f"position {shown(position)} is not a PT<seconds>S duration",
                                     CLOSE_INVALID)
         if kind not in CLIENT_TYPES:
-            raise ProtocolViolation(f"'{kind}' is not a client message type; expected one of "
+            raise ProtocolViolation(f"{shown(kind)} is not a client message type; expected one of "
                                     f"{', '.join(CLIENT_TYPES)}", CLOSE_INVALID)
         getattr(self, f"_on_{kind}")(parameters)
 
@@ -146,20 +150,28 @@ class AudioHookProtocol(IngestProtocol):
             return
         check_stream_id(conversation, "open.conversationId")
         self.state = "active"
-        participant = parameters.get("participant")
-        who = participant.get("ani", "") if isinstance(participant, dict) else ""
         self._emit(CallStart(conversation, self.roles, TELEPHONY_RATE,
-                             f"audiohook:{self.session_id} {who}".strip()))
+                             f"audiohook:{self.session_id}{self._caller(parameters)}"))
+
+    def _caller(self, parameters: dict[str, Any]) -> str:
+        """' ani=... dnis=...' when ``include_caller_numbers`` is on (personal data), else ''."""
+        participant = parameters.get("participant")
+        if not self.limits.include_caller_numbers or not isinstance(participant, dict):
+            return ""
+        parts = [f" {key}={client_text(participant[key], f'open.participant.{key}')}"
+                 for key in ("ani", "dnis") if participant.get(key)]
+        return "".join(parts)
 
     def _select_media(self, offered: list[Any]) -> dict[str, Any]:
         usable = [m for m in offered if isinstance(m, dict) and m.get("type") == "audio"
                   and m.get("format") == "PCMU" and m.get("rate") == TELEPHONY_RATE
                   and isinstance(m.get("channels"), list) and 1 <= len(m["channels"]) <= 2
-                  and len(set(m["channels"])) == len(m["channels"])
-                  and all(c in ("external", "internal") for c in m["channels"])]
+                  and all(isinstance(c, str) and c in ("external", "internal")
+                          for c in m["channels"])
+                  and len(set(m["channels"])) == len(m["channels"])]
         if not usable:
             raise ProtocolViolation(
-                f"none of the offered media {offered!r} is supported; offer "
+                f"none of the offered media {shown(offered)} is supported; offer "
                 '{"type": "audio", "format": "PCMU", "rate": 8000, '
                 '"channels": ["external", "internal"]}')
         stereo = [m for m in usable if len(m["channels"]) == 2]
@@ -172,7 +184,8 @@ class AudioHookProtocol(IngestProtocol):
         self.state = "closed"
         self._send("closed", {})
         if was in ("active", "paused"):
-            self._emit(CallEnd(f"close:{parameters.get('reason', 'end')}"))
+            reason = parameters.get("reason", "end")
+            self._emit(CallEnd(f"close:{client_identifier(reason, 'close reason')}"))
 
     def _on_ping(self, parameters: dict[str, Any]) -> None:
         self._send("pong", {})

@@ -7,15 +7,26 @@ party, send a reply, end the call, or close the connection because the client br
 the protocol). Parsers never raise on bad input: a violation becomes the protocol's own
 error reply (if it has one) followed by ``Failure``; after that the parser ignores
 everything except what the protocol allows to close the session.
+
+Every string a client sends is checked with ``streamer.validation`` before it is used
+(a bad one closes with 1007). A bug in a parser (any other exception) is logged with its
+traceback, counted in ``IngestProtocol.internal_errors`` and closes that one connection
+with 1011; the fuzz tests (tests/reliability/test_fuzz_protocols.py) assert it never
+happens. Close codes a parser may produce: ``PARSER_CLOSE_CODES``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from streamer.validation import InvalidClientString, check_identifier, check_text, shown
+
+log = logging.getLogger(__name__)
 
 # WebSocket close codes (RFC 6455) used on protocol failures.
 CLOSE_NORMAL = 1000
@@ -23,6 +34,8 @@ CLOSE_UNSUPPORTED = 1003  # audio format we cannot decode
 CLOSE_INVALID = 1007  # malformed content: bad JSON, bad base64, torn PCM frames
 CLOSE_POLICY = 1008  # message out of order, wrong ids, limits exceeded
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011  # a bug in the server: never expected (fuzz-tested)
+PARSER_CLOSE_CODES = frozenset({CLOSE_UNSUPPORTED, CLOSE_INVALID, CLOSE_POLICY})
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,9 @@ class Limits:
     max_audio_ms_per_message: int = 1000
     customer_role: str = "customer"
     agent_role: str = "agent"
+    # Caller numbers (AudioHook participant ani/dnis) in ``CallStart.source``, which goes
+    # into stream.started events and INFO logs; personal data, so off unless turned on.
+    include_caller_numbers: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,8 @@ class ProtocolViolation(Exception):
 def parse_json_object(text: str, what: str) -> dict[str, Any]:
     try:
         message = json.loads(text)
+    except RecursionError as exc:
+        raise ProtocolViolation(f"{what} is nested too deeply to parse", CLOSE_INVALID) from exc
     except ValueError as exc:
         raise ProtocolViolation(f"{what} is not valid JSON ({exc})", CLOSE_INVALID) from exc
     if not isinstance(message, dict):
@@ -104,18 +122,30 @@ def require(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], wh
     value = mapping.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ProtocolViolation(f"{where}: '{key}' must be a {names}, got {value!r}",
+        raise ProtocolViolation(f"{where}: '{key}' must be a {names}, got {shown(value)}",
                                 CLOSE_INVALID)
     return value
 
 
-def check_stream_id(stream_id: str, where: str) -> str:
-    if not stream_id or len(stream_id) > 128 or set(stream_id) & set("/+#") or not (
-            stream_id.isprintable()):
-        raise ProtocolViolation(
-            f"{where}: stream id {stream_id!r} must be 1..128 printable characters without "
-            "'/', '+' or '#' (it becomes part of MQTT topics)")
-    return stream_id
+def check_stream_id(stream_id: object, where: str) -> str:
+    """A stream id (it becomes part of MQTT topics): the edge identifier rule."""
+    return client_identifier(stream_id, f"{where}: stream id")
+
+
+def client_identifier(value: object, what: str) -> str:
+    """``validation.check_identifier`` as a protocol violation (close 1007)."""
+    try:
+        return check_identifier(value, what)
+    except InvalidClientString as exc:
+        raise ProtocolViolation(str(exc), CLOSE_INVALID) from exc
+
+
+def client_text(value: object, what: str) -> str:
+    """``validation.check_text`` as a protocol violation (close 1007)."""
+    try:
+        return check_text(value, what)
+    except InvalidClientString as exc:
+        raise ProtocolViolation(str(exc), CLOSE_INVALID) from exc
 
 
 class IngestProtocol:
@@ -129,6 +159,7 @@ class IngestProtocol:
         self.failed = False
         self.started = False
         self.ended = False
+        self.internal_errors = 0  # parser bugs caught by _guarded (expected: 0)
         self._out: list[IngestEvent] = []
 
     # ------------------------------------------------------------------ input
@@ -162,6 +193,13 @@ class IngestProtocol:
             if reply is not None:
                 self._out.append(Reply(reply))
             self._out.append(Failure(exc.close_code, str(exc), self._linger_s()))
+        except Exception:  # a parser bug: end this connection only, loudly
+            self.failed = True
+            self.internal_errors += 1
+            log.exception("ingest %s: internal error while parsing %s; closing this connection "
+                          "(1011). This is a bug: please report it with the message above",
+                          self.name, shown(payload))
+            self._out.append(Failure(CLOSE_INTERNAL, "internal server error"))
 
     def _check_audio_ms(self, samples: int, rate: int) -> None:
         ms = samples * 1000 / rate
@@ -172,10 +210,10 @@ class IngestProtocol:
                 "(telephony platforms send 20-100 ms)")
 
     def _text(self, text: str) -> None:
-        raise NotImplementedError
+        raise ProtocolViolation(f"{self.name} takes no text messages", CLOSE_UNSUPPORTED)
 
     def _bytes(self, data: bytes) -> None:
-        raise NotImplementedError
+        raise ProtocolViolation(f"{self.name} takes no binary messages", CLOSE_UNSUPPORTED)
 
     def _error_reply(self, message: str) -> str | None:
         return None

@@ -34,9 +34,11 @@ from streamer.ingest.protocol import (
     ProtocolViolation,
     Reply,
     check_stream_id,
+    client_identifier,
     parse_json_object,
 )
 from streamer.telephony import pcm16_to_unit, ulaw_decode
+from streamer.validation import shown
 
 ENCODINGS = {"pcm16le": 2, "mulaw": 1}  # bytes per sample
 MAX_CHANNELS = 8
@@ -94,21 +96,25 @@ class RawPcmProtocol(IngestProtocol):
         rate, channels = message.get("sample_rate", 16000), message.get("channels", 1)
         if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= MAX_RATE:
             raise ProtocolViolation(f"start: 'sample_rate' must be an integer 8000..{MAX_RATE}, "
-                                    f"got {rate!r}", CLOSE_UNSUPPORTED)
-        if not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+                                    f"got {shown(rate)}", CLOSE_UNSUPPORTED)
+        if (not isinstance(channels, int) or isinstance(channels, bool)
+                or not 1 <= channels <= MAX_CHANNELS):
             raise ProtocolViolation(f"start: 'channels' must be 1..{MAX_CHANNELS}, got "
-                                    f"{channels!r}", CLOSE_UNSUPPORTED)
+                                    f"{shown(channels)}", CLOSE_UNSUPPORTED)
         encoding = message.get("encoding", "pcm16le")
-        if encoding not in ENCODINGS:
+        if not isinstance(encoding, str) or encoding not in ENCODINGS:
             raise ProtocolViolation(f"start: 'encoding' must be one of {sorted(ENCODINGS)}, got "
-                                    f"{encoding!r}", CLOSE_UNSUPPORTED)
+                                    f"{shown(encoding)}", CLOSE_UNSUPPORTED)
         roles = message.get("roles") or self._default_roles(channels)
-        if (not isinstance(roles, list) or len(roles) != channels
-                or len(set(roles)) != channels
-                or not all(isinstance(r, str) and r and not set(r) & set("/+#") for r in roles)):
+        if not isinstance(roles, list) or len(roles) != channels:
             raise ProtocolViolation(
-                f"start: 'roles' must be {channels} distinct non-empty names without / + #, "
-                f"got {roles!r}", CLOSE_INVALID)
+                f"start: 'roles' must be a list of {channels} distinct names, got {shown(roles)}",
+                CLOSE_INVALID)
+        for role in roles:
+            client_identifier(role, "start: role")
+        if len(set(roles)) != channels:
+            raise ProtocolViolation(f"start: 'roles' must be distinct, got {shown(roles)}",
+                                    CLOSE_INVALID)
         self.sample_rate, self.encoding, self.roles = rate, encoding, tuple(roles)
         self._emit(Reply(json.dumps({"type": "started", "stream_id": stream_id,
                                      "channels": list(self.roles), "sample_rate": rate,

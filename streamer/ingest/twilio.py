@@ -9,7 +9,8 @@ Each track is one party: inbound = the caller (customer role), outbound = what t
 caller hears (agent role). Use ``<Start><Stream track="both_tracks">`` for both.
 
 Media Streams has no error message towards Twilio: on a malformed message the server
-closes the WebSocket with a close code and a reason.
+closes the WebSocket with a close code and a reason. Media Streams sends text only: a
+binary message closes with 1003.
 
 Authentication: Twilio signs the WebSocket handshake with ``X-Twilio-Signature`` =
 base64(HMAC-SHA1(auth token, the URL it dialled)); ``signature_ok`` checks it.
@@ -21,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 from typing import Any
 
 import numpy as np
@@ -35,14 +37,17 @@ from streamer.ingest.protocol import (
     Limits,
     ProtocolViolation,
     check_stream_id,
+    client_identifier,
     parse_json_object,
     require,
 )
 from streamer.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode
+from streamer.validation import shown
 
 TRACKS = ("inbound", "outbound")
 MAX_GAP_FILL_MS = 5000  # silence inserted for a track's missing media, at most per gap
 GAP_TOLERANCE_MS = 60
+MAX_NOTED = 100  # marks and DTMF digits kept (the latest), so a client cannot grow them
 
 
 def twilio_signature(auth_token: str, url: str) -> str:
@@ -54,7 +59,9 @@ def twilio_signature(auth_token: str, url: str) -> str:
 def signature_ok(auth_token: str, url: str, signature: str | None) -> bool:
     if not signature:
         return False
-    return hmac.compare_digest(twilio_signature(auth_token, url).encode(), signature.encode())
+    # Header values arrive surrogate-escaped when they are not ASCII: compare their bytes.
+    return hmac.compare_digest(twilio_signature(auth_token, url).encode(),
+                               signature.encode("utf-8", "surrogateescape"))
 
 
 class TwilioProtocol(IngestProtocol):
@@ -86,14 +93,20 @@ class TwilioProtocol(IngestProtocol):
         elif event == "mark":
             self._require_started("mark")
             mark = message.get("mark")
-            self.marks.append(str(mark.get("name")) if isinstance(mark, dict) else "")
+            self._note(self.marks, mark.get("name") if isinstance(mark, dict) else None)
         elif event == "dtmf":
             dtmf = message.get("dtmf")
-            self.dtmf.append(str(dtmf.get("digit")) if isinstance(dtmf, dict) else "")
+            self._note(self.dtmf, dtmf.get("digit") if isinstance(dtmf, dict) else None)
         else:
             raise ProtocolViolation(
-                f"unknown Media Streams event {event!r}; expected connected, start, media, "
+                f"unknown Media Streams event {shown(event)}; expected connected, start, media, "
                 "mark, dtmf or stop", CLOSE_INVALID)
+
+    @staticmethod
+    def _note(kept: list[str], value: object) -> None:
+        """Keep the latest MAX_NOTED marks/digits; a bad value is noted as ''."""
+        kept.append(client_identifier(value, "name") if value is not None else "")
+        del kept[:-MAX_NOTED]
 
     def _require_started(self, event: str) -> None:
         if not self.started:
@@ -104,27 +117,31 @@ class TwilioProtocol(IngestProtocol):
     def _check_sid(self, message: dict[str, Any]) -> None:
         sid = message.get("streamSid")
         if sid is not None and sid != self.stream_sid:
-            raise ProtocolViolation(f"streamSid {sid!r} does not match the stream's "
+            raise ProtocolViolation(f"streamSid {shown(sid)} does not match the stream's "
                                     f"{self.stream_sid!r}")
 
     def _start(self, message: dict[str, Any]) -> None:
         if self.started:
             raise ProtocolViolation("'start' was already received; one stream per connection")
         start = require(message, "start", dict, "start message")
-        stream_sid = require(start, "streamSid", str, "start")
+        stream_sid = client_identifier(require(start, "streamSid", str, "start"),
+                                       "start.streamSid")
         call_sid = start.get("callSid")
+        if call_sid is not None and call_sid != "":
+            call_sid = client_identifier(call_sid, "start.callSid")
         tracks = start.get("tracks", ["inbound"])
-        if (not isinstance(tracks, list) or not tracks or len(set(tracks)) != len(tracks)
-                or not all(t in TRACKS for t in tracks)):
+        if (not isinstance(tracks, list) or not tracks
+                or not all(isinstance(t, str) and t in TRACKS for t in tracks)
+                or len(set(tracks)) != len(tracks)):
             raise ProtocolViolation(f"start.tracks must be a list of {list(TRACKS)}, got "
-                                    f"{tracks!r}", CLOSE_INVALID)
+                                    f"{shown(tracks)}", CLOSE_INVALID)
         fmt = require(start, "mediaFormat", dict, "start")
         if (fmt.get("encoding") != "audio/x-mulaw" or fmt.get("sampleRate") != TELEPHONY_RATE
                 or fmt.get("channels") != 1):
             raise ProtocolViolation(
-                f"start.mediaFormat {fmt!r} is not supported; Media Streams send "
+                f"start.mediaFormat {shown(fmt)} is not supported; Media Streams send "
                 "audio/x-mulaw, 8000 Hz, 1 channel", CLOSE_UNSUPPORTED)
-        stream_id = call_sid if isinstance(call_sid, str) and call_sid else stream_sid
+        stream_id = call_sid if call_sid else stream_sid
         check_stream_id(stream_id, "start")
         self.stream_sid = stream_sid
         role_of = {"inbound": self.limits.customer_role, "outbound": self.limits.agent_role}
@@ -138,9 +155,9 @@ class TwilioProtocol(IngestProtocol):
         self._check_sid(message)
         media = require(message, "media", dict, "media message")
         track = media.get("track", "inbound")
-        if track not in self.roles:
-            raise ProtocolViolation(f"media.track {track!r} was not announced in start.tracks "
-                                    f"{list(self.roles)}")
+        if not isinstance(track, str) or track not in self.roles:
+            raise ProtocolViolation(f"media.track {shown(track)} was not announced in "
+                                    f"start.tracks {list(self.roles)}")
         payload = require(media, "payload", str, "media")
         try:
             data = base64.b64decode(payload, validate=True)
@@ -162,7 +179,9 @@ class TwilioProtocol(IngestProtocol):
         """Twilio may skip media for a silent track; keep the parties' timelines aligned."""
         try:
             at = float(timestamp)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
+            return 0.0
+        if not math.isfinite(at):
             return 0.0
         gap = at - self._received_ms[track]
         return min(gap, MAX_GAP_FILL_MS) if gap > GAP_TOLERANCE_MS else 0.0
