@@ -49,6 +49,39 @@ class MonoResampler:
         return self._stream.resample_chunk(mono, last=last)
 
 
+class Resampler:
+    """Streaming resample of (N, C) blocks to 16 kHz, channels kept (one soxr stream)."""
+
+    def __init__(self, in_rate: int, channels: int) -> None:
+        if in_rate <= 0:
+            raise AudioInputError(f"sample rate must be positive, got {in_rate}")
+        if channels < 1:
+            raise AudioInputError(f"channel count must be >= 1, got {channels}")
+        self.in_rate = in_rate
+        self.channels = channels
+        self._stream = (
+            None if in_rate == SAMPLE_RATE
+            else soxr.ResampleStream(in_rate, SAMPLE_RATE, channels, dtype="float32",
+                                     quality="HQ")
+        )
+
+    def push(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """(N, C) float32 at ``in_rate`` -> (M, C) float32 at 16 kHz."""
+        if block.ndim != 2 or block.shape[1] != self.channels:
+            raise ValueError(f"expected (N, {self.channels}) audio, got {block.shape}")
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        if self._stream is None:
+            return block
+        out = self._stream.resample_chunk(block, last=last)
+        return out.reshape(-1, self.channels)
+
+
+def file_channels(path: str | Path) -> int:
+    """How many channels the audio file has."""
+    with open_audio_file(path) as f:
+        return int(f.channels)
+
+
 def open_audio_file(path: str | Path) -> sf.SoundFile:
     """Open an audio file, turning libsndfile errors into a message a user can act on."""
     p = Path(path)
@@ -65,14 +98,17 @@ def open_audio_file(path: str | Path) -> sf.SoundFile:
         ) from exc
 
 
-def iter_file_blocks(path: str | Path, block_s: float) -> Iterator[np.ndarray]:
-    """Yield 16 kHz mono float32 blocks of about ``block_s`` seconds from an audio file.
+def iter_file_blocks(path: str | Path, block_s: float,
+                     keep_channels: bool = False) -> Iterator[np.ndarray]:
+    """Yield 16 kHz mono float32 blocks of about ``block_s`` seconds from an audio file;
+    with ``keep_channels``, (N, C) blocks with the file's channels kept apart.
 
     A truncated file (header promises more data than there is) yields what is
     there and logs a warning: audio that can be decoded is never thrown away.
     """
     with open_audio_file(path) as f:
-        resampler = MonoResampler(f.samplerate)
+        resampler: MonoResampler | Resampler = (
+            Resampler(f.samplerate, f.channels) if keep_channels else MonoResampler(f.samplerate))
         frames_per_block = max(1, int(f.samplerate * block_s))
         read_total = 0
         while True:

@@ -1,4 +1,4 @@
-"""Command line: ``emotion-stream run | serve | config | schema | devices``."""
+"""Command line: ``emotion-stream run | serve | replay | config | schema | devices``."""
 
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ examples:
   emotion-stream run                                  # bundled sample conversation
   emotion-stream run --source call.mp3 --fast         # a file, as fast as possible
   emotion-stream run --source mic                     # default microphone
+  emotion-stream run --source call.wav --channel-names customer,agent   # stereo: one channel each
   arecord -f S16_LE -r 16000 | emotion-stream run --source stdin
   emotion-stream run --set mqtt.enabled=true --set mqtt.port=1883 --jsonl events.jsonl
   emotion-stream config --show                        # effective configuration
   emotion-stream serve --set ingest.token=secret      # call-center ingest (docs/ingest.md)
+  emotion-stream replay call.wav --protocol twilio    # send a recording into a running serve
 """
 
 
@@ -62,6 +64,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replay files as fast as possible instead of in real time")
     run.add_argument("--jsonl", metavar="FILE", help="also append every event to FILE")
     run.add_argument("--json", action="store_true", help="print events as JSON lines")
+    run.add_argument("--channels", choices=("mix", "split"),
+                     help="mix: the input's channels mixed to one mono channel (default); "
+                          "split: one channel of events per input channel")
+    run.add_argument("--channel-names", metavar="A,B,...",
+                     help="names of the input channels, in order (implies --channels split), "
+                          "e.g. agent,customer; default ch0,ch1,...")
+
+    rep = sub.add_parser(
+        "replay", help="replay a recording into a running serve as a live call",
+        description="Send an audio file to a running `emotion-stream serve` over one of its "
+                    "ingest protocols, paced at real time; channel 0 is the customer, "
+                    "channel 1 the agent (a mono file is one party). The audio travels as "
+                    "8 kHz telephone audio. The events come out of the server's publishers.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("file", help="audio file (wav/flac/ogg/mp3, any rate, 1-2 channels; "
+                                  "up to 8 over raw) or builtin:sample...")
+    rep.add_argument("--protocol", choices=("raw", "twilio", "audiohook"), default="raw",
+                     help="raw PCM (/ingest/pcm), Twilio Media Streams or Genesys AudioHook")
+    rep.add_argument("--url", help="ingest URL (default ws://127.0.0.1:8766/ingest/pcm, "
+                                   "/ingest/twilio or /ingest/audiohook)")
+    rep.add_argument("--token", help="raw: the bearer token (ingest.token); twilio: the auth "
+                                     "token that signs the handshake; audiohook: the API key")
+    rep.add_argument("--signed-url", help="twilio: the URL the signature covers "
+                                          "(ingest.twilio_public_url + path; default --url "
+                                          "as wss://)")
+    rep.add_argument("--pace", type=float, default=1.0,
+                     help="times real time (default 1: live; 4: four times faster)")
+    rep.add_argument("--stream-id", help="the call's id (default: the file name)")
 
     serve = sub.add_parser(
         "serve", help="serve live calls (raw PCM, Twilio Media Streams, Genesys AudioHook)",
@@ -90,6 +120,10 @@ def source_overrides(args: argparse.Namespace) -> list[str]:
             extra += ["source.kind=file", f"source.path={json.dumps(args.source)}"]
     if args.fast:
         extra.append("source.realtime=false")
+    if args.channels or args.channel_names:
+        extra.append(f"source.channels={args.channels or 'split'}")
+    if args.channel_names:
+        extra.append(f"source.channel_names={json.dumps(args.channel_names)}")
     if args.jsonl:
         extra.append(f"jsonl.path={json.dumps(args.jsonl)}")
     if args.json:
@@ -139,6 +173,18 @@ def command_serve(config: AppConfig) -> int:
     return 0
 
 
+def command_replay(args: argparse.Namespace) -> int:
+    from streamer.replay import replay
+
+    result = asyncio.run(replay(args.file, args.protocol, url=args.url, token=args.token,
+                                pace=args.pace, stream_id=args.stream_id,
+                                signed_url=args.signed_url))
+    print(f"replayed {result.audio_s:.1f} s ({result.parties} "
+          f"part{'y' if result.parties == 1 else 'ies'}) over {result.protocol} to "
+          f"{result.url}")
+    return 0
+
+
 def command_devices() -> int:
     from streamer.sources import _import_sounddevice
 
@@ -162,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "devices":
             return command_devices()
+        if args.command == "replay":
+            logging.basicConfig(level="INFO", stream=sys.stderr,
+                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            return command_replay(args)
         extra = (source_overrides(args) if args.command == "run"
                  else serve_overrides(args) if args.command == "serve" else [])
         config = load_config(args.config, args.overrides + extra)

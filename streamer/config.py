@@ -37,6 +37,11 @@ class SourceConfig:
     mic_sample_rate: int | None = None  # None = the device's default rate
     stdin_sample_rate: int = 16000
     stdin_channels: int = 1
+    # "mix": one mono channel (named by ``channel``); "split": one channel per input
+    # channel, named by ``channel_names`` (comma-separated, e.g. "agent,customer"; default
+    # ch0, ch1, ...). Files, stdin (stdin_channels) and the microphone can be split.
+    channels: Literal["mix", "split"] = "mix"
+    channel_names: str | None = None
 
 
 @dataclass(frozen=True)
@@ -333,6 +338,13 @@ def validate(config: AppConfig) -> None:
         (config.source.chunk_ms > 0, "source.chunk_ms must be > 0"),
         (config.source.stdin_sample_rate > 0, "source.stdin_sample_rate must be > 0"),
         (config.source.stdin_channels >= 1, "source.stdin_channels must be >= 1"),
+        (config.source.channel_names is None or all(
+            n.strip() and not set(n.strip()) & set("/+#")
+            for n in config.source.channel_names.split(",")),
+         "source.channel_names must be comma-separated non-empty names without / + #, "
+         "e.g. agent,customer"),
+        (config.source.channel_names is None or config.source.channels == "split",
+         "source.channel_names needs source.channels=split (--channels split)"),
         (config.asr.beam_size >= 1, "asr.beam_size must be >= 1"),
         (config.asr.workers >= 1, "asr.workers must be >= 1"),
         (10.0 <= config.asr.window_s <= 30.0,

@@ -1,11 +1,14 @@
 """``emotion-stream run``: one source (file, microphone, stdin) through the runtime.
 
-The source is a ``streamer.channel.Channel``; ``streamer.runtime.Runtime`` wires the
-bus, recognizer, workers, publishers and the drain at the end, as for ``serve``.
+The source is a ``streamer.channel.Channel`` (channels mixed to mono), or a
+``streamer.sources.SplitSource`` whose input channels are channels of one stream, each
+recognised on its own; ``streamer.runtime.Runtime`` wires the bus, recognizer,
+workers, publishers and the drain at the end, as for ``serve``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -14,18 +17,19 @@ from streamer.channel import Channel
 from streamer.config import AppConfig
 from streamer.policy import PolicyStats
 from streamer.runtime import Models, Runtime
+from streamer.sources import SplitSource
 from streamer.ws_server import WebSocketServer
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    utterances: int
+    utterances: int  # over all channels
     events_published: int
     mqtt_dropped: int
     recognition: PolicyStats  # partials and speculative finals: how often they served
 
 
-async def run_pipeline(config: AppConfig, source: Channel, models: Models,
+async def run_pipeline(config: AppConfig, source: Channel | SplitSource, models: Models,
                        on_ready: Callable[[EventBus, WebSocketServer | None], Awaitable[None]]
                        | None = None) -> RunSummary:
     """Run ``source`` through the pipeline to its end and publish every event.
@@ -36,7 +40,15 @@ async def run_pipeline(config: AppConfig, source: Channel, models: Models,
     async with Runtime(config, models) as runtime:
         if on_ready is not None:
             await on_ready(runtime.bus, runtime.server)
-        utterances = await runtime.recognizer.run_channel(source)
+        if isinstance(source, SplitSource):
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(source.run(), name=f"read:{source.stream_id}")
+                tasks = [tg.create_task(runtime.recognizer.run_channel(channel),
+                                        name=f"channel:{channel.channel}")
+                         for channel in source.channels]
+            utterances = sum(task.result() for task in tasks)
+        else:
+            utterances = await runtime.recognizer.run_channel(source)
     mqtt = runtime.mqtt
     return RunSummary(utterances=utterances, events_published=runtime.bus.published,
                       mqtt_dropped=mqtt.dropped if mqtt else 0,

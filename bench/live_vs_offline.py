@@ -1,0 +1,93 @@
+"""Live equals offline: the same file in real time (speculation, partials) and with ``--fast``.
+
+Runs each audio file through ``run_pipeline`` twice in one process, paced at real time and
+as fast as possible, and compares the final events utterance by utterance: boundaries,
+transcripts, labels. Issue 11 row 4: they must be identical.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/live_vs_offline.py --out bench/results/live_vs_offline.json \
+        builtin:sample builtin:sample-synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamer.config import AppConfig, load_config  # noqa: E402
+from streamer.pipeline import run_pipeline  # noqa: E402
+from streamer.runtime import Models, load_models  # noqa: E402
+from streamer.sources import FileSource  # noqa: E402
+
+
+async def final_events(config: AppConfig, models: Models) -> tuple[list[dict[str, Any]],
+                                                                    dict[str, Any]]:
+    """The ``utterance.emotion`` events of one run, in order, and the run's counts."""
+    got: list[dict[str, Any]] = []
+
+    async def ready(bus, server) -> None:  # type: ignore[no-untyped-def]
+        sub = bus.subscribe("bench", lambda e: e["type"] == "utterance.emotion", 100_000)
+
+        async def drain() -> None:
+            while True:
+                got.append(await sub.get())
+
+        asyncio.get_running_loop().create_task(drain())
+
+    summary = await run_pipeline(config, FileSource(config.source), models, on_ready=ready)
+    await asyncio.sleep(0.1)
+    return got, {"utterances": summary.utterances, **summary.recognition.__dict__}
+
+
+def compare(live: list[dict[str, Any]], fast: list[dict[str, Any]]) -> dict[str, Any]:
+    pairs = list(zip(live, fast, strict=False))
+    return {
+        "utterances": [len(live), len(fast)],
+        "boundary_differences": sum((a["t_start"], a["t_end"]) != (b["t_start"], b["t_end"])
+                                    for a, b in pairs),
+        "transcript_differences": sum(a["text"] != b["text"] for a, b in pairs),
+        "label_differences": sum(a["label"] != b["label"] for a, b in pairs),
+        "max_probability_difference": max(
+            (abs(a["probabilities"].get(k, 0) - b["probabilities"].get(k, 0))
+             for a, b in pairs for k in set(a["probabilities"]) | set(b["probabilities"])),
+            default=0.0),
+        "differing": [{"t": a["t_start"], "live": [a["text"], a["label"]],
+                       "fast": [b["text"], b["label"]]}
+                      for a, b in pairs if (a["text"], a["label"]) != (b["text"], b["label"])],
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("sources", nargs="+", help="audio files or builtin:sample...")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    base = ["websocket.enabled=false", "stdout.enabled=false", *args.overrides]
+    models = load_models(load_config(None, base))
+    results = {}
+    for source in args.sources:
+        runs = {}
+        for mode, realtime in (("live", "true"), ("fast", "false")):
+            config = load_config(None, [*base, f"source.path={source}",
+                                        f"source.realtime={realtime}"])
+            runs[mode] = await final_events(config, models)
+        results[source] = {"live_counts": runs["live"][1], "fast_counts": runs["fast"][1],
+                           **compare(runs["live"][0], runs["fast"][0])}
+        print(source, json.dumps({k: v for k, v in results[source].items()
+                                  if k != "differing"}), flush=True)
+        for d in results[source]["differing"]:
+            print("   ", d, flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,108 @@
+"""``emotion-stream replay``: send a recording into a running ``serve`` as a live call.
+
+The file's channels are the call's parties (channel 0 the customer, 1 the agent; a mono
+file is one party). It is converted once to 8 kHz telephone audio and sent with the load
+generator's clients (``streamer.ingest.clients``: raw PCM, Twilio Media Streams, Genesys
+AudioHook) at ``pace`` times real time; the server publishes the events as for any call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soxr
+from websockets.exceptions import InvalidStatus, InvalidURI
+
+from streamer.audio_io import iter_file_blocks
+from streamer.config import IngestConfig
+from streamer.errors import AudioInputError, StreamerError
+from streamer.ingest.clients import CallAudio, SendReport, send_audiohook, send_pcm, send_twilio
+from streamer.sources import resolve_source_path
+from streamer.telephony import TELEPHONY_RATE
+
+ReplayProtocol = Literal["raw", "twilio", "audiohook"]
+PROTOCOLS: tuple[ReplayProtocol, ...] = ("raw", "twilio", "audiohook")
+MAX_PARTIES = {"raw": 8, "twilio": 2, "audiohook": 2}  # Twilio tracks, AudioHook channels
+NORMAL_CLOSE = 1000
+
+
+class ReplayError(StreamerError):
+    """The server refused or broke off the replayed call."""
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    protocol: ReplayProtocol
+    url: str
+    parties: int
+    audio_s: float  # per party
+    report: SendReport
+
+
+def default_url(protocol: ReplayProtocol, host: str = "127.0.0.1",
+                port: int | None = None) -> str:
+    """The ingest URL of a ``serve`` with the default ``ingest`` paths."""
+    ingest = IngestConfig()
+    path = {"raw": ingest.pcm_path, "twilio": ingest.twilio_path,
+            "audiohook": ingest.audiohook_path}[protocol]
+    return f"ws://{host}:{port or ingest.port}{path}"
+
+
+def load_call(path: str, stream_id: str, protocol: ReplayProtocol) -> CallAudio:
+    """The file as a call: one 8 kHz party per channel."""
+    blocks = list(iter_file_blocks(resolve_source_path(path), block_s=10.0, keep_channels=True))
+    if not blocks:
+        raise AudioInputError(f"'{path}' holds no audio")
+    audio = np.concatenate(blocks)
+    if audio.shape[1] > MAX_PARTIES[protocol]:
+        raise AudioInputError(
+            f"'{path}' has {audio.shape[1]} channels; {protocol} carries at most "
+            f"{MAX_PARTIES[protocol]} (one per party); use --protocol raw or mix it down")
+    parties = tuple(soxr.resample(audio[:, i], 16000, TELEPHONY_RATE).astype(np.float32)
+                    for i in range(audio.shape[1]))
+    return CallAudio(stream_id, parties)
+
+
+async def replay(path: str, protocol: ReplayProtocol, url: str | None = None,
+                 token: str | None = None, pace: float = 1.0, stream_id: str | None = None,
+                 signed_url: str | None = None) -> ReplayResult:
+    """Send ``path`` as one call; raise ``ReplayError`` if the server did not end it cleanly.
+
+    ``token``: the raw-PCM bearer token, the Twilio auth token (the handshake is signed
+    for ``signed_url``, default ``url`` as wss://) or the AudioHook API key.
+    """
+    if pace <= 0:
+        raise ReplayError(f"--pace must be > 0 (1 = real time), got {pace}")
+    url = url or default_url(protocol)
+    call = load_call(path, stream_id or Path(path).stem, protocol)
+    try:
+        if protocol == "raw":
+            report = await send_pcm(url, call, pace=pace, token=token)
+        elif protocol == "twilio":
+            signed = signed_url or ("wss://" + url.split("://", 1)[1] if token else None)
+            report = await send_twilio(url, call, pace=pace, auth_token=token,
+                                       signed_url=signed)
+        else:
+            report = await send_audiohook(url, call, pace=pace, api_key=token)
+    except InvalidStatus as exc:
+        raise ReplayError(
+            f"{url} refused the call: HTTP {exc.response.status_code} "
+            f"{exc.response.body.decode('utf-8', 'replace').strip()!r}; check --token and "
+            "the path (/ingest/pcm, /ingest/twilio, /ingest/audiohook)") from exc
+    except (RuntimeError, TimeoutError) as exc:  # AudioHook: disconnect or no reply
+        raise ReplayError(f"the AudioHook session at {url} failed: {exc}") from exc
+    except (InvalidURI, OSError) as exc:
+        raise ReplayError(f"cannot reach {url} ({exc}); is `emotion-stream serve` running "
+                          "there?") from exc
+    errors = [r.get("message") or r.get("parameters") for r in report.replies
+              if r.get("type") in ("error", "disconnect")]
+    if errors or report.close_code not in (NORMAL_CLOSE, None):
+        raise ReplayError(
+            f"the server at {url} ended the call after {report.sent_s:.1f} s of "
+            f"{call.seconds:.1f} s: close code {report.close_code} {report.close_reason!r}"
+            f"{'; ' + '; '.join(map(str, errors)) if errors else ''}. Check the URL, the "
+            "protocol and --token (docs/ingest.md lists the close codes)")
+    return ReplayResult(protocol, url, len(call.parties), call.seconds, report)
