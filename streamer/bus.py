@@ -6,6 +6,9 @@ the subscriber learns how many it missed from ``take_dropped()``. A slow
 dashboard therefore loses old events instead of stalling recognition for
 everyone. Publishers that must not lose events (MQTT, JSONL) size their
 queue for that and keep their own retry buffer.
+
+Fault isolation: a subscriber whose filter raises on an event misses that event only
+(logged and counted in ``EventBus.faults``); the other subscribers still get it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streamer.events import Event
+from streamer.faults import FaultLog
 
 EventFilter = Callable[[Event], bool]
 
@@ -74,11 +78,11 @@ class StreamDirectory:
         sid, ch = event.get("stream_id"), event.get("channel")
         if sid is None or ch is None:
             return
-        if event["type"] == "stream.started":
+        if event.get("type") == "stream.started":
             chans = self.channels.setdefault(sid, [])
             if ch not in chans:
                 chans.append(ch)
-        elif event["type"] == "stream.ended":
+        elif event.get("type") == "stream.ended":
             chans = self.channels.get(sid, [])
             if ch in chans:
                 chans.remove(ch)
@@ -95,6 +99,7 @@ class EventBus:
         self._subscribers: list[Subscription] = []
         self.streams = StreamDirectory()
         self.published = 0
+        self.faults = FaultLog("event bus")
 
     def subscribe(self, name: str, accept: EventFilter = accept_all,
                   maxsize: int | None = None) -> Subscription:
@@ -111,7 +116,10 @@ class EventBus:
         self.streams.update(event)
         self.published += 1
         for sub in list(self._subscribers):
-            sub.offer(event)
+            try:
+                sub.offer(event)
+            except Exception as exc:  # one subscriber's filter must not starve the others
+                self.faults.record(event, exc, f"subscriber {sub.name} misses it")
 
     @property
     def subscriber_count(self) -> int:

@@ -9,6 +9,7 @@ and ``[a, b]`` work).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -131,6 +132,7 @@ class WebSocketConfig:
     token: str | None = None  # if set, clients must send it (?token= or Authorization: Bearer)
     max_message_bytes: int = 65536
     dashboard: bool = True  # serve the live dashboard page at http://host:port/
+    max_subscribers: int = 100  # more concurrent /events subscribers are refused (HTTP 503)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ class MqttConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     keepalive_s: int = 30
+    # An event the broker rejects (it drops the connection on it) this many times in a row
+    # is set aside as dead-letter (counted, logged; see dead_letter_path), not retried forever.
+    max_attempts: int = 3
+    dead_letter_path: str | None = None  # also append dead-lettered events here (JSONL, 0600)
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,15 @@ class IngestConfig:
     max_message_bytes: int = 65536  # larger WebSocket messages close the connection (1009)
     max_audio_ms_per_message: int = 1000  # one message may carry at most this much audio
     max_calls: int = 64  # more concurrent calls are refused at the handshake (HTTP 503)
+    # Per protocol (so one route, and one credential, cannot take every slot): HTTP 503.
+    max_pcm_calls: int = 32
+    max_twilio_calls: int = 32
+    max_audiohook_calls: int = 32
+    max_calls_per_address: int | None = None  # per client IP (off: proxies share one); 503
+    handshakes_per_minute_per_address: int = 1200  # per client IP, token bucket: HTTP 429
+    # Caller numbers (AudioHook ani/dnis) in stream.started.source and INFO logs: personal
+    # data, off by default.
+    include_caller_numbers: bool = False
     channel_queue_chunks: int = 200  # per party, chunks of chunk_ms (6 s); full = stop reading
     chunk_ms: int = 30  # one VAD frame: end of speech is seen as soon as the frame arrives
     idle_timeout_s: float = 30.0  # a call that sends nothing for this long is closed
@@ -246,6 +261,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"config key '{key}' = {value!r} is invalid: expected a "
+                                  "finite number (not .inf or .nan)")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -366,6 +384,15 @@ def validate(config: AppConfig) -> None:
         (config.mqtt.buffer_size >= 1, "mqtt.buffer_size must be >= 1"),
         (0 <= config.ingest.port <= 65535, "ingest.port must be 0..65535"),
         (config.ingest.max_calls >= 1, "ingest.max_calls must be >= 1"),
+        (min(config.ingest.max_pcm_calls, config.ingest.max_twilio_calls,
+             config.ingest.max_audiohook_calls) >= 1,
+         "ingest.max_pcm_calls, max_twilio_calls and max_audiohook_calls must be >= 1"),
+        ((config.ingest.max_calls_per_address or 1) >= 1,
+         "ingest.max_calls_per_address must be >= 1 (or null: no limit)"),
+        (config.ingest.handshakes_per_minute_per_address >= 1,
+         "ingest.handshakes_per_minute_per_address must be >= 1"),
+        (config.websocket.max_subscribers >= 1, "websocket.max_subscribers must be >= 1"),
+        (config.mqtt.max_attempts >= 1, "mqtt.max_attempts must be >= 1"),
         (config.ingest.channel_queue_chunks >= 1, "ingest.channel_queue_chunks must be >= 1"),
         (config.ingest.chunk_ms >= 10, "ingest.chunk_ms must be >= 10"),
         (config.ingest.max_message_bytes >= 1024, "ingest.max_message_bytes must be >= 1024"),

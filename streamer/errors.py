@@ -25,3 +25,8 @@ class ModelLoadError(StreamerError):
 
 class PublisherError(StreamerError):
     """An event publisher (WebSocket, MQTT, file) could not start or deliver."""
+
+
+class EventEncodingError(PublisherError, ValueError):
+    """An event cannot be written as JSON: a NaN/inf number or text that is not valid
+    Unicode (a lone surrogate). Publishers skip such an event, log it and count it."""

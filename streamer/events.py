@@ -7,6 +7,7 @@ is the authoritative description and ``validate_event`` checks against it.
 from __future__ import annotations
 
 import json
+import reprlib
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -15,6 +16,7 @@ from typing import Any
 
 from models.asr import Transcript
 from models.audio import SAMPLE_RATE
+from streamer.errors import EventEncodingError
 from streamer.messages import EmotionResult
 
 SCHEMA_VERSION = "emotion-stream/2"  # 2: word times are stream times
@@ -113,4 +115,22 @@ def validate_event(event: Event) -> None:
 
 
 def to_json(event: Event) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    """``event`` as compact JSON text that encodes as UTF-8.
+
+    Refuses what is not JSON or not Unicode instead of publishing it: NaN and infinities
+    (``allow_nan=False``; ``NaN`` is not JSON) and lone surrogates (no UTF-8 form) raise
+    ``EventEncodingError`` naming the event; publishers log, count and skip it.
+    """
+    try:
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # lone surrogates pass json.dumps but no socket or file
+    except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+        raise EventEncodingError(
+            f"{describe(event)} cannot be encoded as JSON ({exc}); it is not published") from exc
+    return text
+
+
+def describe(event: Event) -> str:
+    """'utterance.emotion event of stream 's1' channel 'mono'' with the ids escaped."""
+    return (f"{reprlib.repr(event.get('type'))} event of stream "
+            f"{reprlib.repr(event.get('stream_id'))} channel {reprlib.repr(event.get('channel'))}")

@@ -15,6 +15,10 @@ JSON ``{"error": ...}`` bodies and are logged with the client's address.
 
 Authentication helpers (``token_ok``, ``token_guard``, ``secret_matches``) compare secrets
 in constant time; the response helpers build complete responses (Content-Length included).
+
+Audit: every refusal with 401 and every accepted connection (``audit``) is one INFO line
+on the ``streamer.audit`` logger: what happened, route, remote address, identity (which
+credential passed, never the secret) and, for calls, the stream id.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from streamer.errors import PublisherError
+from streamer.validation import shown
 
 log = logging.getLogger(__name__)
+audit_log = logging.getLogger("streamer.audit")
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 HttpHandler = Callable[[Request], Response]
@@ -61,6 +67,12 @@ def error_response(status: HTTPStatus, message: str,
     return json_response(status, {"error": message}, headers)
 
 
+def audit(what: str, **fields: object) -> None:
+    """One audit line: ``what`` and ``key=value`` fields (values escaped, never secrets)."""
+    details = " ".join(f"{key}={shown(value)}" for key, value in fields.items())
+    audit_log.info("%s %s", what, details)
+
+
 # ----------------------------------------------------------------------- auth
 @dataclass(frozen=True)
 class Refusal:
@@ -73,11 +85,15 @@ class Refusal:
 
 # A guard runs on the handshake request: None lets it through.
 Guard = Callable[[Request], Refusal | None]
+# A guard that also needs the client's address (per-address limits): (host, request).
+PeerGuard = Callable[[str, Request], Refusal | None]
 
 
 def secret_matches(given: str | None, expected: str) -> bool:
     """Constant-time comparison, so response timing does not leak the secret's prefix."""
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+    # Header values that are not ASCII arrive surrogate-escaped: compare their raw bytes.
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                                     expected.encode())
 
 
 def request_token(request: Request) -> str | None:
@@ -121,6 +137,7 @@ class Listen:
 class WebSocketRoute:
     handler: Handler
     guard: Guard | None
+    peer_guard: PeerGuard | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,12 @@ class HttpRoute:
 def websocket_path(path: str) -> str:
     """The key of a WebSocket route: the path without its query and trailing slash."""
     return urlsplit(path).path.rstrip("/") or "/"
+
+
+def peer_host(connection: ServerConnection) -> str:
+    """The client's IP address without the port (for per-address limits)."""
+    address = connection.remote_address
+    return str(address[0]) if isinstance(address, tuple) and address else str(address)
 
 
 def is_upgrade(request: Request) -> bool:
@@ -150,8 +173,9 @@ class HttpEdge:
         self._http: dict[str, HttpRoute] = {}
         self._server: Server | None = None
 
-    def add_websocket(self, path: str, handler: Handler, guard: Guard | None = None) -> None:
-        self._websocket[websocket_path(path)] = WebSocketRoute(handler, guard)
+    def add_websocket(self, path: str, handler: Handler, guard: Guard | None = None,
+                      peer_guard: PeerGuard | None = None) -> None:
+        self._websocket[websocket_path(path)] = WebSocketRoute(handler, guard, peer_guard)
 
     def add_http(self, path: str, handler: HttpHandler, guard: Guard | None = None) -> None:
         self._http[path] = HttpRoute(handler, guard)
@@ -204,10 +228,15 @@ class HttpEdge:
                                   f"no {kind} at {path}; WebSocket endpoints: "
                                   f"{', '.join(self.websocket_paths)}")
         refusal = route.guard(request) if route.guard is not None else None
+        if refusal is None and isinstance(route, WebSocketRoute) and route.peer_guard:
+            refusal = route.peer_guard(peer_host(connection), request)
         if refusal is not None:
             log.warning("%s: refused %s on %s with %d: %s", self.listen.purpose,
-                        connection.remote_address, path, refusal.status.value,
+                        connection.remote_address, shown(path), refusal.status.value,
                         refusal.message)
+            if refusal.status == HTTPStatus.UNAUTHORIZED:
+                audit("auth failure", route=path, remote=connection.remote_address,
+                      service=self.listen.purpose)
             return error_response(refusal.status, refusal.message, refusal.headers)
         if isinstance(route, HttpRoute):
             return route.handler(request)
@@ -219,6 +248,7 @@ class HttpEdge:
         await self._websocket[websocket_path(path)].handler(ws)
 
 
-__all__ = ["HttpEdge", "Listen", "Refusal", "Handler", "HttpHandler", "Guard", "TOKEN_HINT",
+__all__ = ["HttpEdge", "Listen", "Refusal", "Handler", "HttpHandler", "Guard", "PeerGuard",
+           "TOKEN_HINT", "audit", "peer_host",
            "response", "json_response", "error_response", "secret_matches", "request_token",
            "token_ok", "token_guard"]

@@ -2,11 +2,19 @@
 
 Both read from a bus subscription sized to hold every event of a long run
 (``LOSSLESS_QUEUE``); they are fast, so in practice the queue stays short.
+
+Fault isolation: an event a sink cannot write (not encodable as JSON, a malformed event,
+a write error) is logged with its stream and channel, counted (``faults.count``) and
+skipped; the sink goes on with the next event. The JSONL file is created with mode 0600
+(it holds transcripts: personal data).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -14,8 +22,22 @@ from typing import TextIO
 from streamer.bus import EventBus
 from streamer.errors import PublisherError
 from streamer.events import Event, to_json
+from streamer.faults import FaultLog
+
+log = logging.getLogger(__name__)
 
 LOSSLESS_QUEUE = 100_000
+JSONL_MODE = 0o600
+
+
+def open_private(path: Path) -> TextIO:
+    """Open ``path`` for appending; a new file is created readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, JSONL_MODE)
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if mode & 0o077:
+        log.warning("JSONL output %s is readable by others (mode %o); it holds transcripts: "
+                    "chmod 600 it", path, mode)
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 class JsonlSink:
@@ -25,10 +47,12 @@ class JsonlSink:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: TextIO = self.path.open("a", encoding="utf-8")
+            self._file: TextIO = open_private(self.path)
         except OSError as exc:
             raise PublisherError(f"cannot open JSONL output '{path}': {exc}") from exc
         self._sub = bus.subscribe("jsonl", maxsize=LOSSLESS_QUEUE)
+        self.faults = FaultLog(f"JSONL sink {path}")
+        self.written = 0
 
     async def run(self) -> None:
         try:
@@ -39,8 +63,15 @@ class JsonlSink:
             self._file.close()
 
     def write(self, event: Event) -> None:
-        self._file.write(to_json(event) + "\n")
-        self._file.flush()
+        """Append ``event``; one that cannot be written is logged, counted and skipped."""
+        try:
+            line = to_json(event) + "\n"
+            self._file.write(line)
+            self._file.flush()
+        except Exception as exc:  # the bulkhead: one event never stops the sink
+            self.faults.record(event, exc)
+            return
+        self.written += 1
 
     def drain_now(self) -> None:
         while (event := self._sub.get_nowait()) is not None:
@@ -78,6 +109,8 @@ class StdoutSink:
         accept = (lambda e: True) if include_partials else (
             lambda e: e["type"] != "utterance.partial")
         self._sub = bus.subscribe("stdout", accept=accept, maxsize=LOSSLESS_QUEUE)
+        self.faults = FaultLog("stdout sink")
+        self.written = 0
 
     async def run(self) -> None:
         try:
@@ -88,9 +121,16 @@ class StdoutSink:
             self.drain_now()
 
     def write(self, event: Event) -> None:
-        line = format_pretty(event) if self.pretty else to_json(event)
-        if line is not None:
-            print(line, file=self.out, flush=True)
+        """Print ``event``; one that cannot be printed is logged, counted and skipped."""
+        try:
+            line = format_pretty(event) if self.pretty else to_json(event)
+            if line is not None:
+                line.encode("utf-8")  # a lone surrogate must not reach (and break) stdout
+                print(line, file=self.out, flush=True)
+        except Exception as exc:  # the bulkhead: one event never stops the sink
+            self.faults.record(event, exc)
+            return
+        self.written += 1
 
     def drain_now(self) -> None:
         while (event := self._sub.get_nowait()) is not None:

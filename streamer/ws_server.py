@@ -11,6 +11,14 @@ Protocol:
   its oldest queued events (bus overflow policy) and is told so with a
   ``subscriber.lagged`` message carrying the count.
 
+Hostile input: stream and channel names in filters (query string or ``subscribe``) follow
+the edge rule of ``streamer.validation`` (at most ``MAX_FILTER_ITEMS`` each). A bad query
+string is refused at the handshake (HTTP 400); a bad ``subscribe`` message (not JSON,
+nested too deeply, wrong shape, a bad name) is answered ``{"type": "error", ...}`` and
+the filter stays as it was. More than ``websocket.max_subscribers`` subscribers: HTTP 503.
+An event that cannot be encoded is skipped for every subscriber (logged, counted in
+``WebSocketServer.faults``); the subscriber stays connected.
+
 Other components (the dashboard) add WebSocket routes with ``add_route`` and plain
 HTTP routes with ``add_http`` on the same port; listening, routing, authentication
 and error responses are ``streamer.http_edge.HttpEdge``'s.
@@ -21,18 +29,34 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request
 
 from streamer.bus import EventBus
 from streamer.config import WebSocketConfig
+from streamer.errors import EventEncodingError
 from streamer.events import SCHEMA_VERSION, Event, control, to_json
-from streamer.http_edge import Guard, Handler, HttpEdge, HttpHandler, Listen, token_guard
+from streamer.faults import FaultLog
+from streamer.http_edge import (
+    Guard,
+    Handler,
+    HttpEdge,
+    HttpHandler,
+    Listen,
+    Refusal,
+    audit,
+    token_guard,
+)
+from streamer.validation import InvalidClientString, check_identifier, shown
 
 log = logging.getLogger(__name__)
+
+MAX_FILTER_ITEMS = 256
 
 
 class SubscriberFilter:
@@ -48,13 +72,17 @@ class SubscriberFilter:
 
         def values(key: str) -> set[str] | None:
             items = [v for raw in query.get(key, []) for v in raw.split(",") if v]
-            return set(items) if items and "*" not in items else None
+            if not items or "*" in items:
+                return None
+            return _names(items, key)
 
         return cls(values("streams") or values("stream"), values("channels") or values("channel"))
 
     def update(self, message: dict[str, Any]) -> None:
-        self.streams = _selection(message.get("streams", "*"), "streams")
-        self.channels = _selection(message.get("channels", "*"), "channels")
+        """Apply a ``subscribe`` message; on a ValueError the filter is unchanged."""
+        streams = _selection(message.get("streams", "*"), "streams")
+        channels = _selection(message.get("channels", "*"), "channels")
+        self.streams, self.channels = streams, channels
 
     def accept(self, event: Event) -> bool:
         if self.streams is not None and event.get("stream_id") not in self.streams:
@@ -67,11 +95,34 @@ class SubscriberFilter:
 
 
 def _selection(value: Any, key: str) -> set[str] | None:
-    if value == "*" or value is None:
+    if value is None or isinstance(value, str) and value == "*":
         return None
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return set(value)
-    raise ValueError(f"'{key}' must be \"*\" or a list of strings, got {value!r}")
+        return _names(value, key)
+    raise ValueError(f"'{key}' must be \"*\" or a list of strings, got {shown(value)}")
+
+
+def _names(values: list[str], key: str) -> set[str]:
+    """Stream or channel names of a filter, each checked with the edge rule."""
+    if len(values) > MAX_FILTER_ITEMS:
+        raise InvalidClientString(f"'{key}' lists {len(values)} names, at most "
+                                  f"{MAX_FILTER_ITEMS} are allowed")
+    return {check_identifier(v, f"'{key}' entry") for v in values}
+
+
+def subscribe_reply(filt: SubscriberFilter, raw: str | bytes) -> Event:
+    """The subscriber channel, sans I/O: apply one client message, return the answer
+    (``subscribed`` with the new filter, or ``error`` leaving the filter as it was)."""
+    try:
+        message = json.loads(raw)
+        if not isinstance(message, dict) or message.get("type") != "subscribe":
+            raise ValueError('expected {"type": "subscribe", "streams": ..., "channels": ...}')
+        filt.update(message)
+    except RecursionError:
+        return control("error", message="bad request: JSON nested too deeply")
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, InvalidClientString
+        return control("error", message=f"bad request: {exc}")
+    return control("subscribed", **filt.describe())
 
 
 class WebSocketServer:
@@ -85,7 +136,15 @@ class WebSocketServer:
             purpose="WebSocket subscribers",
             port_hint="choose another port with --set websocket.port=N or disable it with "
                       "--set websocket.enabled=false"))
-        self.add_route("/events", self._serve_subscriber, token=config.token)
+        self.faults = FaultLog("WebSocket subscribers")
+        self.subscribers = 0
+        self.refused_busy = 0
+        token = token_guard(config.token)
+
+        def events_guard(request: Request) -> Refusal | None:
+            return token(request) or self._admit(request)
+
+        self.edge.add_websocket("/events", self._serve_subscriber, events_guard)
 
     def add_route(self, path: str, handler: Handler, token: str | None) -> None:
         """Route WebSocket connections on ``path`` to ``handler``; ``token`` guards it."""
@@ -107,12 +166,35 @@ class WebSocketServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.edge.stop()
 
+    def _admit(self, request: Request) -> Refusal | None:
+        """After the token: the subscriber cap (503) and the query-string filter (400)."""
+        if self.subscribers >= self.config.max_subscribers:
+            self.refused_busy += 1
+            return Refusal(HTTPStatus.SERVICE_UNAVAILABLE,
+                           f"this server already has {self.subscribers} subscribers "
+                           "(websocket.max_subscribers); retry later", (("Retry-After", "5"),))
+        try:
+            SubscriberFilter.from_path(request.path)
+        except ValueError as exc:
+            return Refusal(HTTPStatus.BAD_REQUEST, f"bad subscription filter: {exc}")
+        return None
+
+    def _hello(self) -> str:
+        hello = control("hello", server="emotion-stream", streams=self.bus.streams.as_list())
+        try:
+            return to_json(hello)
+        except EventEncodingError as exc:  # not expected: names are checked at the edge
+            self.faults.record(hello, exc, "sent hello without the stream list")
+            return to_json(control("hello", server="emotion-stream", streams=[]))
+
     async def _serve_subscriber(self, ws: ServerConnection) -> None:
         filt = SubscriberFilter.from_path(ws.request.path if ws.request else "")
         sub = self.bus.subscribe(f"ws:{ws.remote_address}", filt.accept)
+        self.subscribers += 1
+        audit("subscriber connected", route="/events", remote=ws.remote_address,
+              identity="token" if self.config.token else "anonymous")
         try:
-            await ws.send(to_json(control("hello", server="emotion-stream",
-                                          streams=self.bus.streams.as_list())))
+            await ws.send(self._hello())
             reader = asyncio.create_task(self._read_requests(ws, filt))
             writer = asyncio.create_task(self._write_events(ws, sub))
             done, pending = await asyncio.wait({reader, writer},
@@ -125,20 +207,12 @@ class WebSocketServer:
                 if exc is not None and not isinstance(exc, ConnectionClosed):
                     raise exc
         finally:
+            self.subscribers -= 1
             sub.close()
 
     async def _read_requests(self, ws: ServerConnection, filt: SubscriberFilter) -> None:
         async for raw in ws:
-            try:
-                message = json.loads(raw)
-                if not isinstance(message, dict) or message.get("type") != "subscribe":
-                    raise ValueError('expected {"type": "subscribe", "streams": ..., '
-                                     '"channels": ...}')
-                filt.update(message)
-            except ValueError as exc:  # json.JSONDecodeError is a ValueError
-                await ws.send(to_json(control("error", message=f"bad request: {exc}")))
-                continue
-            await ws.send(to_json(control("subscribed", **filt.describe())))
+            await ws.send(to_json(subscribe_reply(filt, raw)))
 
     async def _write_events(self, ws: ServerConnection, sub: Any) -> None:
         while True:
@@ -146,7 +220,13 @@ class WebSocketServer:
             dropped = sub.take_dropped()
             if dropped:
                 await ws.send(to_json(control("subscriber.lagged", dropped=dropped)))
-            await ws.send(to_json(event))
+            try:
+                text = to_json(event)
+            except EventEncodingError as exc:
+                self.faults.record(event, exc, "skipped it for this subscriber")
+                continue
+            await ws.send(text)
 
 
-__all__ = ["WebSocketServer", "SubscriberFilter", "SCHEMA_VERSION"]
+__all__ = ["WebSocketServer", "SubscriberFilter", "subscribe_reply", "SCHEMA_VERSION",
+           "MAX_FILTER_ITEMS"]

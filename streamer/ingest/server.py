@@ -3,22 +3,32 @@
 Routes (configurable, see ``IngestConfig``): raw PCM, Twilio Media Streams and Genesys
 AudioHook. The handshake is where a connection is refused: unknown path (404), failed
 authentication (401: bearer token for raw PCM, X-Twilio-Signature for Twilio, X-API-KEY
-for AudioHook), too many calls (503). ``GET /healthz`` answers with the server's counters.
-Listening, routing and the JSON refusals are ``streamer.http_edge.HttpEdge``'s.
+for AudioHook), too many calls (503: ``ingest.max_calls`` in all,
+``ingest.max_<protocol>_calls`` per protocol, so one route and its one credential cannot
+take every slot,
+``ingest.max_calls_per_address`` per client IP) and too many handshakes from one address
+(429: ``ingest.handshakes_per_minute_per_address``). Each refusal says which limit.
+``GET /healthz`` answers with the server's counters. Listening, routing and the JSON
+refusals are ``streamer.http_edge.HttpEdge``'s. Accepted connections, calls and auth
+failures are audit lines (``streamer.audit`` logger).
 
 Each connection runs ``serve_connection``: it only moves data between the WebSocket,
 the protocol's sans-I/O parser and the call's ``CallSession``. A malformed message ends
 that one connection (the protocol's error, then a close code); other calls are not
-affected. When a client disconnects, even mid-utterance, the audio it sent is still
-recognized and published, then the call's state is dropped.
+affected. An unexpected error in one call is logged with its stream id, counted
+(``IngestStats.call_errors``) and closes that connection with 1011. When a client
+disconnects, even mid-utterance, the audio it sent is still recognized and published,
+then the call's state is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
 from typing import Any
@@ -34,12 +44,15 @@ from streamer.http_edge import (
     HttpEdge,
     Listen,
     Refusal,
+    audit,
     json_response,
+    peer_host,
     secret_matches,
     token_ok,
 )
 from streamer.ingest.audiohook import AudioHookProtocol
 from streamer.ingest.protocol import (
+    CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CallEnd,
@@ -68,8 +81,30 @@ class IngestStats:
     calls_finished: int = 0
     refused_auth: int = 0
     refused_busy: int = 0
+    refused_rate: int = 0
     protocol_failures: int = 0
+    call_errors: int = 0  # unexpected errors that ended one call (1011)
     utterances: int = 0
+
+
+@dataclass
+class HandshakeRate:
+    """Token bucket per client address: ``per_minute`` handshakes, bursts up to as many."""
+
+    per_minute: int
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # tokens, time
+
+    def allow(self, address: str, now: float) -> bool:
+        tokens, then = self._buckets.get(address, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - then) * self.per_minute / 60.0)
+        if len(self._buckets) > 10_000:  # forget addresses whose buckets are full again
+            self._buckets = {a: (t, w) for a, (t, w) in self._buckets.items()
+                             if t + (now - w) * self.per_minute / 60.0 < self.per_minute}
+        if tokens < 1.0:
+            self._buckets[address] = (tokens, now)
+            return False
+        self._buckets[address] = (tokens - 1.0, now)
+        return True
 
 
 class IngestServer:
@@ -79,24 +114,34 @@ class IngestServer:
         self.config = config
         self.recognizer = recognizer
         self.limits = Limits(config.max_audio_ms_per_message, config.customer_role,
-                             config.agent_role)
+                             config.agent_role, config.include_caller_numbers)
         self.calls: dict[str, CallSession] = {}
         self.connections = 0
+        self.by_protocol: Counter[str] = Counter()  # open connections per protocol
+        self.by_address: Counter[str] = Counter()  # open connections per client IP
+        self.rate = HandshakeRate(config.handshakes_per_minute_per_address)
         self.stats = IngestStats()
         self.edge = HttpEdge(Listen(
             config.host, config.port, config.max_message_bytes, purpose="call ingest",
             port_hint="choose another port with --set ingest.port=N"))
         self.edge.add_http("/healthz", self._healthz)
-        routes: tuple[tuple[str, Callable[[Request], str | None],
+        routes: tuple[tuple[str, str, Callable[[Request], str | None],
                             Callable[[str], IngestProtocol]], ...] = (
-            (config.pcm_path, self._auth_pcm, self._pcm_protocol),
-            (config.twilio_path, self._auth_twilio, lambda _: TwilioProtocol(self.limits)),
-            (config.audiohook_path, self._auth_audiohook,
+            (RawPcmProtocol.name, config.pcm_path, self._auth_pcm, self._pcm_protocol),
+            (TwilioProtocol.name, config.twilio_path, self._auth_twilio,
+             lambda _: TwilioProtocol(self.limits)),
+            (AudioHookProtocol.name, config.audiohook_path, self._auth_audiohook,
              lambda _: AudioHookProtocol(self.limits)),
         )
-        for path, auth, protocol in routes:
-            self.edge.add_websocket(path, partial(self._handle, protocol),
-                                    partial(self._admit, auth))
+        self.protocol_limits = {RawPcmProtocol.name: ("ingest.max_pcm_calls",
+                                                      config.max_pcm_calls),
+                                TwilioProtocol.name: ("ingest.max_twilio_calls",
+                                                      config.max_twilio_calls),
+                                AudioHookProtocol.name: ("ingest.max_audiohook_calls",
+                                                         config.max_audiohook_calls)}
+        for name, path, auth, protocol in routes:
+            self.edge.add_websocket(path, partial(self._handle, name, protocol),
+                                    peer_guard=partial(self._admit, name, auth))
         for name, secret in (("ingest.token", config.token),
                              ("ingest.twilio_auth_token", config.twilio_auth_token),
                              ("ingest.audiohook_api_key", config.audiohook_api_key)):
@@ -119,17 +164,38 @@ class IngestServer:
         await self.edge.stop()
 
     # ------------------------------------------------------------- handshake
-    def _admit(self, auth: Callable[[Request], str | None], request: Request) -> Refusal | None:
+    def _admit(self, name: str, auth: Callable[[Request], str | None], address: str,
+               request: Request) -> Refusal | None:
+        if not self.rate.allow(address, time.monotonic()):
+            self.stats.refused_rate += 1
+            return Refusal(HTTPStatus.TOO_MANY_REQUESTS,
+                           f"more than {self.config.handshakes_per_minute_per_address} "
+                           "handshakes a minute from this address "
+                           "(ingest.handshakes_per_minute_per_address); slow down",
+                           (("Retry-After", "1"),))
         problem = auth(request)
         if problem is not None:
             self.stats.refused_auth += 1
             return Refusal(HTTPStatus.UNAUTHORIZED, problem)
-        if self.connections >= self.config.max_calls:
+        busy = self._busy(name, address)
+        if busy is not None:
             self.stats.refused_busy += 1
-            return Refusal(HTTPStatus.SERVICE_UNAVAILABLE,
-                           f"this server already serves {self.connections} calls "
-                           f"(ingest.max_calls); retry later or on another server",
-                           (("Retry-After", "5"),))
+            return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, busy, (("Retry-After", "5"),))
+        return None
+
+    def _busy(self, name: str, address: str) -> str | None:
+        """Which connection limit a new ``name`` connection from ``address`` would break."""
+        key, most = self.protocol_limits[name]
+        per_address = self.config.max_calls_per_address
+        if self.connections >= self.config.max_calls:
+            return (f"this server already serves {self.connections} calls (ingest.max_calls); "
+                    "retry later or on another server")
+        if self.by_protocol[name] >= most:
+            return (f"this server already serves {self.by_protocol[name]} {name} calls "
+                    f"({key}); retry later or on another server")
+        if per_address is not None and self.by_address[address] >= per_address:
+            return (f"this address already has {self.by_address[address]} calls "
+                    "(ingest.max_calls_per_address); retry later")
         return None
 
     def _auth_pcm(self, request: Request) -> str | None:
@@ -160,24 +226,55 @@ class IngestServer:
 
     def health(self) -> dict[str, Any]:
         return {"calls": len(self.calls), "connections": self.connections,
-                "max_calls": self.config.max_calls, **self.stats.__dict__}
+                "max_calls": self.config.max_calls,
+                "connections_by_protocol": dict(self.by_protocol), **self.stats.__dict__}
 
     # ----------------------------------------------------------- connections
     def _pcm_protocol(self, request_path: str) -> IngestProtocol:
         # The raw PCM format may come in the query string (?encoding=...&channels=2).
         return RawPcmProtocol(self.limits, dict(parse_qsl(urlsplit(request_path).query)))
 
-    async def _handle(self, protocol: Callable[[str], IngestProtocol],
+    async def _handle(self, name: str, protocol: Callable[[str], IngestProtocol],
                       ws: ServerConnection) -> None:
+        address = peer_host(ws)
+        busy = self._busy(name, address)  # raced past the handshake check?
         self.connections += 1
+        self.by_protocol[name] += 1
+        self.by_address[address] += 1
         try:
-            if self.connections > self.config.max_calls:  # raced past the handshake check
+            if busy is not None:
                 self.stats.refused_busy += 1
-                await ws.close(CLOSE_TRY_AGAIN, "too many calls; retry later")
+                await ws.close(CLOSE_TRY_AGAIN, busy[:120])
                 return
-            await self.serve_connection(ws, protocol(ws.request.path if ws.request else "/"))
+            audit("ingest connection accepted", route=name, remote=ws.remote_address,
+                  identity=self._identity(name))
+            parser = protocol(ws.request.path if ws.request else "/")
+            try:
+                await self.serve_connection(ws, parser)
+            except Exception:  # the bulkhead: one call's error ends that call only
+                self.stats.call_errors += 1
+                calls = [c.stream_id for c in self.calls.values() if c.connection is ws]
+                log.exception("ingest %s: call %s failed; closing its connection (1011), "
+                              "other calls go on", name, calls[0] if calls else "(not started)")
+                for stream_id in calls:
+                    self.calls.pop(stream_id, None)
+                await ws.close(CLOSE_INTERNAL, "internal server error")
         finally:
             self.connections -= 1
+            self.by_protocol[name] -= 1
+            self.by_address[address] -= 1
+            if self.by_address[address] <= 0:
+                del self.by_address[address]
+
+    def _identity(self, name: str) -> str:
+        """Which credential admitted a connection (for the audit log; never the secret)."""
+        secret = {RawPcmProtocol.name: self.config.token,
+                  TwilioProtocol.name: self.config.twilio_auth_token,
+                  AudioHookProtocol.name: self.config.audiohook_api_key}[name]
+        kind = {RawPcmProtocol.name: "ingest.token",
+                TwilioProtocol.name: "twilio signature",
+                AudioHookProtocol.name: "audiohook api key"}[name]
+        return kind if secret is not None else "anonymous"
 
     async def serve_connection(self, ws: ServerConnection, protocol: IngestProtocol) -> None:
         """Move messages from ``ws`` through ``protocol`` into a call, until it ends."""
@@ -205,7 +302,7 @@ class IngestServer:
             for event in protocol.poll():
                 call = calls[0] if calls else None
                 if isinstance(event, CallStart):
-                    started = self._start_call(event, tg)
+                    started = self._start_call(event, tg, ws)
                     if started is None:
                         await ws.close(CLOSE_POLICY, "stream id already active")
                         return
@@ -238,14 +335,18 @@ class IngestServer:
             else:
                 protocol.receive_bytes(message)
 
-    def _start_call(self, start: CallStart, tg: asyncio.TaskGroup) -> CallSession | None:
+    def _start_call(self, start: CallStart, tg: asyncio.TaskGroup,
+                    ws: ServerConnection) -> CallSession | None:
         if start.stream_id in self.calls:
             log.warning("ingest: refusing a second connection for active stream %s",
                         start.stream_id)
             return None
         call = CallSession(self.recognizer, start, self.config.chunk_ms,
                            self.config.channel_queue_chunks)
+        call.connection = ws
         self.calls[start.stream_id] = call
+        audit("ingest call started", stream=start.stream_id, remote=ws.remote_address,
+              parties=",".join(start.channels))
         self.stats.calls_started += 1
         tg.create_task(self._run_call(call), name=f"call:{start.stream_id}")
         log.info("ingest: call %s started (%s), parties %s", start.stream_id, start.source,

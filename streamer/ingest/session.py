@@ -101,6 +101,7 @@ class CallSession:
                                         start.sample_rate, chunk_ms, queue_chunks)
                       for role in start.channels}
         self.ended = False
+        self.connection: object | None = None  # the connection that carries this call
 
     async def run(self) -> dict[str, int]:
         """Run every party's recognizer channel to its end (after ``end()``)."""
