@@ -69,7 +69,9 @@ class Utterance:
     utterance_index: int
     t_start: float  # seconds from stream start (includes pre-roll)
     t_end: float  # end of the last voiced frame (end of speech)
-    audio: np.ndarray  # (N,) float32, pre-roll included, trailing hangover excluded
+    # (N,) float32: pre-roll included; at a pause it ends speculative_pause_ms after the
+    # speech (the SpeechPaused audio), the rest of the hangover excluded
+    audio: np.ndarray
     cut_reason: str  # "pause" | "max_length" | "end_of_stream" (an AudioPause cuts as "pause")
     t_detected: float  # stream time at which the segmenter decided the utterance ended
 

@@ -132,7 +132,8 @@ class PolicyStats:
 @dataclass(frozen=True)
 class _Speculation:
     utterance_index: int
-    t_end: float  # stream time up to which audio was transcribed
+    t_start: float
+    n_samples: int  # the audio transcribed: the utterance's first n_samples
 
 
 class ChannelPolicy:
@@ -182,7 +183,8 @@ class ChannelPolicy:
                 return []
             if self._speculation is not None:
                 self.stats.speculations_discarded += 1  # an older guess, now superseded
-            self._speculation = _Speculation(event.utterance_index, event.t_end)
+            self._speculation = _Speculation(event.utterance_index, event.t_start,
+                                             len(event.audio))
             self.stats.speculations_started += 1
             return [StartSpeculation(event.utterance_index, event.audio)]
         # SpeechProgress. Partials are droppable: start one only when the ASR has nothing
@@ -206,8 +208,12 @@ class ChannelPolicy:
     # ------------------------------------------------------------ recognizer side
 
     def plan_final(self, utterance: Utterance) -> FinalPlan:
-        """Abstain on unusable audio; else reuse the speculation if no speech followed the
-        pause it started at; else transcribe."""
+        """Abstain on unusable audio; else reuse the speculation if it transcribed exactly
+        the utterance's audio (no speech followed the pause it started at); else transcribe.
+
+        Reuse only on the very same samples makes speculation a latency device only: the
+        final transcript is that of ``utterance.audio`` either way, so real time and
+        ``--fast`` (where the ASR is rarely idle at a pause) publish the same."""
         spec, self._speculation = self._speculation, None
         reason = speech_gate.check_audio(utterance.audio, self.config.gate)
         if reason is not None:
@@ -215,7 +221,7 @@ class ChannelPolicy:
                 self.stats.speculations_discarded += 1
             return Abstain(reason)
         if spec is not None and spec.utterance_index == utterance.utterance_index \
-                and utterance.t_end <= spec.t_end:
+                and spec.t_start == utterance.t_start and spec.n_samples == len(utterance.audio):
             self.stats.speculations_reused += 1
             return ReuseSpeculation()
         if spec is not None:

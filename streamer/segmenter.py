@@ -9,8 +9,10 @@ Rules:
   ``preroll_ms`` of audio before them is kept.
 - After ``speculative_pause_ms`` of unvoiced frames it emits ``SpeechPaused`` (the
   recognizer starts the final transcription early, hidden by the hangover).
-- It ends after ``hangover_ms`` of unvoiced frames. Its audio runs to the
-  point of detection (Whisper likes a little trailing silence); ``t_end`` is
+- It ends after ``hangover_ms`` of unvoiced frames. Its audio runs
+  ``speculative_pause_ms`` past the end of speech, exactly the audio of the
+  ``SpeechPaused`` at that pause: a speculative final then transcribed what the
+  final would, and real time gives the transcripts of ``--fast``. ``t_end`` is
   the end of the last voiced frame, i.e. the end of speech.
 - Speech shorter than ``min_utterance_ms`` is discarded as noise.
 - Speech longer than ``max_utterance_s`` is cut, at the last short pause in
@@ -197,6 +199,11 @@ class Segmenter:
         frames, voiced = self._frames[n_frames:], self._voiced[n_frames:]
         speech_end = self._last_voiced(n_frames)
         n_voiced = sum(self._voiced[:n_frames])
+        # At a pause the audio is that of the SpeechPaused (speech + the speculative
+        # pause), whatever the hangover, the chunking or the pace; a cut inside speech keeps
+        # everything before the cut.
+        n_audio = n_frames if reason == "max_length" else min(
+            n_frames, speech_end + self._pause_frames)
         events: list[SegmenterEvent] = []
         if n_voiced >= self._min_frames and speech_end > 0:
             events.append(
@@ -204,7 +211,7 @@ class Segmenter:
                     utterance_index=self._utterance_index,
                     t_start=self._time(self._start_frame),
                     t_end=self._time(self._start_frame + speech_end),
-                    audio=np.concatenate(self._frames[:n_frames]),
+                    audio=np.concatenate(self._frames[:n_audio]),
                     cut_reason=reason,
                     t_detected=self._time(self._frame_index + 1),
                 )

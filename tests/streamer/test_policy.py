@@ -38,8 +38,10 @@ def audio(seconds: float) -> np.ndarray:
 
 
 def utterance(index: int = 0, t_start: float = 0.0, t_end: float = 1.0,
-              t_detected: float = 1.3) -> Utterance:
-    return Utterance(index, t_start, t_end, audio(t_end - t_start), "pause", t_detected)
+              t_detected: float = 1.3, audio_s: float | None = None) -> Utterance:
+    """``audio_s``: its audio's length (default the speech, t_end - t_start)."""
+    return Utterance(index, t_start, t_end,
+                     audio(t_end - t_start if audio_s is None else audio_s), "pause", t_detected)
 
 
 def paused(index: int = 0, t_end: float = 1.1) -> SpeechPaused:
@@ -80,8 +82,18 @@ def test_speculation_disabled_by_config() -> None:
 def test_speculation_reused_when_no_speech_followed_the_pause() -> None:
     p = policy()
     p.on_segment(paused(t_end=1.1), asr_idle=True, wall=0.0)
-    assert isinstance(p.plan_final(utterance(t_end=1.0)), ReuseSpeculation)
+    assert isinstance(p.plan_final(utterance(t_end=1.0, audio_s=1.1)), ReuseSpeculation)
     assert p.stats.speculations_reused == 1
+
+
+def test_speculation_reused_only_on_the_very_same_audio() -> None:
+    """Live equals offline: a speculation that transcribed other samples than the final
+    utterance's (more or less trailing audio) is not its transcript."""
+    p = policy()
+    p.on_segment(paused(t_end=1.1), asr_idle=True, wall=0.0)
+    plan = p.plan_final(utterance(t_end=1.0, audio_s=1.3))  # same speech, longer audio
+    assert isinstance(plan, TranscribeFinal) and len(plan.audio) == int(1.3 * 16000)
+    assert p.stats.speculations_discarded == 1
 
 
 def test_speculation_discarded_when_speech_resumed() -> None:
@@ -102,8 +114,8 @@ def test_speculation_of_another_utterance_is_not_reused() -> None:
 def test_speculation_used_once() -> None:
     p = policy()
     p.on_segment(paused(t_end=1.1), asr_idle=True, wall=0.0)
-    p.plan_final(utterance(t_end=1.0))
-    assert isinstance(p.plan_final(utterance(t_end=1.0)), TranscribeFinal)
+    assert isinstance(p.plan_final(utterance(t_end=1.0, audio_s=1.1)), ReuseSpeculation)
+    assert isinstance(p.plan_final(utterance(t_end=1.0, audio_s=1.1)), TranscribeFinal)
 
 
 def test_a_later_pause_replaces_the_speculation() -> None:
@@ -111,7 +123,7 @@ def test_a_later_pause_replaces_the_speculation() -> None:
     p.on_segment(paused(t_end=1.1), asr_idle=True, wall=0.0)
     p.on_segment(paused(t_end=2.1), asr_idle=True, wall=0.0)  # speech resumed, paused again
     assert p.stats.speculations_discarded == 1
-    assert isinstance(p.plan_final(utterance(t_end=2.0)), ReuseSpeculation)
+    assert isinstance(p.plan_final(utterance(t_end=2.0, audio_s=2.1)), ReuseSpeculation)
 
 
 # ---------------------------------------------------------------- partials

@@ -142,3 +142,20 @@ def test_pause_is_announced_before_the_hangover_ends() -> None:
     # The last pause is the real end: its audio covers all the speech.
     assert pauses[1].t_end >= utt.t_end
     assert pauses[1].t_end - utt.t_end == pytest.approx(0.09, abs=0.031)
+
+
+@pytest.mark.parametrize("chunk", [160, 1600, 4800])
+def test_utterance_audio_is_the_speculative_audio(chunk: int) -> None:
+    """At a pause the utterance's audio is exactly the last SpeechPaused's (speech plus the
+    speculative pause), whatever the chunking: a reused speculation transcribed the same
+    samples the final would have, so real time and --fast publish the same transcript."""
+    from streamer.messages import SpeechPaused
+
+    signal = np.concatenate([silence(0.5), tone(1.0), silence(0.15), tone(0.8), silence(1.0)])
+    events = run(signal, CFG, chunk=chunk)
+    pauses = [e for e in events if isinstance(e, SpeechPaused)]
+    [utt] = utterances(events)
+    assert len(pauses) == 2  # the short pause (speech resumed), then the end
+    assert np.array_equal(utt.audio, pauses[-1].audio)
+    assert pauses[-1].t_end == pytest.approx(utt.t_end + CFG.speculative_pause_ms / 1000,
+                                             abs=1e-9)
