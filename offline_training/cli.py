@@ -61,30 +61,40 @@ def default_cache_dir() -> Path:
     return Path(base) / "emotion-stream" / "features"
 
 
-def add_feature_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("features")
+def add_feature_args(parser: argparse.ArgumentParser, from_bundle: bool = False) -> None:
+    """Feature options; ``from_bundle`` (evaluate): their defaults are the bundle's."""
+    group = parser.add_argument_group(
+        "features" + (" (default: what the bundle was trained with)" if from_bundle else ""))
+
+    def option(flag: str, value: str, text: str, choices: Sequence[str] | None = None) -> None:
+        group.add_argument(flag, choices=choices, default=None if from_bundle else value,
+                           help=text + (" (default: the bundle's)" if from_bundle
+                                        else f" (default {value})"))
+
     group.add_argument("--cache", type=Path, default=default_cache_dir(),
                        help="feature cache directory (default: $EMOTION_STREAM_CACHE, else "
                             "the user cache directory, e.g. ~/.cache/emotion-stream/features)")
-    group.add_argument("--audio-layers", choices=("last", "all"), default="last",
-                       help="audio encoder layers to cache: the last, or all hidden layers "
-                            "(Whisper via its PyTorch copy; for layer-weighting heads and "
-                            "all-layer probes)")
-    group.add_argument("--audio-encoder", default="whisper:packaged:tiny.en",
-                       help="audio encoder: whisper:<ref>, hf:<id or dir>, prosody "
-                            "(default whisper:packaged:tiny.en, as the streamer)")
-    group.add_argument("--text-encoder", default="packaged:all-MiniLM-L6-v2",
-                       help="Hugging Face text encoder reference (default packaged MiniLM)")
-    group.add_argument("--transcripts", choices=("gold", "asr"), default="asr",
-                       help="text to train on: faster-whisper ASR transcripts (default: what "
-                            "the streamer has; cached) or the corpus' gold transcripts")
-    group.add_argument("--asr-model", default="packaged:tiny.en",
-                       help="faster-whisper model for --transcripts asr (default "
-                            "packaged:tiny.en, as the streamer)")
+    option("--audio-layers", "last", "audio encoder layers to cache: the last, or all hidden "
+           "layers (Whisper via its PyTorch copy; for layer-weighting heads and all-layer "
+           "probes)", choices=("last", "all"))
+    option("--audio-encoder", "whisper:packaged:tiny.en", "audio encoder: whisper:<ref>, "
+           "hf:<id or dir>, prosody (whisper:packaged:tiny.en is the streamer's)")
+    option("--text-encoder", "packaged:all-MiniLM-L6-v2", "Hugging Face text encoder reference")
+    option("--transcripts", "asr", "text to use: faster-whisper ASR transcripts (what the "
+           "streamer has; cached) or the corpus' gold transcripts", choices=("gold", "asr"))
+    option("--asr-model", "packaged:tiny.en", "faster-whisper model for --transcripts asr "
+           "(packaged:tiny.en is the streamer's)")
     group.add_argument("--words", action="store_true",
                        help="also cache word vectors and word spans (automatic for word heads)")
     group.add_argument("--threads", type=int, default=1,
                        help="CPU threads for the encoders and training (default 1)")
+    group.add_argument("--quiet", action="store_true",
+                       help="no progress bars (they are shown only when stderr is a terminal)")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars: on a terminal, unless --quiet."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def add_train_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
@@ -138,6 +148,13 @@ def add_train_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
     group.add_argument("--verbose", action="store_true", help="print every epoch")
 
 
+def add_resume_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a stopped run in --out: folds it finished are read, "
+                             "not trained again; the options must be the ones recorded in its "
+                             "run.json")
+
+
 def parse_settings(pairs: Sequence[str]) -> dict[str, object]:
     import json
 
@@ -170,7 +187,7 @@ def data_settings(args: argparse.Namespace):  # -> DataSettings
                            transcripts=args.transcripts, words=args.words, asr=args.asr_model,
                            audio_layers=args.audio_layers == "all")
     return DataSettings(corpus=corpus_spec(args), features=features, cache=args.cache,
-                        threads=args.threads, synth=synth_config)
+                        threads=args.threads, synth=synth_config, progress=show_progress(args))
 
 
 def parse_cs(text: str) -> tuple[float, ...]:
@@ -268,7 +285,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     corpus = open_corpus(data)
     features = extract(data, corpus, [args.head])
     evaluate_heads(corpus, features, protocol_spec(args), train_configs(args, [args.head]),
-                   args.out, args.verbose)
+                   args.out, args.verbose, resume=args.resume, progress=data.progress,
+                   corpus_spec=data.corpus)
     return 0
 
 
@@ -283,7 +301,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     corpus = open_corpus(data)
     features = extract(data, corpus, heads)
     evaluate_heads(corpus, features, protocol_spec(args), train_configs(args, heads),
-                   args.out, args.verbose)
+                   args.out, args.verbose, resume=args.resume, progress=data.progress,
+                   corpus_spec=data.corpus)
     return 0
 
 
@@ -320,10 +339,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from offline_training.pipeline import evaluate_bundle
+    from offline_training.pipeline import DataSettings, FeatureOverrides, evaluate_bundle
 
     torch.set_num_threads(args.threads)
-    evaluate_bundle(data_settings(args), args.bundle, args.out)
+    overrides = FeatureOverrides(
+        audio=args.audio_encoder, text=args.text_encoder, transcripts=args.transcripts,
+        audio_layers=None if args.audio_layers is None else args.audio_layers == "all",
+        asr=args.asr_model, words=args.words)
+    data = DataSettings(corpus=corpus_spec(args), features=FeatureSpec(), cache=args.cache,
+                        threads=args.threads, progress=show_progress(args))
+    evaluate_bundle(data, args.bundle, args.out, overrides)
     return 0
 
 
@@ -363,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_feature_args(train)
     add_train_args(train)
     train.add_argument("--out", type=Path, required=True, help="run directory")
+    add_resume_arg(train)
     train.set_defaults(func=cmd_train)
 
     ablate = sub.add_parser("ablate", help="text-only, audio-only and fusion heads under one "
@@ -376,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--no-probe", action="store_true",
                         help=f"leave the linear-probe baselines ({', '.join(PROBES)}) out")
     ablate.add_argument("--out", type=Path, required=True, help="run directory")
+    add_resume_arg(ablate)
     ablate.set_defaults(func=cmd_ablate)
 
     export = sub.add_parser("export", help="evaluate a head under a protocol, train the final "
@@ -403,9 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "of the same head and settings (e.g. RUN/<head>/predictions.jsonl)")
     calibrate.set_defaults(func=cmd_calibrate)
 
-    evaluate = sub.add_parser("evaluate", help="score a bundle on a whole corpus")
+    evaluate = sub.add_parser(
+        "evaluate", help="score a bundle on a whole corpus (restricted to the bundle's classes, "
+        "with --label-map), with the features the bundle was trained on; prints and writes "
+        "the confusion matrix")
     add_corpus_args(evaluate)
-    add_feature_args(evaluate)
+    add_feature_args(evaluate, from_bundle=True)
     evaluate.add_argument("--bundle", type=Path, required=True, help="bundle directory")
     evaluate.add_argument("--out", type=Path, required=True, help="output directory")
     evaluate.set_defaults(func=cmd_evaluate)

@@ -73,6 +73,19 @@ def confusion(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) ->
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
 
 
+def confusion_text(matrix: np.ndarray, classes: Sequence[str]) -> str:
+    """The confusion matrix as an aligned text table (rows: reference, columns: predicted),
+    with each row's recall."""
+    width = max(6, *(len(c) for c in classes), len(str(int(matrix.max(initial=0)))))
+    lines = [" " * width + " " + " ".join(f"{c:>{width}}" for c in classes) + "  recall"]
+    for i, name in enumerate(classes):
+        total = int(matrix[i].sum())
+        recall = f"{matrix[i, i] / total:.3f}" if total else "–"
+        lines.append(f"{name:>{width}} " + " ".join(f"{int(v):>{width}}" for v in matrix[i])
+                     + f"  {recall}")
+    return "\n".join(lines) + "\n"
+
+
 def save_confusion_png(matrix: np.ndarray, classes: Sequence[str], path: Path,
                        title: str) -> None:
     """Row-normalised confusion matrix with counts, as a PNG."""

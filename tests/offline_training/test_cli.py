@@ -89,3 +89,109 @@ def test_a_missing_synthetic_corpus_is_generated(tmp_path: Path) -> None:
                                           per_class=1))
     assert len(open_corpus(data)) == 12
     assert (root / "manifest.jsonl").is_file()
+
+
+def fold_records(run: Path, head: str) -> list[Path]:
+    return sorted((run / head).glob("*/fold.json"))
+
+
+def test_every_fold_is_written_and_resume_continues_a_stopped_run(
+        tiny: TinyCorpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--corpus", "synth", "--root", str(tiny.root), "--cache", str(tiny.cache),
+              "--transcripts", "asr", "--threads", "1", "--quiet"]
+    training = ["--head", "audio_only", "--epochs", "2", "--batch-size", "8",
+                "--head-setting", "model_dim=48"]
+    run = tmp_path / "run"
+    assert main(["train", *common, *training, "--out", str(run)]) == 0
+    full = json.loads((run / "results.json").read_text())
+    records = fold_records(run, "audio_only")
+    assert len(records) == 3 and full["audio_only"]["folds"] == 3
+    assert json.loads((run / "run.json").read_text())["heads"][0]["head"] == "audio_only"
+
+    # A run stopped during its second fold: only the first fold's record is there.
+    for record in records[1:]:
+        record.unlink()
+    capsys.readouterr()
+    assert main(["train", *common, *training, "--out", str(run), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished earlier") == 1 and "audio_only session=S01: finished earlier" in out
+    assert json.loads((run / "results.json").read_text()) == full  # seeded: the same run
+    history = json.loads((run / "audio_only" / "history.json").read_text())
+    assert sorted(history) == ["session=S01", "session=S02", "session=S03"]
+    assert len((run / "audio_only" / "predictions.jsonl").read_text().splitlines()) == 36
+
+    # Resuming with other options is refused, and says which.
+    assert main(["train", *common, *training, "--seed", "1", "--out", str(run),
+                 "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "other options" in err and "heads.0.seed: recorded 0, now 1" in err
+    assert main(["train", *common, *training, "--out", str(tmp_path / "empty"),
+                 "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    # Without --resume the directory starts afresh.
+    assert main(["train", *common, *training, "--epochs", "1", "--out", str(run)]) == 0
+    assert "starting afresh" in capsys.readouterr().out
+    assert json.loads((run / "run.json").read_text())["heads"][0]["max_epochs"] == 1
+
+
+def test_results_are_on_disk_after_each_fold(tiny: TinyCorpus, tmp_path: Path) -> None:
+    """What a run has written when its Nth fold ends (the state a stop leaves)."""
+    from offline_training.experiment import HeadRun, run_head, write_run
+    from offline_training.protocols import ProtocolSpec, make_folds
+    from offline_training.train import paper_config
+
+    folds = make_folds(tiny.corpus.utterances, ProtocolSpec("loso"))
+    seen: list[tuple[int, int, int]] = []
+
+    def on_fold(partial: HeadRun) -> None:
+        write_run([partial], tmp_path)
+        head_dir = tmp_path / "audio_only"
+        lines = (head_dir / "predictions.jsonl").read_text().splitlines()
+        results = json.loads((tmp_path / "results.json").read_text())
+        seen.append((len(partial.folds), len(lines), results["audio_only"]["folds"]))
+        assert sorted(json.loads((head_dir / "history.json").read_text())) == [
+            f.fold for f in partial.folds]
+        assert len(fold_records(tmp_path, "audio_only")) == len(partial.folds)
+
+    config = paper_config("audio_only", max_epochs=1, batch_size=8,
+                          head_settings={"model_dim": 48})
+    run_head(tiny.corpus, tiny.features, folds, config, tmp_path, progress=True,
+             on_fold=on_fold)
+    assert seen == [(1, 12, 1), (2, 24, 2), (3, 36, 3)]
+
+
+def test_evaluate_uses_the_bundles_settings_and_classes(
+        tiny: TinyCorpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bundle trained on all Whisper layers and 3 of the 4 classes, evaluated without
+    repeating its feature options; a corpus label outside its classes needs a label map."""
+    no_sad = tmp_path / "no-sad.json"
+    no_sad.write_text(json.dumps({"angry": "angry", "happy": "happy", "neutral": "neutral",
+                                  "sad": None}))
+    corpus = ["--corpus", "synth", "--root", str(tiny.root), "--cache", str(tiny.cache),
+              "--threads", "1", "--quiet"]
+    bundle = tmp_path / "bundle"
+    assert main(["export", *corpus, "--label-map", str(no_sad), "--audio-layers", "all",
+                 "--head", "linear_probe_audio", "--probe-cs", "1e-2", "--no-evaluate",
+                 "--out", str(bundle)]) == 0
+    capsys.readouterr()
+
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", *corpus, "--bundle", str(bundle), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "labels sad (9) are not among the bundle's classes" in err and "--label-map" in err
+
+    assert main(["evaluate", *corpus, "--label-map", str(no_sad), "--bundle", str(bundle),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["features"]["audio_layers"] is True  # the bundle's, not the default
+    assert evaluation["transcripts"] == "asr" and evaluation["n"] == 27
+    assert evaluation["classes"] == json.loads((bundle / "labels.json").read_text())
+    table = (out / "confusion.txt").read_text()
+    assert table in printed and "recall" in table.splitlines()[0]
+    assert sum(map(sum, evaluation["confusion"])) == 27 and (out / "confusion.png").is_file()
+
+    # a setting given on the command line wins over the bundle's
+    assert main(["evaluate", *corpus, "--label-map", str(no_sad), "--bundle", str(bundle),
+                 "--transcripts", "gold", "--out", str(out)]) == 0
+    assert json.loads((out / "evaluation.json").read_text())["transcripts"] == "gold"
