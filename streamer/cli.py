@@ -150,7 +150,12 @@ def command_run(config: AppConfig) -> int:
     summary = asyncio.run(run_pipeline(config, source, models))
     logging.getLogger(__name__).info("done: %d utterances, %d events", summary.utterances,
                                      summary.events_published)
-    return 0
+    return 1 if summary.undelivered else 0  # events were lost (MQTT): say so in the status
+
+
+# After SIGINT/SIGTERM, serve stops within this long (grace for calls + MQTT drain + margin);
+# a second signal stops it at once.
+HARD_STOP_S = 30.0
 
 
 def command_serve(config: AppConfig) -> int:
@@ -162,15 +167,40 @@ def command_serve(config: AppConfig) -> int:
     logging.getLogger(__name__).info("loading models ...")
     models = load_models(config)
 
-    async def serve() -> None:
+    log = logging.getLogger(__name__)
+    forced: list[str] = []
+
+    async def serve() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_service(config, models, stop)
+        main_task = asyncio.current_task()
+        assert main_task is not None
 
-    asyncio.run(serve())
-    return 0
+        def force(why: str) -> None:
+            forced.append(why)
+            main_task.cancel()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():
+                log.warning("%s again: stopping now", sig.name)
+                force(f"second {sig.name}")
+                return
+            log.info("%s: stopping (at most %.0f s; send it again to stop now)", sig.name,
+                     HARD_STOP_S)
+            stop.set()
+            loop.call_later(HARD_STOP_S, force, f"not stopped {HARD_STOP_S:.0f} s after "
+                                                 f"{sig.name}")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        return await run_service(config, models, stop)
+
+    try:
+        lost = asyncio.run(serve())
+    except asyncio.CancelledError:
+        log.error("stopped forcibly (%s); events in progress may be lost", ", ".join(forced))
+        return 1
+    return 1 if lost else 0  # events were lost (MQTT): say so in the exit status
 
 
 def command_replay(args: argparse.Namespace) -> int:
@@ -229,8 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     except StreamerError as exc:
         print(f"emotion-stream: error: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:  # from a task group: report our errors plainly
+        errors, others = group.split(StreamerError)
+        if errors is None or others is not None:
+            raise
+        for error in _leaves(errors):
+            print(f"emotion-stream: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _leaves(group: BaseExceptionGroup[StreamerError]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ credential passed, never the secret) and, for calls, the stream id.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -44,6 +45,7 @@ audit_log = logging.getLogger("streamer.audit")
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 HttpHandler = Callable[[Request], Response]
+STOP_TIMEOUT_S = 15.0  # stop() waits this long for connection handlers to return
 TOKEN_HINT = "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>"
 
 
@@ -202,11 +204,21 @@ class HttpEdge:
                                  f"{listen.purpose} ({exc}); {listen.port_hint}") from exc
 
     async def stop(self) -> None:
-        """Stop listening, close open connections (1001) and wait for their handlers."""
+        """Stop listening, close open connections (1001) and wait for their handlers, at
+        most ``STOP_TIMEOUT_S``; handlers still running then are cancelled (logged)."""
         server, self._server = self._server, None  # ``port`` says "not started" from now on
-        if server is not None:
-            server.close()
-            await server.wait_closed()
+        if server is None:
+            return
+        server.close()
+        try:
+            await asyncio.wait_for(server.wait_closed(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            stuck = [t for t in server.handler_tasks if not t.done()]
+            log.error("%s: %d connection handlers still running %.0f s after stop; "
+                      "cancelling them", self.listen.purpose, len(stuck), STOP_TIMEOUT_S)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
 
     async def __aenter__(self) -> HttpEdge:
         await self.start()

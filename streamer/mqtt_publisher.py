@@ -12,40 +12,101 @@ long as fewer than ``buffer_size`` events pile up meanwhile. Overflow policy:
 beyond that the oldest events are dropped and counted (``dropped``), with a
 warning. Reconnects back off exponentially from ``reconnect_min_s`` to
 ``reconnect_max_s``.
+
+Poison events: an event that cannot be sent (not encodable as JSON, a topic or payload
+the client library refuses) or that the broker rejects (the connection drops while it is
+in flight, ``mqtt.max_attempts`` times in a row, e.g. a packet over the broker's
+``max_packet_size``) is set aside as dead-letter: logged with its stream id and the
+reason, counted (``dead_lettered``), kept in ``dead_letters`` (the latest
+``DEAD_LETTERS_KEPT``) and appended to ``mqtt.dead_letter_path`` if set; the publisher
+goes on with the next event instead of retrying one event forever.
+
+Credentials: a broker that refuses the username/password (CONNACK "bad user name or
+password" / "not authorized") is reported as an authentication error, not as an
+unreachable broker (``auth_failed``); the publisher keeps retrying at
+``reconnect_max_s``. ``undelivered`` says how many events never reached the broker (the
+CLI exits non-zero when it is not 0 at shutdown).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
-import re
+import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
 from streamer.bus import EventBus
 from streamer.config import MqttConfig
-from streamer.events import SCHEMA_VERSION, Event, to_json
+from streamer.events import SCHEMA_VERSION, Event, describe, to_json
+from streamer.faults import escaped
+from streamer.sinks import open_private
 
 log = logging.getLogger(__name__)
 
-_UNSAFE_TOPIC_CHARS = re.compile(r"[/+#\s]")
 PUBLISH_TIMEOUT_S = 5.0
+DEAD_LETTERS_KEPT = 1000
+# CONNACK codes for refused credentials: MQTT 3.1.1 (4, 5) and MQTT 5 (0x86, 0x87).
+AUTH_REFUSED = frozenset({4, 5, 0x86, 0x87})
 
 
-def topic_part(value: str) -> str:
-    """Stream ids and channels become single topic levels: no '/', '+', '#' or spaces."""
-    return _UNSAFE_TOPIC_CHARS.sub("_", value) or "_"
+def topic_part(value: object) -> str:
+    """Stream ids and channels become single topic levels: no '/', '+', '#', spaces,
+    controls (a NUL makes the broker drop the connection) or unencodable characters."""
+    text = value if isinstance(value, str) else str(value)
+    safe = "".join(c if c.isprintable() and not c.isspace() and c not in "/+#" else "_"
+                   for c in text)
+    return safe or "_"
 
 
 def event_topic(prefix: str, event: Event) -> str:
-    return "/".join([prefix, topic_part(event["stream_id"]), topic_part(event["channel"]),
-                     event["type"]])
+    return "/".join([prefix, topic_part(event.get("stream_id")),
+                     topic_part(event.get("channel")), topic_part(event.get("type"))])
 
 
-def status_payload(state: str) -> str:
-    return json.dumps({"schema": SCHEMA_VERSION, "state": state, "wall_time": time.time()})
+def status_payload(state: str, wall_time: float | None = None) -> str:
+    return json.dumps({"schema": SCHEMA_VERSION, "state": state,
+                       "wall_time": time.time() if wall_time is None else wall_time})
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event the publisher gave up on, and why."""
+
+    topic: str
+    reason: str
+    event: Event
+    wall_time: float
+
+    def as_json(self) -> str:
+        """A JSONL record; the event is made JSON-safe (NaN as null, text escaped)."""
+        return json.dumps({"topic": self.topic, "reason": self.reason,
+                           "wall_time": self.wall_time, "event": _json_safe(self.event)},
+                          ensure_ascii=True, allow_nan=False, default=repr)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def refused_credentials(exc: aiomqtt.MqttError) -> bool:
+    """True when the broker answered CONNACK with "bad user name or password"/"not
+    authorized" (aiomqtt raises MqttCodeError with the reason code)."""
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    return isinstance(value, int) and value in AUTH_REFUSED
 
 
 class MqttPublisher:
@@ -56,8 +117,15 @@ class MqttPublisher:
         self.status_topic = f"{config.prefix}/status"
         self._sub = bus.subscribe("mqtt", maxsize=config.buffer_size)
         self._inflight: Event | None = None  # taken from the buffer, not yet acknowledged
+        self._attempts = 0  # failed publishes of the in-flight event on a live connection
+        self._publishing = False
         self.sent = 0
         self.connected = False
+        self.auth_failed = False
+        self.last_error: str | None = None
+        self.dead_lettered = 0
+        self.dead_letters: collections.deque[DeadLetter] = collections.deque(
+            maxlen=DEAD_LETTERS_KEPT)
 
     @property
     def dropped(self) -> int:
@@ -69,23 +137,35 @@ class MqttPublisher:
         """Events buffered or in flight, not yet acknowledged by the broker."""
         return self._sub.qsize() + (self._inflight is not None)
 
-    def _client(self) -> aiomqtt.Client:
+    @property
+    def undelivered(self) -> int:
+        """Events that did not (or not yet) reach the broker: pending, dropped, dead."""
+        return self.pending + self.dropped + self.dead_lettered
+
+    def _client(self, now: float) -> aiomqtt.Client:
         c = self.config
+        # The will carries the connection time, the same as the 'online' status after it.
         return aiomqtt.Client(
             hostname=c.host, port=c.port, identifier=c.client_id, username=c.username,
             password=c.password, keepalive=c.keepalive_s, timeout=PUBLISH_TIMEOUT_S,
-            will=aiomqtt.Will(self.status_topic, status_payload("offline"), qos=1, retain=True),
+            will=aiomqtt.Will(self.status_topic, status_payload("offline", now), qos=1,
+                              retain=True),
         )
 
     async def run(self) -> None:
         backoff = self.config.reconnect_min_s
         while True:
             try:
-                async with self._client() as client:
+                now = time.time()
+                async with self._client(now) as client:
                     self.connected = True
+                    if self.auth_failed:
+                        log.info("MQTT broker %s:%d accepts the credentials now",
+                                 self.config.host, self.config.port)
+                    self.auth_failed = False
                     log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
                     backoff = self.config.reconnect_min_s
-                    await client.publish(self.status_topic, status_payload("online"),
+                    await client.publish(self.status_topic, status_payload("online", now),
                                          qos=1, retain=True)
                     try:
                         await self._forward(client)
@@ -95,12 +175,52 @@ class MqttPublisher:
                             await asyncio.shield(self._say_offline(client))
             except aiomqtt.MqttError as exc:
                 self.connected = False
-                log.warning(
-                    "MQTT broker %s:%d unavailable (%s); %d events buffered, retrying in %.1f s",
-                    self.config.host, self.config.port, exc, self.pending, backoff,
-                )
+                self.last_error = str(exc)
+                if refused_credentials(exc):
+                    backoff = self.config.reconnect_max_s
+                    if not self.auth_failed:
+                        log.error(
+                            "MQTT broker %s:%d refused the credentials (%s): authentication "
+                            "error; check mqtt.username and mqtt.password. %d events buffered; "
+                            "retrying every %.0f s", self.config.host, self.config.port, exc,
+                            self.pending, backoff)
+                    self.auth_failed = True
+                    self.last_error = f"authentication refused by the broker ({exc})"
+                else:
+                    self._count_failed_attempt(exc)
+                    log.warning(
+                        "MQTT broker %s:%d unavailable (%s); %d events buffered, retrying in "
+                        "%.1f s", self.config.host, self.config.port, exc, self.pending,
+                        backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.config.reconnect_max_s)
+
+    def _count_failed_attempt(self, exc: aiomqtt.MqttError) -> None:
+        """The connection failed while the in-flight event was being published."""
+        if not self._publishing or self._inflight is None:
+            return
+        self._publishing = False
+        self._attempts += 1
+        if self._attempts >= self.config.max_attempts:
+            self._dead_letter(f"the broker dropped the connection on it {self._attempts} "
+                              f"times in a row (last: {exc}); a packet over the broker's "
+                              "max_packet_size or a topic it refuses")
+
+    def _dead_letter(self, reason: str) -> None:
+        event, self._inflight, self._attempts = self._inflight, None, 0
+        assert event is not None
+        letter = DeadLetter(event_topic(self.config.prefix, event), reason, event, time.time())
+        self.dead_letters.append(letter)
+        self.dead_lettered += 1
+        log.error("MQTT: set aside the %s as dead-letter (%d so far): %s", describe(event),
+                  self.dead_lettered, escaped(reason))
+        if self.config.dead_letter_path:
+            try:
+                with open_private(Path(self.config.dead_letter_path)) as out:  # 0600
+                    out.write(letter.as_json() + "\n")
+            except OSError as exc:
+                log.error("MQTT: cannot append to mqtt.dead_letter_path %s: %s",
+                          self.config.dead_letter_path, exc)
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         try:
@@ -113,10 +233,20 @@ class MqttPublisher:
         while True:
             if self._inflight is None:
                 self._inflight = await self._sub.get()
+                self._attempts = 0
             event = self._inflight
-            await client.publish(event_topic(self.config.prefix, event), to_json(event),
-                                 qos=self.config.qos, timeout=PUBLISH_TIMEOUT_S)
+            try:
+                topic, payload = event_topic(self.config.prefix, event), to_json(event)
+                self._publishing = True
+                await client.publish(topic, payload, qos=self.config.qos,
+                                     timeout=PUBLISH_TIMEOUT_S)
+            except (ValueError, TypeError) as exc:  # unencodable, or refused by the library
+                self._publishing = False
+                self._dead_letter(f"cannot be published ({type(exc).__name__}: {exc})")
+                continue
+            self._publishing = False
             self._inflight = None
+            self._attempts = 0
             self.sent += 1
 
     async def drain(self, timeout_s: float) -> bool:

@@ -27,6 +27,7 @@ class RunSummary:
     events_published: int
     mqtt_dropped: int
     recognition: PolicyStats  # partials and speculative finals: how often they served
+    undelivered: int = 0  # MQTT events lost (the CLI then exits 1)
 
 
 async def run_pipeline(config: AppConfig, source: Channel | SplitSource, models: Models,
@@ -52,4 +53,5 @@ async def run_pipeline(config: AppConfig, source: Channel | SplitSource, models:
     mqtt = runtime.mqtt
     return RunSummary(utterances=utterances, events_published=runtime.bus.published,
                       mqtt_dropped=mqtt.dropped if mqtt else 0,
-                      recognition=runtime.recognizer.stats)
+                      recognition=runtime.recognizer.stats,
+                      undelivered=runtime.undelivered)

@@ -97,11 +97,20 @@ class Publishers:
             tasks.append(tg.create_task(sink.run(), name=name))
         return tasks
 
-    async def drain(self) -> None:
-        """Give MQTT up to ``DRAIN_TIMEOUT_S`` to deliver what is buffered."""
-        if self.mqtt is not None and not await self.mqtt.drain(DRAIN_TIMEOUT_S):
-            log.error("MQTT: %d events not delivered before shutdown (broker unreachable)",
-                      self.mqtt.pending)
+    async def drain(self) -> int:
+        """Give MQTT up to ``DRAIN_TIMEOUT_S`` to deliver what is buffered; return how many
+        events MQTT did not deliver (still buffered, dropped on overflow, dead-lettered)."""
+        if self.mqtt is None:
+            return 0
+        if not await self.mqtt.drain(DRAIN_TIMEOUT_S):
+            log.error("MQTT: %d events not delivered before shutdown (%s)", self.mqtt.pending,
+                      self.mqtt.last_error or "broker unreachable")
+        lost = self.mqtt.undelivered
+        if lost:
+            log.error("MQTT: %d events lost in all: %d not delivered, %d dropped on buffer "
+                      "overflow, %d dead-lettered", lost, self.mqtt.pending, self.mqtt.dropped,
+                      self.mqtt.dead_lettered)
+        return lost
 
 
 async def open_publishers(config: AppConfig, bus: EventBus,
@@ -132,6 +141,7 @@ class Runtime:
         self._stack = contextlib.AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
         self.publishers: Publishers | None = None
+        self.undelivered = 0  # MQTT events lost, known after the drain at exit
 
     async def __aenter__(self) -> Runtime:
         try:
@@ -148,7 +158,7 @@ class Runtime:
                         exc: BaseException | None, tb: TracebackType | None) -> bool | None:
         try:
             if exc is None and self.publishers is not None:
-                await self.publishers.drain()
+                self.undelivered = await self.publishers.drain()
         finally:
             for task in self._background:
                 task.cancel()

@@ -38,8 +38,9 @@ class Service:
 
 
 async def run_service(config: AppConfig, models: Models, stop: asyncio.Event | None = None,
-                      on_ready: Callable[[Service], Awaitable[None]] | None = None) -> None:
-    """Serve calls until ``stop`` is set (or the task is cancelled)."""
+                      on_ready: Callable[[Service], Awaitable[None]] | None = None) -> int:
+    """Serve calls until ``stop`` is set (or the task is cancelled); return the number of
+    events MQTT did not deliver (0 when all were delivered or MQTT is off)."""
     if config.ingest.warmup:
         log.info("warming up the models ...")
         log.info("warm-up took %.1f s", await asyncio.to_thread(warm_up, models))
@@ -54,3 +55,4 @@ async def run_service(config: AppConfig, models: Models, stop: asyncio.Event | N
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         while ingest.calls and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+    return runtime.undelivered
