@@ -78,6 +78,11 @@ class AsrConfig:
     partials: bool = True  # publish utterance.partial while speech goes on
     speculative: bool = True  # start the final pass at the first pause (see docs/design.md)
     word_timestamps: bool = True
+    # A final transcript from the short window that loops (a phrase loop_repeats times in a
+    # row, or compression ratio above gate.max_compression_ratio) is decoded again in
+    # Whisper's 30 s window before it is published (counted in stream.ended).
+    redecode_loops: bool = True
+    loop_repeats: int = 3
 
     def options(self) -> AsrOptions:
         """The decoding settings the ASR engine (models.asr) takes."""
@@ -364,6 +369,7 @@ def validate(config: AppConfig) -> None:
         (config.source.channel_names is None or config.source.channels == "split",
          "source.channel_names needs source.channels=split (--channels split)"),
         (config.asr.beam_size >= 1, "asr.beam_size must be >= 1"),
+        (config.asr.loop_repeats >= 2, "asr.loop_repeats must be >= 2"),
         (config.asr.workers >= 1, "asr.workers must be >= 1"),
         (10.0 <= config.asr.window_s <= 30.0,
          "asr.window_s must be 10..30 (shorter windows break tiny.en's decoding)"),

@@ -49,10 +49,11 @@ def stream_started(stream_id: str, channel: str, source: str, model_id: str,
 
 
 def stream_ended(stream_id: str, channel: str, duration_s: float, utterances: int,
-                 reason: str, error: str | None = None, nonspeech: int = 0) -> Event:
+                 reason: str, error: str | None = None, nonspeech: int = 0,
+                 redecoded: int = 0) -> Event:
     return {**_common("stream.ended", stream_id, channel), "duration_s": round(duration_s, 3),
-            "utterances": utterances, "nonspeech_utterances": nonspeech, "reason": reason,
-            "error": error}
+            "utterances": utterances, "nonspeech_utterances": nonspeech,
+            "redecoded_utterances": redecoded, "reason": reason, "error": error}
 
 
 def utterance_id(stream_id: str, channel: str, index: int) -> str:

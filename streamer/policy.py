@@ -14,11 +14,13 @@ latency arithmetic is a pure function of what the driver measured.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from models.asr import Transcript
+from models.audio import SAMPLE_RATE
+from models.encoders.whisper import WINDOW_FRAMES
 from models.inference import ContextItem, EmotionInput, EmotionPrediction
 from streamer import events, speech_gate
 from streamer.config import GateConfig
@@ -39,6 +41,12 @@ class PolicyConfig:
     speculative: bool = True  # start the final transcription at the first pause
     context_size: int = 4  # past utterances of the channel given to the fusion model
     gate: GateConfig = GateConfig()  # abstain on non-speech (streamer/speech_gate.py)
+    asr_window_s: float = 10.0  # the ASR's encoder window for utterances that fit in it
+    redecode_loops: bool = True  # decode a looping transcript again in the 30 s window
+    loop_repeats: int = 3  # a phrase this many times in a row is a loop
+
+
+FULL_WINDOW_S = WINDOW_FRAMES / 100  # Whisper's own window (10 ms mel frames)
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,13 @@ FinalPlan = ReuseSpeculation | TranscribeFinal | Abstain
 
 
 @dataclass(frozen=True)
+class Redecode:
+    """The final transcript loops: transcribe ``audio`` again in Whisper's full window."""
+
+    audio: np.ndarray
+
+
+@dataclass(frozen=True)
 class StageTimes:
     """What the driver measured for one utterance (milliseconds)."""
 
@@ -122,6 +137,7 @@ class PolicyStats:
     speculations_reused: int = 0
     speculations_discarded: int = 0  # speech resumed, or a later pause replaced it
     nonspeech: int = 0  # utterances published with speech: false
+    redecodes: int = 0  # looping finals decoded again in the full window
 
     def add(self, other: PolicyStats) -> None:
         """Add ``other``'s counts to these (a recognizer's totals over its channels)."""
@@ -162,7 +178,8 @@ class ChannelPolicy:
 
     def ended(self, reason: str, error: str | None = None) -> events.Event:
         return events.stream_ended(self.stream_id, self.channel, self.stream_time,
-                                   self.utterances, reason, error, self.stats.nonspeech)
+                                   self.utterances, reason, error, self.stats.nonspeech,
+                                   self.stats.redecodes)
 
     def on_audio(self, t_end: float) -> None:
         """Audio up to stream time ``t_end`` has been pushed to the segmenter."""
@@ -227,6 +244,23 @@ class ChannelPolicy:
         if spec is not None:
             self.stats.speculations_discarded += 1
         return TranscribeFinal(utterance.audio)
+
+    def plan_redecode(self, utterance: Utterance, transcript: Transcript) -> Redecode | None:
+        """A final from the short encoder window that loops is decoded again in the full
+        one (the loops of tiny.en in a padded 10 s window go away in 30 s); once."""
+        if not self.config.redecode_loops or self.config.asr_window_s >= FULL_WINDOW_S \
+                or len(utterance.audio) / SAMPLE_RATE >= self.config.asr_window_s:
+            return None  # already decoded in the full window
+        if not speech_gate.looks_looped(transcript, self.config.gate, self.config.loop_repeats):
+            return None
+        self.stats.redecodes += 1
+        return Redecode(utterance.audio)
+
+    @staticmethod
+    def redecoded(first: Transcript, again: Transcript) -> Transcript:
+        """The full-window transcript, with the first pass's encoder frames: the emotion
+        model's frames come from the short window everywhere (train-serve parity)."""
+        return replace(again, encoder_frames=first.encoder_frames)
 
     def check_transcript(self, utterance: Utterance, transcript: Transcript) -> Abstain | None:
         """After the ASR: abstain when Whisper heard no speech; marks the utterance final

@@ -16,6 +16,7 @@ slows down; live sources buffer in their own bounded queues).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from streamer.channel import Channel
 from streamer.config import AppConfig
 from streamer.messages import AudioPause, SpeechProgress
 from streamer.policy import (
+    FULL_WINDOW_S,
     Abstain,
     ChannelPolicy,
     Command,
@@ -56,6 +58,7 @@ UTTERANCE_QUEUE = 8
 class AsrRequest:
     audio: np.ndarray
     final: bool
+    full_window: bool = False  # Whisper's 30 s encoder window (a loop's re-decode)
 
 
 class _ChannelRun:
@@ -75,12 +78,17 @@ class Recognizer:
                  bus: EventBus) -> None:
         self.config = config
         self.asr = asr
+        # The same loaded model, decoding from the full window (re-decodes of loops).
+        self.asr_full = AsrEngine(dataclasses.replace(asr.config, window_s=FULL_WINDOW_S),
+                                  asr.model)
         self.emotion = emotion
         self.bus = bus
         self.policy_config = PolicyConfig(partials=config.asr.partials,
                                           speculative=config.asr.speculative,
                                           context_size=config.emotion.context_size,
-                                          gate=config.gate)
+                                          gate=config.gate, asr_window_s=asr.config.window_s,
+                                          redecode_loops=config.asr.redecode_loops,
+                                          loop_repeats=config.asr.loop_repeats)
         self.stats = PolicyStats()  # totals over the channels that have ended
         # ASR: one utterance per call, asr.workers calls at once (batching Whisper on CPU
         # gains nothing: docs/ingest.md).
@@ -92,7 +100,8 @@ class Recognizer:
             max_wait_ms=config.emotion.max_wait_ms)
 
     def _transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[Transcript]:
-        return [self.asr.transcribe(r.audio, final=r.final) for r in requests]
+        return [(self.asr_full if r.full_window else self.asr).transcribe(r.audio, final=r.final)
+                for r in requests]
 
     async def run_workers(self) -> None:
         """Run the shared inference workers until cancelled."""
@@ -179,6 +188,14 @@ class Recognizer:
         else:  # a discarded speculation still runs to its end; its result is dropped
             audio = plan.audio if isinstance(plan, TranscribeFinal) else utt.audio
             transcript = (await self.asr_worker.submit(AsrRequest(audio, final=True))).value
+        redecode = run.policy.plan_redecode(utt, transcript)
+        if redecode is not None:
+            again = await self.asr_worker.submit(AsrRequest(redecode.audio, final=True,
+                                                            full_window=True))
+            log.info("%s/%s utterance %d looped (%r); decoded again in the full window: %r",
+                     run.policy.stream_id, run.policy.channel, utt.utterance_index,
+                     transcript.text[:80], again.value.text[:80])
+            transcript = run.policy.redecoded(transcript, again.value)
         asr_ms = (time.monotonic() - asr_started) * 1000
         abstain = run.policy.check_transcript(utt, transcript)
         if abstain is not None:

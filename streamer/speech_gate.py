@@ -23,7 +23,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from models.asr import Transcript
+from models.asr import Transcript, normalize_words
 from streamer.config import GateConfig
 
 AbstainReason = Literal["invalid_audio", "too_quiet", "clipped", "no_speech", "no_words",
@@ -64,9 +64,40 @@ def check_transcript(transcript: Transcript, config: GateConfig) -> AbstainReaso
                       and transcript.avg_logprob <= config.min_avg_logprob)
                      or len(transcript.text.split()) < config.min_words_if_doubtful):
         return "no_speech"
-    if config.require_words and not transcript.text.strip():
+    if config.require_words and not normalize_words(transcript.text):  # "" or "." or "..."
         return "no_words"
     if transcript.compression_ratio is not None \
             and transcript.compression_ratio > config.max_compression_ratio:
         return "repetitive_text"
     return None
+
+
+MAX_NGRAM = 6  # longest phrase looked for as a loop
+
+
+def repeated_ngram(text: str, min_repeats: int = 3) -> tuple[str, int] | None:
+    """The first phrase of 1..``MAX_NGRAM`` words said ``min_repeats`` times in a row (single
+    words: one more, "no, no, no" is speech), with its count; None when there is none.
+
+    Short loops ("Any z. Any z. Any z.") compress too little for the compression-ratio
+    rule, so the words themselves are checked."""
+    words = normalize_words(text)
+    for n in range(1, MAX_NGRAM + 1):
+        need = min_repeats + 1 if n == 1 else min_repeats
+        for start in range(0, len(words) - n * need + 1):
+            phrase = words[start:start + n]
+            count = 1
+            while words[start + count * n:start + (count + 1) * n] == phrase:
+                count += 1
+            if count >= need:
+                return " ".join(phrase), count
+    return None
+
+
+def looks_looped(transcript: Transcript, config: GateConfig, min_repeats: int = 3) -> bool:
+    """Whisper repeating itself: the text compresses too well (its own hallucination rule)
+    or a phrase repeats ``min_repeats`` times in a row."""
+    if transcript.compression_ratio is not None \
+            and transcript.compression_ratio > config.max_compression_ratio:
+        return True
+    return repeated_ngram(transcript.text, min_repeats) is not None

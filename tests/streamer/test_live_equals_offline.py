@@ -58,3 +58,4 @@ async def test_real_time_with_speculation_equals_fast(models: Models) -> None:
     # ... and published exactly what the offline run did.
     assert len(live) == len(fast) == 8
     assert [final_view(e) for e in live] == [final_view(e) for e in fast]
+    assert live_summary.recognition.redecodes == 0  # no loop detected in real speech

@@ -276,6 +276,8 @@ def test_no_words_or_whisper_silence_abstains_and_stays_out_of_context() -> None
     utt = utterance()
     assert p.check_transcript(utt, Transcript("", no_speech_prob=0.1, avg_logprob=-0.3)) \
         == Abstain("no_words")
+    assert p.check_transcript(utt, Transcript(" . ", no_speech_prob=0.1, avg_logprob=-0.3)) \
+        == Abstain("no_words")  # punctuation is no words
     assert p.check_transcript(utt, Transcript("Thank you.", no_speech_prob=0.9,
                                               avg_logprob=-1.4)) == Abstain("no_speech")
     assert p.check_transcript(utt, Transcript("You", no_speech_prob=0.85,
@@ -318,3 +320,47 @@ def test_schema_lists_every_abstain_reason() -> None:
 
     emotion = load_schema()["$defs"]["utterance_emotion"]
     assert emotion["properties"]["abstain_reason"]["enum"] == [None, *REASONS]
+
+
+# ---------------------------------------------------------------- loops
+
+
+@pytest.mark.parametrize(("text", "loop"), [
+    ("Any z. Any z. Any z.", ("any z", 3)),
+    ("I think that I think that I think that we should go", ("i think that", 3)),
+    ("so so so so", ("so", 4)),
+    ("No, no, no! Stop it.", None),  # a word three times is speech
+    ("Thank you, thank you.", None),
+    ("We keep talking about the plan for the new office and the budget.", None),
+    ("", None),
+])
+def test_repeated_phrases_are_found(text: str, loop: tuple[str, int] | None) -> None:
+    from streamer.speech_gate import repeated_ngram
+
+    assert repeated_ngram(text) == loop
+
+
+def test_a_looping_final_from_the_short_window_is_decoded_again_once() -> None:
+    p = policy()
+    utt = utterance(t_end=4.0)
+    looped = Transcript("Any z. Any z. Any z.", compression_ratio=1.2,
+                        encoder_frames=np.ones((200, 4), np.float32))
+    redecode = p.plan_redecode(utt, looped)
+    assert redecode is not None and redecode.audio is utt.audio
+    again = Transcript("Any questions?", encoder_frames=np.zeros((1500, 4), np.float32))
+    final = p.redecoded(looped, again)
+    # the full window's words, the short window's frames (what the emotion model expects)
+    assert final.text == "Any questions?" and final.encoder_frames is looped.encoder_frames
+    compressible = Transcript("Be " * 60, compression_ratio=9.5)
+    assert p.plan_redecode(utt, compressible) is not None
+    assert p.plan_redecode(utt, Transcript("I'm fine, thanks.", compression_ratio=0.9)) is None
+    ended = p.ended("end_of_input")
+    validate_event(ended)
+    assert ended["redecoded_utterances"] == 2 and p.stats.redecodes == 2
+
+
+def test_no_redecode_when_the_first_pass_had_the_full_window() -> None:
+    looped = Transcript("Any z. Any z. Any z.")
+    assert policy().plan_redecode(utterance(t_end=12.0), looped) is None  # > 10 s: 30 s window
+    assert policy(asr_window_s=30.0).plan_redecode(utterance(), looped) is None
+    assert policy(redecode_loops=False).plan_redecode(utterance(), looped) is None
