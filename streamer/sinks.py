@@ -123,9 +123,10 @@ class StdoutSink:
     def write(self, event: Event) -> None:
         """Print ``event``; one that cannot be printed is logged, counted and skipped."""
         try:
-            line = format_pretty(event) if self.pretty else to_json(event)
+            line = to_json(event)  # refuses NaN/inf and lone surrogates, pretty or not
+            if self.pretty:
+                line = format_pretty(event)
             if line is not None:
-                line.encode("utf-8")  # a lone surrogate must not reach (and break) stdout
                 print(line, file=self.out, flush=True)
         except Exception as exc:  # the bulkhead: one event never stops the sink
             self.faults.record(event, exc)
