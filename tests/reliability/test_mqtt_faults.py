@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -77,22 +76,6 @@ async def test_rejected_and_unencodable_events_are_dead_lettered(make_broker,  #
     assert publisher.undelivered == 2
     assert all("NaN" not in m.payload.decode() for m in collector.messages
                if isinstance(m.payload, bytes))
-
-
-@pytest.fixture
-def password_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    passwords = tmp_path / "passwords"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "streamer", "right"],
-                   check=True, capture_output=True, timeout=30)
-    broker = Broker(tmp_path)
-    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true",
-                                                           "allow_anonymous false")
-                           + f"password_file {passwords}\n"
-                           # as root Mosquitto would read it as user 'mosquitto', who cannot
-                           # enter pytest's private tmp dir; no effect for other users
-                           "user root\n")
-    yield broker.start()
-    broker.stop()
 
 
 async def test_wrong_password_is_an_authentication_error(password_broker: Broker,
