@@ -15,9 +15,14 @@ Rules:
   final would, and real time gives the transcripts of ``--fast``. ``t_end`` is
   the end of the last voiced frame, i.e. the end of speech.
 - Speech shorter than ``min_utterance_ms`` is discarded as noise.
-- Speech longer than ``max_utterance_s`` is cut, at the last short pause in
-  its final third if there is one, else at the limit; the rest carries on as
-  the next utterance, so nothing is dropped.
+- Turns, not fixed cuts: once an utterance is ``turn_soft_s`` long, a pause of
+  ``turn_pause_ms`` (shorter than the hangover) ends it as a pause, so long talk
+  is cut between phrases well before the limit.
+- Speech that reaches ``max_utterance_s`` without such a pause is cut at its best
+  pause: the longest unvoiced run after the first third (the latest of equals),
+  at its quietest frame; with no unvoiced frame at all, at the quietest frame
+  of the final third (a VAD minimum, not the limit in mid-word). The rest
+  carries on as the next utterance, so nothing is dropped.
 """
 
 from __future__ import annotations
@@ -65,11 +70,13 @@ class Segmenter:
         self._max_frames = int(config.max_utterance_s * 1000) // config.frame_ms
         self._progress_frames = max(1, int(config.partial_interval_s * 1000) // config.frame_ms)
         self._pause_frames = max(1, config.speculative_pause_ms // config.frame_ms)
+        self._turn_frames = int(config.turn_soft_s * 1000) // config.frame_ms
+        self._turn_pause_frames = max(1, config.turn_pause_ms // config.frame_ms)
 
         self._pending = np.zeros(0, dtype=np.float32)  # samples not yet forming a whole frame
         self._frame_index = 0  # index of the next frame to classify
         # Silence state: recent frames kept as pre-roll, plus the current voiced run.
-        self._recent: deque[tuple[np.ndarray, bool]] = deque(
+        self._recent: deque[tuple[np.ndarray, bool, float]] = deque(
             maxlen=self._preroll_frames + config.start_frames
         )
         self._voiced_run = 0
@@ -77,6 +84,7 @@ class Segmenter:
         self._in_speech = False
         self._frames: list[np.ndarray] = []
         self._voiced: list[bool] = []
+        self._energy: list[float] = []  # per frame, mean square: where to cut a long turn
         self._start_frame = 0
         self._silence_run = 0
         self._next_progress = 0
@@ -133,37 +141,44 @@ class Segmenter:
         return frame_index * self._frame_len / SAMPLE_RATE
 
     def _step(self, frame: np.ndarray, voiced: bool) -> list[SegmenterEvent]:
+        energy = float(np.mean(np.square(frame, dtype=np.float64)))
         if not self._in_speech:
-            return self._step_silence(frame, voiced)
-        return self._step_speech(frame, voiced)
+            return self._step_silence(frame, voiced, energy)
+        return self._step_speech(frame, voiced, energy)
 
-    def _step_silence(self, frame: np.ndarray, voiced: bool) -> list[SegmenterEvent]:
-        self._recent.append((frame, voiced))
+    def _step_silence(self, frame: np.ndarray, voiced: bool,
+                      energy: float) -> list[SegmenterEvent]:
+        self._recent.append((frame, voiced, energy))
         self._voiced_run = self._voiced_run + 1 if voiced else 0
         if self._voiced_run < self._cfg.start_frames:
             return []
         recent = list(self._recent)
         self._recent.clear()
         self._voiced_run = 0
-        return self._open(
-            [f for f, _ in recent], [v for _, v in recent], self._frame_index + 1 - len(recent)
-        )
+        return self._open([f for f, _, _ in recent], [v for _, v, _ in recent],
+                          [e for _, _, e in recent], self._frame_index + 1 - len(recent))
 
-    def _open(self, frames: list[np.ndarray], voiced: list[bool],
+    def _open(self, frames: list[np.ndarray], voiced: list[bool], energy: list[float],
               start: int) -> list[SegmenterEvent]:
         self._in_speech = True
         self._frames = frames
         self._voiced = voiced
+        self._energy = energy
         self._start_frame = start
         self._silence_run = 0
         self._next_progress = self._progress_frames
         return [SpeechStarted(t_start=self._time(start), utterance_index=self._utterance_index)]
 
-    def _step_speech(self, frame: np.ndarray, voiced: bool) -> list[SegmenterEvent]:
+    def _step_speech(self, frame: np.ndarray, voiced: bool,
+                     energy: float) -> list[SegmenterEvent]:
         self._frames.append(frame)
         self._voiced.append(voiced)
+        self._energy.append(energy)
         self._silence_run = 0 if voiced else self._silence_run + 1
-        if self._silence_run >= self._hangover_frames:
+        # A long turn ends at a shorter pause: between phrases, well before the limit.
+        ends_at = self._turn_pause_frames if len(self._frames) - self._silence_run \
+            >= self._turn_frames else self._hangover_frames
+        if self._silence_run >= ends_at:
             return self._close(len(self._frames), "pause")
         if self._silence_run == self._pause_frames:
             return [SpeechPaused(
@@ -217,18 +232,43 @@ class Segmenter:
                 )
             )
             self._utterance_index += 1
+        energy = self._energy[n_frames:]
         rest_start = self._start_frame + n_frames
         self._in_speech = False
-        self._frames, self._voiced = [], []
+        self._frames, self._voiced, self._energy = [], [], []
         if frames or reason == "max_length":
             # A cut inside speech: what follows the cut starts the next utterance at once.
-            events.extend(self._open(frames, voiced, rest_start))
+            events.extend(self._open(frames, voiced, energy, rest_start))
         return events
 
     def _cut_long(self) -> list[SegmenterEvent]:
-        # Prefer the last unvoiced frame in the final third: a short pause between words.
-        n = len(self._frames)
-        for i in range(n - 1, (2 * n) // 3, -1):
-            if not self._voiced[i]:
-                return self._close(i + 1, "max_length")
-        return self._close(n, "max_length")
+        return self._close(best_cut(self._voiced, self._energy), "max_length")
+
+
+def best_cut(voiced: list[bool], energy: list[float]) -> int:
+    """Where to cut speech that reached the limit: the number of frames to keep.
+
+    The longest unvoiced run after the first third (the latest of equals: more speech in
+    this utterance), cut after its quietest frame; with no unvoiced frame there, after the
+    quietest frame of the final third (a VAD minimum rather than mid-word at the limit).
+    """
+    n = len(voiced)
+    lo = n // 3
+    best: tuple[int, int] | None = None  # (length, end) of the best unvoiced run
+    i = lo
+    while i < n:
+        if voiced[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and not voiced[j]:
+            j += 1
+        if best is None or j - i >= best[0]:
+            best = (j - i, j)
+        i = j
+    if best is None:
+        start, end = (2 * n) // 3, n
+    else:
+        start, end = best[1] - best[0], best[1]
+    quietest = min(range(start, end), key=lambda k: (energy[k], -k))
+    return quietest + 1

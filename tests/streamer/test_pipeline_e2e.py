@@ -192,7 +192,8 @@ async def test_long_monologue_without_pauses_is_split_not_dropped(tmp_path: Path
     messages, n_utts = await run_with_subscribers(config, models, None)
     emotions = [m for m in messages if m["type"] == "utterance.emotion"]
     assert n_utts == len(emotions) >= 3
-    assert {m["cut_reason"] for m in emotions[:-1]} == {"max_length"}
+    # cut at the short pauses between words once a turn is long, else at the limit
+    assert {m["cut_reason"] for m in emotions[:-1]} <= {"pause", "max_length"}
     assert all(m["t_end"] - m["t_start"] <= 15.0 + 1e-6 for m in emotions)
     # Nothing lost: the pieces tile the speech and together carry its words.
     hypothesis = " ".join(m["text"] for m in emotions)

@@ -159,3 +159,91 @@ def test_utterance_audio_is_the_speculative_audio(chunk: int) -> None:
     assert np.array_equal(utt.audio, pauses[-1].audio)
     assert pauses[-1].t_end == pytest.approx(utt.t_end + CFG.speculative_pause_ms / 1000,
                                              abs=1e-9)
+
+
+# ---------------------------------------------------------------- turns
+
+
+def bursts(lengths: list[float], gap_s: float) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Tone bursts separated by ``gap_s`` of silence; returns the signal and the gaps."""
+    parts, gaps, t = [silence(0.5)], [], 0.5
+    for length in lengths:
+        parts += [tone(length), silence(gap_s)]
+        t += length
+        gaps.append((t, t + gap_s))
+        t += gap_s
+    parts.append(silence(1.0))
+    return np.concatenate(parts), gaps
+
+
+def test_a_long_turn_ends_at_a_short_pause_well_before_the_limit() -> None:
+    """Continuous talk with 150 ms pauses between phrases (shorter than the 300 ms hangover):
+    once turn_soft_s is reached the next such pause ends the utterance, as a pause."""
+    signal, gaps = bursts([1.7] * 12, gap_s=0.15)
+    utts = utterances(run(signal, CFG))
+    assert len(utts) >= 3
+    assert all(u.cut_reason == "pause" for u in utts)
+    assert all(u.t_end - u.t_start <= CFG.turn_soft_s + 1.7 + 0.4 for u in utts)
+    for u in utts[:-1]:  # every cut is inside a pause, never inside a phrase
+        assert any(a - 0.031 <= u.t_end and u.t_start + len(u.audio) / SAMPLE_RATE <= b + 0.031
+                   for a, b in gaps)
+
+
+def test_at_the_limit_the_cut_is_at_the_best_pause() -> None:
+    """Pauses too short to end a turn (60 ms): at max_utterance_s the cut goes to the
+    longest pause after the first third, not to the limit."""
+    cfg = SegmenterConfig(max_utterance_s=8.0, turn_soft_s=8.0)
+    lengths = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    parts, t, gaps = [silence(0.5)], 0.5, []
+    for i, length in enumerate(lengths):
+        gap = 0.12 if i == 3 else 0.06  # the longest pause ends the 4th phrase
+        parts += [tone(length), silence(gap)]
+        gaps.append((t + length, t + length + gap))
+        t += length + gap
+    utts = utterances(run(np.concatenate([*parts, silence(1.0)]), cfg))
+    first = utts[0]
+    assert first.cut_reason == "max_length"
+    a, b = gaps[3]
+    assert first.t_end == pytest.approx(a, abs=0.031)
+    assert a <= first.t_start + len(first.audio) / SAMPLE_RATE <= b + 0.031
+
+
+def test_best_cut_without_any_pause_is_the_quietest_frame_of_the_final_third() -> None:
+    from streamer.segmenter import best_cut
+
+    voiced = [True] * 30
+    energy = [1.0] * 30
+    energy[5] = 0.01  # quieter, but in the first third
+    energy[25] = 0.1
+    assert best_cut(voiced, energy) == 26
+    voiced[12] = voiced[13] = voiced[20] = False
+    assert best_cut(voiced, energy) == 14  # in the 2-frame run, the later of equals
+
+
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
+def test_real_talk_is_cut_between_phrases() -> None:
+    """espeak-ng phrases 180 ms apart (one long turn to a 300 ms hangover), real webrtcvad:
+    every cut lies in a gap between phrases, none inside one, all well before 15 s."""
+    from tests.speech import Turn, synthesize
+
+    phrases = ["we looked at the numbers for the last quarter", "and the costs went up again",
+               "mostly because of the new building", "so we want to move the team next year",
+               "but nobody has asked the people who work there", "what they think about it",
+               "and that is the part that worries me", "because they will have to travel more"]
+    gap = silence(0.18)
+    parts, spans, t = [silence(0.5)], [], 0.5
+    for text in phrases:
+        speech = synthesize(Turn(text))
+        loud = np.flatnonzero(np.abs(speech) > 0.01)  # the phrase without espeak's silence
+        speech = speech[loud[0]:loud[-1] + 1]
+        parts += [speech, gap]
+        spans.append((t, t + len(speech) / SAMPLE_RATE))
+        t += (len(speech) + len(gap)) / SAMPLE_RATE
+    seg = Segmenter(SegmenterConfig())
+    audio = np.concatenate([*parts, silence(1.0)])
+    utts = utterances(seg.push(audio) + seg.flush())
+    assert len(utts) >= 3
+    assert all(u.t_end - u.t_start < 10.0 for u in utts)
+    for u in utts[:-1]:
+        cut = u.t_start + len(u.audio) / SAMPLE_RATE
+        assert not any(a < cut < b for a, b in spans), (cut, spans)
