@@ -33,7 +33,8 @@ class Word:
 class Transcript:
     text: str
     words: tuple[Word, ...] = ()
-    language: str | None = None
+    language: str | None = None  # the language decoded in (detected when asr.language is null)
+    language_prob: float | None = None  # Whisper's probability of it when it was detected
     # Whisper encoder output for the utterance's own frames, (T, D) float32; reused for emotion.
     encoder_frames: np.ndarray | None = field(default=None, repr=False)
     # Whisper's own evidence that this was speech (None for gold text): the highest
@@ -58,15 +59,26 @@ class AsrEngine:
     """Blocking ASR on one loaded WhisperModel; call from a worker thread, one call at a time."""
 
     def __init__(self, config: AsrOptions, whisper_model: Any) -> None:
-        from faster_whisper.tokenizer import Tokenizer
-
         self.config = config
         self.model = whisper_model
         self.encoder = WhisperEncoder(whisper_model)
-        language = config.language if whisper_model.model.is_multilingual else "en"
-        self.tokenizer = Tokenizer(whisper_model.hf_tokenizer, whisper_model.model.is_multilingual,
-                                   task="transcribe", language=language)
+        multilingual = bool(whisper_model.model.is_multilingual)
+        # English-only models decode English; a multilingual one decodes the configured
+        # language, or detects it per utterance from the same encoder pass when it is None.
+        language = config.language if multilingual else "en"
+        self.detect = multilingual and language is None
+        self._tokenizers: dict[str | None, Any] = {}
+        self._tokenizer_args = (whisper_model.hf_tokenizer, multilingual)
+        self.tokenizer = self._tokenizer(language or "en")
         self.language = language
+
+    def _tokenizer(self, language: str) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        if language not in self._tokenizers:
+            self._tokenizers[language] = Tokenizer(*self._tokenizer_args, task="transcribe",
+                                                   language=language)
+        return self._tokenizers[language]
 
     def _options(self, word_timestamps: bool) -> Any:
         from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
@@ -93,8 +105,13 @@ class AsrEngine:
         """Transcribe one utterance (<= 30 s). Partials skip word timestamps (cheaper)."""
         encoding = self.encoder.encode(audio, self.config.window_s)
         word_ts = final and self.config.word_timestamps
+        language, language_prob, tokenizer = self.language, None, self.tokenizer
+        if self.detect:  # from the encoder output already computed: no second encoder pass
+            token, language_prob = self.model.model.detect_language(encoding.storage)[0][0]
+            language = token[2:-2]  # '<|de|>' -> 'de'
+            tokenizer = self._tokenizer(language)
         segments = self.model.generate_segments(
-            encoding.features, self.tokenizer, self._options(word_ts), False, encoding.storage
+            encoding.features, tokenizer, self._options(word_ts), False, encoding.storage
         )
         texts: list[str] = []
         words: list[Word] = []
@@ -113,7 +130,8 @@ class AsrEngine:
         return Transcript(
             text=" ".join(t for t in texts if t),
             words=tuple(words),
-            language=self.language,
+            language=language,
+            language_prob=language_prob,
             encoder_frames=encoding.frames,
             no_speech_prob=no_speech if n_tokens else None,
             avg_logprob=logprob_sum / n_tokens if n_tokens else None,

@@ -57,6 +57,12 @@ class TextEncoderSpec:
     dim: int = 384  # Dt
     layers: str = "last"  # "last" or "all"
     max_tokens: int = 128
+    # Transcript languages the text branch was trained on: any other language (as the ASR
+    # reports it) is given to the head as an empty transcript, the audio-only path.
+    languages: tuple[str, ...] = ("en",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "languages", tuple(self.languages))  # JSON gives a list
 
 
 @dataclass(frozen=True)

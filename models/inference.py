@@ -52,6 +52,7 @@ class EmotionInput:
     words: tuple[Word, ...] = ()
     whisper_frames: np.ndarray | None = None  # (T, D) Whisper encoder output for the utterance
     context: tuple[ContextItem, ...] = ()  # oldest first
+    language: str | None = None  # the transcript's language (None: assumed one the model knows)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class EmotionPrediction:
     arousal: float | None
     dominance: float | None
     context_item: ContextItem  # append to the stream's context for later utterances
+    # What the label was computed from: ("audio",) when the head ignores text or the
+    # transcript was empty or in a language the text branch does not know.
+    modalities: tuple[str, ...] = ("audio", "text")
 
     @property
     def label(self) -> str:
@@ -243,6 +247,7 @@ class EmotionModel:
         """Class probabilities (and VAD if the head has them) for each utterance."""
         if not batch:
             return []
+        batch = [self.usable_text(inp) for inp in batch]
         items = self.feature_items(batch)
         head_batch = collate(items).to(self.device)
         with torch.inference_mode(), _autocast(self.device):
@@ -260,8 +265,22 @@ class EmotionModel:
                 arousal=None if vad is None else float(vad[i, 1]),
                 dominance=None if vad is None else float(vad[i, 2]),
                 context_item=context_item_for(item, inp.text),
+                modalities=self.modalities_for(inp),
             ))
         return predictions
+
+    def usable_text(self, inp: EmotionInput) -> EmotionInput:
+        """``inp``, with its transcript dropped when its language is not one the text branch
+        was trained on (the head then sees what it saw for empty transcripts)."""
+        if inp.language is None or inp.language in self.bundle.config.text.languages:
+            return inp
+        return replace(inp, text="", words=())
+
+    def modalities_for(self, inp: EmotionInput) -> tuple[str, ...]:
+        used = self.head.modalities
+        if not inp.text.strip():  # () for a text-only head given no words: a prior, no evidence
+            used = tuple(m for m in used if m != "text")
+        return used
 
 
 def _autocast(device: str) -> torch.autocast:

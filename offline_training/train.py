@@ -54,6 +54,7 @@ class TrainConfig:
     accelerate: bool = False  # data-parallel through HF accelerate (run under accelerate launch)
     probe_cs: tuple[float, ...] = PROBE_CS  # linear_probe: C grid of the inner CV
     probe_inner_folds: int = 5  # linear_probe: speaker-grouped inner folds (fewer if fewer)
+    text_affect: str = ""  # linear_probe_affect: text affect model directory ("" = packaged)
 
     def __post_init__(self) -> None:
         if self.select not in SELECT:
@@ -303,6 +304,10 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     if speakers < 2:
         raise TrainingError(f"head '{config.head}' needs at least 2 training speakers for its "
                             f"inner cross-validation; found {speakers}")
+    if getattr(head, "use_affect", False):  # GoEmotions label scores of the words
+        from models.text_affect import PACKAGED_TEXT_AFFECT, load_text_affect
+
+        head.set_text_affect(load_text_affect(config.text_affect or PACKAGED_TEXT_AFFECT))
     x = probe_matrix(head, items)
     y = np.array([int(it.label) for it in items])
     cv = GroupKFold(n_splits=min(config.probe_inner_folds, speakers))

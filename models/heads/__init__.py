@@ -57,6 +57,11 @@ HEADS: dict[str, HeadSpec] = {
                              "baseline: logistic regression on mean+std pooled audio and text"),
     "linear_probe_audio": HeadSpec(LinearProbeHead, {"modalities": "audio"},
                                    "baseline: logistic regression on mean+std pooled audio"),
+    "linear_probe_affect": HeadSpec(
+        LinearProbeHead, {"modalities": "audio+affect"},
+        "logistic regression on pooled audio + GoEmotions label scores of the words"),
+    "linear_probe_text_affect": HeadSpec(LinearProbeHead, {"modalities": "affect"},
+                                         "logistic regression on GoEmotions label scores only"),
 }
 
 

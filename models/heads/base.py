@@ -201,6 +201,11 @@ class FusionHead(nn.Module):
     needs_functionals: ClassVar[bool] = False  # functionals (prosody statistics)
     needs_ctc: ClassVar[bool] = False  # ctc_targets for an auxiliary CTC loss (training only)
 
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The inputs the head reads ("audio", "text"); fusion heads read both."""
+        return ("audio", "text")
+
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         self.config = config

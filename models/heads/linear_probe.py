@@ -1,7 +1,8 @@
 """linear_probe: the floor every head must beat.
 
 Mean + std pooled audio frames (of every encoder layer when the features carry them:
-``audio_layers`` > 1), and mean + std pooled text token states when the probe uses text,
+``audio_layers`` > 1), mean + std pooled text token states when the probe uses text, and the
+28 GoEmotions label scores of the words (models/text_affect.py) when it uses ``affect``,
 standardised with the training fold's mean and std (buffers, so a bundle carries them),
 then one linear layer. The trainer fits it in closed form (scikit-learn logistic regression,
 ``offline_training.train.fit_linear_probe``) and copies the solution into ``standardise_*`` and
@@ -17,14 +18,16 @@ from torch import Tensor, nn
 
 from models.heads.base import FusionHead, HeadBatch, HeadConfig, HeadOutput, audio_or_layers
 from models.layers import masked_mean
+from models.text_affect import GOEMOTIONS_LABELS, TextAffect, pooled_text
 
-MODALITIES = ("audio", "text", "audio+text")
+MODALITIES = ("audio", "text", "audio+text", "affect", "audio+affect")
 
 
 @dataclass(frozen=True, kw_only=True)
 class LinearProbeConfig(HeadConfig):
     modalities: str = "audio+text"  # which pooled features the probe reads
     audio_layers: int = 1  # La the audio features carry (all hidden layers: each is pooled)
+    affect_labels: int = len(GOEMOTIONS_LABELS)  # text affect scores read with "affect"
 
 
 def masked_mean_std(x: Tensor, mask: Tensor) -> Tensor:
@@ -48,16 +51,26 @@ class LinearProbeHead(FusionHead):
                              f"{MODALITIES}")
         self.use_audio = "audio" in config.modalities
         self.use_text = "text" in config.modalities
+        self.use_affect = "affect" in config.modalities
         self.audio_layers = config.audio_layers
+        affect = config.affect_labels if self.use_affect else 0
         dim = 2 * (config.audio_dim * config.audio_layers * self.use_audio
-                   + config.text_dim * self.use_text)
+                   + config.text_dim * self.use_text) + affect
         self.feature_dim = dim
+        # The text affect regressions (set_text_affect), part of the bundle like the rest.
+        self.register_buffer("affect_weight", torch.zeros(affect, config.text_dim))
+        self.register_buffer("affect_bias", torch.zeros(affect))
         # Identity until fitted; stored in the state dict, hence in the bundle.
         self.register_buffer("standardise_mean", torch.zeros(dim))
         self.register_buffer("standardise_std", torch.ones(dim))
         self.drop = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(dim, config.num_classes)
         self.make_regressor(dim)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return (("audio",) if self.use_audio else ()) + \
+            (("text",) if self.use_text or self.use_affect else ())
 
     def pooled(self, batch: HeadBatch) -> tuple[Tensor, Tensor]:
         """Unstandardised pooled features: (B, 2Da) audio, (B, 2Dt) text (width 0 if unused)."""
@@ -71,9 +84,27 @@ class LinearProbeHead(FusionHead):
                                  f"the batch has {layers.shape[1]} layer(s)")
             audio = torch.cat([masked_mean_std(layers[:, i].float(), batch.audio_mask)
                                for i in range(layers.shape[1])], dim=-1)
-        text = (masked_mean_std(batch.text.float(), batch.text_mask) if self.use_text
+        parts = []
+        if self.use_text:
+            parts.append(masked_mean_std(batch.text.float(), batch.text_mask))
+        if self.use_affect:
+            pooled = pooled_text(batch.text, batch.text_mask)
+            parts.append(torch.sigmoid(pooled @ self.affect_weight.T + self.affect_bias))
+        text = (torch.cat(parts, dim=-1) if parts
                 else batch.text.new_zeros(b, 0, dtype=torch.float32))
         return audio, text
+
+    def set_text_affect(self, affect: TextAffect) -> None:
+        """Load the text affect regressions the ``affect`` features are computed with."""
+        if not self.use_affect:
+            raise ValueError("linear_probe: set_text_affect on a probe without 'affect'")
+        expected = tuple(self.affect_weight.shape)
+        if tuple(affect.weight.shape) != expected:
+            raise ValueError(f"linear_probe: text affect weights {tuple(affect.weight.shape)} "
+                             f"do not fit this probe ({expected}: affect_labels x text_dim)")
+        with torch.no_grad():
+            self.affect_weight.copy_(affect.weight)
+            self.affect_bias.copy_(affect.bias)
 
     def probe_features(self, batch: HeadBatch) -> Tensor:
         """(B, F): what the logistic regression is fitted on (before standardisation)."""

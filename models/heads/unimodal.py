@@ -25,6 +25,10 @@ class UnimodalConfig(HeadConfig):
 
 
 class UnimodalHead(FusionHead):
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return (self.config.modality,)  # type: ignore[attr-defined]
+
     config_cls = UnimodalConfig
 
     def __init__(self, config: UnimodalConfig) -> None:
