@@ -11,7 +11,7 @@ from importlib import resources
 
 import yaml
 
-from streamer.config import AppConfig, load_config, to_dict
+from streamer.config import AppConfig, load_config, redacted
 from streamer.errors import StreamerError
 from streamer.sources import BUILTIN_SAMPLE, make_source
 
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if args.command == "config":
             if args.show:
-                print(yaml.safe_dump(to_dict(config), sort_keys=False))
+                print(yaml.safe_dump(redacted(config), sort_keys=False))  # no secrets
             else:
                 print("configuration OK")
             return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -144,6 +145,8 @@ class WebSocketConfig:
     max_message_bytes: int = 65536
     dashboard: bool = True  # serve the live dashboard page at http://host:port/
     max_subscribers: int = 100  # more concurrent /events subscribers are refused (HTTP 503)
+    tls_cert: str | None = None  # PEM certificate (chain): serve wss:// and https://
+    tls_key: str | None = None  # its PEM private key
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,11 @@ class MqttConfig:
     # is set aside as dead-letter (counted, logged; see dead_letter_path), not retried forever.
     max_attempts: int = 3
     dead_letter_path: str | None = None  # also append dead-lettered events here (JSONL, 0600)
+    tls: bool = False  # MQTT over TLS (usually port 8883)
+    tls_ca_file: str | None = None  # CA bundle to verify the broker (None: system CAs)
+    tls_cert_file: str | None = None  # client certificate (PEM), for brokers that require one
+    tls_key_file: str | None = None  # its private key
+    tls_insecure: bool = False  # do not check the broker's host name (testing only)
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,8 @@ class IngestConfig:
     # Caller numbers (AudioHook ani/dnis) in stream.started.source and INFO logs: personal
     # data, off by default.
     include_caller_numbers: bool = False
+    tls_cert: str | None = None  # PEM certificate (chain): serve wss:// (else behind a proxy)
+    tls_key: str | None = None  # its PEM private key
     channel_queue_chunks: int = 200  # per party, chunks of chunk_ms (6 s); full = stop reading
     chunk_ms: int = 30  # one VAD frame: end of speech is seen as soon as the frame arrives
     idle_timeout_s: float = 30.0  # a call that sends nothing for this long is closed
@@ -302,6 +312,52 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+# Secrets: their values may be "env:NAME" (an environment variable) or "file:PATH" (the
+# file's content, stripped), resolved at load; ``config --show`` prints them as "***".
+SECRET_KEYS = ("websocket.token", "mqtt.password", "ingest.token", "ingest.twilio_auth_token",
+               "ingest.audiohook_api_key")
+REDACTED = "***"
+
+
+def _resolve_secret(key: str, value: str) -> str:
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ConfigError(f"config key '{key}' = 'env:{name}': the environment variable "
+                              f"{name} is not set; export it or give the value another way")
+        return os.environ[name]
+    if value.startswith("file:"):
+        path = Path(value[5:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"config key '{key}' = 'file:{path}': cannot read it ({exc})"
+                              ) from exc
+    return value
+
+
+def resolve_secrets(config: AppConfig) -> AppConfig:
+    """``config`` with every ``env:``/``file:`` secret replaced by its value."""
+    for key in SECRET_KEYS:
+        section, name = key.split(".")
+        part = getattr(config, section)
+        value = getattr(part, name)
+        if isinstance(value, str):
+            part = dataclasses.replace(part, **{name: _resolve_secret(key, value)})
+            config = dataclasses.replace(config, **{section: part})
+    return config
+
+
+def redacted(config: AppConfig) -> dict[str, Any]:
+    """``to_dict(config)`` with the secrets that are set shown as "***"."""
+    data = to_dict(config)
+    for key in SECRET_KEYS:
+        section, name = key.split(".")
+        if data[section][name] is not None:
+            data[section][name] = REDACTED
+    return data
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``section.key=value`` into a key path and a YAML-typed value."""
     if "=" not in text:
@@ -344,7 +400,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for text in overrides or []:
         key_path, value = parse_override(text)
         _merge(data, key_path, value)
-    config = from_dict(AppConfig, data)
+    config = resolve_secrets(from_dict(AppConfig, data))
     validate(config)
     return config
 
@@ -408,6 +464,12 @@ def validate(config: AppConfig) -> None:
          "ingest.handshakes_per_minute_per_address must be >= 1"),
         (config.websocket.max_subscribers >= 1, "websocket.max_subscribers must be >= 1"),
         (config.mqtt.max_attempts >= 1, "mqtt.max_attempts must be >= 1"),
+        ((config.websocket.tls_cert is None) == (config.websocket.tls_key is None),
+         "websocket.tls_cert and websocket.tls_key go together: set both or neither"),
+        ((config.ingest.tls_cert is None) == (config.ingest.tls_key is None),
+         "ingest.tls_cert and ingest.tls_key go together: set both or neither"),
+        ((config.mqtt.tls_cert_file is None) == (config.mqtt.tls_key_file is None),
+         "mqtt.tls_cert_file and mqtt.tls_key_file go together: set both or neither"),
         (config.ingest.channel_queue_chunks >= 1, "ingest.channel_queue_chunks must be >= 1"),
         (config.ingest.chunk_ms >= 10, "ingest.chunk_ms must be >= 10"),
         (config.ingest.max_message_bytes >= 1024, "ingest.max_message_bytes must be >= 1024"),

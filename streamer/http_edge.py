@@ -27,6 +27,7 @@ import asyncio
 import hmac
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -133,6 +134,28 @@ class Listen:
     max_message_bytes: int  # larger WebSocket messages close the connection (1009)
     purpose: str  # e.g. "call ingest", in the error when the port cannot be bound
     port_hint: str  # how to choose another port, in that error
+    tls_cert: str | None = None  # PEM certificate chain: serve wss:// / https://
+    tls_key: str | None = None  # its PEM private key
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.tls_cert else "ws"
+
+
+def server_tls(listen: Listen) -> ssl.SSLContext | None:
+    """The TLS context for ``listen`` (None: plain), or a PublisherError saying what is
+    wrong with the certificate or key."""
+    if listen.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(listen.tls_cert, listen.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise PublisherError(
+            f"cannot use the TLS certificate {listen.tls_cert} with key {listen.tls_key} for "
+            f"{listen.purpose} ({exc}); give PEM files, the key matching the certificate"
+        ) from exc
+    return context
 
 
 @dataclass(frozen=True)
@@ -195,10 +218,11 @@ class HttpEdge:
 
     async def start(self) -> None:
         listen = self.listen
+        tls = server_tls(listen)
         try:
             self._server = await serve(self._dispatch, listen.host, listen.port,
                                        process_request=self._process_request,
-                                       max_size=listen.max_message_bytes)
+                                       max_size=listen.max_message_bytes, ssl=tls)
         except OSError as exc:
             raise PublisherError(f"cannot listen on {listen.host}:{listen.port} for "
                                  f"{listen.purpose} ({exc}); {listen.port_hint}") from exc

@@ -35,6 +35,7 @@ import collections
 import json
 import logging
 import math
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ import aiomqtt
 
 from streamer.bus import EventBus
 from streamer.config import MqttConfig
+from streamer.errors import PublisherError
 from streamer.events import SCHEMA_VERSION, Event, describe, to_json
 from streamer.faults import escaped
 from streamer.sinks import open_private
@@ -101,6 +103,25 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def mqtt_tls(config: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS context for the broker connection (None: plain TCP); a PublisherError says
+    what is wrong with the CA or client certificate files."""
+    if not config.tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=config.tls_ca_file)
+        if config.tls_cert_file:
+            context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise PublisherError(
+            f"cannot set up MQTT TLS (mqtt.tls_ca_file={config.tls_ca_file}, "
+            f"tls_cert_file={config.tls_cert_file}, tls_key_file={config.tls_key_file}): "
+            f"{exc}; give PEM files") from exc
+    if config.tls_insecure:
+        context.check_hostname = False
+    return context
+
+
 def refused_credentials(exc: aiomqtt.MqttError) -> bool:
     """True when the broker answered CONNACK with "bad user name or password"/"not
     authorized" (aiomqtt raises MqttCodeError with the reason code)."""
@@ -126,6 +147,7 @@ class MqttPublisher:
         self.dead_lettered = 0
         self.dead_letters: collections.deque[DeadLetter] = collections.deque(
             maxlen=DEAD_LETTERS_KEPT)
+        self._tls = mqtt_tls(config)
 
     @property
     def dropped(self) -> int:
@@ -150,6 +172,7 @@ class MqttPublisher:
             password=c.password, keepalive=c.keepalive_s, timeout=PUBLISH_TIMEOUT_S,
             will=aiomqtt.Will(self.status_topic, status_payload("offline", now), qos=1,
                               retain=True),
+            tls_context=self._tls, tls_insecure=c.tls_insecure if c.tls else None,
         )
 
     async def run(self) -> None:

@@ -123,9 +123,8 @@ class StdoutSink:
     def write(self, event: Event) -> None:
         """Print ``event``; one that cannot be printed is logged, counted and skipped."""
         try:
-            line = to_json(event)  # refuses NaN/inf and lone surrogates, pretty or not
-            if self.pretty:
-                line = format_pretty(event)
+            text = to_json(event)  # refuses NaN/inf and lone surrogates, pretty or not
+            line = format_pretty(event) if self.pretty else text
             if line is not None:
                 print(line, file=self.out, flush=True)
         except Exception as exc:  # the bulkhead: one event never stops the sink

@@ -135,7 +135,8 @@ class WebSocketServer:
             config.host, config.port, config.max_message_bytes,
             purpose="WebSocket subscribers",
             port_hint="choose another port with --set websocket.port=N or disable it with "
-                      "--set websocket.enabled=false"))
+                      "--set websocket.enabled=false",
+            tls_cert=config.tls_cert, tls_key=config.tls_key))
         self.faults = FaultLog("WebSocket subscribers")
         self.subscribers = 0
         self.refused_busy = 0
@@ -160,7 +161,8 @@ class WebSocketServer:
 
     async def __aenter__(self) -> WebSocketServer:
         await self.edge.start()
-        log.info("WebSocket subscribers: ws://%s:%d/events", self.config.host, self.port)
+        log.info("WebSocket subscribers: %s://%s:%d/events", self.edge.listen.scheme,
+                 self.config.host, self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -123,7 +123,8 @@ class IngestServer:
         self.stats = IngestStats()
         self.edge = HttpEdge(Listen(
             config.host, config.port, config.max_message_bytes, purpose="call ingest",
-            port_hint="choose another port with --set ingest.port=N"))
+            port_hint="choose another port with --set ingest.port=N",
+            tls_cert=config.tls_cert, tls_key=config.tls_key))
         self.edge.add_http("/healthz", self._healthz)
         routes: tuple[tuple[str, str, Callable[[Request], str | None],
                             Callable[[str], IngestProtocol]], ...] = (
@@ -155,9 +156,9 @@ class IngestServer:
 
     async def __aenter__(self) -> IngestServer:
         await self.edge.start()
-        log.info("call ingest on ws://%s:%d: raw PCM %s, Twilio %s, AudioHook %s",
-                 self.config.host, self.port, self.config.pcm_path, self.config.twilio_path,
-                 self.config.audiohook_path)
+        log.info("call ingest on %s://%s:%d: raw PCM %s, Twilio %s, AudioHook %s",
+                 self.edge.listen.scheme, self.config.host, self.port, self.config.pcm_path,
+                 self.config.twilio_path, self.config.audiohook_path)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
