@@ -1,0 +1,219 @@
+"""Turns on assembled conversations: where the segmenter cuts continuous two-person talk.
+
+Issue 11 row 1. Conversations are assembled from RAVDESS clips of two actors (one male,
+one female) taking turns with gaps drawn from ``--gaps`` (default -0.2..0.6 s: some
+overlap, many gaps shorter than the 300 ms hangover), plus espeak-ng monologues whose
+phrases are 180 ms apart. The real webrtcvad segmenter (sans-I/O, no ASR in the loop)
+cuts them; each clip is transcribed alone once (tiny.en, word times) for the truth of
+where its words are. Per configuration it reports:
+
+- utterance lengths and cut reasons;
+- cuts inside a word (the end of an utterance's audio strictly inside a word of a clip);
+- cuts inside a clip (mid-sentence: RAVDESS clips are one sentence each);
+- utterances holding speech of both speakers (>= 0.3 s of each), on the mono mix;
+- speaker changes with an utterance boundary within 0.5 s of them;
+- the segmenter's CPU time per audio second.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/conversations.py --out bench/results/conversations.json
+    .venv/bin/python bench/conversations.py --set turn_soft_s=15 --label "no turns"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.audio import SAMPLE_RATE  # noqa: E402
+from streamer.audio_io import read_audio_file  # noqa: E402
+from streamer.config import SegmenterConfig  # noqa: E402
+from streamer.messages import Utterance  # noqa: E402
+from streamer.segmenter import Segmenter  # noqa: E402
+
+RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A clip's speech in the conversation: stream times and the words' stream times."""
+
+    speaker: str
+    start: float
+    end: float
+    words: tuple[tuple[float, float], ...]
+
+
+def trim(audio: np.ndarray, level: float = 0.01) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > level)
+    return audio[loud[0]:loud[-1] + 1] if len(loud) else audio[:0]
+
+
+def word_times(asr: Any, audio: np.ndarray) -> tuple[tuple[float, float], ...]:
+    return tuple((w.start, w.end) for w in asr.transcribe(audio, final=True).words)
+
+
+def assemble(pieces: list[tuple[str, np.ndarray, tuple[tuple[float, float], ...]]],
+             gaps: list[float]) -> tuple[np.ndarray, list[Placed]]:
+    """Clips one after another, gap i after clip i (negative: overlap), mixed to mono."""
+    t = 0.5
+    placed: list[Placed] = []
+    for (speaker, audio, words), gap in zip(pieces, gaps, strict=True):
+        placed.append(Placed(speaker, t, t + len(audio) / SAMPLE_RATE,
+                             tuple((t + a, t + b) for a, b in words)))
+        t = max(t + len(audio) / SAMPLE_RATE + gap, t + 0.2)
+    mix = np.zeros(int((t + 1.0) * SAMPLE_RATE), np.float32)
+    for p, (_, audio, _) in zip(placed, pieces, strict=True):
+        i = int(round(p.start * SAMPLE_RATE))
+        mix[i:i + len(audio)] += audio
+    return mix, placed
+
+
+def segment(audio: np.ndarray, config: SegmenterConfig) -> tuple[list[Utterance], float]:
+    seg = Segmenter(config)
+    started = time.process_time()
+    events = []
+    for i in range(0, len(audio), 1600):
+        events += seg.push(audio[i:i + 1600])
+    events += seg.flush()
+    cpu = time.process_time() - started
+    return [e for e in events if isinstance(e, Utterance)], cpu
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def measure(utts: list[Utterance], placed: list[Placed]) -> dict[str, Any]:
+    cuts = [u.t_start + len(u.audio) / SAMPLE_RATE for u, nxt in zip(utts, utts[1:],
+                                                                    strict=False)
+            if nxt.t_start <= u.t_start + len(u.audio) / SAMPLE_RATE + 1e-6]  # inside talk
+    boundaries = [u.t_end for u in utts] + [u.t_start for u in utts]
+    mid_word = sum(any(a + 0.02 < c < b - 0.02 for p in placed for a, b in p.words)
+                   for c in cuts)
+    mid_clip = sum(any(p.start + 0.05 < c < p.end - 0.05 for p in placed) for c in cuts)
+    two = 0
+    for u in utts:
+        span = (u.t_start, u.t_end)
+        per: dict[str, float] = {}
+        for p in placed:
+            per[p.speaker] = per.get(p.speaker, 0.0) + overlap(span, (p.start, p.end))
+        two += sum(v >= 0.3 for v in per.values()) >= 2
+    changes = [nxt.start for p, nxt in zip(placed, placed[1:], strict=False)
+               if nxt.speaker != p.speaker]
+    detected = sum(any(abs(b - c) <= 0.5 for b in boundaries) for c in changes)
+    lengths = [u.t_end - u.t_start for u in utts]
+    return {"utterances": len(utts), "cut_reasons": {r: sum(u.cut_reason == r for u in utts)
+                                                     for r in ("pause", "max_length",
+                                                               "end_of_stream")},
+            "cuts_inside_speech": len(cuts), "cuts_mid_word": mid_word,
+            "cuts_mid_clip": mid_clip, "two_speaker_utterances": two,
+            "speaker_changes": len(changes), "changes_with_boundary_0_5s": detected,
+            "max_length_s": round(max(lengths, default=0.0), 2),
+            "mean_length_s": round(float(np.mean(lengths)) if lengths else 0.0, 2)}
+
+
+def add(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for k, v in part.items():
+        if isinstance(v, dict):
+            add(total.setdefault(k, {}), v)
+        elif k == "max_length_s":
+            total[k] = max(total.get(k, 0.0), v)
+        elif k != "mean_length_s":
+            total[k] = total.get(k, 0) + v
+
+
+def ravdess_pieces(asr: Any, root: Path, actors: tuple[int, int], n: int, rng: random.Random
+                   ) -> list[tuple[str, np.ndarray, tuple[tuple[float, float], ...]]]:
+    pieces = []
+    files = {a: sorted((root / f"Actor_{a:02d}").glob("*.flac")) for a in actors}
+    for i in range(n):
+        actor = actors[i % 2]
+        while True:
+            path = rng.choice(files[actor])
+            audio = trim(read_audio_file(path))
+            try:
+                words = word_times(asr, audio)
+            except IndexError as exc:  # faster-whisper's word alignment on some clips
+                print(f"word alignment failed on {path.name} ({exc}); another clip",
+                      file=sys.stderr)
+                continue
+            break
+        pieces.append((f"actor{actor}", audio, words))
+    return pieces
+
+
+MONOLOGUE = ["we looked at the numbers for the last quarter", "and the costs went up again",
+             "mostly because of the new building", "so we want to move the team next year",
+             "but nobody has asked the people who work there", "what they think about it",
+             "and that is the part that worries me", "because they will have to travel more",
+             "and the trains are not getting any better", "so I would like a proper plan",
+             "with dates and with a budget", "before we tell anyone about it"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--conversations", type=int, default=6)
+    parser.add_argument("--clips", type=int, default=16, help="turns per conversation")
+    parser.add_argument("--gaps", type=float, nargs=2, default=(-0.2, 0.6))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a segmenter setting, e.g. turn_soft_s=15")
+    parser.add_argument("--label", default="default")
+    parser.add_argument("--ravdess", type=Path, default=RAVDESS, help="RAVDESS root")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    config = SegmenterConfig(**{k: yaml.safe_load(v) for k, v in
+                                (o.split("=", 1) for o in args.overrides)})
+    if not args.ravdess.is_dir():
+        raise SystemExit(f"RAVDESS not found at {args.ravdess}; pass --ravdess DIR")
+    from models.asr import AsrEngine, AsrOptions
+    from models.encoders.whisper import load_whisper
+    from tests.speech import Turn, synthesize
+
+    asr = AsrEngine(AsrOptions(), load_whisper("packaged:tiny.en", cpu_threads=2))
+    rng = random.Random(11)
+    pairs = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
+    results: dict[str, Any] = {"label": args.label, "segmenter": vars(config)}
+    total: dict[str, Any] = {}
+    audio_s, cpu_s = 0.0, 0.0
+    for c in range(args.conversations):
+        pieces = ravdess_pieces(asr, args.ravdess, pairs[c % len(pairs)], args.clips, rng)
+        gaps = [rng.uniform(*args.gaps) for _ in pieces]
+        mix, placed = assemble(pieces, gaps)
+        utts, cpu = segment(mix, config)
+        audio_s += len(mix) / SAMPLE_RATE
+        cpu_s += cpu
+        add(total, measure(utts, placed))
+    results["ravdess_conversations"] = {"conversations": args.conversations,
+                                        "audio_s": round(audio_s, 1), **total}
+    # espeak-ng monologue: one speaker, phrases 180 ms apart (a single turn to the hangover)
+    phrases = [(f"espeak{i}", trim(synthesize(Turn(t, speed=175))), ()) for i, t in
+               enumerate(MONOLOGUE * 2)]
+    pieces = [(s, a, word_times(asr, a)) for s, a, _ in phrases]
+    mix, placed = assemble(pieces, [0.18] * len(pieces))
+    placed = [Placed("espeak", p.start, p.end, p.words) for p in placed]
+    utts, cpu = segment(mix, config)
+    audio_s += len(mix) / SAMPLE_RATE
+    cpu_s += cpu
+    results["espeak_monologue"] = {"audio_s": round(len(mix) / SAMPLE_RATE, 1),
+                                   **measure(utts, placed)}
+    results["segmenter_cpu_ms_per_audio_s"] = round(1000 * cpu_s / audio_s, 3)
+    print(json.dumps(results, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
