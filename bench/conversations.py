@@ -197,17 +197,19 @@ def main() -> int:
         add(total, measure(utts, placed))
     results["ravdess_conversations"] = {"conversations": args.conversations,
                                         "audio_s": round(audio_s, 1), **total}
-    # espeak-ng monologue: one speaker, phrases 180 ms apart (a single turn to the hangover)
+    # espeak-ng monologues: one speaker, phrases 180 ms apart (one turn to the 300 ms
+    # hangover), and 30 ms apart (no pause the VAD sees: only the hard limit cuts)
     phrases = [(f"espeak{i}", trim(synthesize(Turn(t, speed=175))), ()) for i, t in
                enumerate(MONOLOGUE * 2)]
     pieces = [(s, a, word_times(asr, a)) for s, a, _ in phrases]
-    mix, placed = assemble(pieces, [0.18] * len(pieces))
-    placed = [Placed("espeak", p.start, p.end, p.words) for p in placed]
-    utts, cpu = segment(mix, config)
-    audio_s += len(mix) / SAMPLE_RATE
-    cpu_s += cpu
-    results["espeak_monologue"] = {"audio_s": round(len(mix) / SAMPLE_RATE, 1),
-                                   **measure(utts, placed)}
+    for name, gap in (("espeak_monologue", 0.18), ("espeak_monologue_tight", 0.03)):
+        mix, placed = assemble(pieces, [gap] * len(pieces))
+        placed = [Placed("espeak", p.start, p.end, p.words) for p in placed]
+        utts, cpu = segment(mix, config)
+        audio_s += len(mix) / SAMPLE_RATE
+        cpu_s += cpu
+        results[name] = {"audio_s": round(len(mix) / SAMPLE_RATE, 1), "gap_s": gap,
+                         **measure(utts, placed)}
     results["segmenter_cpu_ms_per_audio_s"] = round(1000 * cpu_s / audio_s, 3)
     print(json.dumps(results, indent=1))
     if args.out:

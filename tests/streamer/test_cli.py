@@ -39,3 +39,16 @@ def test_missing_bundle_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-u
 def test_schema_command_prints_json_schema() -> None:
     result = run_cli("schema")
     assert result.returncode == 0 and '"utterance.emotion"' in result.stdout
+
+
+def test_channel_flags_become_source_settings() -> None:
+    from streamer.cli import build_parser, source_overrides
+
+    args = build_parser().parse_args(["run", "--source", "call.wav", "--channel-names",
+                                      "agent,customer"])
+    assert "source.channels=split" in source_overrides(args)
+    assert 'source.channel_names="agent,customer"' in source_overrides(args)
+    mixed = build_parser().parse_args(["run", "--channels", "mix"])
+    assert source_overrides(mixed) == ["source.channels=mix"]
+    replay = run_cli("replay", "--help")
+    assert replay.returncode == 0 and "--protocol" in replay.stdout and "twilio" in replay.stdout
