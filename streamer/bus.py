@@ -124,3 +124,8 @@ class EventBus:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """The current subscriptions (for counters: ``dropped``, ``qsize()``)."""
+        return tuple(self._subscribers)

@@ -145,6 +145,9 @@ class WebSocketConfig:
     max_message_bytes: int = 65536
     dashboard: bool = True  # serve the live dashboard page at http://host:port/
     max_subscribers: int = 100  # more concurrent /events subscribers are refused (HTTP 503)
+    # A subscriber that takes no data for this long (its socket buffers full) is closed
+    # (1008); shorter ones lose their oldest events and get subscriber.lagged.
+    send_timeout_s: float = 10.0
     tls_cert: str | None = None  # PEM certificate (chain): serve wss:// and https://
     tls_key: str | None = None  # its PEM private key
 
@@ -463,6 +466,7 @@ def validate(config: AppConfig) -> None:
         (config.ingest.handshakes_per_minute_per_address >= 1,
          "ingest.handshakes_per_minute_per_address must be >= 1"),
         (config.websocket.max_subscribers >= 1, "websocket.max_subscribers must be >= 1"),
+        (config.websocket.send_timeout_s > 0, "websocket.send_timeout_s must be > 0"),
         (config.mqtt.max_attempts >= 1, "mqtt.max_attempts must be >= 1"),
         ((config.websocket.tls_cert is None) == (config.websocket.tls_key is None),
          "websocket.tls_cert and websocket.tls_key go together: set both or neither"),

@@ -19,6 +19,13 @@ the filter stays as it was. More than ``websocket.max_subscribers`` subscribers:
 An event that cannot be encoded is skipped for every subscriber (logged, counted in
 ``WebSocketServer.faults``); the subscriber stays connected.
 
+Slow subscribers: while a client does not read, the server's send waits (TCP and the
+library's buffers are full) and the client's bus queue (``bus.subscriber_queue``) drops
+its oldest events; when the client reads again it first gets ``subscriber.lagged`` with
+the count. A client that takes nothing for ``websocket.send_timeout_s`` is closed with
+1008 ("too slow"). Counted: ``events_dropped`` (all subscribers), ``lagged_notices``,
+``dropped_subscribers``.
+
 Other components (the dashboard) add WebSocket routes with ``add_route`` and plain
 HTTP routes with ``add_http`` on the same port; listening, routing, authentication
 and error responses are ``streamer.http_edge.HttpEdge``'s.
@@ -57,6 +64,11 @@ from streamer.validation import InvalidClientString, check_identifier, shown
 log = logging.getLogger(__name__)
 
 MAX_FILTER_ITEMS = 256
+CLOSE_TOO_SLOW = 1008
+
+
+class SubscriberTooSlow(Exception):
+    """The client took no data for ``websocket.send_timeout_s``; it was closed."""
 
 
 class SubscriberFilter:
@@ -140,6 +152,9 @@ class WebSocketServer:
         self.faults = FaultLog("WebSocket subscribers")
         self.subscribers = 0
         self.refused_busy = 0
+        self.events_dropped = 0  # bus-queue overflow of closed subscribers (open: sub.dropped)
+        self.lagged_notices = 0
+        self.dropped_subscribers = 0
         token = token_guard(config.token)
 
         def events_guard(request: Request) -> Refusal | None:
@@ -206,10 +221,12 @@ class WebSocketServer:
             await asyncio.gather(*pending, return_exceptions=True)
             for task in done:
                 exc = task.exception()
-                if exc is not None and not isinstance(exc, ConnectionClosed):
+                if exc is not None and not isinstance(exc, ConnectionClosed
+                                                      | SubscriberTooSlow):
                     raise exc
         finally:
             self.subscribers -= 1
+            self.events_dropped += sub.dropped
             sub.close()
 
     async def _read_requests(self, ws: ServerConnection, filt: SubscriberFilter) -> None:
@@ -221,13 +238,29 @@ class WebSocketServer:
             event = await sub.get()
             dropped = sub.take_dropped()
             if dropped:
-                await ws.send(to_json(control("subscriber.lagged", dropped=dropped)))
+                self.lagged_notices += 1
+                await self._send(ws, to_json(control("subscriber.lagged", dropped=dropped)),
+                                 sub)
             try:
                 text = to_json(event)
             except EventEncodingError as exc:
                 self.faults.record(event, exc, "skipped it for this subscriber")
                 continue
-            await ws.send(text)
+            await self._send(ws, text, sub)
+
+    async def _send(self, ws: ServerConnection, text: str, sub: Any) -> None:
+        """Send, or close a client that has taken nothing for ``send_timeout_s``."""
+        timeout = self.config.send_timeout_s
+        try:
+            # Cancelling only interrupts the wait for buffer space: the frame is whole.
+            await asyncio.wait_for(ws.send(text), timeout)
+        except TimeoutError:
+            self.dropped_subscribers += 1
+            log.warning("WebSocket subscriber %s took no data for %.0f s (%d events dropped "
+                        "so far); closing it", ws.remote_address, timeout, sub.dropped)
+            await ws.close(CLOSE_TOO_SLOW, f"too slow: took no data for {timeout:.0f} s "
+                                           "(websocket.send_timeout_s)")
+            raise SubscriberTooSlow from None
 
 
 __all__ = ["WebSocketServer", "SubscriberFilter", "subscribe_reply", "SCHEMA_VERSION",
