@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from streamer.events import Event
 from streamer.faults import FaultLog
+from streamer.redaction import redact_event
 
 EventFilter = Callable[[Event], bool]
 
@@ -94,8 +95,10 @@ class StreamDirectory:
 
 
 class EventBus:
-    def __init__(self, default_queue_size: int = 1000) -> None:
+    def __init__(self, default_queue_size: int = 1000,
+                 redact_digit_runs: int | None = None) -> None:
         self.default_queue_size = default_queue_size
+        self.redact_digit_runs = redact_digit_runs  # see streamer.redaction
         self._subscribers: list[Subscription] = []
         self.streams = StreamDirectory()
         self.published = 0
@@ -113,6 +116,8 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         """Hand ``event`` to every subscriber; never blocks (see module overflow policy)."""
+        if self.redact_digit_runs:
+            event = redact_event(event, self.redact_digit_runs)
         self.streams.update(event)
         self.published += 1
         for sub in list(self._subscribers):

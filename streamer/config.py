@@ -134,6 +134,9 @@ class BusConfig:
     """Fan-out event bus."""
 
     subscriber_queue: int = 1000  # per subscriber; overflow drops the oldest event (counted)
+    # Mask runs of at least this many digits (cards, accounts, phone numbers) in transcripts
+    # before any publisher sees them (streamer/redaction.py); null: off.
+    redact_digit_runs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -446,6 +449,8 @@ def validate(config: AppConfig) -> None:
         (config.emotion.max_wait_ms >= 0, "emotion.max_wait_ms must be >= 0"),
         (config.emotion.context_size >= 0, "emotion.context_size must be >= 0"),
         (config.bus.subscriber_queue >= 1, "bus.subscriber_queue must be >= 1"),
+        ((config.bus.redact_digit_runs or 1) >= 1,
+         "bus.redact_digit_runs must be >= 1 (or null: off)"),
         (0.0 <= config.gate.max_clipped_fraction <= 1.0,
          "gate.max_clipped_fraction must be 0..1"),
         (0.0 <= config.gate.max_no_speech_prob <= 1.0, "gate.max_no_speech_prob must be 0..1"),

@@ -136,7 +136,7 @@ class Runtime:
 
     def __init__(self, config: AppConfig, models: Models) -> None:
         self.config = config
-        self.bus = EventBus(config.bus.subscriber_queue)
+        self.bus = EventBus(config.bus.subscriber_queue, config.bus.redact_digit_runs)
         self.recognizer = Recognizer(config, models.asr, models.emotion, self.bus)
         self._stack = contextlib.AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
