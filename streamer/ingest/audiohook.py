@@ -185,7 +185,7 @@ class AudioHookProtocol(IngestProtocol):
         self._send("closed", {})
         if was in ("active", "paused"):
             reason = parameters.get("reason", "end")
-            self._emit(CallEnd(f"close:{client_identifier(reason, 'close reason')}"))
+            self._emit(CallEnd(f"close:{client_text(reason, 'close reason')}"))
 
     def _on_ping(self, parameters: dict[str, Any]) -> None:
         self._send("pong", {})

@@ -38,6 +38,7 @@ from streamer.ingest.protocol import (
     ProtocolViolation,
     check_stream_id,
     client_identifier,
+    client_text,
     parse_json_object,
     require,
 )
@@ -104,8 +105,8 @@ class TwilioProtocol(IngestProtocol):
 
     @staticmethod
     def _note(kept: list[str], value: object) -> None:
-        """Keep the latest MAX_NOTED marks/digits; a bad value is noted as ''."""
-        kept.append(client_identifier(value, "name") if value is not None else "")
+        """Keep the latest MAX_NOTED marks/digits (free text: DTMF '#' is a digit)."""
+        kept.append(client_text(value, "mark name or DTMF digit") if value is not None else "")
         del kept[:-MAX_NOTED]
 
     def _require_started(self, event: str) -> None:

@@ -157,6 +157,23 @@ async def test_one_malformed_call_among_three_good_ones_changes_nothing() -> Non
         assert a.shape == b.shape and (a == b).all(), key
 
 
+def test_twilio_dtmf_hash_and_marks_are_text_not_identifiers() -> None:
+    """'#' is a DTMF digit and mark names are the application's: free text, not ids."""
+    from streamer.ingest.protocol import Failure, Limits
+    from streamer.ingest.twilio import TwilioProtocol
+
+    p = TwilioProtocol(Limits())
+    p.receive_text(json.dumps({"event": "start", "start": {
+        "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"],
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+    p.receive_text(json.dumps({"event": "dtmf", "dtmf": {"digit": "#"}}))
+    p.receive_text(json.dumps({"event": "mark", "mark": {"name": "greeting/1 done"}}))
+    assert not any(isinstance(e, Failure) for e in p.poll())
+    assert p.dtmf == ["#"] and p.marks == ["greeting/1 done"]
+    p.receive_text(json.dumps({"event": "mark", "mark": {"name": "a\x00b"}}))
+    assert [e.close_code for e in p.poll() if isinstance(e, Failure)] == [1007]
+
+
 # ------------------------------------------------------------- row 5: limits
 async def test_one_protocol_cannot_take_every_slot() -> None:
     """Row 5: idle PCM sockets fill ingest.max_pcm_calls, Twilio and AudioHook still get in;
