@@ -335,3 +335,31 @@ async def test_caller_numbers_only_when_turned_on_and_audit_lines(
     assert any(a.startswith("ingest call started stream='AH-False'") for a in audit)
     assert any(a.startswith("auth failure route='/ingest/audiohook'") for a in audit)
     assert not any("ah-key" in a or "wrong" in a for a in audit)  # never the secret
+
+
+class FailingRecognizer(RecordingRecognizer):
+    """Raises inside one call's recognizer channel (stream id 'boom'), like a bug would."""
+
+    async def run_channel(self, channel):  # type: ignore[no-untyped-def]
+        if channel.stream_id == "boom":
+            raise RuntimeError("recognizer bug on this call")
+        return await super().run_channel(channel)
+
+
+async def test_an_error_inside_one_call_ends_that_call_only(
+        caplog: pytest.LogCaptureFixture) -> None:
+    rec = FailingRecognizer()
+    server, base = await started(make_config(), rec)
+    try:
+        good = asyncio.create_task(send_twilio(f"{base}/ingest/twilio",
+                                               tone_call("CA-fine", 1.0), pace=4, **TWILIO))
+        async with connect(f"{base}/ingest/pcm?token=pcm-secret&stream_id=boom",
+                           open_timeout=TIMEOUT_S) as ws:
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT_S)
+        report = await asyncio.wait_for(good, TIMEOUT_S)
+        await wait_for(lambda: rec.channels.get(("CA-fine", "agent"), Recorded("")).done)
+    finally:
+        await server.__aexit__()
+    assert ws.close_code == 1011 and report.close_code == 1000
+    assert server.stats.call_errors == 1 and "boom" not in server.calls
+    assert any("call boom failed" in r.getMessage() for r in caplog.records)
