@@ -12,6 +12,7 @@ keeps the folds it finished.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,8 +108,8 @@ def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config
         record = fold_record_path(head_dir, fold.name)
         if resume and record.is_file():
             fold_result, history = load_fold(record, fold)
-            print(f"{config.head} {fold.name}: finished earlier, read from {record} "
-                  f"(UA {fold_result.test.ua:.3f})", flush=True)
+            say(f"{config.head} {fold.name}: finished earlier, read from {record} "
+                f"(UA {fold_result.test.ua:.3f})")
         else:
             if items is None:
                 items = build_items(corpus.utterances, features, corpus.classes,
@@ -139,6 +140,14 @@ def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config
     return run
 
 
+def say(line: str) -> None:
+    """A line on stdout that does not break a progress bar drawn on stderr."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
 def fold_record_path(head_dir: Path, fold_name: str) -> Path:
     """Where a finished fold's record lives; written last, so it marks the fold finished."""
     return head_dir / safe(fold_name) / FOLD_RECORD
@@ -155,8 +164,8 @@ def save_fold_outputs(result: FoldResult, history: list[dict[str, Any]], fold: F
               f"best epoch {result.best_epoch}/{result.epochs}, validation UA "
               f"{result.valid.ua:.3f}")
     held_out = f" [{' '.join(fold.test_speakers)}]" if fold.test_speakers else ""
-    print(f"{head} {fold.name}{held_out}: WA {result.test.wa:.3f} UA "
-          f"{result.test.ua:.3f} WF1 {result.test.wf1:.3f} ({chosen})", flush=True)
+    say(f"{head} {fold.name}{held_out}: WA {result.test.wa:.3f} UA "
+        f"{result.test.ua:.3f} WF1 {result.test.wf1:.3f} ({chosen})")
     p = result.predictions
     write_json_atomically(record, {
         "fold": result.fold, "test": asdict(result.test), "valid": asdict(result.valid),
@@ -309,9 +318,11 @@ def report_for(run: HeadRun, corpus: Corpus, features: FeatureSet, protocol: str
 
 
 def report_from_run(run_dir: Path, corpus: Corpus, features: FeatureSet, protocol: str,
-                    config: TrainConfig) -> dict[str, object]:
+                    config: TrainConfig, expected_folds: int | None = None
+                    ) -> dict[str, object]:
     """The report of a head evaluated earlier in ``run_dir`` (by train or ablate), checked
-    against the settings of the model being exported."""
+    against the settings of the model being exported (and, with ``expected_folds``, that the
+    run finished all its folds)."""
     results_path = run_dir / "results.json"
     head_dir = run_dir / config.head
     if not results_path.is_file() or not (head_dir / "predictions.jsonl").is_file():
@@ -321,6 +332,11 @@ def report_from_run(run_dir: Path, corpus: Corpus, features: FeatureSet, protoco
     results = json.loads(results_path.read_text())
     if config.head not in results:
         raise TrainingError(f"'{results_path}' has no results for head '{config.head}'")
+    finished = results[config.head]["folds"]
+    if expected_folds is not None and finished < expected_folds:
+        raise TrainingError(f"the run in '{run_dir}' finished {finished} of the {expected_folds} "
+                            f"folds of head '{config.head}' (it was stopped); finish it with "
+                            "the same train/ablate command and --resume, then export")
     settings_path = head_dir / "settings.json"
     if settings_path.is_file():
         settings = json.loads(settings_path.read_text())

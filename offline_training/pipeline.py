@@ -159,7 +159,8 @@ def export(data: DataSettings, protocol: ProtocolSpec, config: TrainConfig, bund
     features = extract(data, corpus, [config.head])
     report: dict[str, object] = {}
     if report_from is not None:
-        report = report_from_run(report_from, corpus, features, protocol.name, config)
+        report = report_from_run(report_from, corpus, features, protocol.name, config,
+                                 expected_folds=len(make_folds(corpus.utterances, protocol)))
     elif evaluate_first:
         run = evaluate_heads(corpus, features, protocol, [config], run_dir, verbose,
                              progress=data.progress, corpus_spec=data.corpus)[0]

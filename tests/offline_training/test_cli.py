@@ -136,7 +136,8 @@ def test_every_fold_is_written_and_resume_continues_a_stopped_run(
 
 def test_results_are_on_disk_after_each_fold(tiny: TinyCorpus, tmp_path: Path) -> None:
     """What a run has written when its Nth fold ends (the state a stop leaves)."""
-    from offline_training.experiment import HeadRun, run_head, write_run
+    from offline_training.errors import TrainingError
+    from offline_training.experiment import HeadRun, report_from_run, run_head, write_run
     from offline_training.protocols import ProtocolSpec, make_folds
     from offline_training.train import paper_config
 
@@ -152,11 +153,18 @@ def test_results_are_on_disk_after_each_fold(tiny: TinyCorpus, tmp_path: Path) -
         assert sorted(json.loads((head_dir / "history.json").read_text())) == [
             f.fold for f in partial.folds]
         assert len(fold_records(tmp_path, "audio_only")) == len(partial.folds)
+        if len(partial.folds) < len(folds):  # a stopped run's evaluation is not exported
+            with pytest.raises(TrainingError, match=f"finished {len(partial.folds)} of the 3"):
+                report_from_run(tmp_path, tiny.corpus, tiny.features, "loso", config,
+                                expected_folds=len(folds))
 
     config = paper_config("audio_only", max_epochs=1, batch_size=8,
                           head_settings={"model_dim": 48})
-    run_head(tiny.corpus, tiny.features, folds, config, tmp_path, progress=True,
-             on_fold=on_fold)
+    run = run_head(tiny.corpus, tiny.features, folds, config, tmp_path, progress=True,
+                   on_fold=on_fold)
+    report = report_from_run(tmp_path, tiny.corpus, tiny.features, "loso", config,
+                             expected_folds=len(folds))
+    assert report["mean"] == run.summary.mean
     assert seen == [(1, 12, 1), (2, 24, 2), (3, 36, 3)]
 
 
