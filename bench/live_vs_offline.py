@@ -4,10 +4,14 @@ Runs each audio file through ``run_pipeline`` twice in one process, paced at rea
 as fast as possible, and compares the final events utterance by utterance: boundaries,
 transcripts, labels. Issue 11 row 4: they must be identical.
 
+``--assembled N`` adds a conversation of N RAVDESS clips of two actors (gaps -0.2..0.6 s,
+bench/conversations.py), once mixed to mono and once as a stereo file run with
+``--channels split`` (one channel per actor: both channels share the fusion worker).
+
 Usage (from the repository root)::
 
     .venv/bin/python bench/live_vs_offline.py --out bench/results/live_vs_offline.json \
-        builtin:sample builtin:sample-synthetic
+        --assembled 16 builtin:sample builtin:sample-synthetic
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamer.config import AppConfig, load_config  # noqa: E402
 from streamer.pipeline import run_pipeline  # noqa: E402
 from streamer.runtime import Models, load_models  # noqa: E402
-from streamer.sources import FileSource  # noqa: E402
+from streamer.sources import make_source  # noqa: E402
 
 
 async def final_events(config: AppConfig, models: Models) -> tuple[list[dict[str, Any]],
@@ -41,8 +45,9 @@ async def final_events(config: AppConfig, models: Models) -> tuple[list[dict[str
 
         asyncio.get_running_loop().create_task(drain())
 
-    summary = await run_pipeline(config, FileSource(config.source), models, on_ready=ready)
+    summary = await run_pipeline(config, make_source(config.source), models, on_ready=ready)
     await asyncio.sleep(0.1)
+    got.sort(key=lambda e: (e["channel"], e["t_start"]))
     return got, {"utterances": summary.utterances, **summary.recognition.__dict__}
 
 
@@ -64,21 +69,56 @@ def compare(live: list[dict[str, Any]], fast: list[dict[str, Any]]) -> dict[str,
     }
 
 
+def assembled(n: int) -> list[tuple[str, list[str]]]:
+    """A RAVDESS conversation as a mono and a stereo file (in a temporary directory)."""
+    import random
+    import tempfile
+
+    import numpy as np
+    import soundfile as sf
+
+    from bench.conversations import RAVDESS, assemble, trim
+    from streamer.audio_io import read_audio_file
+
+    rng = random.Random(4)
+    files = {a: sorted((RAVDESS / f"Actor_{a:02d}").glob("*.flac")) for a in (11, 12)}
+    pieces = [(f"actor{a}", trim(read_audio_file(rng.choice(files[a]))), ())
+              for a in [11, 12] * (n // 2)]
+    gaps = [rng.uniform(-0.2, 0.6) for _ in pieces]
+    mono, placed = assemble(pieces, gaps)
+    stereo = np.zeros((len(mono), 2), np.float32)
+    for p, (speaker, audio, _) in zip(placed, pieces, strict=True):
+        i = int(round(p.start * 16000))
+        stereo[i:i + len(audio), 0 if speaker == "actor11" else 1] += audio
+    out = Path(tempfile.mkdtemp(prefix="live_vs_offline-"))
+    sf.write(str(out / "assembled_mono.wav"), mono, 16000, subtype="PCM_16")
+    sf.write(str(out / "assembled_stereo.wav"), stereo, 16000, subtype="PCM_16")
+    return [(str(out / "assembled_mono.wav"), []),
+            (str(out / "assembled_stereo.wav"),
+             ["source.channels=split", "source.channel_names=actor11,actor12"])]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sources", nargs="+", help="audio files or builtin:sample...")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--assembled", type=int, default=0, metavar="N",
+                        help="also an assembled RAVDESS conversation of N clips")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     base = ["websocket.enabled=false", "stdout.enabled=false", *args.overrides]
     models = load_models(load_config(None, base))
+    runs_of: list[tuple[str, list[str]]] = [(s, []) for s in args.sources]
+    if args.assembled:
+        runs_of += assembled(args.assembled)
     results = {}
-    for source in args.sources:
+    for source, extra in runs_of:
         runs = {}
         for mode, realtime in (("live", "true"), ("fast", "false")):
             config = load_config(None, [*base, f"source.path={source}",
-                                        f"source.realtime={realtime}"])
+                                        f"source.realtime={realtime}", *extra])
             runs[mode] = await final_events(config, models)
+        source = source + (" (split)" if extra else "")
         results[source] = {"live_counts": runs["live"][1], "fast_counts": runs["fast"][1],
                            **compare(runs["live"][0], runs["fast"][0])}
         print(source, json.dumps({k: v for k, v in results[source].items()
