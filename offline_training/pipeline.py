@@ -233,7 +233,7 @@ def evaluate_bundle(data: DataSettings, bundle: Path, out_dir: Path,
     from models.errors import BundleError
 
     try:
-        loaded = load_bundle(bundle)
+        loaded = load_bundle(str(bundle))  # a directory, or builtin:default etc.
         head = loaded.build_head()
     except BundleError as exc:
         raise TrainingError(str(exc)) from exc
