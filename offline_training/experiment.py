@@ -35,7 +35,14 @@ from offline_training.metrics import (
     write_results,
 )
 from offline_training.protocols import Fold
-from offline_training.train import Predictions, TrainConfig, TrainResult, predict, train_head
+from offline_training.train import (
+    EpochLog,
+    Predictions,
+    TrainConfig,
+    TrainResult,
+    predict,
+    train_head,
+)
 
 FOLD_RECORD = "fold.json"  # a finished fold: scores, history, predictions (for --resume)
 
@@ -66,15 +73,29 @@ def head_class(name: str) -> type:
 
 
 def train_fold(corpus: Corpus, features: FeatureSet, fold: Fold, config: TrainConfig,
-               items: dict[str, object], verbose: bool) -> tuple[TrainResult, FoldResult]:
+               items: dict[str, object], verbose: bool,
+               progress: bool = False) -> tuple[TrainResult, FoldResult]:
+    from tqdm import tqdm
+
     train = [items[i] for i in fold.train]
     valid = [items[i] for i in fold.valid]
     speaker = {u.id: u.speaker for u in corpus.utterances}
-    result = train_head(config, train, valid, features.audio_dim, features.text_dim,
-                        len(corpus.classes),
-                        progress=f"[{config.head} {fold.name}]" if verbose else "",
-                        train_groups=[speaker[i] for i in fold.train],
-                        valid_groups=[speaker[i] for i in fold.valid])
+    closed_form = getattr(head_class(config.head), "closed_form", False)
+    bar = tqdm(total=config.max_epochs, desc=f"{config.head} {fold.name} epochs", unit="ep",
+               disable=not progress or closed_form, leave=False)
+
+    def on_epoch(log: EpochLog) -> None:  # early stopping may end before max_epochs
+        bar.set_postfix_str(f"valid UA {log.valid.ua:.3f} loss {log.valid_loss:.3f}")
+        bar.update(1)
+
+    try:
+        result = train_head(config, train, valid, features.audio_dim, features.text_dim,
+                            len(corpus.classes),
+                            progress=f"[{config.head} {fold.name}]" if verbose else "",
+                            train_groups=[speaker[i] for i in fold.train],
+                            valid_groups=[speaker[i] for i in fold.valid], on_epoch=on_epoch)
+    finally:
+        bar.close()
     preds, _ = predict(result.head, [items[i] for i in fold.test], fold.test,
                        device=config.device)
     test = score(preds.y_true, preds.y_pred, len(corpus.classes))
@@ -114,7 +135,8 @@ def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config
             if items is None:
                 items = build_items(corpus.utterances, features, corpus.classes,
                                     head_class(config.head), config.context_size)
-            trained, fold_result = train_fold(corpus, features, fold, config, items, verbose)
+            trained, fold_result = train_fold(corpus, features, fold, config, items, verbose,
+                                              progress)
             history = [asdict(h) for h in trained.history]
             if is_main_process():
                 save_fold_outputs(fold_result, history, fold, corpus.classes, config.head,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -358,7 +358,8 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
 def train_head(config: TrainConfig, train_items: Sequence[Any], valid_items: Sequence[Any],
                audio_dim: int, text_dim: int, num_classes: int,
                progress: str = "", train_groups: Sequence[str] | None = None,
-               valid_groups: Sequence[str] | None = None) -> TrainResult:
+               valid_groups: Sequence[str] | None = None,
+               on_epoch: Callable[[EpochLog], None] | None = None) -> TrainResult:
     """Train a new head; keep the weights of the epoch chosen by ``config.select``.
 
     ``train_groups``/``valid_groups``: the speaker of each utterance (closed-form heads pick
@@ -401,6 +402,8 @@ def train_head(config: TrainConfig, train_items: Sequence[Any], valid_items: Seq
             best_loss, since_best_loss = valid_loss, 0
         else:
             since_best_loss += 1
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if progress:
             print(f"{progress} epoch {epoch:3d} train {train_loss:.4f} valid {valid_loss:.4f} "
                   f"WA {valid.wa:.3f} UA {valid.ua:.3f}", flush=True)
