@@ -26,7 +26,7 @@ QUEUE = 20
 
 def big_event(index: int) -> dict:
     event = sample_emotion("s1", "mono", index)
-    event["text"] = "x" * 4000  # fills the socket buffers in fewer events
+    event["text"] = "x" * 16000  # fills the socket buffers (megabytes on loopback) quickly
     return event
 
 
@@ -96,8 +96,9 @@ async def test_never_reading_subscriber_is_closed_and_counted() -> None:
             published = await publish_until_dropping(bus)
             async with asyncio.timeout(TIMEOUT_S):
                 while server.dropped_subscribers == 0:
-                    bus.publish(big_event(published))  # keeps the stuck send waiting
-                    published += 1
+                    for _ in range(10):  # keeps the buffers full and the stuck send waiting
+                        bus.publish(big_event(published))
+                        published += 1
                     await asyncio.sleep(0.01)
             try:  # now read what was buffered, then the close frame
                 async with asyncio.timeout(TIMEOUT_S):
