@@ -17,6 +17,7 @@ import os
 import stat
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from streamer.bus import EventBus
@@ -104,3 +105,44 @@ async def test_wrong_password_is_an_authentication_error(password_broker: Broker
         bus.publish(sample_emotion("s1", "mono", 1))
         assert await good.drain(TIMEOUT_S)
     assert good.sent == 1 and not good.auth_failed
+
+
+async def test_last_will_is_not_older_than_online(broker: Broker, tmp_path: Path) -> None:
+    """The broker's 'offline' last will (publisher killed) carries the same time as the
+    'online' status it replaces, not an older one."""
+    import signal
+    import sys
+
+    script = tmp_path / "publisher.py"
+    script.write_text(
+        "import asyncio\n"
+        "from streamer.bus import EventBus\n"
+        "from streamer.config import MqttConfig\n"
+        "from streamer.mqtt_publisher import MqttPublisher\n"
+        f"p = MqttPublisher(MqttConfig(enabled=True, port={broker.port}, prefix='emo', "
+        "keepalive_s=5), EventBus())\n"
+        "asyncio.run(p.run())\n")
+    statuses: list[dict] = []
+
+    async def watch() -> None:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="status-watch") as c:
+            await c.subscribe("emo/status", qos=1)
+            async for message in c.messages:
+                assert isinstance(message.payload, bytes)
+                statuses.append(json.loads(message.payload))
+
+    async with running(watch()):
+        await asyncio.sleep(0.3)
+        proc = await asyncio.create_subprocess_exec(sys.executable, str(script),
+                                                    cwd=Path(__file__).parents[2])
+        try:
+            await until(lambda: [s["state"] for s in statuses] == ["online"])
+            proc.send_signal(signal.SIGKILL)  # no DISCONNECT: the broker sends the will
+            await proc.wait()
+            await until(lambda: len(statuses) == 2)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    online, will = statuses
+    assert will["state"] == "offline" and will["wall_time"] >= online["wall_time"]
