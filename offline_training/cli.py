@@ -449,6 +449,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingError as exc:
         print(f"emotion-train: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = ""
+        if args.command in ("train", "ablate"):
+            kept = (f"; {args.out} keeps the folds it finished: repeat the command with "
+                    "--resume to continue")
+        elif args.command in ("extract", "export", "evaluate"):
+            kept = "; the features cached so far are kept"
+        print(f"emotion-train: stopped{kept}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
