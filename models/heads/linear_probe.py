@@ -43,6 +43,8 @@ class LinearProbeHead(FusionHead):
     needs_audio_layers = True  # pooled per layer when the cache has them (else L = 1)
     standardise_mean: Tensor  # (F,) buffers
     standardise_std: Tensor
+    affect_weight: Tensor  # (A, Dt), (A,) with "affect" only
+    affect_bias: Tensor
 
     def __init__(self, config: LinearProbeConfig) -> None:
         super().__init__(config)
@@ -57,9 +59,11 @@ class LinearProbeHead(FusionHead):
         dim = 2 * (config.audio_dim * config.audio_layers * self.use_audio
                    + config.text_dim * self.use_text) + affect
         self.feature_dim = dim
-        # The text affect regressions (set_text_affect), part of the bundle like the rest.
-        self.register_buffer("affect_weight", torch.zeros(affect, config.text_dim))
-        self.register_buffer("affect_bias", torch.zeros(affect))
+        # The text affect regressions (set_text_affect), part of the bundle like the rest;
+        # only probes that read them have them (older bundles stay loadable).
+        if self.use_affect:
+            self.register_buffer("affect_weight", torch.zeros(affect, config.text_dim))
+            self.register_buffer("affect_bias", torch.zeros(affect))
         # Identity until fitted; stored in the state dict, hence in the bundle.
         self.register_buffer("standardise_mean", torch.zeros(dim))
         self.register_buffer("standardise_std", torch.ones(dim))
