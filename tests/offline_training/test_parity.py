@@ -49,6 +49,7 @@ def ravdess_manifest(tmp_path: Path) -> Path:
     ("shared_qk_mt", False),  # words + word spans
     ("context_mmt", True),  # every Whisper layer (PyTorch encoder) and every text layer
     ("linear_probe_audio", True),  # closed form, mean+std of every Whisper layer
+    ("linear_probe_affect", True),  # + the GoEmotions label scores of the transcript
 ])
 def test_exported_bundle_serves_what_the_trainer_evaluated(tmp_path: Path, head: str,
                                                            all_layers: bool) -> None:
