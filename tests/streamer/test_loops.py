@@ -26,8 +26,11 @@ def models() -> Models:
 
 
 async def run(models: Models, wav: Path, *overrides: str) -> list[dict[str, Any]]:
+    # One utterance for the whole signal: no turn cut inside it (the hum's troughs are
+    # pauses to the turn rule).
     config = load_config(None, ["websocket.enabled=false", "stdout.enabled=false",
-                                "source.realtime=false", f"source.path={wav}", *overrides])
+                                "source.realtime=false", f"source.path={wav}",
+                                "segmenter.turn_soft_s=15", *overrides])
     got: list[dict[str, Any]] = []
 
     readers: list[asyncio.Task[None]] = []

@@ -190,7 +190,7 @@ def test_context_is_oldest_first_and_bounded() -> None:
 
 def test_emotion_input_passes_words_and_frames_only_when_used() -> None:
     frames = np.ones((50, 8), dtype=np.float32)
-    transcript = Transcript("hi", (Word("hi", 0.1, 0.4, 0.9),), "en", frames)
+    transcript = Transcript("hi", (Word("hi", 0.1, 0.4, 0.9),), "en", encoder_frames=frames)
     p = policy()
     with_frames = p.emotion_input(utterance(), transcript, with_frames=True)
     assert with_frames.whisper_frames is frames and with_frames.words == transcript.words
