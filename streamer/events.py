@@ -76,7 +76,7 @@ def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, 
         **_common("utterance.emotion", stream_id, channel),
         "utterance_id": utterance_id(stream_id, channel, index),
         "t_start": round(t_start, 3), "t_end": round(t_end, 3), "cut_reason": cut_reason,
-        "text": transcript.text,
+        "text": transcript.text, "language": transcript.language,
         # Word times are stream times: the ASR's are relative to the utterance's audio.
         "words": [{"word": w.word, "start": round(t_start + w.start, 3),
                    "end": round(t_start + w.end, 3),
@@ -87,7 +87,7 @@ def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, 
         "probabilities": {k: round(v, 4) for k, v in result.probabilities.items()},
         "confidence": round(result.confidence, 4),
         "valence": result.valence, "arousal": result.arousal, "dominance": result.dominance,
-        "model_id": result.model_id,
+        "model_id": result.model_id, "modalities": list(result.modalities),
         "latency": latency.as_dict(),
     }
 

@@ -88,3 +88,4 @@ class EmotionResult:
     valence: float | None = None
     arousal: float | None = None
     dominance: float | None = None
+    modalities: tuple[str, ...] = ()  # what the label came from: ("audio",), ("audio", "text")

@@ -277,6 +277,7 @@ class ChannelPolicy:
             audio=utterance.audio, text=transcript.text, words=transcript.words,
             whisper_frames=transcript.encoder_frames if with_frames else None,
             context=tuple(self._context),  # oldest first; the bundle caps what it uses
+            language=transcript.language,
         )
 
     def on_prediction(self, detected: DetectedUtterance, transcript: Transcript,
@@ -316,4 +317,4 @@ def to_result(prediction: EmotionPrediction, model_id: str) -> EmotionResult:
     return EmotionResult(label=prediction.label, probabilities=probs,
                          confidence=probs[prediction.label], model_id=model_id,
                          valence=prediction.valence, arousal=prediction.arousal,
-                         dominance=prediction.dominance)
+                         dominance=prediction.dominance, modalities=prediction.modalities)
