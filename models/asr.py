@@ -12,6 +12,7 @@ the emotion model's word times and the trainer's transcript cache all use them.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from models.encoders.whisper import DEFAULT_WINDOW_S, WhisperEncoder
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,19 @@ class AsrEngine:
             token, language_prob = self.model.model.detect_language(encoding.storage)[0][0]
             language = token[2:-2]  # '<|de|>' -> 'de'
             tokenizer = self._tokenizer(language)
-        segments = self.model.generate_segments(
-            encoding.features, tokenizer, self._options(word_ts), False, encoding.storage
-        )
+        try:
+            segments = list(self.model.generate_segments(
+                encoding.features, tokenizer, self._options(word_ts), False, encoding.storage))
+        except IndexError as exc:
+            if not word_ts:
+                raise
+            # faster-whisper's word alignment fails on some audio (an IndexError inside
+            # find_alignment): keep the transcript, without word times, rather than lose the
+            # utterance; consumers spread words evenly when the ASR gives none.
+            LOG.warning("word alignment failed (%s); transcribing this utterance without "
+                        "word timestamps", exc)
+            segments = list(self.model.generate_segments(
+                encoding.features, tokenizer, self._options(False), False, encoding.storage))
         texts: list[str] = []
         words: list[Word] = []
         no_speech, logprob_sum, n_tokens, compression = 0.0, 0.0, 0, 0.0
