@@ -11,6 +11,7 @@ neutral: which modality carries the emotion), with UA per fold, its mean ± std 
 from __future__ import annotations
 
 import argparse
+import warnings
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -35,6 +36,7 @@ def scores(rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", module="sklearn")  # one-class kinds: UA = recall there
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--manifest", type=Path, help="the combined manifest (item kinds)")

@@ -279,6 +279,10 @@ def probe_matrix(head: Any, items: Sequence[Any], batch_size: int = 256) -> np.n
     return torch.cat(rows).double().numpy()
 
 
+def weigh_columns(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    return x * weight
+
+
 def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
                      valid_items: Sequence[Any], train_groups: Sequence[str] | None,
                      valid_groups: Sequence[str] | None, num_classes: int) -> TrainResult:
@@ -291,7 +295,7 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     from sklearn.metrics import log_loss
     from sklearn.model_selection import GridSearchCV, GroupKFold
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     if train_groups is None or valid_groups is None:
         raise TrainingError(f"head '{config.head}' chooses its regularisation by speaker-grouped "
@@ -311,7 +315,14 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     x = probe_matrix(head, items)
     y = np.array([int(it.label) for it in items])
     cv = GroupKFold(n_splits=min(config.probe_inner_folds, speakers))
-    model = make_pipeline(StandardScaler(), LogisticRegression(
+    # Column weights after standardisation: a few affect scores next to thousands of audio
+    # dimensions would otherwise be regularised into silence (L2 is shared); a weight w on
+    # a column is the same as dividing its standard deviation by w, folded in below.
+    column_weight = np.ones(x.shape[1])
+    if getattr(head, "use_affect", False):
+        column_weight[-head.config.affect_labels:] = head.config.affect_scale
+    model = make_pipeline(StandardScaler(), FunctionTransformer(weigh_columns, kw_args={
+        "weight": column_weight}), LogisticRegression(
         max_iter=1000, class_weight="balanced" if config.class_weighting else None))
     # error_score=nan: an inner fold whose training part lacks a class its test part has
     # cannot give a log loss; that fold's loss is left out (nanmean), its other scores stay.
@@ -330,7 +341,7 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     bias = np.full(num_classes, ABSENT_CLASS_LOGIT)
     weight[present], bias[present] = coef, intercept
     head.set_solution(torch.as_tensor(scaler.mean_, dtype=torch.float32),
-                      torch.as_tensor(scaler.scale_, dtype=torch.float32),
+                      torch.as_tensor(scaler.scale_ / column_weight, dtype=torch.float32),
                       torch.as_tensor(weight, dtype=torch.float32),
                       torch.as_tensor(bias, dtype=torch.float32))
     head.eval()

@@ -28,6 +28,9 @@ class LinearProbeConfig(HeadConfig):
     modalities: str = "audio+text"  # which pooled features the probe reads
     audio_layers: int = 1  # La the audio features carry (all hidden layers: each is pooled)
     affect_labels: int = len(GOEMOTIONS_LABELS)  # text affect scores read with "affect"
+    # The trainer weighs the standardised affect scores by this against the audio dimensions
+    # (less L2 shrinkage for the few text scores; folded into standardise_std when fitted).
+    affect_scale: float = 1.0
 
 
 def masked_mean_std(x: Tensor, mask: Tensor) -> Tensor:
