@@ -11,8 +11,8 @@ neutral: which modality carries the emotion), with UA per fold, its mean ± std 
 from __future__ import annotations
 
 import argparse
-import warnings
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -59,7 +59,8 @@ def main() -> None:
         report[head] = {name: scores(rs) for name, rs in sorted(groups.items())}
         for name, s in report[head].items():  # type: ignore[union-attr]
             print(f"{head:26s} {name:18s} n={s['n']:<5} UA {s['mean_ua']:.3f} ± "
-                  f"{s['std_ua']:.3f}  pooled UA {s['pooled_ua']:.3f} accuracy {s['pooled_wa']:.3f}")
+                  f"{s['std_ua']:.3f}  pooled UA {s['pooled_ua']:.3f} "
+                  f"accuracy {s['pooled_wa']:.3f}")
     (args.run / "per_corpus.json").write_text(json.dumps(report, indent=1) + "\n")
 
 
