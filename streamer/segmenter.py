@@ -42,7 +42,6 @@ from streamer.messages import (
     Utterance,
 )
 
-
 SUBFRAME = SAMPLE_RATE // 100  # 10 ms: the resolution at which a long turn's cut is placed
 
 
