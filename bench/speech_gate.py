@@ -43,10 +43,12 @@ from tests.speech import SAMPLE_TURNS, conversation  # noqa: E402
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
 
 
-def signals(rng: np.random.Generator, speech: np.ndarray) -> dict[str, np.ndarray]:
-    """3 s of each kind of non-speech, with 0.5 s of silence around it."""
+def signals(rng: np.random.Generator, speech: np.ndarray, gain: float = 1.0,
+            fscale: float = 1.0) -> dict[str, np.ndarray]:
+    """3 s of each kind of non-speech, with 0.5 s of silence around it; ``gain`` scales the
+    levels of the level-free kinds, ``fscale`` their frequencies (variants)."""
     n = 3 * SAMPLE_RATE
-    t = np.arange(n) / SAMPLE_RATE
+    t = np.arange(n) / SAMPLE_RATE * fscale
     white = rng.standard_normal(n)
     pink = np.cumsum(white) - np.convolve(np.cumsum(white), np.ones(400) / 400, "same")
     chords = sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0)) * (
@@ -70,8 +72,10 @@ def signals(rng: np.random.Generator, speech: np.ndarray) -> dict[str, np.ndarra
         "NaN in noise": nan_noise,
         "clipped speech (x30)": loud,
     }
+    fixed = {"DC offset", "NaN in noise", "clipped speech (x30)"}  # their level is the point
     pad = np.zeros(SAMPLE_RATE // 2)
-    return {k: np.concatenate([pad, v, pad]).astype(np.float32) for k, v in out.items()}
+    return {k: np.concatenate([pad, v if k in fixed else np.clip(v * gain, -1, 1),
+                               pad]).astype(np.float32) for k, v in out.items()}
 
 
 async def through_pipeline(models: Models, audio: np.ndarray, tmp: Path) -> list[dict]:
@@ -109,6 +113,9 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-actor", type=int, default=12, help="RAVDESS clips per actor")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--variants", type=int, default=1,
+                        help="random variants of every non-speech kind (level -12..+6 dB, "
+                             "frequencies x0.6..1.6, new noise); issue 10 asks for >= 100 clips")
     args = parser.parse_args()
     config = load_config(None, [])
     models = load_models(config)
@@ -117,6 +124,9 @@ def main() -> int:
     result: dict[str, Any] = {"gate": config.gate.__dict__, "signals": {}, "ravdess": {}}
     with tempfile.TemporaryDirectory() as tmp:
         inputs = {"sample conversation (speech)": sample, **signals(rng, sample)}
+        for v in range(1, args.variants):
+            gain, fscale = 10 ** (rng.uniform(-12, 6) / 20), rng.uniform(0.6, 1.6)
+            inputs.update({f"{k} #{v}": a for k, a in signals(rng, sample, gain, fscale).items()})
         for name, audio in inputs.items():
             emotions = asyncio.run(through_pipeline(models, audio, Path(tmp)))
             row = {"utterances": len(emotions),
@@ -129,6 +139,13 @@ def main() -> int:
             print(f"{name:30s} utterances {row['utterances']:2d}  not speech "
                   f"{row['nonspeech']:2d}  {row['reasons']}  claimed {row['claimed']}",
                   flush=True)
+    nonspeech = {k: r for k, r in result["signals"].items() if "(speech)" not in k}
+    result["nonspeech_summary"] = {
+        "clips": len(nonspeech),
+        "clips_opening_an_utterance": sum(r["utterances"] > 0 for r in nonspeech.values()),
+        "utterances": sum(r["utterances"] for r in nonspeech.values()),
+        "class_claims": sum(len(r["claimed"]) for r in nonspeech.values())}
+    print(f"non-speech: {result['nonspeech_summary']}", flush=True)
     if RAVDESS.is_dir():
         reasons: Counter[str] = Counter()
         clips = ravdess_clips(args.per_actor)
