@@ -259,7 +259,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         print(f"wrote {len(utterances)} utterances to {args.out / 'manifest.jsonl'}")
         return 0
     corpus = load_corpus(CorpusSpec(kind=args.kind, root=args.root, classes=args.classes))
-    write_manifest(corpus.utterances, args.out)
+    # Absolute paths: the adapter's are relative to the working directory, while a manifest's
+    # relative paths are read against the manifest's own directory.
+    write_manifest([dataclasses.replace(u, path=str(Path(u.path).resolve()))
+                    for u in corpus.utterances], args.out)
     print(f"{corpus.name}: wrote {len(corpus)} utterances to {args.out} "
           f"({corpus.label_counts()})")
     return 0

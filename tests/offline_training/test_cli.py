@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from offline_training.cli import main
+from offline_training.corpora.manifest import load_manifest
 
 from .conftest import TinyCorpus
 from .fixtures import make_iemocap
@@ -23,12 +24,16 @@ def test_every_subcommand_has_help(command: list[str], capsys: pytest.CaptureFix
     assert "usage: emotion-train" in capsys.readouterr().out
 
 
-def test_prepare_writes_a_manifest(tmp_path: Path) -> None:
-    root = make_iemocap(tmp_path / "iemocap")
-    assert main(["prepare", "iemocap", "--root", str(root), "--out",
-                 str(tmp_path / "m.jsonl")]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+def test_prepare_writes_a_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_iemocap(tmp_path / "iemocap")
+    monkeypatch.chdir(tmp_path)  # a relative --root, the manifest written elsewhere
+    assert main(["prepare", "iemocap", "--root", "iemocap", "--out",
+                 str(tmp_path / "out" / "m.jsonl")]) == 0
+    manifest = tmp_path / "out" / "m.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert len(rows) == 8 and rows[0]["label"] in ("angry", "happy", "sad", "neutral")
+    assert all(Path(r["path"]).is_absolute() and Path(r["path"]).is_file() for r in rows)
+    assert len(load_manifest(manifest).utterances) == 8  # it reads back from anywhere
 
 
 def test_errors_are_reported_without_a_traceback(tmp_path: Path,
