@@ -26,8 +26,10 @@ from models.encoders.text import TextEncoder  # noqa: E402
 from models.text_affect import load_text_affect  # noqa: E402
 from offline_training.text_affect import FOUR_CLASSES, embed, four_class  # noqa: E402
 
-RAVDESS_4 = {"neutral": "neutral", "calm": "neutral", "happy": "happy", "sad": "sad",
-             "angry": "angry"}
+ROOT = Path(__file__).resolve().parents[1]
+# The default model's RAVDESS label map (calm as neutral; fearful, disgusted, surprised out).
+RAVDESS_4 = json.loads((ROOT / "configs/label_maps/ravdess-4class-calm-as-neutral.json")
+                       .read_text())
 
 
 def main() -> None:
@@ -37,7 +39,7 @@ def main() -> None:
     for name, path in (("synth", sys.argv[1]), ("ravdess", sys.argv[2])):
         rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
         if name == "ravdess":
-            rows = [{**r, "label": RAVDESS_4[r["label"]]} for r in rows if r["label"] in RAVDESS_4]
+            rows = [{**r, "label": RAVDESS_4[r["label"]]} for r in rows if RAVDESS_4[r["label"]]]
         x = embed(encoder, [r["text"] for r in rows])
         predicted = four_class(affect.scores(torch.as_tensor(x)).numpy()).argmax(1)
         y = np.array([classes.index(r["label"]) for r in rows])

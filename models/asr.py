@@ -70,7 +70,7 @@ class AsrEngine:
         # language, or detects it per utterance from the same encoder pass when it is None.
         language = config.language if multilingual else "en"
         self.detect = multilingual and language is None
-        self._tokenizers: dict[str | None, Any] = {}
+        self._tokenizers: dict[str, Any] = {}
         self._tokenizer_args = (whisper_model.hf_tokenizer, multilingual)
         self.tokenizer = self._tokenizer(language or "en")
         self.language = language

@@ -55,7 +55,12 @@ class TextAffect:
 
     def scores(self, pooled: Tensor) -> Tensor:
         """(B, Dt) mean token states -> (B, A) probability of each label."""
-        return torch.sigmoid(pooled.float() @ self.weight.T + self.bias)
+        return affect_scores(pooled, self.weight, self.bias)
+
+
+def affect_scores(pooled: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """(B, Dt) mean token states, (A, Dt), (A,) -> (B, A): the per-label regressions."""
+    return torch.sigmoid(pooled.float() @ weight.T + bias)
 
 
 def pooled_text(states: Tensor, mask: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from models.heads.base import FusionHead, HeadBatch, HeadConfig, HeadOutput, audio_or_layers
 from models.layers import masked_mean
-from models.text_affect import GOEMOTIONS_LABELS, TextAffect, pooled_text
+from models.text_affect import GOEMOTIONS_LABELS, TextAffect, affect_scores, pooled_text
 
 MODALITIES = ("audio", "text", "audio+text", "affect", "audio+affect")
 
@@ -95,8 +95,8 @@ class LinearProbeHead(FusionHead):
         if self.use_text:
             parts.append(masked_mean_std(batch.text.float(), batch.text_mask))
         if self.use_affect:
-            pooled = pooled_text(batch.text, batch.text_mask)
-            parts.append(torch.sigmoid(pooled @ self.affect_weight.T + self.affect_bias))
+            parts.append(affect_scores(pooled_text(batch.text, batch.text_mask),
+                                       self.affect_weight, self.affect_bias))
         text = (torch.cat(parts, dim=-1) if parts
                 else batch.text.new_zeros(b, 0, dtype=torch.float32))
         return audio, text
