@@ -137,6 +137,9 @@ class BusConfig:
     # Mask runs of at least this many digits (cards, accounts, phone numbers) in transcripts
     # before any publisher sees them (streamer/redaction.py); null: off.
     redact_digit_runs: int | None = None
+    # The last events (partials excepted) a new WebSocket subscriber gets after hello, so a
+    # reconnecting dashboard is not blank; 0: off.
+    replay_events: int = 200
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,24 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    """Alert rules and per-call summaries (streamer/alerts.py, streamer/summary.py; see
+    docs/alerts.md). Rules come from ``rules`` (fixed while running) or ``rules_file`` (a
+    YAML list of rules, re-read when it changes and on SIGHUP), not both."""
+
+    enabled: bool = True
+    rules: Any = None  # a list of rule mappings (id, kind, ...); checked by alerts.parse_rules
+    rules_file: str | None = None
+    reload_check_s: float = 2.0  # how often rules_file's modification time is looked at
+    tick_s: float = 0.5  # how often time-based rules (silence, cool-downs) are evaluated
+    # Per call, at most this often and only when it changed; 0: only on request and at the end.
+    summary_interval_s: float = 5.0
+    # A regular expression with a named group 'queue', matched against stream ids, that names
+    # the call's queue in summaries (e.g. '^(?P<queue>[a-z]+)-'); null: no queue.
+    queue_pattern: str | None = None
+
+
+@dataclass(frozen=True)
 class AppConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -244,6 +265,7 @@ class AppConfig:
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     stdout: StdoutConfig = field(default_factory=StdoutConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
@@ -258,12 +280,16 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in get_args(tp))
     if tp is type(None):
         return "null"
+    if origin is tuple:
+        return f"a list of {_describe(get_args(tp)[0])}"
     return getattr(tp, "__name__", str(tp))
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
     origin = get_origin(tp)
+    if tp is Any:  # checked by the section's own validation (alerts.rules)
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping of {_describe(tp)} settings")
@@ -277,6 +303,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError:
                 continue
+    elif origin is tuple and get_args(tp)[1:] == (Ellipsis,):
+        if isinstance(value, list | tuple):
+            return tuple(_convert(v, get_args(tp)[0], f"{key}[{i}]")
+                         for i, v in enumerate(value))
     elif tp is type(None):
         if value is None:
             return None
@@ -502,3 +532,25 @@ def validate(config: AppConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    validate_alerts(config.alerts)
+
+
+def validate_alerts(alerts: AlertsConfig) -> None:
+    """The alerts section; a bad rule is named in the ConfigError."""
+    import re
+
+    from streamer.alerts import load_rules  # it builds rules with from_dict above
+
+    if alerts.reload_check_s <= 0 or alerts.tick_s <= 0 or alerts.summary_interval_s < 0:
+        raise ConfigError("alerts.reload_check_s and alerts.tick_s must be > 0, "
+                          "alerts.summary_interval_s >= 0 (0: only on request)")
+    if alerts.queue_pattern is not None:
+        try:
+            pattern = re.compile(alerts.queue_pattern)
+        except re.error as exc:
+            raise ConfigError(f"alerts.queue_pattern is not a regular expression ({exc})"
+                              ) from exc
+        if "queue" not in pattern.groupindex:
+            raise ConfigError("alerts.queue_pattern needs a named group 'queue', e.g. "
+                              "'^(?P<queue>[a-z]+)-'")
+    load_rules(alerts.rules, alerts.rules_file)
