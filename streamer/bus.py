@@ -14,6 +14,7 @@ Fault isolation: a subscriber whose filter raises on an event misses that event 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -96,8 +97,10 @@ class StreamDirectory:
 
 class EventBus:
     def __init__(self, default_queue_size: int = 1000,
-                 redact_digit_runs: int | None = None) -> None:
+                 redact_digit_runs: int | None = None, replay_events: int = 0) -> None:
         self.default_queue_size = default_queue_size
+        # The last events (partials excepted) for new subscribers (``recent_events``).
+        self._recent: collections.deque[Event] = collections.deque(maxlen=replay_events)
         self.redact_digit_runs = redact_digit_runs  # see streamer.redaction
         self._subscribers: list[Subscription] = []
         self.streams = StreamDirectory()
@@ -120,11 +123,17 @@ class EventBus:
             event = redact_event(event, self.redact_digit_runs)
         self.streams.update(event)
         self.published += 1
+        if self._recent.maxlen and event.get("type") != "utterance.partial":
+            self._recent.append(event)
         for sub in list(self._subscribers):
             try:
                 sub.offer(event)
             except Exception as exc:  # one subscriber's filter must not starve the others
                 self.faults.record(event, exc, f"subscriber {sub.name} misses it")
+
+    def recent_events(self) -> list[Event]:
+        """The last ``replay_events`` published events (partials excepted), oldest first."""
+        return list(self._recent)
 
     @property
     def subscriber_count(self) -> int:

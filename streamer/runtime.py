@@ -36,11 +36,13 @@ from streamer.errors import ModelLoadError
 from streamer.mqtt_publisher import MqttPublisher
 from streamer.recognizer import Recognizer
 from streamer.sinks import JsonlSink, StdoutSink
+from streamer.supervisor import Supervisor, install_sighup
 from streamer.ws_server import WebSocketServer
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0
+SETTLE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,10 @@ class Runtime:
 
     def __init__(self, config: AppConfig, models: Models) -> None:
         self.config = config
-        self.bus = EventBus(config.bus.subscriber_queue, config.bus.redact_digit_runs)
+        self.bus = EventBus(config.bus.subscriber_queue, config.bus.redact_digit_runs,
+                            config.bus.replay_events)
+        # Alerts and call summaries (streamer/supervisor.py), fed from the bus.
+        self.supervisor = Supervisor(config.alerts, self.bus) if config.alerts.enabled else None
         self.recognizer = Recognizer(config, models.asr, models.emotion, self.bus)
         self._stack = contextlib.AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
@@ -149,6 +154,14 @@ class Runtime:
             tg = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._background = [tg.create_task(self.recognizer.run_workers(), name="workers")]
             self._background += self.publishers.start(tg)
+            if self.supervisor is not None:
+                if self.publishers.server is not None:
+                    self.publishers.server.add_request("summary.request",
+                                                       self.supervisor.summary_request)
+                self._background.append(tg.create_task(self.supervisor.run(),
+                                                       name="supervisor"))
+                if self.config.alerts.rules_file is not None:
+                    self._stack.callback(install_sighup(self.supervisor))
         except BaseException:
             await self._stack.aclose()
             raise
@@ -157,6 +170,8 @@ class Runtime:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> bool | None:
         try:
+            if exc is None and self.supervisor is not None:
+                await self.supervisor.settle(SETTLE_TIMEOUT_S)  # the calls' last alerts
             if exc is None and self.publishers is not None:
                 self.undelivered = await self.publishers.drain()
         finally:

@@ -7,6 +7,11 @@ Protocol:
 - The server first sends ``hello`` (schema version, active streams and channels).
 - The client may send ``{"type": "subscribe", "streams": [...] | "*", "channels": [...] | "*"}``
   at any time; the server answers ``subscribed`` and filters from then on.
+- Replay: after ``hello`` the server sends ``{"type": "replay", "events": N}`` and then the
+  last N (> 0) published events its filter accepts (``bus.replay_events``, partials excepted), so
+  a reconnecting dashboard is not blank; then live events, with none lost or repeated.
+- Requests other components register with ``add_request`` (``summary.request``, see
+  ``streamer.supervisor``) are answered with events queued for this subscriber only.
 - Events follow as JSON text messages. A client that reads too slowly loses
   its oldest queued events (bus overflow policy) and is told so with a
   ``subscriber.lagged`` message carrying the count.
@@ -36,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -65,6 +71,9 @@ log = logging.getLogger(__name__)
 
 MAX_FILTER_ITEMS = 256
 CLOSE_TOO_SLOW = 1008
+# A subscriber request handler: the message in, the events for that subscriber out; a
+# ValueError is answered with an ``error`` message.
+RequestHandler = Callable[[dict[str, Any]], list[Event]]
 
 
 class SubscriberTooSlow(Exception):
@@ -137,6 +146,15 @@ def subscribe_reply(filt: SubscriberFilter, raw: str | bytes) -> Event:
     return control("subscribed", **filt.describe())
 
 
+def _request(raw: str | bytes) -> dict[str, Any] | None:
+    """``raw`` as a JSON object, or None (``subscribe_reply`` then says what is wrong)."""
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
 class WebSocketServer:
     """Serves subscribers and any routes other components register. Use ``async with``."""
 
@@ -155,6 +173,7 @@ class WebSocketServer:
         self.events_dropped = 0  # bus-queue overflow of closed subscribers (open: sub.dropped)
         self.lagged_notices = 0
         self.dropped_subscribers = 0
+        self._requests: dict[str, RequestHandler] = {}
         token = token_guard(config.token)
 
         def events_guard(request: Request) -> Refusal | None:
@@ -165,6 +184,10 @@ class WebSocketServer:
     def add_route(self, path: str, handler: Handler, token: str | None) -> None:
         """Route WebSocket connections on ``path`` to ``handler``; ``token`` guards it."""
         self.edge.add_websocket(path, handler, token_guard(token))
+
+    def add_request(self, kind: str, handler: RequestHandler) -> None:
+        """Answer subscriber messages of type ``kind`` with ``handler``'s events."""
+        self._requests[kind] = handler
 
     def add_http(self, path: str, handler: HttpHandler, guard: Guard | None = None) -> None:
         """Serve plain HTTP requests on exactly ``path``; ``guard`` may refuse them."""
@@ -207,12 +230,14 @@ class WebSocketServer:
     async def _serve_subscriber(self, ws: ServerConnection) -> None:
         filt = SubscriberFilter.from_path(ws.request.path if ws.request else "")
         sub = self.bus.subscribe(f"ws:{ws.remote_address}", filt.accept)
+        history = self.bus.recent_events()  # taken with the subscription: no gap, no repeat
         self.subscribers += 1
         audit("subscriber connected", route="/events", remote=ws.remote_address,
               identity="token" if self.config.token else "anonymous")
         try:
             await ws.send(self._hello())
-            reader = asyncio.create_task(self._read_requests(ws, filt))
+            await self._replay(ws, filt, history)
+            reader = asyncio.create_task(self._read_requests(ws, filt, sub))
             writer = asyncio.create_task(self._write_events(ws, sub))
             done, pending = await asyncio.wait({reader, writer},
                                                return_when=asyncio.FIRST_COMPLETED)
@@ -229,9 +254,36 @@ class WebSocketServer:
             self.events_dropped += sub.dropped
             sub.close()
 
-    async def _read_requests(self, ws: ServerConnection, filt: SubscriberFilter) -> None:
+    async def _replay(self, ws: ServerConnection, filt: SubscriberFilter,
+                      history: list[Event]) -> None:
+        texts = []
+        for event in history:
+            if filt.accept(event):
+                try:
+                    texts.append(to_json(event))
+                except EventEncodingError as exc:
+                    self.faults.record(event, exc, "left it out of a replay")
+        if not texts:
+            return
+        await ws.send(to_json(control("replay", events=len(texts))))
+        for text in texts:
+            await ws.send(text)
+
+    async def _read_requests(self, ws: ServerConnection, filt: SubscriberFilter,
+                             sub: Any) -> None:
         async for raw in ws:
-            await ws.send(to_json(subscribe_reply(filt, raw)))
+            message = _request(raw)
+            handler = self._requests.get(str(message.get("type"))) if message else None
+            if handler is None:
+                await ws.send(to_json(subscribe_reply(filt, raw)))
+                continue
+            try:
+                events = handler(message)
+            except ValueError as exc:
+                await ws.send(to_json(control("error", message=f"bad request: {exc}")))
+                continue
+            for event in events:
+                sub.offer(event)  # through its queue: the overflow policy holds
 
     async def _write_events(self, ws: ServerConnection, sub: Any) -> None:
         while True:
