@@ -98,6 +98,11 @@ class BatchWorker(Generic[In, Out]):
         return (self._running < self.concurrency and self._queue.empty()
                 and len(self._policy) == 0)
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting: queued, or in the batch being filled (a metrics gauge)."""
+        return self._queue.qsize() + len(self._policy)
+
     async def submit(self, item: In) -> Timed[Out]:
         future: asyncio.Future[Timed[Out]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Request(item, future, time.monotonic()))

@@ -106,6 +106,8 @@ class EventBus:
         self.streams = StreamDirectory()
         self.published = 0
         self.faults = FaultLog("event bus")
+        # Called with every published event before the subscribers (metrics); must be cheap.
+        self.observers: list[Callable[[Event], None]] = []
 
     def subscribe(self, name: str, accept: EventFilter = accept_all,
                   maxsize: int | None = None) -> Subscription:
@@ -125,6 +127,11 @@ class EventBus:
         self.published += 1
         if self._recent.maxlen and event.get("type") != "utterance.partial":
             self._recent.append(event)
+        for observe in self.observers:
+            try:
+                observe(event)
+            except Exception as exc:  # a metrics bug must not stop recognition
+                self.faults.record(event, exc, "an observer missed it")
         for sub in list(self._subscribers):
             try:
                 sub.offer(event)

@@ -16,8 +16,9 @@ from typing import Literal, Protocol
 from streamer.messages import AudioChunk, AudioPause
 
 # "end_of_input": the source ended normally (end of file, the call was ended);
-# "client_closed": an ingest client went away without ending its call.
-EndReason = Literal["end_of_input", "client_closed"]
+# "client_closed": an ingest client went away without ending its call;
+# "shutdown": the service cut the call at its drain deadline (SIGTERM).
+EndReason = Literal["end_of_input", "client_closed", "shutdown"]
 
 
 class Channel(Protocol):

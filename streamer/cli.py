@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from importlib import resources
 
 import yaml
@@ -154,20 +156,28 @@ def command_run(config: AppConfig) -> int:
 
 
 # After SIGINT/SIGTERM, serve stops within this long (grace for calls + MQTT drain + margin);
-# a second signal stops it at once.
+# a second signal stops it at once. With a longer operations.drain_timeout_s: that + 20 s.
 HARD_STOP_S = 30.0
+
+
+def hard_stop_s(config: AppConfig) -> float:
+    return max(HARD_STOP_S, config.operations.drain_timeout_s + 20.0)
 
 
 def command_serve(config: AppConfig) -> int:
     import signal
 
-    from streamer.runtime import load_models
+    from streamer.runtime import Models, load_models
     from streamer.service import run_service
 
-    logging.getLogger(__name__).info("loading models ...")
-    models = load_models(config)
-
     log = logging.getLogger(__name__)
+    models: Models | Callable[[], Models]
+    if config.operations.listen_while_loading:
+        models = functools.partial(load_models, config)  # loaded by serve, port open
+    else:
+        log.info("loading models ...")
+        models = load_models(config)
+    hard_stop = hard_stop_s(config)
     forced: list[str] = []
 
     async def serve() -> int:
@@ -186,10 +196,9 @@ def command_serve(config: AppConfig) -> int:
                 force(f"second {sig.name}")
                 return
             log.info("%s: stopping (at most %.0f s; send it again to stop now)", sig.name,
-                     HARD_STOP_S)
+                     hard_stop)
             stop.set()
-            loop.call_later(HARD_STOP_S, force, f"not stopped {HARD_STOP_S:.0f} s after "
-                                                 f"{sig.name}")
+            loop.call_later(hard_stop, force, f"not stopped {hard_stop:.0f} s after {sig.name}")
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)

@@ -253,6 +253,23 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class OperationsConfig:
+    """Operators' signals of ``serve`` (docs/operations.md): ``GET /metrics`` (Prometheus),
+    ``/healthz`` (alive) and ``/readyz`` (ready for calls); graceful drain on SIGTERM."""
+
+    # Which listener answers them: the ingest port (what a load balancer probes), the
+    # subscriber (websocket) port, both, or none.
+    endpoints: Literal["ingest", "websocket", "both", "none"] = "ingest"
+    # After SIGTERM: /readyz is 503 and new calls are refused at once; calls in progress get
+    # this long to end, then are cut (stream.ended reason "shutdown"); then MQTT is flushed.
+    drain_timeout_s: float = 10.0
+    # Open the ingest port before the models are loaded, so probes answer while they load
+    # (/healthz 200, /readyz 503 "models loading"; calls refused). Off: the port opens
+    # once the models are loaded and warmed, as clients that wait for it expect.
+    listen_while_loading: bool = False
+
+
+@dataclass(frozen=True)
 class AppConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -265,6 +282,7 @@ class AppConfig:
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     stdout: StdoutConfig = field(default_factory=StdoutConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    operations: OperationsConfig = field(default_factory=OperationsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -515,6 +533,7 @@ def validate(config: AppConfig) -> None:
         (config.ingest.max_audio_ms_per_message >= 20,
          "ingest.max_audio_ms_per_message must be >= 20"),
         (config.ingest.idle_timeout_s > 0, "ingest.idle_timeout_s must be > 0"),
+        (config.operations.drain_timeout_s >= 0, "operations.drain_timeout_s must be >= 0"),
         (config.ingest.customer_role != config.ingest.agent_role and all(
             r and not set(r) & set("/+#") for r in (config.ingest.customer_role,
                                                     config.ingest.agent_role)),

@@ -24,6 +24,7 @@ credential passed, never the secret) and, for calls, the stream id.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import json
 import logging
@@ -48,6 +49,10 @@ Handler = Callable[[ServerConnection], Awaitable[None]]
 HttpHandler = Callable[[Request], Response]
 STOP_TIMEOUT_S = 15.0  # stop() waits this long for connection handlers to return
 TOKEN_HINT = "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=<token>"
+# A refusal's metrics reason when its guard gave none.
+REFUSAL_REASONS = {HTTPStatus.UNAUTHORIZED: "auth", HTTPStatus.TOO_MANY_REQUESTS: "rate",
+                   HTTPStatus.SERVICE_UNAVAILABLE: "busy", HTTPStatus.BAD_REQUEST: "bad_request",
+                   HTTPStatus.NOT_FOUND: "not_found"}
 
 
 # ------------------------------------------------------------------ responses
@@ -84,6 +89,11 @@ class Refusal:
     status: HTTPStatus
     message: str
     headers: tuple[tuple[str, str], ...] = ()
+    reason: str = ""  # for metrics (refused_connections): which limit or check; "" = by status
+
+    @property
+    def label(self) -> str:
+        return self.reason or REFUSAL_REASONS.get(self.status, str(self.status.value))
 
 
 # A guard runs on the handshake request: None lets it through.
@@ -197,6 +207,9 @@ class HttpEdge:
         self._websocket: dict[str, WebSocketRoute] = {}
         self._http: dict[str, HttpRoute] = {}
         self._server: Server | None = None
+        # Refused requests and connections by reason (read by streamer.metrics at scrape);
+        # servers on the edge add the ones they close after the handshake.
+        self.refused: collections.Counter[str] = collections.Counter()
 
     def add_websocket(self, path: str, handler: Handler, guard: Guard | None = None,
                       peer_guard: PeerGuard | None = None) -> None:
@@ -208,6 +221,10 @@ class HttpEdge:
     @property
     def websocket_paths(self) -> list[str]:
         return sorted(self._websocket)
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
 
     @property
     def port(self) -> int:
@@ -259,6 +276,7 @@ class HttpEdge:
         if not upgrade and path in self._http:
             route = self._http[path]
         if route is None:
+            self.refused["not_found"] += 1
             kind = "WebSocket endpoint" if upgrade else "page"
             return error_response(HTTPStatus.NOT_FOUND,
                                   f"no {kind} at {path}; WebSocket endpoints: "
@@ -267,6 +285,7 @@ class HttpEdge:
         if refusal is None and isinstance(route, WebSocketRoute) and route.peer_guard:
             refusal = route.peer_guard(peer_host(connection), request)
         if refusal is not None:
+            self.refused[refusal.label] += 1
             log.warning("%s: refused %s on %s with %d: %s", self.listen.purpose,
                         connection.remote_address, shown(path), refusal.status.value,
                         refusal.message)

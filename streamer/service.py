@@ -3,28 +3,33 @@
 The ``streamer.runtime.Runtime`` (shared ASR and fusion workers batching across all
 calls, publishers) serves every call the ingest server accepts; each party of a call
 is a channel of the one recognizer. Runs until ``stop`` is set (SIGINT/SIGTERM in the
-CLI): then the ingest server stops accepting, calls in progress are given
-``SHUTDOWN_GRACE_S`` to end, MQTT is drained.
+CLI): then the ingest server drains (``IngestServer.drain``: ``/readyz`` 503 and new calls
+refused at once, calls in progress get ``operations.drain_timeout_s`` to end, the rest are
+cut with reason "shutdown", logged and counted), then MQTT is flushed.
+
+``/healthz``, ``/readyz`` and ``/metrics`` (``streamer.health``) are served on the
+listener(s) ``operations.endpoints`` names. Given a model loader instead of loaded models,
+the ingest port listens while they load: probes answer (``/readyz`` 503 "models loading")
+and calls are refused (503) until the models are loaded and warmed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from streamer.bus import EventBus
 from streamer.config import AppConfig
+from streamer.health import Health
 from streamer.ingest.server import IngestServer
 from streamer.recognizer import Recognizer
 from streamer.runtime import Models, Runtime, warm_up
 from streamer.ws_server import WebSocketServer
 
 log = logging.getLogger(__name__)
-
-SHUTDOWN_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -35,24 +40,52 @@ class Service:
     recognizer: Recognizer
     ingest: IngestServer
     subscribers: WebSocketServer | None
+    health: Health | None = None
 
 
-async def run_service(config: AppConfig, models: Models, stop: asyncio.Event | None = None,
+async def run_service(config: AppConfig, models: Models | Callable[[], Models],
+                      stop: asyncio.Event | None = None,
                       on_ready: Callable[[Service], Awaitable[None]] | None = None) -> int:
     """Serve calls until ``stop`` is set (or the task is cancelled); return the number of
-    events MQTT did not deliver (0 when all were delivered or MQTT is off)."""
-    if config.ingest.warmup:
-        log.info("warming up the models ...")
-        log.info("warm-up took %.1f s", await asyncio.to_thread(warm_up, models))
+    events MQTT did not deliver (0 when all were delivered or MQTT is off).
+
+    ``models``: loaded models (the ingest port opens once they are warmed), or a loader
+    run on a thread while the ingest port already answers probes."""
     stop = stop or asyncio.Event()
-    async with Runtime(config, models) as runtime, \
-            IngestServer(config.ingest, runtime.recognizer) as ingest:
+    ingest = IngestServer(config.ingest, None)  # refuses calls until it has a recognizer
+    health = Health(ingest, mqtt_enabled=config.mqtt.enabled)
+    if config.operations.endpoints in ("ingest", "both"):
+        health.add_routes(ingest.edge)
+    async with contextlib.AsyncExitStack() as stack:
+        if not isinstance(models, Models):
+            await stack.enter_async_context(ingest)
+            log.info("loading models (probes answer on the ingest port meanwhile) ...")
+            models = await asyncio.to_thread(models)
+            if stop.is_set():
+                log.info("stopped while the models loaded")
+                return 0
+        health.set_models("warming")
+        if config.ingest.warmup:
+            log.info("warming up the models ...")
+            log.info("warm-up took %.1f s", await asyncio.to_thread(warm_up, models))
+        runtime = await stack.enter_async_context(Runtime(config, models))
+        health.attach(runtime)
+        if runtime.server is not None and config.operations.endpoints in ("websocket", "both"):
+            health.add_routes(runtime.server.edge)
+        ingest.recognizer = runtime.recognizer
+        health.set_models("ready", model_id=models.emotion.model_id,
+                          asr_model=config.asr.model)
+        if ingest.edge.listening:
+            ingest.log_listening()
+        else:
+            await stack.enter_async_context(ingest)
         if on_ready is not None:
-            await on_ready(Service(runtime.bus, runtime.recognizer, ingest, runtime.server))
+            await on_ready(Service(runtime.bus, runtime.recognizer, ingest, runtime.server,
+                                   health))
         await stop.wait()
-        log.info("stopping: %d calls in progress get %.0f s to end", len(ingest.calls),
-                 SHUTDOWN_GRACE_S)
-        deadline = time.monotonic() + SHUTDOWN_GRACE_S
-        while ingest.calls and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        drain_s = config.operations.drain_timeout_s
+        log.info("stopping: draining; %d calls in progress get %.0f s to end", len(ingest.calls),
+                 drain_s)
+        cut = await ingest.drain(drain_s)  # the ingest port closes; then MQTT is flushed
+        health.metrics.drain_cut.inc(len(cut))
     return runtime.undelivered

@@ -173,6 +173,7 @@ class WebSocketServer:
         self.events_dropped = 0  # bus-queue overflow of closed subscribers (open: sub.dropped)
         self.lagged_notices = 0
         self.dropped_subscribers = 0
+        self.events_sent = 0  # events handed to subscribers' sockets (all subscribers)
         self._requests: dict[str, RequestHandler] = {}
         token = token_guard(config.token)
 
@@ -212,11 +213,13 @@ class WebSocketServer:
             self.refused_busy += 1
             return Refusal(HTTPStatus.SERVICE_UNAVAILABLE,
                            f"this server already has {self.subscribers} subscribers "
-                           "(websocket.max_subscribers); retry later", (("Retry-After", "5"),))
+                           "(websocket.max_subscribers); retry later", (("Retry-After", "5"),),
+                           reason="max_subscribers")
         try:
             SubscriberFilter.from_path(request.path)
         except ValueError as exc:
-            return Refusal(HTTPStatus.BAD_REQUEST, f"bad subscription filter: {exc}")
+            return Refusal(HTTPStatus.BAD_REQUEST, f"bad subscription filter: {exc}",
+                           reason="bad_filter")
         return None
 
     def _hello(self) -> str:
@@ -299,6 +302,7 @@ class WebSocketServer:
                 self.faults.record(event, exc, "skipped it for this subscriber")
                 continue
             await self._send(ws, text, sub)
+            self.events_sent += 1
 
     async def _send(self, ws: ServerConnection, text: str, sub: Any) -> None:
         """Send, or close a client that has taken nothing for ``send_timeout_s``."""

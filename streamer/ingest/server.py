@@ -7,10 +7,12 @@ for AudioHook), too many calls (503: ``ingest.max_calls`` in all,
 ``ingest.max_<protocol>_calls`` per protocol, so one route and its one credential cannot
 take every slot,
 ``ingest.max_calls_per_address`` per client IP) and too many handshakes from one address
-(429: ``ingest.handshakes_per_minute_per_address``). Each refusal says which limit.
-``GET /healthz`` answers with the server's counters. Listening, routing and the JSON
-refusals are ``streamer.http_edge.HttpEdge``'s. Accepted connections, calls and auth
-failures are audit lines (``streamer.audit`` logger).
+(429: ``ingest.handshakes_per_minute_per_address``), no models yet or draining (503).
+Each refusal says which limit and is counted by reason on the edge (``edge.refused``, the
+``refused_connections`` metric). ``GET /healthz`` answers with the server's counters.
+Listening, routing and the JSON refusals are ``streamer.http_edge.HttpEdge``'s. Accepted
+connections, calls and auth failures are audit lines (``streamer.audit`` logger).
+``drain`` is the graceful stop (SIGTERM): no new calls, a deadline for the open ones.
 
 Each connection runs ``serve_connection``: it only moves data between the WebSocket,
 the protocol's sans-I/O parser and the call's ``CallSession``. A malformed message ends
@@ -72,6 +74,7 @@ from streamer.recognizer import Recognizer
 log = logging.getLogger(__name__)
 
 CLOSE_TRY_AGAIN = 1013
+CLOSE_GOING_AWAY = 1001  # a call started while the server drains (shutting down)
 END_LINGER_S = 5.0  # after the call ended in protocol, wait this long for the client to close
 
 
@@ -110,9 +113,12 @@ class HandshakeRate:
 class IngestServer:
     """Listens for calls; use ``async with``. Calls run until their client ends them."""
 
-    def __init__(self, config: IngestConfig, recognizer: Recognizer) -> None:
+    def __init__(self, config: IngestConfig, recognizer: Recognizer | None) -> None:
         self.config = config
+        # None while the models load: calls are refused (503) until ``serve`` sets it.
         self.recognizer = recognizer
+        self.draining = False  # set by ``drain``: no new calls
+        self._cutting = False  # the drain deadline passed: calls still open end as "shutdown"
         self.limits = Limits(config.max_audio_ms_per_message, config.customer_role,
                              config.agent_role, config.include_caller_numbers)
         self.calls: dict[str, CallSession] = {}
@@ -156,13 +162,38 @@ class IngestServer:
 
     async def __aenter__(self) -> IngestServer:
         await self.edge.start()
+        if self.recognizer is None:
+            log.info("ingest port %s://%s:%d open; calls are refused until the models are "
+                     "loaded", self.edge.listen.scheme, self.config.host, self.port)
+        else:
+            self.log_listening()
+        return self
+
+    def log_listening(self) -> None:
+        """The line that says calls are taken (scripts wait for it)."""
         log.info("call ingest on %s://%s:%d: raw PCM %s, Twilio %s, AudioHook %s",
                  self.edge.listen.scheme, self.config.host, self.port, self.config.pcm_path,
                  self.config.twilio_path, self.config.audiohook_path)
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.edge.stop()
+
+    async def drain(self, timeout_s: float) -> list[str]:
+        """Graceful stop: take no new call (``draining``; refusals say so), give the calls in
+        progress ``timeout_s`` to end, then stop listening and cut the rest: their
+        connections close with 1001, the audio received is still recognized and each party
+        ends with reason "shutdown". Returns the stream ids of the calls cut."""
+        self.draining = True
+        deadline = time.monotonic() + timeout_s
+        while self.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        cut = sorted(self.calls)
+        if cut:
+            self._cutting = True
+            log.warning("ingest: drain deadline (%.0f s) passed with %d calls in progress; "
+                        "cutting them: %s", timeout_s, len(cut), ", ".join(cut))
+        await self.edge.stop()
+        return cut
 
     # ------------------------------------------------------------- handshake
     def _admit(self, name: str, auth: Callable[[Request], str | None], address: str,
@@ -173,29 +204,45 @@ class IngestServer:
                            f"more than {self.config.handshakes_per_minute_per_address} "
                            "handshakes a minute from this address "
                            "(ingest.handshakes_per_minute_per_address); slow down",
-                           (("Retry-After", "1"),))
+                           (("Retry-After", "1"),), reason="handshake_rate")
         problem = auth(request)
         if problem is not None:
             self.stats.refused_auth += 1
-            return Refusal(HTTPStatus.UNAUTHORIZED, problem)
+            return Refusal(HTTPStatus.UNAUTHORIZED, problem, reason="auth")
+        closed = self.not_accepting()
+        if closed is not None:
+            return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, closed[1], (("Retry-After", "5"),),
+                           reason=closed[0])
         busy = self._busy(name, address)
         if busy is not None:
             self.stats.refused_busy += 1
-            return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, busy, (("Retry-After", "5"),))
+            return Refusal(HTTPStatus.SERVICE_UNAVAILABLE, busy[1], (("Retry-After", "5"),),
+                           reason=busy[0])
         return None
 
-    def _busy(self, name: str, address: str) -> str | None:
-        """Which connection limit a new ``name`` connection from ``address`` would break."""
+    def not_accepting(self) -> tuple[str, str] | None:
+        """Why no call is taken at all now (reason, message): draining or no models yet."""
+        if self.draining:
+            return ("draining", "this server is shutting down (draining); call another server")
+        if self.recognizer is None:
+            return ("not_ready", "this server is still loading its models; retry shortly")
+        return None
+
+    def _busy(self, name: str, address: str) -> tuple[str, str] | None:
+        """Which connection limit a new ``name`` connection from ``address`` would break:
+        (the limit's config key without 'ingest.', a message), else None."""
         key, most = self.protocol_limits[name]
         per_address = self.config.max_calls_per_address
         if self.connections >= self.config.max_calls:
-            return (f"this server already serves {self.connections} calls (ingest.max_calls); "
-                    "retry later or on another server")
+            return ("max_calls", f"this server already serves {self.connections} calls "
+                                 "(ingest.max_calls); retry later or on another server")
         if self.by_protocol[name] >= most:
-            return (f"this server already serves {self.by_protocol[name]} {name} calls "
+            return (key.removeprefix("ingest."),
+                    f"this server already serves {self.by_protocol[name]} {name} calls "
                     f"({key}); retry later or on another server")
         if per_address is not None and self.by_address[address] >= per_address:
-            return (f"this address already has {self.by_address[address]} calls "
+            return ("max_calls_per_address",
+                    f"this address already has {self.by_address[address]} calls "
                     "(ingest.max_calls_per_address); retry later")
         return None
 
@@ -227,7 +274,7 @@ class IngestServer:
 
     def health(self) -> dict[str, Any]:
         return {"calls": len(self.calls), "connections": self.connections,
-                "max_calls": self.config.max_calls,
+                "max_calls": self.config.max_calls, "draining": self.draining,
                 "connections_by_protocol": dict(self.by_protocol), **self.stats.__dict__}
 
     # ----------------------------------------------------------- connections
@@ -245,7 +292,8 @@ class IngestServer:
         try:
             if busy is not None:
                 self.stats.refused_busy += 1
-                await ws.close(CLOSE_TRY_AGAIN, busy[:120])
+                self.edge.refused[busy[0]] += 1
+                await ws.close(CLOSE_TRY_AGAIN, busy[1][:120])
                 return
             audit("ingest connection accepted", route=name, remote=ws.remote_address,
                   identity=self._identity(name))
@@ -288,7 +336,7 @@ class IngestServer:
                     log.info("ingest %s: call %s: client disconnected before ending the call "
                              "(%s); recognizing the audio received", protocol.name,
                              calls[0].stream_id, exc)
-                    await calls[0].end("client_closed")
+                    await calls[0].end("shutdown" if self._cutting else "client_closed")
             # Not in a finally: on cancellation or an error the task group stops the call.
             if calls:
                 await calls[0].end()
@@ -303,8 +351,14 @@ class IngestServer:
             for event in protocol.poll():
                 call = calls[0] if calls else None
                 if isinstance(event, CallStart):
+                    closed = self.not_accepting()  # connected before the drain began
+                    if closed is not None:
+                        self.edge.refused[closed[0]] += 1
+                        await ws.close(CLOSE_GOING_AWAY, closed[1][:120])
+                        return
                     started = self._start_call(event, tg, ws)
                     if started is None:
+                        self.edge.refused["duplicate_stream"] += 1
                         await ws.close(CLOSE_POLICY, "stream id already active")
                         return
                     calls.append(started)
@@ -338,6 +392,7 @@ class IngestServer:
 
     def _start_call(self, start: CallStart, tg: asyncio.TaskGroup,
                     ws: ServerConnection) -> CallSession | None:
+        assert self.recognizer is not None  # not_accepting() was checked first
         if start.stream_id in self.calls:
             log.warning("ingest: refusing a second connection for active stream %s",
                         start.stream_id)
@@ -363,6 +418,7 @@ class IngestServer:
     async def _fail(self, ws: ServerConnection, protocol: IngestProtocol,
                     failure: Failure) -> None:
         self.stats.protocol_failures += 1
+        self.edge.refused["bad_protocol"] += 1
         log.warning("ingest %s: protocol error, closing: %s", protocol.name, failure.message)
         if failure.linger_s > 0:  # let the client run the protocol's close handshake
             try:

@@ -88,6 +88,11 @@ class ChannelFeed:
     def seconds(self) -> float:
         return self._upsampler.seconds
 
+    @property
+    def queued(self) -> int:
+        """Chunks waiting for the recognizer (a metrics gauge)."""
+        return self._queue.qsize()
+
 
 class CallSession:
     """The recognizer channels of one call. ``run()`` returns utterances per channel."""
@@ -128,3 +133,7 @@ class CallSession:
     @property
     def blocked_s(self) -> float:
         return sum(feed.blocked_s for feed in self.feeds.values())
+
+    @property
+    def queued_chunks(self) -> int:
+        return sum(feed.queued for feed in self.feeds.values())

@@ -1,0 +1,132 @@
+"""``GET /metrics`` of the real service: real calls through the protocol clients, events
+on a WebSocket subscriber and a real Mosquitto broker, the exposition scraped over HTTP
+and parsed by prometheus-client; its counters must match what the clients saw."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from streamer.ingest.clients import CallAudio, send_pcm, send_twilio
+from streamer.metrics import ServiceMetrics
+from streamer.runtime import Models
+from tests.conftest import Broker
+from tests.ingest.test_calls_e2e import Subscriber, turns, two_party_call, wait_until
+from tests.speech import espeak_available
+from tests.streamer.ops import (
+    http_get,
+    ops_config,
+    ops_models,
+    parse_metrics,
+    running_service,
+    scrape,
+    total,
+    value,
+)
+
+__all__ = ["ops_models", "turns"]  # fixtures used by name
+
+P = "emotion_stream_"
+
+
+def test_metrics_of_one_instance_do_not_leak_into_another() -> None:
+    """One registry per service: two in one process count apart, nothing global."""
+    a, b = ServiceMetrics(), ServiceMetrics()
+    a.observe_event({"type": "utterance.emotion", "speech": False, "abstain_reason": "no_words",
+                     "latency": {"total_ms": 420.0, "queue_ms": 5.0, "asr_ms": 0.0,
+                                 "fusion_ms": 0.0}})
+    a.observe_event({"type": "stream.ended", "reason": "shutdown"})
+    sa, sb = parse_metrics(a.exposition().decode()), parse_metrics(b.exposition().decode())
+    assert value(sa, P + "utterances_total") == 1 and value(sb, P + "utterances_total") == 0
+    assert value(sa, P + "utterances_abstained_total", reason="no_words") == 1
+    assert value(sa, P + "channels_ended_total", reason="shutdown") == 1
+    assert value(sa, P + "end_of_speech_to_event_seconds_sum") == pytest.approx(0.42)
+    assert value(sa, P + "end_of_speech_to_event_seconds_bucket", le="0.5") == 1
+    assert value(sa, P + "end_of_speech_to_event_seconds_bucket", le="0.4") == 0
+    assert value(sa, P + "asr_seconds_count") == 0  # not speech: no ASR/fusion observation
+
+
+async def refused_connections(port: int) -> list[int | None]:
+    """A wrong token (401), an unknown path (404) and a malformed start (1007)."""
+    base = f"ws://127.0.0.1:{port}"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{base}/ingest/pcm", additional_headers={
+                "Authorization": "Bearer wrong"}):
+            pass
+    status, _ = await asyncio.to_thread(http_get, port, "/no-such-page")
+    async with connect(f"{base}/ingest/pcm", additional_headers={
+            "Authorization": "Bearer pcm"}) as ws:
+        await ws.send("{not json")
+        await asyncio.wait_for(ws.wait_closed(), 30)
+    return [refused.value.response.status_code, status, ws.close_code]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")
+async def test_metrics_match_the_events_of_real_calls(
+        ops_models: Models, turns: tuple[np.ndarray, np.ndarray], broker: Broker) -> None:
+    config = ops_config("mqtt.enabled=true", f"mqtt.port={broker.port}", "mqtt.prefix=ops")
+    async with running_service(config, ops_models) as (svc, _, _):
+        port = svc.ingest.port
+        assert svc.subscribers is not None
+        sub, subscribed = Subscriber(), asyncio.Event()
+        reader = asyncio.create_task(sub.run(svc.subscribers.port, subscribed))
+        await asyncio.wait_for(subscribed.wait(), 10)
+        assert await refused_connections(port) == [401, 404, 1007]
+        customer, agent = (t[: int(2.5 * 8000)] for t in turns)
+        t = np.arange(int(1.5 * 8000)) / 8000
+        tone = np.concatenate([np.zeros(2400), 0.3 * np.sin(2 * np.pi * 440 * t),
+                               np.zeros(4000)]).astype(np.float32)
+        await asyncio.gather(
+            send_twilio(f"ws://127.0.0.1:{port}/ingest/twilio",
+                        two_party_call("CAops1", customer, agent), pace=3),
+            send_pcm(f"ws://127.0.0.1:{port}/ingest/pcm",
+                     two_party_call("pcm-ops", customer, agent), pace=3, token="pcm"),
+            send_pcm(f"ws://127.0.0.1:{port}/ingest/pcm", CallAudio("tone-ops", (tone,)),
+                     pace=3, token="pcm"))
+        await wait_until(lambda: len(sub.of("stream.ended")) == 5, 180)
+        events = [m for m in sub.messages if "stream_id" in m]
+        # MQTT acknowledges asynchronously: scrape until it has delivered every event.
+        async with asyncio.timeout(60):
+            while value(m := await scrape(port), P + "events_published_total",
+                        publisher="mqtt") < len(events):
+                await asyncio.sleep(0.2)
+        reader.cancel()
+
+    emotions = sub.of("utterance.emotion")
+    abstained = [e for e in emotions if not e["speech"]]
+    assert len(emotions) >= 4  # one per speaking party at least
+    assert value(m, P + "utterances_total") == len(emotions)
+    for reason in {e["abstain_reason"] for e in abstained}:
+        assert value(m, P + "utterances_abstained_total", reason=reason) == sum(
+            e["abstain_reason"] == reason for e in abstained)
+    assert total(m, P + "utterances_abstained_total") == len(abstained)
+    assert value(m, P + "end_of_speech_to_event_seconds_count") == len(emotions)
+    assert value(m, P + "end_of_speech_to_event_seconds_sum") == pytest.approx(
+        sum(e["latency"]["total_ms"] for e in emotions) / 1000, abs=1e-3)
+    assert value(m, P + "asr_seconds_count") == len(emotions) - len(abstained)
+    assert value(m, P + "fusion_seconds_sum") == pytest.approx(
+        sum(e["latency"]["fusion_ms"] for e in emotions if e["speech"]) / 1000, abs=1e-3)
+    assert value(m, P + "channels_ended_total", reason="end_of_input") == 5
+    # Every event the bus published reached the one subscriber and the broker.
+    assert value(m, P + "events_published_total", publisher="websocket") == len(events)
+    assert value(m, P + "events_published_total", publisher="mqtt") == len(events)
+    assert total(m, P + "events_dropped_total") == 0
+    assert value(m, P + "calls_started_total") == 3 == value(m, P + "calls_finished_total")
+    assert value(m, P + "calls_active") == 0 and value(m, P + "channels_active") == 0
+    for reason in ("auth", "not_found", "bad_protocol"):
+        assert value(m, P + "refused_connections_total", listener="ingest", reason=reason) == 1
+    assert value(m, P + "models", **{P + "models": "ready"}) == 1
+    assert value(m, P + "mqtt_connected") == 1 and value(m, P + "ready") == 1
+    assert value(m, P + "subscribers_active") == 1
+    assert {"asr", "fusion", "ingest_audio", "mqtt", "websocket"} <= {
+        dict(labels)["queue"] for name, labels in m if name == P + "queue_depth"}
+    assert value(m, P + "model_info", model_id=ops_models.emotion.model_id,
+                 asr_model="packaged:tiny.en") == 1
+    print(json.dumps({"utterances": len(emotions), "abstained": len(abstained),
+                      "events": len(events)}))
