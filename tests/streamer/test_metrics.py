@@ -17,6 +17,7 @@ from streamer.metrics import ServiceMetrics
 from streamer.runtime import Models
 from tests.conftest import Broker
 from tests.ingest.test_calls_e2e import Subscriber, turns, two_party_call, wait_until
+from tests.reliability.test_slow_subscribers import big_event, small_buffer_client
 from tests.speech import espeak_available
 from tests.streamer.ops import (
     http_get,
@@ -70,10 +71,16 @@ async def refused_connections(port: int) -> list[int | None]:
 @pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")
 async def test_metrics_match_the_events_of_real_calls(
         ops_models: Models, turns: tuple[np.ndarray, np.ndarray], broker: Broker) -> None:
-    config = ops_config("mqtt.enabled=true", f"mqtt.port={broker.port}", "mqtt.prefix=ops")
+    config = ops_config("mqtt.enabled=true", f"mqtt.port={broker.port}", "mqtt.prefix=ops",
+                        "operations.endpoints=both")
     async with running_service(config, ops_models) as (svc, _, _):
         port = svc.ingest.port
         assert svc.subscribers is not None
+        status, _ = await asyncio.to_thread(http_get, svc.subscribers.port, "/readyz")
+        assert status == 200  # also on the subscriber port (operations.endpoints=both)
+        with pytest.raises(InvalidStatus):  # a bad filter: 400
+            async with connect(f"ws://127.0.0.1:{svc.subscribers.port}/events?streams=a%00b"):
+                pass
         sub, subscribed = Subscriber(), asyncio.Event()
         reader = asyncio.create_task(sub.run(svc.subscribers.port, subscribed))
         await asyncio.wait_for(subscribed.wait(), 10)
@@ -121,6 +128,8 @@ async def test_metrics_match_the_events_of_real_calls(
     assert value(m, P + "calls_active") == 0 and value(m, P + "channels_active") == 0
     for reason in ("auth", "not_found", "bad_protocol"):
         assert value(m, P + "refused_connections_total", listener="ingest", reason=reason) == 1
+    assert value(m, P + "refused_connections_total", listener="subscribers",
+                 reason="bad_filter") == 1
     assert value(m, P + "models", **{P + "models": "ready"}) == 1
     assert value(m, P + "mqtt_connected") == 1 and value(m, P + "ready") == 1
     assert value(m, P + "subscribers_active") == 1
@@ -130,3 +139,34 @@ async def test_metrics_match_the_events_of_real_calls(
                  asr_model="packaged:tiny.en") == 1
     print(json.dumps({"utterances": len(emotions), "abstained": len(abstained),
                       "events": len(events)}))
+
+
+@pytest.mark.slow
+async def test_slow_subscriber_drops_are_counted(ops_models: Models) -> None:
+    """Issue 13's slow subscriber (small socket buffers, stops reading): the events it lost
+    (told in subscriber.lagged) are the websocket overflow drops on /metrics."""
+    config = ops_config("bus.subscriber_queue=20", "alerts.enabled=false")
+    async with running_service(config, ops_models) as (svc, _, _):
+        assert svc.subscribers is not None
+        ws = await small_buffer_client(svc.subscribers.port)
+        async with asyncio.timeout(30):
+            while not (slow := [s for s in svc.bus.subscriptions if s.name.startswith("ws:")]):
+                await asyncio.sleep(0.01)
+            n = 0
+            while not slow[0].dropped:  # it does not read: its bus queue overflows
+                for _ in range(10):
+                    svc.bus.publish(big_event(n))
+                    n += 1
+                await asyncio.sleep(0.01)
+        lost = 0
+        async with asyncio.timeout(30):
+            while not lost:
+                message = json.loads(await ws.recv())
+                if message["type"] == "subscriber.lagged":
+                    lost = message["dropped"]
+        m = await scrape(svc.ingest.port)
+        await ws.close()
+    assert lost > 0
+    assert value(m, P + "events_dropped_total", publisher="websocket", reason="overflow") == lost
+    assert value(m, P + "subscriber_lagged_notices_total") == 1
+    assert value(m, P + "subscribers_dropped_total") == 0
