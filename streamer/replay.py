@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import soundfile as sf
 import soxr
 from websockets.exceptions import InvalidStatus, InvalidURI
 
-from streamer.audio_io import iter_file_blocks
+from streamer.audio_io import open_audio_file
 from streamer.config import IngestConfig
 from streamer.errors import AudioInputError, StreamerError
 from streamer.ingest.clients import CallAudio, SendReport, send_audiohook, send_pcm, send_twilio
@@ -52,16 +53,23 @@ def default_url(protocol: ReplayProtocol, host: str = "127.0.0.1",
 
 
 def load_call(path: str, stream_id: str, protocol: ReplayProtocol) -> CallAudio:
-    """The file as a call: one 8 kHz party per channel."""
-    blocks = list(iter_file_blocks(resolve_source_path(path), block_s=10.0, keep_channels=True))
-    if not blocks:
+    """The file as a call: one 8 kHz party per channel, resampled once from the file's own
+    rate (an 8 kHz recording is sent with its own samples, not through 16 kHz and back, so
+    the server gets what ``run`` reads from the same file: docs/conversations.md)."""
+    with open_audio_file(resolve_source_path(path)) as f:
+        rate = int(f.samplerate)
+        try:
+            audio = f.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioInputError(f"decoding '{path}' failed: {exc}") from exc
+    if not len(audio):
         raise AudioInputError(f"'{path}' holds no audio")
-    audio = np.concatenate(blocks)
     if audio.shape[1] > MAX_PARTIES[protocol]:
         raise AudioInputError(
             f"'{path}' has {audio.shape[1]} channels; {protocol} carries at most "
             f"{MAX_PARTIES[protocol]} (one per party); use --protocol raw or mix it down")
-    parties = tuple(soxr.resample(audio[:, i], 16000, TELEPHONY_RATE).astype(np.float32)
+    parties = tuple(np.ascontiguousarray(audio[:, i]) if rate == TELEPHONY_RATE
+                    else soxr.resample(audio[:, i], rate, TELEPHONY_RATE).astype(np.float32)
                     for i in range(audio.shape[1]))
     return CallAudio(stream_id, parties)
 

@@ -232,7 +232,9 @@ async def send_pcm(url: str, call: CallAudio, pace: float = 1.0, frame_ms: int =
         total = len(call.parties[0])
         if disconnect_at_s is not None:
             total = min(total, int(disconnect_at_s * TELEPHONY_RATE))
-        pcm = np.stack([np.clip(np.round(p[:total] * 32767), -32768, 32767) for p in
+        # x 32768: the inverse of the server's int16 -> float (and libsndfile's), so 16-bit
+        # samples read from a file go out unchanged (x 32767 moved loud ones by 1 LSB).
+        pcm = np.stack([np.clip(np.round(p[:total] * 32768), -32768, 32767) for p in
                         call.parties], axis=1).astype("<i2")
         pacer = _Pacer(pace)
         report.t0 = pacer.t0
