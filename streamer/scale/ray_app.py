@@ -1,0 +1,366 @@
+"""``emotion-stream serve --ray``: the service as a Ray Serve application (docs/scaling.md).
+
+Three deployments, each scaled and placed by the ``ray`` config section:
+
+- ``ingest`` (the ingress, behind Ray Serve's HTTP proxy): a FastAPI WebSocket route takes
+  every call on the ``ingest.*_path`` routes (raw PCM, Twilio, AudioHook) and hands the
+  connection, wrapped as ``streamer.scale.asgi.AsgiConnection``, to the same
+  ``IngestServer`` handlers ``serve`` uses (handshake checks, protocol parsers, per-party
+  ``CallSession``). Each replica runs the same ``streamer.runtime.Runtime`` as ``serve``
+  (bus, ``Recognizer``, MQTT publisher), with ``RemoteStage``s instead of local workers,
+  and publishes every event to the one MQTT broker; ``streamer.gateway`` serves
+  subscribers and the dashboard from there. A call lives on one replica for its whole
+  length (one WebSocket = one ongoing request: ``max_ongoing_requests`` is
+  ``ingest.max_calls``; autoscaling targets ``ray.ingest_target_calls``).
+- ``asr``: Whisper (``AsrBatch``, as in ``serve``); requests from every ingest replica are
+  batched with ``@serve.batch`` (``ray.asr_max_batch``, ``ray.asr_batch_wait_ms``).
+- ``fusion``: ``EmotionModel.predict`` batched the same way (``emotion.max_batch``,
+  ``emotion.max_wait_ms``).
+
+CPU or GPU placement: ``ray.<deployment>_num_cpus`` / ``_num_gpus`` (with ``asr.device`` /
+``emotion.device`` ``cuda``). The proxy runs ``LostReplicaClose`` (installed with the
+environment variable ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=`` ``PROXY_CALLBACK``, set
+where the head node starts): when the ingest replica
+holding a call dies, the caller's WebSocket is closed with 1012 (service restart) and a
+reason, instead of a bare disconnect; the gateway publishes the calls' ``stream.ended``
+(``streamer.scale.presence``). Serve starts a replacement replica; new calls go to the
+live replicas meanwhile.
+
+Not carried over from ``serve``: the ingest server's own listener (the proxy listens:
+``ray.http_host``/``ray.http_port``, TLS via Ray's ``ssl_*`` options), refusals are
+close codes after the upgrade instead of HTTP statuses (the proxy has already accepted
+the upgrade path): 1008 for authentication and bad requests, 1013 for capacity and rate
+limits, each with the reason ``serve`` would give.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the WebSocket route's
+# annotations through Serve's class-based view, where strings do not resolve.
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import numpy as np
+import ray
+from fastapi import FastAPI, WebSocket
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.asr import Transcript
+from models.audio import SAMPLE_RATE
+from models.inference import EmotionInput, EmotionPrediction
+from streamer.batcher import Timed
+from streamer.config import AppConfig, from_dict, to_dict
+from streamer.errors import ConfigError
+from streamer.http_edge import websocket_path
+from streamer.ingest.protocol import CLOSE_POLICY
+from streamer.ingest.server import CLOSE_TRY_AGAIN, IngestServer
+from streamer.recognizer import AsrBatch, AsrRequest, ModelFacts
+from streamer.runtime import Runtime, load_asr, load_emotion
+from streamer.scale.asgi import AsgiConnection, close_reason
+from streamer.scale.presence import ReplicaPresence
+from streamer.scale.stages import Arrived, BatchRunner, RemoteStage, handle_call
+
+log = logging.getLogger(__name__)
+
+CLOSE_SERVICE_RESTART = 1012  # the replica holding the call was lost
+READY_TIMEOUT_S = 120.0  # a call arriving at a replica still starting waits this long
+LOST_REPLICA_REASON = "the ingest replica serving this call was lost; call again"
+
+
+def _warm_audio() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return (0.05 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
+
+
+# ----------------------------------------------------------------- inference
+@serve.deployment(name="asr")
+class AsrDeployment:
+    """Whisper, batching the requests of every ingest replica."""
+
+    def __init__(self, config_data: dict[str, Any]) -> None:
+        config = from_dict(AppConfig, config_data)
+        _, engine = load_asr(config)
+        self.window_s = engine.config.window_s
+        self.runner = BatchRunner("asr", AsrBatch(engine))
+        self.transcribe_batch.set_max_batch_size(config.ray.asr_max_batch)
+        self.transcribe_batch.set_batch_wait_timeout_s(config.ray.asr_batch_wait_ms / 1000)
+        if config.ingest.warmup:
+            engine.transcribe(_warm_audio(), final=True)
+
+    def asr_window_s(self) -> float:
+        return self.window_s
+
+    async def transcribe(self, request: AsrRequest) -> Timed[Transcript]:
+        result: Timed[Transcript] = await self.transcribe_batch(
+            Arrived(request, time.monotonic()))
+        return result
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
+    async def transcribe_batch(self, batch: list[Arrived[AsrRequest]]
+                               ) -> list[Timed[Transcript]]:
+        return await self.runner.run(batch)
+
+
+@serve.deployment(name="fusion")
+class FusionDeployment:
+    """``EmotionModel.predict``, batching the utterances of every ingest replica."""
+
+    def __init__(self, config_data: dict[str, Any]) -> None:
+        config = from_dict(AppConfig, config_data)
+        whisper, _ = load_asr(config)  # the audio frames when the ASR's are not passed
+        self.emotion = load_emotion(config, whisper)
+        self.runner = BatchRunner("fusion", self.emotion.predict)
+        self.predict_batch.set_max_batch_size(config.emotion.max_batch)
+        self.predict_batch.set_batch_wait_timeout_s(config.emotion.max_wait_ms / 1000)
+        if config.ingest.warmup:
+            self.emotion.predict([EmotionInput(audio=_warm_audio(), text="hello")])
+
+    def facts(self) -> tuple[str, tuple[str, ...], bool]:
+        """model_id, labels, uses_whisper_frames (``ModelFacts`` without the ASR window)."""
+        return self.emotion.model_id, self.emotion.labels, self.emotion.uses_whisper_frames
+
+    async def predict(self, item: EmotionInput) -> Timed[EmotionPrediction]:
+        result: Timed[EmotionPrediction] = await self.predict_batch(
+            Arrived(item, time.monotonic()))
+        return result
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def predict_batch(self, batch: list[Arrived[EmotionInput]]
+                            ) -> list[Timed[EmotionPrediction]]:
+        return await self.runner.run(batch)
+
+
+@dataclass
+class RemoteInference:
+    """``streamer.recognizer.Inference`` on the ``asr`` and ``fusion`` deployments."""
+
+    facts: ModelFacts
+    asr_worker: RemoteStage[AsrRequest, Transcript]
+    emotion_worker: RemoteStage[EmotionInput, EmotionPrediction]
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()  # nothing runs here: the deployments do the work
+
+
+async def remote_inference(asr: DeploymentHandle, fusion: DeploymentHandle) -> RemoteInference:
+    model_id, labels, uses_frames = await fusion.facts.remote()
+    window_s = await asr.asr_window_s.remote()
+    return RemoteInference(ModelFacts(model_id, tuple(labels), uses_frames, window_s),
+                           RemoteStage("asr", handle_call(asr.transcribe)),
+                           RemoteStage("fusion", handle_call(fusion.predict)))
+
+
+# -------------------------------------------------------------------- ingest
+def replica_config(config: AppConfig, replica: str) -> AppConfig:
+    """An ingest replica's config: events go to MQTT only (the gateway serves subscribers);
+    its MQTT client id, if one is set, is made unique per replica."""
+    mqtt = config.mqtt
+    if mqtt.client_id is not None:
+        mqtt = dataclasses.replace(mqtt, client_id=f"{mqtt.client_id}-{replica}")
+    return dataclasses.replace(
+        config, mqtt=mqtt,
+        websocket=dataclasses.replace(config.websocket, enabled=False),
+        stdout=dataclasses.replace(config.stdout, enabled=False),
+        jsonl=dataclasses.replace(config.jsonl, path=None))
+
+
+ingest_api = FastAPI(title="emotion-stream ingest")
+
+
+def refusal_close_code(status: HTTPStatus) -> int:
+    """The close code of a handshake refusal after the upgrade (see module doc)."""
+    if status in (HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.TOO_MANY_REQUESTS):
+        return CLOSE_TRY_AGAIN
+    return CLOSE_POLICY
+
+
+@serve.deployment(name="ingest")
+@serve.ingress(ingest_api)
+class IngestDeployment:
+    """Holds calls: the ingest routes of ``serve`` behind Ray Serve's proxy."""
+
+    def __init__(self, config_data: dict[str, Any], asr: DeploymentHandle,
+                 fusion: DeploymentHandle) -> None:
+        self.replica = serve.get_replica_context().replica_id.to_full_id_str()
+        self.config = replica_config(from_dict(AppConfig, config_data), self.replica)
+        self._asr, self._fusion = asr, fusion
+        self._ingest: IngestServer | None = None
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _start(self) -> asyncio.Task[None]:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest")
+        return self._task
+
+    async def _run(self) -> None:
+        inference = await remote_inference(self._asr, self._fusion)
+        async with Runtime(self.config, inference) as runtime:
+            ingest = IngestServer(self.config.ingest, runtime.recognizer)  # its edge stays off
+            presence = ReplicaPresence(self.config.mqtt, self.replica, lambda: {
+                stream_id: list(call.feeds) for stream_id, call in ingest.calls.items()})
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(presence.run(), name="presence")
+                self._ingest = ingest
+                self._ready.set()
+                log.info("ingest replica %s ready", self.replica)
+                await asyncio.Event().wait()
+
+    async def check_health(self) -> None:
+        """Serve's health check: the replica's runtime must be running."""
+        task = self._start()
+        if task.done():
+            error = task.exception() if not task.cancelled() else None
+            raise RuntimeError(f"ingest replica {self.replica}: its runtime stopped ({error!r})")
+
+    def replica_name(self) -> str:
+        return self.replica
+
+    @ingest_api.websocket("/{path:path}")
+    async def call(self, websocket: WebSocket, path: str) -> None:
+        self._start()
+        await websocket.accept()
+        ws = AsgiConnection(websocket)
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await self._ready.wait()
+        except TimeoutError:
+            await ws.close(CLOSE_TRY_AGAIN, "this ingest replica is still starting; retry")
+            return
+        assert self._ingest is not None and ws.request is not None
+        route = self._ingest.routes.get(websocket_path("/" + path))
+        if route is None:
+            await ws.close(CLOSE_POLICY, close_reason(
+                f"no ingest route at /{path}; routes: {', '.join(sorted(self._ingest.routes))}"))
+            return
+        refusal = route.admit(ws.remote_address[0], ws.request)
+        if refusal is not None:
+            log.warning("ingest replica: refused %s on /%s (%d): %s", ws.remote_address, path,
+                        refusal.status.value, refusal.message)
+            await ws.close(refusal_close_code(refusal.status),
+                           close_reason(f"{refusal.status.value}: {refusal.message}"))
+            return
+        await route.handle(ws)
+
+
+# --------------------------------------------------------------------- proxy
+class LostReplicaClose:
+    """ASGI middleware in Ray Serve's proxy: a WebSocket whose replica died (the app ends
+    without closing it) is closed with 1012 and a reason, not dropped."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        state = {"accepted": False, "closed": False}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                state["accepted"] = True
+            elif message["type"] == "websocket.close":
+                state["closed"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if state["accepted"] and not state["closed"]:
+                await send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART,
+                            "reason": LOST_REPLICA_REASON})
+
+
+def proxy_middlewares() -> list[Middleware]:
+    """Ray Serve's proxy calls this (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``)."""
+    return [Middleware(LostReplicaClose)]
+
+
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_CALLBACK = "streamer.scale.ray_app.proxy_middlewares"
+PREFER_LOCAL_ENV = "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"
+
+
+# ---------------------------------------------------------------------- app
+def _scaling(replicas: int, most: int | None, target: int) -> dict[str, Any]:
+    if most is None:
+        return {"num_replicas": replicas}
+    return {"autoscaling_config": {"min_replicas": replicas, "max_replicas": most,
+                                   "target_ongoing_requests": target}}
+
+
+def build_app(config: AppConfig) -> Any:
+    """The application (ingest -> asr, fusion); ``serve.run`` it."""
+    if not config.mqtt.enabled:
+        raise ConfigError("serve --ray publishes events over MQTT only (each replica to the "
+                          "same broker): set mqtt.enabled=true and mqtt.host/mqtt.port; serve "
+                          "subscribers with `emotion-stream gateway`")
+    r = config.ray
+    data = to_dict(config)
+    asr = AsrDeployment.options(
+        ray_actor_options={"num_cpus": r.asr_num_cpus, "num_gpus": r.asr_num_gpus},
+        max_ongoing_requests=max(64, 4 * r.asr_max_batch),
+        **_scaling(r.asr_replicas, r.asr_max_replicas, r.asr_target_requests)).bind(data)
+    fusion = FusionDeployment.options(
+        ray_actor_options={"num_cpus": r.fusion_num_cpus, "num_gpus": r.fusion_num_gpus},
+        max_ongoing_requests=max(64, 4 * config.emotion.max_batch),
+        **_scaling(r.fusion_replicas, r.fusion_max_replicas, r.fusion_target_requests)
+    ).bind(data)
+    return IngestDeployment.options(
+        ray_actor_options={"num_cpus": r.ingest_num_cpus},
+        max_ongoing_requests=config.ingest.max_calls,
+        **_scaling(r.ingest_replicas, r.ingest_max_replicas, r.ingest_target_calls)
+    ).bind(data, asr, fusion)
+
+
+def start_serve(config: AppConfig) -> DeploymentHandle:
+    """Connect to (or start) the Ray cluster, start Serve's proxy on ``ray.http_*``
+    (``ray.proxy_location``) and deploy the application; returns once every replica is up.
+
+    The proxy reads two environment variables when it starts, set here for a cluster this
+    process starts and to be set where the head node starts otherwise (docs/scaling.md):
+    ``PROXY_CALLBACK_ENV`` (``LostReplicaClose``) and, with one proxy, ``PREFER_LOCAL_ENV=0``
+    (Serve's proxy otherwise routes to replicas on its own node first)."""
+    # Read by the proxy process: set it where the head node starts (``ray start`` inherits
+    # it; for a cluster started elsewhere see docs/scaling.md).
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+    if config.ray.proxy_location == "HeadOnly":  # else every call would go to the head's
+        os.environ.setdefault(PREFER_LOCAL_ENV, "0")  # own ingest replicas first
+    if not ray.is_initialized():
+        if config.ray.address is None:  # a local cluster, started here
+            ray.init(include_dashboard=False, log_to_driver=config.log_level == "DEBUG")
+        else:
+            ray.init(address=config.ray.address, log_to_driver=config.log_level == "DEBUG")
+    serve.start(proxy_location=config.ray.proxy_location, http_options={
+        "host": config.ray.http_host, "port": config.ray.http_port})
+    return serve.run(build_app(config), name=config.ray.app_name, route_prefix="/")
+
+
+def run_ray(config: AppConfig) -> int:
+    """``serve --ray``: deploy, then wait for SIGINT/SIGTERM and delete the application."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    start_serve(config)
+    log.info("emotion-stream on Ray Serve: calls on ws://%s:%d%s, %s, %s; events on MQTT "
+             "%s:%d (%s/#)", config.ray.http_host, config.ray.http_port, config.ingest.pcm_path,
+             config.ingest.twilio_path, config.ingest.audiohook_path, config.mqtt.host,
+             config.mqtt.port, config.mqtt.prefix)
+    stop.wait()
+    log.info("stopping: deleting the application %s", config.ray.app_name)
+    serve.delete(config.ray.app_name)
+    return 0
+
+
+__all__ = ["AsrDeployment", "FusionDeployment", "IngestDeployment", "LostReplicaClose",
+           "RemoteInference", "build_app", "replica_config", "run_ray", "start_serve"]

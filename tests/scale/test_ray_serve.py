@@ -1,0 +1,370 @@
+"""``serve --ray`` on a real local Ray cluster (a head and one more node process on
+127.0.0.1, 2 logical CPUs each), a real Mosquitto broker and the MQTT-fed gateway.
+
+Calls go through Ray Serve's HTTP proxy with the protocol clients telephony platforms
+would use (``streamer.ingest.clients``); per party, the events must equal those of the
+single-process ``serve`` on the same audio. Then one ingest replica is killed mid-call.
+
+Speculative decoding is off in both runs: whether a final transcript reuses the decode
+started at a pause depends on how busy the ASR is at that instant (by design, in either
+path), and a reused decode of slightly less audio can differ in a word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import pytest
+import ray
+from ray import serve
+from websockets.asyncio.client import connect
+
+from bench.loadgen import synthesize_call
+from streamer.config import AppConfig, load_config
+from streamer.gateway import Gateway, run_gateway
+from streamer.ingest.clients import (
+    CallAudio,
+    SendReport,
+    send_audiohook,
+    send_pcm,
+    send_twilio,
+)
+from streamer.runtime import load_models
+from streamer.scale.ray_app import (
+    CLOSE_SERVICE_RESTART,
+    PREFER_LOCAL_ENV,
+    PROXY_CALLBACK,
+    PROXY_CALLBACK_ENV,
+    start_serve,
+)
+from streamer.service import Service, run_service
+from streamer.ws_server import WebSocketServer
+from tests.conftest import Broker, free_port, wait_for_port
+from tests.speech import espeak_available
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
+              pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")]
+
+APP = "emotion-stream"
+COMMON = ["stdout.enabled=false", "asr.speculative=false", "ingest.token=pcm",
+          "ingest.audiohook_api_key=ah", "alerts.enabled=false"]
+PACE = 2.0  # twice real time: the 2-core machine runs the reference and the cluster
+
+
+# ------------------------------------------------------------------- cluster
+def _ports() -> list[str]:
+    """Every port a node would otherwise take a fixed default for (two nodes, one host)."""
+    return [f"--{name}={free_port()}" for name in (
+        "node-manager-port", "object-manager-port", "metrics-export-port",
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port")]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """``ray start --head`` and ``ray start --address`` as two node processes."""
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths
+    port = free_port()
+    # Loopback only: no token authentication between the nodes (docs/scaling.md turns it on).
+    settings = {PROXY_CALLBACK_ENV: PROXY_CALLBACK, "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_AUTH_MODE": "disabled", PREFER_LOCAL_ENV: "0"}
+    env = {**os.environ, **settings}
+    common = ["--num-cpus=2", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+              f"--min-worker-port={20000}", f"--max-worker-port={29999}"]
+    log = open(Path(temp) / "nodes.log", "wb")  # noqa: SIM115 - closed at teardown
+    nodes = [subprocess.Popen(
+        [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
+         f"--temp-dir={temp}", f"--ray-client-server-port={free_port()}", *_ports(), *common],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)]
+    try:
+        wait_for_port(port, 90)
+        nodes.append(subprocess.Popen(
+            [ray_bin, "start", f"--address=127.0.0.1:{port}", *_ports(), *common],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        os.environ.update(settings)
+        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+        deadline = time.monotonic() + 90
+        while sum(1 for n in ray.nodes() if n["Alive"]) < 2:
+            assert time.monotonic() < deadline, "the second Ray node did not join"
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
+        for node in reversed(nodes):
+            node.send_signal(signal.SIGTERM)
+        for node in reversed(nodes):
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)  # the node's own process group
+                node.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    broker = Broker(tmp_path_factory.mktemp("broker")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_config(cluster: str, module_broker: Broker) -> AppConfig:
+    return load_config(None, [*COMMON, "mqtt.enabled=true", f"mqtt.port={module_broker.port}",
+                              f"ray.address={cluster}", f"ray.http_port={free_port()}",
+                              "ray.ingest_replicas=2", "websocket.port=0"])
+
+
+@pytest.fixture(scope="module")
+def app(ray_config: AppConfig) -> AppConfig:
+    """The application deployed (2 ingest replicas, ASR, fusion), every replica running."""
+    start_serve(ray_config)
+    return ray_config
+
+
+# --------------------------------------------------------------------- calls
+@pytest.fixture(scope="module")
+def conversation() -> np.ndarray:
+    return synthesize_call(18.0)  # (N, 2) at 8 kHz: customer left, agent right
+
+
+def call_of(stream_id: str, audio: np.ndarray) -> CallAudio:
+    return CallAudio(stream_id, (audio[:, 0].copy(), audio[:, 1].copy()))
+
+
+async def send(protocol: str, base: str, call: CallAudio, pace: float = PACE,
+               disconnect_at_s: float | None = None) -> SendReport:
+    if protocol == "twilio":
+        return await send_twilio(f"{base}/ingest/twilio", call, pace,
+                                 disconnect_at_s=disconnect_at_s)
+    if protocol == "audiohook":
+        return await send_audiohook(f"{base}/ingest/audiohook", call, pace, api_key="ah",
+                                    disconnect_at_s=disconnect_at_s)
+    return await send_pcm(f"{base}/ingest/pcm", call, pace, token="pcm",
+                          disconnect_at_s=disconnect_at_s)
+
+
+def stream_ids() -> dict[str, str]:
+    """One call per protocol (AudioHook's id is its conversation id, a UUID)."""
+    return {"twilio": f"tw-{uuid.uuid4().hex[:8]}", "audiohook": str(uuid.uuid4()),
+            "pcm": f"pcm-{uuid.uuid4().hex[:8]}"}
+
+
+def per_party(events: list[dict[str, Any]], stream_id: str) -> dict[str, list[tuple]]:
+    """What must not depend on the path: per channel, each utterance's label, text, times."""
+    out: dict[str, list[tuple]] = defaultdict(list)
+    for e in events:
+        if e["type"] == "utterance.emotion" and e["stream_id"] == stream_id:
+            out[e["channel"]].append((e["utterance_id"], e["label"], e["text"], e["t_start"],
+                                      e["t_end"], e["speech"]))
+    return dict(out)
+
+
+class MqttEvents:
+    """Every event on the broker (``<prefix>/+/+/+``), as a plain subscriber sees them."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    async def run(self, port: int, ready: asyncio.Event) -> None:
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            await client.subscribe("emotion/+/+/+", qos=1)
+            ready.set()
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                self.events.append(json.loads(message.payload))
+
+
+class SubscriberEvents:
+    """Events of one WebSocket subscriber of the gateway (``/events``)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    async def run(self, url: str, ready: asyncio.Event) -> None:
+        async with connect(url, max_size=None) as ws:
+            hello = json.loads(await ws.recv())
+            assert hello["type"] == "hello"
+            ready.set()
+            async for raw in ws:
+                self.events.append(json.loads(raw))
+
+    def ended(self, stream_id: str) -> dict[str, dict[str, Any]]:
+        return {e["channel"]: e for e in self.events
+                if e["type"] == "stream.ended" and e["stream_id"] == stream_id}
+
+
+@contextlib.asynccontextmanager
+async def gateway_running(config: AppConfig) -> AsyncIterator[tuple[Gateway, SubscriberEvents]]:
+    """The gateway on the test's loop, with one subscriber connected to it."""
+    stop = asyncio.Event()
+    started: asyncio.Queue[tuple[Gateway, WebSocketServer]] = asyncio.Queue()
+
+    async def on_ready(gateway: Gateway, server: WebSocketServer) -> None:
+        await started.put((gateway, server))
+
+    task = asyncio.create_task(run_gateway(config, stop, on_ready))
+    gateway, server = await asyncio.wait_for(started.get(), 30)
+    subscriber, ready = SubscriberEvents(), asyncio.Event()
+    reader = asyncio.create_task(subscriber.run(f"ws://127.0.0.1:{server.port}/events", ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield gateway, subscriber
+    finally:
+        reader.cancel()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def single_process_events(conversation: np.ndarray, ids: dict[str, str]
+                                ) -> list[dict[str, Any]]:
+    """The reference: ``serve`` in this process on the same calls."""
+    config = load_config(None, [*COMMON, "ingest.port=0", "websocket.enabled=false"])
+    models = load_models(config)
+    events: list[dict[str, Any]] = []
+    stop = asyncio.Event()
+    ready: asyncio.Queue[Service] = asyncio.Queue()
+
+    async def on_ready(svc: Service) -> None:
+        await ready.put(svc)
+
+    task = asyncio.create_task(run_service(config, models, stop, on_ready))
+    svc = await asyncio.wait_for(ready.get(), 300)
+    sub = svc.bus.subscribe("test", maxsize=100_000)
+
+    async def collect() -> None:
+        while True:
+            events.append(await sub.get())
+
+    collector = asyncio.create_task(collect())
+    base = f"ws://127.0.0.1:{svc.ingest.port}"
+    reports = await asyncio.gather(*(send(p, base, call_of(s, conversation))
+                                     for p, s in ids.items()))
+    assert [r.close_code for r in reports] == [1000, 1000, 1000]
+    await wait_until(lambda: sum(e["type"] == "stream.ended" for e in events) == 6, 60,
+                     "the reference's stream.ended events")
+    collector.cancel()
+    stop.set()
+    await task
+    return events
+
+
+# --------------------------------------------------------------------- tests
+async def test_calls_through_ray_serve_equal_single_process_serve(
+        app: AppConfig, conversation: np.ndarray, module_broker: Broker) -> None:
+    ids = stream_ids()
+    mqtt, ready = MqttEvents(), asyncio.Event()
+    mqtt_task = asyncio.create_task(mqtt.run(module_broker.port, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    async with gateway_running(app) as (gateway, subscriber):
+        base = f"ws://127.0.0.1:{app.ray.http_port}"
+        reports = await asyncio.gather(*(send(p, base, call_of(s, conversation))
+                                         for p, s in ids.items()))
+        assert all(r.close_code == 1000 for r in reports), [
+            (r.close_code, r.close_reason) for r in reports]
+        await wait_until(lambda: all(len(subscriber.ended(s)) == 2 for s in ids.values()), 60,
+                         "stream.ended of every party on the gateway")
+        assert gateway.stats.malformed == 0
+    mqtt_task.cancel()
+    reference = await single_process_events(conversation, ids)
+    for protocol, stream_id in ids.items():
+        want = per_party(reference, stream_id)
+        assert set(want) == {"customer", "agent"} and all(want.values()), protocol
+        assert per_party(mqtt.events, stream_id) == want, f"{protocol}: MQTT differs"
+        assert per_party(subscriber.events, stream_id) == want, f"{protocol}: gateway differs"
+        ended = subscriber.ended(stream_id)
+        assert {e["reason"] for e in ended.values()} == {"end_of_input"}
+        assert {ch: e["utterances"] for ch, e in ended.items()} == {
+            ch: len(v) for ch, v in want.items()}
+
+
+def ingest_replicas() -> set[str]:
+    """The ingest replicas' actor names (in Ray's "serve" namespace)."""
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == "serve" and f"{APP}#ingest#" in a["name"]}
+
+
+def running_ingest_replicas() -> int:
+    status = serve.status().applications[APP].deployments["ingest"]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+async def test_killing_an_ingest_replica_ends_its_calls_only(
+        app: AppConfig, conversation: np.ndarray) -> None:
+    async with gateway_running(app) as (gateway, subscriber):
+        base = f"ws://127.0.0.1:{app.ray.http_port}"
+        ids = [f"kill-{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+        before = ingest_replicas()
+        assert len(before) == 2
+
+        async def one(i: int, stream_id: str) -> SendReport:
+            await asyncio.sleep(0.4 * i)
+            return await send("twilio", base, call_of(stream_id, conversation), pace=1.0)
+
+        calls = [asyncio.create_task(one(i, s)) for i, s in enumerate(ids)]
+        await wait_until(lambda: sum(len(c) for c in gateway.lost.replicas.values()) == 4,
+                         30, "every call in some replica's presence")
+        await asyncio.sleep(4.0)  # mid-call: utterances published, more to come
+        held = {r: set(c) for r, c in gateway.lost.replicas.items() if c}
+        victim = max(held, key=lambda r: len(held[r]))
+        lost, kept = held[victim], set(ids) - held[victim]
+        assert kept, f"all four calls landed on one replica: {held}"
+        ray.kill(ray.get_actor(victim, namespace="serve"))
+
+        reports = dict(zip(ids, await asyncio.gather(*calls), strict=True))
+        for stream_id in lost:
+            assert reports[stream_id].close_code == CLOSE_SERVICE_RESTART, reports[stream_id]
+            assert "replica" in reports[stream_id].close_reason
+        for stream_id in kept:
+            assert reports[stream_id].close_code == 1000, reports[stream_id]
+        await wait_until(lambda: all(len(subscriber.ended(s)) == 2 for s in ids), 60,
+                         "stream.ended of every party, lost calls included")
+        for stream_id in lost:
+            for ended in subscriber.ended(stream_id).values():
+                assert ended["reason"] == "error"
+                assert "was lost mid-call" in ended["error"]
+        full = None
+        for stream_id in kept:
+            ended = subscriber.ended(stream_id)
+            assert {e["reason"] for e in ended.values()} == {"end_of_input"}
+            counts = {ch: e["utterances"] for ch, e in ended.items()}
+            assert all(counts.values()) and counts == (full := full or counts)
+        assert gateway.stats.lost_calls_ended == 2 * len(lost)
+
+        # New calls are served while (and after) Serve replaces the replica.
+        late = f"late-{uuid.uuid4().hex[:6]}"
+        report = await send("pcm", base, call_of(late, conversation[: 8 * 8000]), pace=PACE)
+        assert report.close_code == 1000
+        await wait_until(lambda: len(subscriber.ended(late)) == 2, 60, "the late call's end")
+        assert {e["reason"] for e in subscriber.ended(late).values()} == {"end_of_input"}
+
+    deadline = time.monotonic() + 120
+    while not (running_ingest_replicas() == 2 and victim not in ingest_replicas()
+               and len(ingest_replicas()) == 2):
+        assert time.monotonic() < deadline, "Serve did not replace the killed replica"
+        await asyncio.sleep(1.0)
+    assert ingest_replicas() - before, "no new ingest replica"
