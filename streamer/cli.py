@@ -103,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(serve)
     serve.add_argument("--jsonl", metavar="FILE", help="also append every event to FILE")
     serve.add_argument("--json", action="store_true", help="print events as JSON lines")
+    serve.add_argument("--ray", action="store_true",
+                       help="run as a Ray Serve application (pip install emotion-stream[ray]; "
+                            "ray.* config, events on MQTT; docs/scaling.md)")
+
+    gateway = sub.add_parser(
+        "gateway", help="serve WebSocket subscribers and the dashboard from MQTT",
+        description="Subscribe to the MQTT broker every replica publishes to and serve the "
+                    "WebSocket subscriber protocol (/events) and the dashboard on "
+                    "websocket.port, for all calls. See docs/scaling.md.")
+    add_config_args(gateway)
 
     cfg = sub.add_parser("config", help="check a configuration and print the effective one")
     add_config_args(cfg)
@@ -212,6 +222,31 @@ def command_serve(config: AppConfig) -> int:
     return 1 if lost else 0  # events were lost (MQTT): say so in the exit status
 
 
+def command_serve_ray(config: AppConfig) -> int:
+    try:
+        from streamer.scale.ray_app import run_ray
+    except ImportError as exc:
+        raise StreamerError(f"serve --ray needs Ray Serve ({exc}); install it with "
+                            "pip install 'emotion-stream[ray]'") from exc
+    return run_ray(config)
+
+
+def command_gateway(config: AppConfig) -> int:
+    import signal
+
+    from streamer.gateway import run_gateway
+
+    async def gateway() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_gateway(config, stop)
+
+    asyncio.run(gateway())
+    return 0
+
+
 def command_replay(args: argparse.Namespace) -> int:
     from streamer.replay import replay
 
@@ -262,8 +297,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print("configuration OK")
             return 0
+        if args.command == "serve" and args.ray:
+            return command_serve_ray(config)
         if args.command == "serve":
             return command_serve(config)
+        if args.command == "gateway":
+            return command_gateway(config)
         return command_run(config)
     except StreamerError as exc:
         print(f"emotion-stream: error: {exc}", file=sys.stderr)

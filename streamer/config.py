@@ -270,6 +270,48 @@ class OperationsConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """``serve --ray``: the Ray Serve application (docs/scaling.md)."""
+
+    address: str | None = None  # a running cluster ("auto", "host:6379"); None: start one here
+    http_host: str = "127.0.0.1"  # where Ray Serve's HTTP proxy listens for calls
+    http_port: int = 8000
+    # HeadOnly: one proxy, on the head node; EveryNode: one per node (behind a load balancer;
+    # each proxy prefers replicas on its own node). Several nodes on one host: HeadOnly.
+    proxy_location: Literal["HeadOnly", "EveryNode"] = "HeadOnly"
+    app_name: str = "emotion-stream"
+    # Ingest replicas hold the calls; autoscaling between ingest_replicas and
+    # ingest_max_replicas (when set) on ingest_target_calls calls per replica.
+    ingest_replicas: int = 1
+    ingest_max_replicas: int | None = None
+    ingest_target_calls: int = 16
+    ingest_num_cpus: float = 0.5  # Ray's logical CPUs: what the scheduler reserves
+    # ASR (Whisper) replicas; requests from all ingest replicas are batched (@serve.batch).
+    asr_replicas: int = 1
+    asr_max_replicas: int | None = None
+    asr_num_cpus: float = 1.0
+    asr_num_gpus: float = 0.0  # > 0: needs asr.device=cuda and a GPU node
+    asr_max_batch: int = 4
+    asr_batch_wait_ms: float = 5.0
+    asr_target_requests: int = 4  # autoscaling: ongoing transcriptions per replica
+    # Fusion (EmotionModel) replicas; batches of emotion.max_batch, emotion.max_wait_ms.
+    fusion_replicas: int = 1
+    fusion_max_replicas: int | None = None
+    fusion_num_cpus: float = 0.5
+    fusion_num_gpus: float = 0.0  # > 0: needs emotion.device=cuda
+    fusion_target_requests: int = 16
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """``emotion-stream gateway``: WebSocket subscribers and the dashboard fed from MQTT."""
+
+    # On an ingest replica's MQTT last will, publish stream.ended (reason "error") for the
+    # calls it held. Turn it on for one gateway only (each would publish its own copy).
+    end_lost_calls: bool = True
+
+
+@dataclass(frozen=True)
 class AppConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -284,6 +326,8 @@ class AppConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
@@ -547,6 +591,7 @@ def validate(config: AppConfig) -> None:
             0 < config.mqtt.reconnect_min_s <= config.mqtt.reconnect_max_s,
             "mqtt.reconnect_min_s must be > 0 and <= reconnect_max_s",
         ),
+        *ray_checks(config.ray),
     ]
     for ok, message in checks:
         if not ok:
@@ -573,3 +618,20 @@ def validate_alerts(alerts: AlertsConfig) -> None:
             raise ConfigError("alerts.queue_pattern needs a named group 'queue', e.g. "
                               "'^(?P<queue>[a-z]+)-'")
     load_rules(alerts.rules, alerts.rules_file)
+
+def ray_checks(ray: RayConfig) -> list[tuple[bool, str]]:
+    """Range checks of the ``ray`` section."""
+    checks = [(0 <= ray.http_port <= 65535, "ray.http_port must be 0..65535"),
+              (ray.ingest_target_calls >= 1, "ray.ingest_target_calls must be >= 1"),
+              (ray.asr_max_batch >= 1, "ray.asr_max_batch must be >= 1"),
+              (ray.asr_batch_wait_ms >= 0, "ray.asr_batch_wait_ms must be >= 0")]
+    for name in ("ingest", "asr", "fusion"):
+        least, most = getattr(ray, f"{name}_replicas"), getattr(ray, f"{name}_max_replicas")
+        checks += [(least >= 1, f"ray.{name}_replicas must be >= 1"),
+                   (most is None or most >= least,
+                    f"ray.{name}_max_replicas must be >= ray.{name}_replicas (or null: no "
+                    "autoscaling)"),
+                   (getattr(ray, f"{name}_num_cpus") >= 0, f"ray.{name}_num_cpus must be >= 0")]
+    checks += [(ray.asr_num_gpus >= 0 and ray.fusion_num_gpus >= 0,
+                "ray.asr_num_gpus and ray.fusion_num_gpus must be >= 0")]
+    return checks

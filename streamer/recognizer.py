@@ -1,10 +1,11 @@
 """The async driver of recognition: runs each channel's ``ChannelPolicy`` commands.
 
-``Recognizer`` holds what is loaded once and shared by all channels (the ASR
-worker, the emotion worker, the bus). ``run_channel`` processes one channel
-(any ``streamer.channel.Channel``: a file, the microphone, stdin, a call's
-party); the rules (speculation, partials, context, latency) are in
-``streamer.policy``, this module only executes them.
+``Recognizer`` holds what is shared by all channels: the bus and an ``Inference``, its
+ASR and fusion stages (``LocalInference``: the models in this process on ``BatchWorker``
+threads; ``streamer.scale.ray_app``: Ray Serve deployments batching across replicas).
+``run_channel`` processes one channel (any ``streamer.channel.Channel``: a file, the
+microphone, stdin, a call's party); the rules (speculation, partials, context, latency)
+are in ``streamer.policy``, this module only executes them.
 
 Per channel there are two tasks: the segmenter (fed by the channel) and the
 recognizer loop (ASR then fusion, one utterance at a time, in order). Between
@@ -21,6 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -52,6 +54,8 @@ from streamer.segmenter import Segmenter
 log = logging.getLogger(__name__)
 
 UTTERANCE_QUEUE = 8
+In = TypeVar("In", contravariant=True)
+Out = TypeVar("Out")
 
 
 @dataclass(frozen=True)
@@ -73,46 +77,105 @@ class _ChannelRun:
         self.speculation: asyncio.Task[Timed[Transcript]] | None = None
 
 
-class Recognizer:
-    def __init__(self, config: AppConfig, asr: AsrEngine, emotion: EmotionModel,
-                 bus: EventBus) -> None:
-        self.config = config
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the driver needs to know of the models, wherever they run."""
+
+    model_id: str
+    labels: tuple[str, ...]
+    uses_whisper_frames: bool  # fusion takes the ASR's encoder frames
+    asr_window_s: float
+
+
+class Stage(Protocol[In, Out]):
+    """Where a request is computed: a ``BatchWorker`` here, or a remote deployment."""
+
+    @property
+    def idle(self) -> bool: ...
+
+    async def submit(self, item: In) -> Timed[Out]: ...
+
+
+class Inference(Protocol):
+    """The ASR and fusion stages of a recognizer and the facts of their models."""
+
+    facts: ModelFacts
+    asr_worker: Stage[AsrRequest, Transcript]
+    emotion_worker: Stage[EmotionInput, EmotionPrediction]
+
+    async def run(self) -> None:
+        """Run whatever the stages need in this process until cancelled."""
+        ...
+
+
+class AsrBatch:
+    """Transcribes ``AsrRequest`` batches on one loaded model (here and in a deployment)."""
+
+    def __init__(self, asr: AsrEngine) -> None:
         self.asr = asr
         # The same loaded model, decoding from the full window (re-decodes of loops).
         self.asr_full = AsrEngine(dataclasses.replace(asr.config, window_s=FULL_WINDOW_S),
                                   asr.model)
+
+    def __call__(self, requests: Sequence[AsrRequest]) -> list[Transcript]:
+        return [(self.asr_full if r.full_window else self.asr).transcribe(r.audio, final=r.final)
+                for r in requests]
+
+
+def model_facts(asr: AsrEngine, emotion: EmotionModel) -> ModelFacts:
+    return ModelFacts(emotion.model_id, emotion.labels, emotion.uses_whisper_frames,
+                      asr.config.window_s)
+
+
+class LocalInference:
+    """The models in this process, on the worker threads of two ``BatchWorker``s."""
+
+    def __init__(self, config: AppConfig, asr: AsrEngine, emotion: EmotionModel) -> None:
+        self.asr = asr
         self.emotion = emotion
-        self.bus = bus
-        self.policy_config = PolicyConfig(partials=config.asr.partials,
-                                          speculative=config.asr.speculative,
-                                          context_size=config.emotion.context_size,
-                                          gate=config.gate, asr_window_s=asr.config.window_s,
-                                          redecode_loops=config.asr.redecode_loops,
-                                          loop_repeats=config.asr.loop_repeats)
-        self.stats = PolicyStats()  # totals over the channels that have ended
+        self.facts = model_facts(asr, emotion)
         # ASR: one utterance per call, asr.workers calls at once (batching Whisper on CPU
         # gains nothing: docs/ingest.md).
         self.asr_worker: BatchWorker[AsrRequest, Transcript] = BatchWorker(
-            "asr", self._transcribe_batch, max_batch=1, max_wait_ms=0,
-            concurrency=config.asr.workers)
+            "asr", AsrBatch(asr), max_batch=1, max_wait_ms=0, concurrency=config.asr.workers)
         self.emotion_worker: BatchWorker[EmotionInput, EmotionPrediction] = BatchWorker(
             "fusion", emotion.predict, max_batch=config.emotion.max_batch,
             max_wait_ms=config.emotion.max_wait_ms)
 
-    def _transcribe_batch(self, requests: Sequence[AsrRequest]) -> list[Transcript]:
-        return [(self.asr_full if r.full_window else self.asr).transcribe(r.audio, final=r.final)
-                for r in requests]
-
-    async def run_workers(self) -> None:
-        """Run the shared inference workers until cancelled."""
+    async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.asr_worker.run(), name="asr-worker")
             tg.create_task(self.emotion_worker.run(), name="fusion-worker")
 
+
+class Recognizer:
+    """Runs channels on an ``Inference``: ``LocalInference`` (``run``, ``serve``) or the
+    remote deployments of ``streamer.scale`` (``serve --ray``)."""
+
+    def __init__(self, config: AppConfig, inference: Inference, bus: EventBus) -> None:
+        self.config = config
+        self.inference = inference
+        self.facts = inference.facts
+        self.bus = bus
+        self.policy_config = PolicyConfig(partials=config.asr.partials,
+                                          speculative=config.asr.speculative,
+                                          context_size=config.emotion.context_size,
+                                          gate=config.gate,
+                                          asr_window_s=inference.facts.asr_window_s,
+                                          redecode_loops=config.asr.redecode_loops,
+                                          loop_repeats=config.asr.loop_repeats)
+        self.stats = PolicyStats()  # totals over the channels that have ended
+        self.asr_worker = inference.asr_worker
+        self.emotion_worker = inference.emotion_worker
+
+    async def run_workers(self) -> None:
+        """Run the shared inference workers until cancelled."""
+        await self.inference.run()
+
     async def run_channel(self, channel: Channel) -> int:
         """Process one channel to its end; returns the number of utterances published."""
         policy = ChannelPolicy(channel.stream_id, channel.channel, self.policy_config,
-                               self.emotion.model_id, self.emotion.labels)
+                               self.facts.model_id, self.facts.labels)
         self.bus.publish(policy.started(channel.describe()))
         reason, error = "end_of_input", None
         try:
@@ -203,9 +266,10 @@ class Recognizer:
                                                    times(asr_ms)).event)
             return
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
-            utt, transcript, with_frames=self.emotion.uses_whisper_frames))
+            utt, transcript, with_frames=self.facts.uses_whisper_frames))
         self.bus.publish(run.policy.on_prediction(detected, transcript, fusion.value,
                                                   times(asr_ms, fusion)).event)
 
 
-__all__ = ["AsrRequest", "Recognizer", "Timed"]
+__all__ = ["AsrBatch", "AsrRequest", "Inference", "LocalInference", "ModelFacts", "Recognizer",
+           "Stage", "Timed", "model_facts"]

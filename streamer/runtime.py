@@ -34,7 +34,7 @@ from streamer.config import AppConfig
 from streamer.dashboard import add_dashboard
 from streamer.errors import ModelLoadError
 from streamer.mqtt_publisher import MqttPublisher
-from streamer.recognizer import Recognizer
+from streamer.recognizer import Inference, LocalInference, Recognizer
 from streamer.sinks import JsonlSink, StdoutSink
 from streamer.supervisor import Supervisor, install_sighup
 from streamer.ws_server import WebSocketServer
@@ -55,18 +55,30 @@ class Models:
 
 
 def load_models(config: AppConfig) -> Models:
-    torch.set_num_threads(config.emotion.torch_threads)
+    whisper, asr = load_asr(config)
+    return Models(whisper=whisper, asr=asr, emotion=load_emotion(config, whisper))
+
+
+def load_asr(config: AppConfig) -> tuple[Any, AsrEngine]:
+    """The Whisper model and its ASR engine (a Ray ASR replica loads only these)."""
     try:
         whisper = load_whisper(config.asr.model, device=config.asr.device,
                                compute_type=config.asr.compute_type,
                                cpu_threads=config.asr.cpu_threads,
                                num_workers=config.asr.workers)
-        emotion = EmotionModel.load(config.emotion.bundle, device=config.emotion.device,
-                                    whisper_model=whisper,
-                                    text_encoder=config.emotion.text_encoder)
     except ModelError as exc:
         raise ModelLoadError(str(exc)) from exc
-    return Models(whisper=whisper, asr=AsrEngine(config.asr.options(), whisper), emotion=emotion)
+    return whisper, AsrEngine(config.asr.options(), whisper)
+
+
+def load_emotion(config: AppConfig, whisper: Any) -> EmotionModel:
+    """The fusion model; ``whisper`` computes its audio frames when the ASR's are not given."""
+    torch.set_num_threads(config.emotion.torch_threads)
+    try:
+        return EmotionModel.load(config.emotion.bundle, device=config.emotion.device,
+                                 whisper_model=whisper, text_encoder=config.emotion.text_encoder)
+    except ModelError as exc:
+        raise ModelLoadError(str(exc)) from exc
 
 
 def warm_up(models: Models) -> float:
@@ -136,13 +148,16 @@ async def open_publishers(config: AppConfig, bus: EventBus,
 class Runtime:
     """Bus, recognizer, workers and publishers for the time of an ``async with``."""
 
-    def __init__(self, config: AppConfig, models: Models) -> None:
+    def __init__(self, config: AppConfig, models: Models | Inference) -> None:
         self.config = config
         self.bus = EventBus(config.bus.subscriber_queue, config.bus.redact_digit_runs,
                             config.bus.replay_events)
         # Alerts and call summaries (streamer/supervisor.py), fed from the bus.
         self.supervisor = Supervisor(config.alerts, self.bus) if config.alerts.enabled else None
-        self.recognizer = Recognizer(config, models.asr, models.emotion, self.bus)
+        # The models loaded here, or remote stages (streamer.scale: Ray Serve deployments).
+        inference = (LocalInference(config, models.asr, models.emotion)
+                     if isinstance(models, Models) else models)
+        self.recognizer = Recognizer(config, inference, self.bus)
         self._stack = contextlib.AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
         self.publishers: Publishers | None = None

@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
@@ -51,6 +51,7 @@ from streamer.http_edge import (
     peer_host,
     secret_matches,
     token_ok,
+    websocket_path,
 )
 from streamer.ingest.audiohook import AudioHookProtocol
 from streamer.ingest.protocol import (
@@ -110,6 +111,16 @@ class HandshakeRate:
         return True
 
 
+@dataclass(frozen=True)
+class IngestRoute:
+    """One ingest route: its protocol name, the handshake check and the connection handler
+    (any object with ServerConnection's recv/send/close/request/remote_address)."""
+
+    name: str
+    admit: Callable[[str, Request], Refusal | None]  # (client address, handshake request)
+    handle: Callable[[Any], Awaitable[None]]
+
+
 class IngestServer:
     """Listens for calls; use ``async with``. Calls run until their client ends them."""
 
@@ -146,9 +157,13 @@ class IngestServer:
                                                       config.max_twilio_calls),
                                 AudioHookProtocol.name: ("ingest.max_audiohook_calls",
                                                          config.max_audiohook_calls)}
+        # The same routes for other front ends (streamer.scale: behind Ray Serve's proxy).
+        self.routes: dict[str, IngestRoute] = {}
         for name, path, auth, protocol in routes:
             self.edge.add_websocket(path, partial(self._handle, name, protocol),
                                     peer_guard=partial(self._admit, name, auth))
+            self.routes[websocket_path(path)] = IngestRoute(
+                name, partial(self._admit, name, auth), partial(self._handle, name, protocol))
         for name, secret in (("ingest.token", config.token),
                              ("ingest.twilio_auth_token", config.twilio_auth_token),
                              ("ingest.audiohook_api_key", config.audiohook_api_key)):

@@ -58,7 +58,7 @@ from models.asr import Transcript
 from models.audio import SAMPLE_RATE
 from models.inference import EmotionInput, EmotionPrediction
 from streamer.batcher import Timed
-from streamer.config import AppConfig, from_dict, to_dict
+from streamer.config import AppConfig, from_dict, load_config, to_dict
 from streamer.errors import ConfigError
 from streamer.http_edge import websocket_path
 from streamer.ingest.protocol import CLOSE_POLICY
@@ -323,6 +323,16 @@ def build_app(config: AppConfig) -> Any:
     ).bind(data, asr, fusion)
 
 
+def app_from_args(args: dict[str, Any]) -> Any:
+    """Serve's application builder (``import_path: streamer.scale.ray_app:app_from_args``
+    in a Serve config or a KubeRay ``RayService``): ``args: {config: PATH}`` names the YAML
+    configuration, ``args: {set: ["key=value", ...]}`` overrides it."""
+    overrides = args.get("set", [])
+    if not isinstance(overrides, list):
+        raise ConfigError("the application's args.set must be a list of key=value strings")
+    return build_app(load_config(args.get("config"), [str(o) for o in overrides]))
+
+
 def start_serve(config: AppConfig) -> DeploymentHandle:
     """Connect to (or start) the Ray cluster, start Serve's proxy on ``ray.http_*``
     (``ray.proxy_location``) and deploy the application; returns once every replica is up.
@@ -363,4 +373,5 @@ def run_ray(config: AppConfig) -> int:
 
 
 __all__ = ["AsrDeployment", "FusionDeployment", "IngestDeployment", "LostReplicaClose",
-           "RemoteInference", "build_app", "replica_config", "run_ray", "start_serve"]
+           "RemoteInference", "app_from_args", "build_app", "replica_config", "run_ray",
+           "start_serve"]

@@ -170,7 +170,7 @@ async def test_stereo_call_as_twilio_and_audiohook_gives_per_party_events(
         assert by_channel["customer"]["t_end"] < by_channel["agent"]["t_start"]
         for e in emotions:
             assert e["utterance_id"].startswith(f"{stream_id}/{e['channel']}/")
-            assert e["label"] in svc.recognizer.emotion.labels
+            assert e["label"] in svc.recognizer.facts.labels
     for topic, event in mqtt_messages:
         if "stream_id" in event:
             assert topic == f"calls/{event['stream_id']}/{event['channel']}/{event['type']}"
