@@ -165,13 +165,19 @@ def command_run(config: AppConfig) -> int:
     return 1 if summary.undelivered else 0  # events were lost (MQTT): say so in the status
 
 
-# After SIGINT/SIGTERM, serve stops within this long (grace for calls + MQTT drain + margin);
-# a second signal stops it at once. With a longer operations.drain_timeout_s: that + 20 s.
-HARD_STOP_S = 30.0
+# After SIGINT/SIGTERM, serve stops within ``hard_stop_s`` at most; a second signal stops
+# it at once.
+HARD_STOP_S = 30.0  # the least
 
 
 def hard_stop_s(config: AppConfig) -> float:
-    return max(HARD_STOP_S, config.operations.drain_timeout_s + 20.0)
+    """The drain deadline, then the cut calls' handlers (``http_edge.STOP_TIMEOUT_S``) and
+    the MQTT flush (``runtime.DRAIN_TIMEOUT_S``), and a margin: 40 s by default."""
+    from streamer.http_edge import STOP_TIMEOUT_S
+    from streamer.runtime import DRAIN_TIMEOUT_S
+
+    return max(HARD_STOP_S, config.operations.drain_timeout_s + STOP_TIMEOUT_S
+               + DRAIN_TIMEOUT_S + 5.0)
 
 
 def command_serve(config: AppConfig) -> int:
