@@ -72,6 +72,11 @@ class AsrConfig:
     """faster-whisper transcription."""
 
     model: str = "packaged:tiny.en"  # "packaged:tiny.en", a local CTranslate2 dir, or a hub id
+    # Transcribes channels whose source audio is 8 kHz or less (Twilio, AudioHook, raw PCM,
+    # stdin or a file at 8 kHz); null = asr.model. Loaded once beside it, shared by those
+    # channels. Default null: the packaged base is no better than tiny.en on 8 kHz mu-law
+    # speech and 2-3x slower (bench/telephone_asr.py, docs/conversations.md).
+    model_8k: str | None = None
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = 2  # threads per transcription
@@ -618,6 +623,7 @@ def validate_alerts(alerts: AlertsConfig) -> None:
             raise ConfigError("alerts.queue_pattern needs a named group 'queue', e.g. "
                               "'^(?P<queue>[a-z]+)-'")
     load_rules(alerts.rules, alerts.rules_file)
+
 
 def ray_checks(ray: RayConfig) -> list[tuple[bool, str]]:
     """Range checks of the ``ray`` section."""

@@ -54,6 +54,8 @@ from streamer.segmenter import Segmenter
 log = logging.getLogger(__name__)
 
 UTTERANCE_QUEUE = 8
+# Channels whose source audio is at most this rate are transcribed by asr.model_8k.
+NARROWBAND_MAX_RATE = 8000
 In = TypeVar("In", contravariant=True)
 Out = TypeVar("Out")
 
@@ -63,16 +65,18 @@ class AsrRequest:
     audio: np.ndarray
     final: bool
     full_window: bool = False  # Whisper's 30 s encoder window (a loop's re-decode)
+    narrowband: bool = False  # an 8 kHz channel's: transcribed by asr.model_8k when loaded
 
 
 class _ChannelRun:
     """One channel's driver state: its policy, segmenter, queue and speculation task."""
 
     def __init__(self, policy: ChannelPolicy, segmenter: Segmenter,
-                 tg: asyncio.TaskGroup) -> None:
+                 tg: asyncio.TaskGroup, narrowband: bool = False) -> None:
         self.policy = policy
         self.segmenter = segmenter
         self.tg = tg
+        self.narrowband = narrowband  # its ASR requests go to asr.model_8k
         self.queue: asyncio.Queue[DetectedUtterance | None] = asyncio.Queue(UTTERANCE_QUEUE)
         self.speculation: asyncio.Task[Timed[Transcript]] | None = None
 
@@ -85,6 +89,9 @@ class ModelFacts:
     labels: tuple[str, ...]
     uses_whisper_frames: bool  # fusion takes the ASR's encoder frames
     asr_window_s: float
+    # asr.model_8k is loaded: 8 kHz channels are transcribed by it, and the emotion model
+    # encodes their audio itself (its frames come from asr.model's encoder).
+    narrowband_model: bool = False
 
 
 class Stage(Protocol[In, Out]):
@@ -109,35 +116,55 @@ class Inference(Protocol):
 
 
 class AsrBatch:
-    """Transcribes ``AsrRequest`` batches on one loaded model (here and in a deployment)."""
+    """Transcribes ``AsrRequest`` batches on one loaded model (here and in a deployment),
+    and narrowband requests on ``asr_8k`` (asr.model_8k) when it is given."""
 
-    def __init__(self, asr: AsrEngine) -> None:
+    def __init__(self, asr: AsrEngine, asr_8k: AsrEngine | None = None) -> None:
         self.asr = asr
         # The same loaded model, decoding from the full window (re-decodes of loops).
         self.asr_full = AsrEngine(dataclasses.replace(asr.config, window_s=FULL_WINDOW_S),
                                   asr.model)
+        self.asr_8k = asr_8k
+        self.asr_8k_full = None if asr_8k is None else AsrEngine(
+            dataclasses.replace(asr_8k.config, window_s=FULL_WINDOW_S), asr_8k.model)
+        self.narrowband_requests = 0  # transcribed by asr_8k
+
+    def _engine(self, request: AsrRequest) -> AsrEngine:
+        if request.narrowband and self.asr_8k is not None and self.asr_8k_full is not None:
+            self.narrowband_requests += 1
+            return self.asr_8k_full if request.full_window else self.asr_8k
+        return self.asr_full if request.full_window else self.asr
 
     def __call__(self, requests: Sequence[AsrRequest]) -> list[Transcript]:
-        return [(self.asr_full if r.full_window else self.asr).transcribe(r.audio, final=r.final)
-                for r in requests]
+        return [self._engine(r).transcribe(r.audio, final=r.final) for r in requests]
 
 
-def model_facts(asr: AsrEngine, emotion: EmotionModel) -> ModelFacts:
+def model_facts(asr: AsrEngine, emotion: EmotionModel,
+                asr_8k: AsrEngine | None = None) -> ModelFacts:
     return ModelFacts(emotion.model_id, emotion.labels, emotion.uses_whisper_frames,
-                      asr.config.window_s)
+                      asr.config.window_s, narrowband_model=asr_8k is not None)
+
+
+def input_rate(channel: Channel) -> int | None:
+    """The sample rate the channel's audio had at its source (before the 16 kHz resampling
+    at the edge): ``input_rate`` of the sources and call parties; None when unknown."""
+    rate = getattr(channel, "input_rate", None)
+    return int(rate) if rate is not None else None
 
 
 class LocalInference:
     """The models in this process, on the worker threads of two ``BatchWorker``s."""
 
-    def __init__(self, config: AppConfig, asr: AsrEngine, emotion: EmotionModel) -> None:
+    def __init__(self, config: AppConfig, asr: AsrEngine, emotion: EmotionModel,
+                 asr_8k: AsrEngine | None = None) -> None:
         self.asr = asr
         self.emotion = emotion
-        self.facts = model_facts(asr, emotion)
+        self.facts = model_facts(asr, emotion, asr_8k)
         # ASR: one utterance per call, asr.workers calls at once (batching Whisper on CPU
         # gains nothing: docs/ingest.md).
+        self.asr_batch = AsrBatch(asr, asr_8k)
         self.asr_worker: BatchWorker[AsrRequest, Transcript] = BatchWorker(
-            "asr", AsrBatch(asr), max_batch=1, max_wait_ms=0, concurrency=config.asr.workers)
+            "asr", self.asr_batch, max_batch=1, max_wait_ms=0, concurrency=config.asr.workers)
         self.emotion_worker: BatchWorker[EmotionInput, EmotionPrediction] = BatchWorker(
             "fusion", emotion.predict, max_batch=config.emotion.max_batch,
             max_wait_ms=config.emotion.max_wait_ms)
@@ -180,7 +207,10 @@ class Recognizer:
         reason, error = "end_of_input", None
         try:
             async with asyncio.TaskGroup() as tg:
-                run = _ChannelRun(policy, Segmenter(self.config.segmenter), tg)
+                rate = input_rate(channel)
+                narrowband = self.facts.narrowband_model and rate is not None \
+                    and rate <= NARROWBAND_MAX_RATE
+                run = _ChannelRun(policy, Segmenter(self.config.segmenter), tg, narrowband)
                 tg.create_task(self._recognize_loop(run), name=f"recognize:{channel.stream_id}")
                 await self._segment_loop(run, channel)
                 await run.queue.put(None)  # end of channel: the recognizer finishes the queue
@@ -218,12 +248,14 @@ class Recognizer:
                 await run.queue.put(command.detected)
             elif isinstance(command, StartSpeculation):
                 run.speculation = run.tg.create_task(
-                    self.asr_worker.submit(AsrRequest(command.audio, final=True)))
+                    self.asr_worker.submit(AsrRequest(command.audio, final=True,
+                                                      narrowband=run.narrowband)))
             elif isinstance(command, RequestPartial):
                 run.tg.create_task(self._partial(run, command.progress))
 
     async def _partial(self, run: _ChannelRun, progress: SpeechProgress) -> None:
-        timed = await self.asr_worker.submit(AsrRequest(progress.audio, final=False))
+        timed = await self.asr_worker.submit(AsrRequest(progress.audio, final=False,
+                                                        narrowband=run.narrowband))
         await self._execute(run, run.policy.on_partial(progress, timed.value.text))
 
     async def _recognize_loop(self, run: _ChannelRun) -> None:
@@ -250,11 +282,13 @@ class Recognizer:
             transcript = (await speculation).value
         else:  # a discarded speculation still runs to its end; its result is dropped
             audio = plan.audio if isinstance(plan, TranscribeFinal) else utt.audio
-            transcript = (await self.asr_worker.submit(AsrRequest(audio, final=True))).value
+            transcript = (await self.asr_worker.submit(
+                AsrRequest(audio, final=True, narrowband=run.narrowband))).value
         redecode = run.policy.plan_redecode(utt, transcript)
         if redecode is not None:
             again = await self.asr_worker.submit(AsrRequest(redecode.audio, final=True,
-                                                            full_window=True))
+                                                            full_window=True,
+                                                            narrowband=run.narrowband))
             log.info("%s/%s utterance %d looped (%r); decoded again in the full window: %r",
                      run.policy.stream_id, run.policy.channel, utt.utterance_index,
                      transcript.text[:80], again.value.text[:80])
@@ -266,10 +300,12 @@ class Recognizer:
                                                    times(asr_ms)).event)
             return
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
-            utt, transcript, with_frames=self.facts.uses_whisper_frames))
+            utt, transcript,
+            # asr.model_8k's frames are not the emotion model's encoder's: it encodes itself.
+            with_frames=self.facts.uses_whisper_frames and not run.narrowband))
         self.bus.publish(run.policy.on_prediction(detected, transcript, fusion.value,
                                                   times(asr_ms, fusion)).event)
 
 
-__all__ = ["AsrBatch", "AsrRequest", "Inference", "LocalInference", "ModelFacts", "Recognizer",
-           "Stage", "Timed", "model_facts"]
+__all__ = ["NARROWBAND_MAX_RATE", "AsrBatch", "AsrRequest", "Inference", "LocalInference",
+           "ModelFacts", "Recognizer", "Stage", "Timed", "input_rate", "model_facts"]

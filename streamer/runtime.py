@@ -52,17 +52,23 @@ class Models:
     whisper: Any  # faster_whisper.WhisperModel
     asr: AsrEngine
     emotion: EmotionModel
+    asr_8k: AsrEngine | None = None  # asr.model_8k, for 8 kHz channels (None: asr serves them)
 
 
 def load_models(config: AppConfig) -> Models:
     whisper, asr = load_asr(config)
-    return Models(whisper=whisper, asr=asr, emotion=load_emotion(config, whisper))
+    asr_8k = None
+    if config.asr.model_8k is not None and config.asr.model_8k != config.asr.model:
+        _, asr_8k = load_asr(config, config.asr.model_8k)
+    return Models(whisper=whisper, asr=asr, emotion=load_emotion(config, whisper),
+                  asr_8k=asr_8k)
 
 
-def load_asr(config: AppConfig) -> tuple[Any, AsrEngine]:
-    """The Whisper model and its ASR engine (a Ray ASR replica loads only these)."""
+def load_asr(config: AppConfig, model: str | None = None) -> tuple[Any, AsrEngine]:
+    """The Whisper model (``asr.model``, or ``model``) and its ASR engine with the ``asr``
+    decoding settings (a Ray ASR replica loads only these)."""
     try:
-        whisper = load_whisper(config.asr.model, device=config.asr.device,
+        whisper = load_whisper(model or config.asr.model, device=config.asr.device,
                                compute_type=config.asr.compute_type,
                                cpu_threads=config.asr.cpu_threads,
                                num_workers=config.asr.workers)
@@ -87,6 +93,8 @@ def warm_up(models: Models) -> float:
     rng = np.random.default_rng(0)
     audio = (0.05 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
     transcript = models.asr.transcribe(audio, final=True)
+    if models.asr_8k is not None:
+        models.asr_8k.transcribe(audio, final=True)
     models.emotion.predict([EmotionInput(
         audio=audio, text=transcript.text or "hello", words=transcript.words,
         whisper_frames=transcript.encoder_frames if models.emotion.uses_whisper_frames
@@ -155,7 +163,7 @@ class Runtime:
         # Alerts and call summaries (streamer/supervisor.py), fed from the bus.
         self.supervisor = Supervisor(config.alerts, self.bus) if config.alerts.enabled else None
         # The models loaded here, or remote stages (streamer.scale: Ray Serve deployments).
-        inference = (LocalInference(config, models.asr, models.emotion)
+        inference = (LocalInference(config, models.asr, models.emotion, models.asr_8k)
                      if isinstance(models, Models) else models)
         self.recognizer = Recognizer(config, inference, self.bus)
         self._stack = contextlib.AsyncExitStack()

