@@ -76,8 +76,9 @@ async def test_metrics_match_the_events_of_real_calls(
     async with running_service(config, ops_models) as (svc, _, _):
         port = svc.ingest.port
         assert svc.subscribers is not None
-        status, _ = await asyncio.to_thread(http_get, svc.subscribers.port, "/readyz")
-        assert status == 200  # also on the subscriber port (operations.endpoints=both)
+        async with asyncio.timeout(30):  # also on the subscriber port (endpoints=both)
+            while (await asyncio.to_thread(http_get, svc.subscribers.port, "/readyz"))[0] != 200:
+                await asyncio.sleep(0.1)  # 503 "mqtt" until the publisher has connected
         with pytest.raises(InvalidStatus):  # a bad filter: 400
             async with connect(f"ws://127.0.0.1:{svc.subscribers.port}/events?streams=a%00b"):
                 pass
