@@ -163,7 +163,7 @@ async def test_sigterm_drains_a_real_serve_process(
         proc = subprocess.Popen(
             serve_args(port, "--jsonl", str(jsonl), "--set", "stdout.enabled=false", "--set",
                        "ingest.token=pcm", "--set", "operations.listen_while_loading=true",
-                       "--set", "operations.drain_timeout_s=3"),
+                       "--set", "operations.drain_timeout_s=5"),
             stdout=subprocess.DEVNULL, stderr=log_file)
     try:
         answers: list[tuple[int, dict]] = []  # /readyz until ready
@@ -184,7 +184,7 @@ async def test_sigterm_drains_a_real_serve_process(
             while (await aget(port, "/healthz"))[1]["calls"] != 1:
                 await asyncio.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        body = await readyz_until(port, 503, timeout=2)
+        body = await readyz_until(port, 503, timeout=4)
         assert "draining" in body["reasons"]
         status, text = await refused_with(port, "after-sigterm")
         assert status == 503 and "draining" in text
