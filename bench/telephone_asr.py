@@ -167,6 +167,8 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=24,
                         help="espeak-ng sentences of bench/asr_window.py, two voices each")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--beam-size", type=int, default=None,
+                        help="decode with this beam instead of asr.beam_size")
     args = parser.parse_args()
 
     load0 = os.getloadavg()
@@ -181,7 +183,7 @@ def main() -> None:
     print(f"{len(clips)} utterances ({sum(c.corpus == 'ravdess' for c in clips)} RAVDESS)",
           flush=True)
 
-    cfg = AsrConfig()
+    cfg = AsrConfig() if args.beam_size is None else AsrConfig(beam_size=args.beam_size)
     engines: dict[str, Published] = {}
     memory: dict[str, dict[str, float]] = {}
     for ref in args.models.split(","):
