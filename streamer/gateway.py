@@ -25,13 +25,14 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.dashboard import add_dashboard
-from streamer.events import Event, to_json
+from streamer.events import to_json
 from streamer.mqtt_publisher import PUBLISH_TIMEOUT_S, event_topic, mqtt_tls
 from streamer.scale.presence import LostCalls
 from streamer.ws_server import WebSocketServer
@@ -92,14 +93,14 @@ class Gateway:
         if message.topic.matches(self.presence_filter):
             ended = self.lost.on_presence(payload)
             if ended and self.config.gateway.end_lost_calls:
-                for event in ended:
-                    await client.publish(event_topic(self.config.mqtt.prefix, event),
-                                         to_json(event), qos=1, timeout=PUBLISH_TIMEOUT_S)
+                for end in ended:
+                    await client.publish(event_topic(self.config.mqtt.prefix, end),
+                                         to_json(end), qos=1, timeout=PUBLISH_TIMEOUT_S)
                 self.stats.lost_calls_ended += len(ended)
                 await client.publish(str(message.topic), b"", qos=1, retain=True)  # handled
             return
         try:
-            event = json.loads(payload)
+            event: Any = json.loads(payload)
         except ValueError:
             event = None
         if not isinstance(event, dict):
@@ -109,10 +110,6 @@ class Gateway:
             return
         self.lost.on_event(event)
         self.stats.received += 1
-        self.bus.publish(event)
-
-    def publish_local(self, event: Event) -> None:
-        """For tests and embedding: put an event on the gateway's bus directly."""
         self.bus.publish(event)
 
 

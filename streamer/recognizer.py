@@ -106,9 +106,15 @@ class Stage(Protocol[In, Out]):
 class Inference(Protocol):
     """The ASR and fusion stages of a recognizer and the facts of their models."""
 
-    facts: ModelFacts
-    asr_worker: Stage[AsrRequest, Transcript]
-    emotion_worker: Stage[EmotionInput, EmotionPrediction]
+    # Read-only (properties) so that any Stage implementation satisfies the protocol.
+    @property
+    def facts(self) -> ModelFacts: ...
+
+    @property
+    def asr_worker(self) -> Stage[AsrRequest, Transcript]: ...
+
+    @property
+    def emotion_worker(self) -> Stage[EmotionInput, EmotionPrediction]: ...
 
     async def run(self) -> None:
         """Run whatever the stages need in this process until cancelled."""

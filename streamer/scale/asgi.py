@@ -51,7 +51,7 @@ class AsgiConnection:
     async def recv(self) -> str | bytes:
         if self._closed is not None:
             raise self._gone()
-        message: dict[str, Any] = await self._ws.receive()
+        message: Any = await self._ws.receive()  # an ASGI message (a mapping)
         if message["type"] == "websocket.disconnect":
             self._closed = Close(int(message.get("code", 1005)), str(message.get("reason") or ""))
             self.close_code, self.close_reason = self._closed.code, self._closed.reason

@@ -91,18 +91,24 @@ class AsrDeployment:
         _, engine = load_asr(config)
         self.window_s = engine.config.window_s
         self.runner = BatchRunner("asr", AsrBatch(engine))
-        self.transcribe_batch.set_max_batch_size(config.ray.asr_max_batch)
-        self.transcribe_batch.set_batch_wait_timeout_s(config.ray.asr_batch_wait_ms / 1000)
+        self.transcribe_batch.set_max_batch_size(config.ray.asr_max_batch)  # type: ignore[attr-defined]
+        self.transcribe_batch.set_batch_wait_timeout_s(config.ray.asr_batch_wait_ms / 1000)  # type: ignore[attr-defined]
         if config.ingest.warmup:
             engine.transcribe(_warm_audio(), final=True)
 
     def asr_window_s(self) -> float:
         return self.window_s
 
-    async def transcribe(self, request: AsrRequest) -> Timed[Transcript]:
+    async def transcribe(self, request: AsrRequest, keep_frames: bool = True
+                         ) -> Timed[Transcript]:
+        """``keep_frames=False``: the encoder frames stay here (a fusion model that does not
+        take them: 77 KB per second of speech not sent back)."""
         result: Timed[Transcript] = await self.transcribe_batch(
             Arrived(request, time.monotonic()))
-        return result
+        if keep_frames or result.value.encoder_frames is None:
+            return result
+        return dataclasses.replace(
+            result, value=dataclasses.replace(result.value, encoder_frames=None))
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
     async def transcribe_batch(self, batch: list[Arrived[AsrRequest]]
@@ -119,8 +125,8 @@ class FusionDeployment:
         whisper, _ = load_asr(config)  # the audio frames when the ASR's are not passed
         self.emotion = load_emotion(config, whisper)
         self.runner = BatchRunner("fusion", self.emotion.predict)
-        self.predict_batch.set_max_batch_size(config.emotion.max_batch)
-        self.predict_batch.set_batch_wait_timeout_s(config.emotion.max_wait_ms / 1000)
+        self.predict_batch.set_max_batch_size(config.emotion.max_batch)  # type: ignore[attr-defined]
+        self.predict_batch.set_batch_wait_timeout_s(config.emotion.max_wait_ms / 1000)  # type: ignore[attr-defined]
         if config.ingest.warmup:
             self.emotion.predict([EmotionInput(audio=_warm_audio(), text="hello")])
 
@@ -155,7 +161,7 @@ async def remote_inference(asr: DeploymentHandle, fusion: DeploymentHandle) -> R
     model_id, labels, uses_frames = await fusion.facts.remote()
     window_s = await asr.asr_window_s.remote()
     return RemoteInference(ModelFacts(model_id, tuple(labels), uses_frames, window_s),
-                           RemoteStage("asr", handle_call(asr.transcribe)),
+                           RemoteStage("asr", handle_call(asr.transcribe, uses_frames)),
                            RemoteStage("fusion", handle_call(fusion.predict)))
 
 
@@ -307,16 +313,16 @@ def build_app(config: AppConfig) -> Any:
                           "subscribers with `emotion-stream gateway`")
     r = config.ray
     data = to_dict(config)
-    asr = AsrDeployment.options(
+    asr = AsrDeployment.options(  # type: ignore[attr-defined]
         ray_actor_options={"num_cpus": r.asr_num_cpus, "num_gpus": r.asr_num_gpus},
         max_ongoing_requests=max(64, 4 * r.asr_max_batch),
         **_scaling(r.asr_replicas, r.asr_max_replicas, r.asr_target_requests)).bind(data)
-    fusion = FusionDeployment.options(
+    fusion = FusionDeployment.options(  # type: ignore[attr-defined]
         ray_actor_options={"num_cpus": r.fusion_num_cpus, "num_gpus": r.fusion_num_gpus},
         max_ongoing_requests=max(64, 4 * config.emotion.max_batch),
         **_scaling(r.fusion_replicas, r.fusion_max_replicas, r.fusion_target_requests)
     ).bind(data)
-    return IngestDeployment.options(
+    return IngestDeployment.options(  # type: ignore[attr-defined]
         ray_actor_options={"num_cpus": r.ingest_num_cpus},
         max_ongoing_requests=config.ingest.max_calls,
         **_scaling(r.ingest_replicas, r.ingest_max_replicas, r.ingest_target_calls)

@@ -91,11 +91,12 @@ class RemoteStage(Generic[In, Out]):
                      timed.batch_size)
 
 
-def handle_call(method: Any) -> Callable[[Any], Awaitable[Any]]:
-    """``await method.remote(item)`` of a Ray Serve handle method, as a plain coroutine."""
+def handle_call(method: Any, *extra: Any) -> Callable[[Any], Awaitable[Any]]:
+    """``await method.remote(item, *extra)`` of a Ray Serve handle method, as a plain
+    coroutine."""
 
     async def call(item: Any) -> Any:
-        return await method.remote(item)
+        return await method.remote(item, *extra)
 
     return call
 
