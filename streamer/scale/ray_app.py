@@ -325,6 +325,8 @@ def build_app(config: AppConfig) -> Any:
     return IngestDeployment.options(  # type: ignore[attr-defined]
         ray_actor_options={"num_cpus": r.ingest_num_cpus},
         max_ongoing_requests=config.ingest.max_calls,
+        # A replica being stopped (scale-down, redeploy) lets its calls go on this long.
+        graceful_shutdown_timeout_s=config.operations.drain_timeout_s,
         **_scaling(r.ingest_replicas, r.ingest_max_replicas, r.ingest_target_calls)
     ).bind(data, asr, fusion)
 
@@ -364,17 +366,24 @@ def start_serve(config: AppConfig) -> DeploymentHandle:
 
 def run_ray(config: AppConfig) -> int:
     """``serve --ray``: deploy, then wait for SIGINT/SIGTERM and delete the application."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     start_serve(config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own
+        signal.signal(sig, lambda *_: stop.set())
     log.info("emotion-stream on Ray Serve: calls on ws://%s:%d%s, %s, %s; events on MQTT "
              "%s:%d (%s/#)", config.ray.http_host, config.ray.http_port, config.ingest.pcm_path,
              config.ingest.twilio_path, config.ingest.audiohook_path, config.mqtt.host,
              config.mqtt.port, config.mqtt.prefix)
     stop.wait()
-    log.info("stopping: deleting the application %s", config.ray.app_name)
-    serve.delete(config.ray.app_name)
+    if config.ray.address is None:  # the cluster started here goes, and the app with it
+        log.info("stopping the local Ray cluster")
+        ray.shutdown()
+        return 0
+    # A signal from a terminal also reaches processes of a cluster started from it: do not
+    # wait on Serve; the controller deletes the replicas (each drains for up to
+    # graceful_shutdown_timeout_s).
+    log.info("stopping: the application %s is being deleted", config.ray.app_name)
+    serve.delete(config.ray.app_name, _blocking=False)
     return 0
 
 
