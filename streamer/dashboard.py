@@ -2,8 +2,9 @@
 
 Routes (plain HTTP GET, registered with ``WebSocketServer.add_http``):
 
-- ``/`` and ``/dashboard``: the page (``streamer/web/index.html``);
-- ``/static/app.js``, ``/static/style.css``: its script and style sheet;
+- ``/`` and ``/dashboard``: the page (``streamer/web/index.html``); ``/wall`` opens it on
+  the supervisor wall;
+- ``/static/app.js``, ``/static/wall.js``, ``/static/style.css``: its scripts and style sheet;
 - ``/api/streams``: the active streams and channels as JSON (guarded by
   ``websocket.token`` like ``/events``).
 
@@ -30,9 +31,10 @@ from streamer.ws_server import WebSocketServer
 
 log = logging.getLogger(__name__)
 
-PAGE_PATHS = ("/", "/dashboard")
+PAGE_PATHS = ("/", "/dashboard", "/wall")  # /wall opens the supervisor wall (wall.js)
 ASSETS = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/wall.js": ("wall.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 # The page loads only its own files and talks only to its own origin (ws: included).

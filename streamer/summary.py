@@ -54,6 +54,10 @@ class Party:
     seconds_per_label: dict[str, float] = field(default_factory=dict)
     valence: Series = field(default_factory=Series)
     arousal: Series = field(default_factory=Series)
+    # Labels of the latest speech utterances, oldest first: a strip on the wall for models
+    # without valence.
+    recent_labels: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_VALUES))
 
     def add(self, event: Event) -> None:
         self.utterances += 1
@@ -65,6 +69,7 @@ class Party:
         self.label, self.confidence = label, float(event["confidence"])
         self.speech_s += duration
         self.seconds_per_label[label] = self.seconds_per_label.get(label, 0.0) + duration
+        self.recent_labels.append(label)
         for name, series in (("valence", self.valence), ("arousal", self.arousal)):
             value = event.get(name)
             if isinstance(value, int | float):
@@ -79,6 +84,7 @@ class Party:
                 else None,
                 "t_end": self.t_end, "utterances": self.utterances,
                 "speech_s": round(self.speech_s, 3), "share": share,
+                "recent_labels": list(self.recent_labels),
                 "valence": self.valence.as_dict(window_s),
                 "arousal": self.arousal.as_dict(window_s)}
 

@@ -30,6 +30,7 @@ const CHANNEL_COLOURS = ["#364fc7", "#c2255c", "#2b8a3e", "#862e9c", "#d9480f", 
 const state = {
   streams: new Map(),        // stream_id -> stream record (see newStream)
   selected: null,            // stream_id shown in the main area
+  view: "detail",            // "detail" (one stream) or "wall" (every call; wall.js)
   hiddenChannels: new Set(), // channels of the selected stream filtered out
   socket: null,
   attempt: 0,                // reconnect attempts since the last successful open
@@ -44,6 +45,7 @@ function newStream(id) {
     labels: [],              // model label order, from stream.started or first probabilities
     utterances: [],          // {seq, kind: "utterance" | "divider", ...}
     partials: new Map(),     // utterance_id -> latest utterance.partial
+    seen: new Set(),         // utterance_id@wall_time of the kept utterances (replays repeat them)
     count: 0,
     lastLabel: null,
     offset: 0,               // x offset of the current run (a restarted stream's clock restarts)
@@ -135,6 +137,8 @@ function connect() {
     opened = true;
     state.attempt = 0;
     setStatus("open", "live");
+    // Every call's current state at once (the server answers with call.summary events).
+    ws.send(JSON.stringify({ type: "summary.request", streams: "*" }));
   };
   ws.onmessage = (message) => handleMessage(JSON.parse(message.data));
   ws.onclose = () => {
@@ -184,6 +188,7 @@ function showNotice(text) {
 // ---------------------------------------------------------------- events
 
 function handleMessage(event) {
+  wallEvent(event);
   switch (event.type) {
     case "hello": onHello(event); break;
     case "stream.started": onStreamStarted(event); break;
@@ -258,6 +263,9 @@ function onPartial(event) {
 
 function onEmotion(event) {
   const stream = streamFor(event.stream_id);
+  const key = `${event.utterance_id}@${event.wall_time}`;
+  if (stream.seen.has(key)) return; // replayed after a reconnect: already shown
+  stream.seen.add(key);
   addChannel(stream, event.channel);
   stream.partials.delete(event.utterance_id);
   if (!stream.labels.length && event.speech !== false) {
@@ -277,7 +285,10 @@ function onEmotion(event) {
   records.push({ seq: ++state.seq, kind: "utterance", x, event });
   stream.utterances.push(...records);
   if (stream.utterances.length > MAX_UTTERANCES) {
-    stream.utterances.splice(0, stream.utterances.length - MAX_UTTERANCES);
+    const dropped = stream.utterances.splice(0, stream.utterances.length - MAX_UTTERANCES);
+    for (const r of dropped) {
+      if (r.kind === "utterance") stream.seen.delete(`${r.event.utterance_id}@${r.event.wall_time}`);
+    }
   }
   stream.count += 1;
   stream.lastLabel = event.label;
@@ -343,6 +354,7 @@ const render = (() => {
     timeline: renderTimeline,
     partials: renderPartials,
     plots: renderPlots,
+    wall: renderWall,
   };
   function request(name) {
     pending.add(name);
@@ -353,8 +365,9 @@ const render = (() => {
     selectedStream(); // settle the selection before painting anything
     const names = [...pending];
     pending.clear();
+    // Only the view on screen is painted; switching views repaints the other one whole.
     for (const name of Object.keys(painters)) {
-      if (names.includes(name)) painters[name]();
+      if (names.includes(name) && (name === "wall") === (state.view === "wall")) painters[name]();
     }
   }
   const api = { all: () => Object.keys(painters).forEach(request) };
@@ -639,6 +652,7 @@ function niceTicks(lo, hi, count) {
 
 function start() {
   initialSelection();
+  startWall();
   render.all();
   window.addEventListener("resize", () => render.plots());
   connect();

@@ -34,6 +34,7 @@ def test_summary_holds_current_label_shares_trends_and_alerts() -> None:
     assert customer["share"] == {"angry": pytest.approx(6.2 / 8.1, abs=1e-4),
                                  "happy": pytest.approx(1.9 / 8.1, abs=1e-4)}
     assert agent["share"] == {"neutral": 1.0}
+    assert customer["recent_labels"] == ["angry", "angry", "happy"]
     assert customer["valence"]["recent"] == [-0.6, -0.7, 0.8]
     assert customer["valence"]["last"] == 0.8
     assert customer["valence"]["slope_per_min"] > 0  # the call turned around
