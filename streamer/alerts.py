@@ -428,7 +428,7 @@ def label_count(rule: LabelCount, channel: str, history: tuple[Utterance, ...]
     if len(hits) < rule.k:
         return None
     return Finding(channel, hits, float(len(hits)),
-                   f"{len(hits)} of the last {len(last)}")
+                   "confidence " + ", ".join(f"{u.confidence:.2f}" for u in hits))
 
 
 def valence_trend(rule: ValenceTrend, channel: str, history: tuple[Utterance, ...]
