@@ -7,7 +7,9 @@ arousal (latest, trend, recent values for a sparkline), and the call's active al
 ``CallSummaries.feed(event, now)`` follows the same events subscribers see (alerts
 included) and returns the final summary when a call ends; ``due(now)`` returns the
 periodic ones (a call at most every ``interval_s``, and only when it changed since its
-last summary); ``summaries(streams, now)`` answers a request. State is bounded per call
+last summary); ``summaries(streams, now)`` answers a request. A call where nobody spoke
+and no alert fired has no periodic or final summary (a request still lists it). State is
+bounded per call
 (``RECENT_VALUES`` values per series) and dropped when the call ends.
 """
 
@@ -108,7 +110,9 @@ class Call:
     parties: dict[str, Party] = field(default_factory=dict)
     alerts: dict[str, ActiveAlert] = field(default_factory=dict)  # by alert_id
     t_end: float = 0.0
-    changed: bool = True
+    # Nothing to summarise until a party spoke or an alert fired (a silent stream: none).
+    changed: bool = False
+    said_anything: bool = False
     last_sent: float | None = None
 
     def party(self, channel: str) -> Party:
@@ -146,8 +150,8 @@ class CallSummaries:
         if not isinstance(sid, str) or not isinstance(channel, str):
             return []
         if kind == "stream.started":
-            party = self._call(sid).party(channel)
-            party.active = True
+            self._call(sid).party(channel).active = True
+            return []
         elif kind == "utterance.emotion":
             call = self._call(sid)
             call.party(channel).add(event)
@@ -168,13 +172,14 @@ class CallSummaries:
                 return []
             call.party(channel).active = False
             if any(p.active for p in call.parties.values()):
-                call.changed = True
+                call.changed = call.said_anything
                 return []
             del self.calls[sid]
-            return [self._summary(sid, call, now, "ended")]
+            return [self._summary(sid, call, now, "ended")] if call.said_anything else []
         else:
             return []
-        self.calls[sid].changed = True
+        call = self.calls[sid]
+        call.changed = call.said_anything = True
         return []
 
     def due(self, now: float | None = None) -> list[Event]:

@@ -129,13 +129,16 @@ async def test_conversation_reaches_websocket_and_mqtt(tmp_path: Path, models: M
         assert sum(event["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
         assert event["words"] and event["latency"]["total_ms"] > 0
     assert [m["type"] for m in ws_messages][0] == "stream.started"
-    assert ws_messages[-1]["type"] == "stream.ended"
+    # The supervisor's final call.summary (docs/alerts.md) follows the stream's end.
+    assert [m for m in ws_messages if m["type"] != "call.summary"][-1]["type"] == "stream.ended"
+    assert ws_messages[-1] == {**ws_messages[-1], "type": "call.summary", "reason": "ended"}
 
     mqtt_emotions = [(t, e) for t, e in mqtt.messages if e["type"] == "utterance.emotion"]
     assert [e["utterance_id"] for _, e in mqtt_emotions] == [e["utterance_id"] for e in emotions]
     for topic, event in mqtt.messages:
         events.validate_event(event)
-        assert topic == f"e2e/default/mono/{event['type']}"
+        assert topic == f"e2e/default/{event['channel']}/{event['type']}"
+        assert event["channel"] == ("call" if event["type"] == "call.summary" else "mono")
     assert "online" in mqtt.status
 
     lines = (tmp_path / "events.jsonl").read_text().splitlines()

@@ -107,3 +107,15 @@ def test_requests_select_streams_and_state_stays_bounded() -> None:
     summaries.feed(nonspeech, 100.0)
     party = summaries.summaries({"call-support"})[0]["parties"]["customer"]
     assert party["label"] == "sad" and party["utterances"] == 3 * RECENT_VALUES + 1
+
+
+def test_a_call_where_nobody_spoke_has_no_periodic_or_final_summary() -> None:
+    summaries = CallSummaries()
+    summaries.feed(conv.started("call-quiet", "customer"), 100.0)
+    summaries.feed(conv.emotion("call-quiet", "customer", 0, 1.0, 2.0, "", "unknown"), 100.0)
+    assert len(summaries.due(200.0)) == 1  # a non-speech utterance still counts as heard
+    summaries = CallSummaries()
+    summaries.feed(conv.started("call-silent", "customer"), 100.0)
+    assert summaries.due(200.0) == []
+    assert [s["stream_id"] for s in summaries.summaries()] == ["call-silent"]
+    assert summaries.feed(conv.ended("call-silent", "customer"), 201.0) == []
