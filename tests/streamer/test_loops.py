@@ -30,7 +30,9 @@ async def run(models: Models, wav: Path, *overrides: str) -> list[dict[str, Any]
     # pauses to the turn rule).
     config = load_config(None, ["websocket.enabled=false", "stdout.enabled=false",
                                 "source.realtime=false", f"source.path={wav}",
-                                "segmenter.turn_soft_s=15", *overrides])
+                                "segmenter.turn_soft_s=15",
+                                "alerts.enabled=false",  # stream.ended is the last event
+                                *overrides])
     got: list[dict[str, Any]] = []
 
     readers: list[asyncio.Task[None]] = []
