@@ -9,7 +9,8 @@ its output never loops back.
 
 Overflow policy: its bus queue holds ``QUEUE_SIZE`` events; beyond that the oldest are
 dropped and counted (``dropped``), as for any subscriber; alerts may then be late or
-missed, never the recognition.
+missed, never the recognition. An event it cannot handle (malformed) is logged and
+counted in ``faults`` and skipped.
 
 Reload: with ``alerts.rules_file`` set, the file is re-read when its modification time
 changes (checked every ``alerts.reload_check_s``) and at once on ``request_reload()`` (SIGHUP
@@ -31,6 +32,7 @@ from streamer.bus import EventBus
 from streamer.config import AlertsConfig
 from streamer.errors import ConfigError
 from streamer.events import Event
+from streamer.faults import FaultLog
 from streamer.summary import CallSummaries
 from streamer.validation import check_identifier, shown
 
@@ -55,6 +57,7 @@ class Supervisor:
         self._reload_now = asyncio.Event()
         self.reloads = 0
         self.reload_errors = 0
+        self.faults = FaultLog("supervisor")
 
     @property
     def dropped(self) -> int:
@@ -75,7 +78,11 @@ class Supervisor:
 
     async def _consume(self) -> None:
         while True:
-            self.handle(await self._sub.get(), time.time())
+            event = await self._sub.get()
+            try:
+                self.handle(event, time.time())
+            except Exception as exc:  # the bulkhead: a bad event never stops recognition
+                self.faults.record(event, exc, "no alerts or summary from it")
 
     def handle(self, event: Event, now: float) -> None:
         """Feed one bus event; publish what it causes."""

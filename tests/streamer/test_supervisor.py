@@ -115,3 +115,19 @@ async def test_alerts_replay_requests_and_reloads(tmp_path: Path) -> None:
         kinds.append(event["type"])
     assert kinds.count("alert") == 1 and kinds.count("alert.cleared") == 1
     assert supervisor.dropped == 0
+
+
+async def test_a_malformed_event_is_counted_and_skipped() -> None:
+    bus = EventBus()
+    supervisor = Supervisor(AlertsConfig(rules=[{"id": "a", "kind": "label_count", "k": 1,
+                                                 "n": 1}], tick_s=0.05), bus)
+    task = asyncio.create_task(supervisor.run())
+    try:
+        bad = {**conv.emotion("call-1", "customer", 0, 1.0, 2.0, "hi", "angry", 0.9),
+               "confidence": "high"}
+        bus.publish(bad)
+        bus.publish(conv.emotion("call-1", "customer", 1, 3.0, 4.0, "hi", "angry", 0.9))
+        await wait_until(lambda: len(supervisor.engine.active) == 1)
+        assert supervisor.faults.count == 1 and not task.done()
+    finally:
+        task.cancel()
