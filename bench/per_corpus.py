@@ -2,8 +2,10 @@
 
 A run on a manifest written by ``offline_training.corpora.combine`` pools every corpus in its
 scores; this splits its out-of-fold predictions (``RUN/HEAD/predictions.jsonl``) by the corpus
-prefix of the ids, and for the synthetic corpus by item kind (congruent, prosody, words,
-neutral: which modality carries the emotion), with UA per fold, its mean ± std and pooled.
+prefix of the ids, by band (``corpus@telephone``: the ``-tel`` copies written by
+``offline_training.corpora.telephone``; ``corpus@wideband``: the rest), and for the synthetic
+corpus by item kind (congruent, prosody, words, neutral: which modality carries the emotion),
+with UA per fold, its mean ± std and pooled.
 
     .venv/bin/python bench/per_corpus.py runs/default --manifest runs/default.jsonl
 """
@@ -55,6 +57,9 @@ def main() -> None:
             groups[corpus].append(row)
             if corpus == "synth":
                 groups[f"synth/{kinds.get(row['id'], '?')}"].append(row)
+            # offline_training.corpora.telephone's copies: each band of a corpus on its own
+            band = "telephone" if str(row["id"]).endswith("-tel") else "wideband"
+            groups[f"{corpus}@{band}"].append(row)
         head = predictions.parent.name
         report[head] = {name: scores(rs) for name, rs in sorted(groups.items())}
         for name, s in report[head].items():  # type: ignore[union-attr]
