@@ -4,7 +4,8 @@ Layout::
 
     <bundle>/
       bundle.json          format_version, model_id, head {name, config}, labels,
-                           encoders {audio, text}, context_size, calibration, training info
+                           encoders {audio, text}, context_size, calibration, training info,
+                           sha256 {weights.safetensors: hex digest}
       weights.safetensors  the head's state_dict
       labels.json          the class labels, in logit order (must equal bundle.json's)
       report.json          the evaluation report the weights were trained to ({} if none)
@@ -14,12 +15,21 @@ Encoder references in ``encoders``:
   from the ASR's own encoder pass), ``hf:<hf ref>`` (wav2vec2 / WavLM / HuBERT by id or
   directory), or ``prosody`` (log-mel + pitch + energy frames, CPU only);
 - text ``ref``: a Hugging Face reference (``packaged:all-MiniLM-L6-v2``, a directory, an id).
+
+Integrity: ``save_bundle`` records the sha256 of each weight file in ``bundle.json``
+(``sha256``); ``load_bundle`` checks it before reading the tensors (a changed or truncated
+file is refused, naming the file and both digests) and refuses tensors with NaN or inf.
+A bundle written before the hash existed loads with a warning; ``stamp_sha256`` adds the
+hash of the weights it has now.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +51,10 @@ REPORT_JSON = "report.json"
 BUILTIN = {"builtin:default": Path(__file__).parent / "default_bundle",
            "builtin:synthetic": Path(__file__).parent / "synthetic_bundle"}
 LAYER_MODES = ("last", "all")
+SHA256_KEY = "sha256"  # bundle.json: {weight file name: sha256 hex digest}
+WEIGHT_FILES = (WEIGHTS,)  # the files the digests cover
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,7 @@ class Bundle:
     config: BundleConfig
     weights: dict[str, Tensor]
     report: dict[str, Any]
+    sha256: dict[str, str] = field(default_factory=dict)  # checked digests ({} for old bundles)
 
     def build_head(self) -> FusionHead:
         """The head with the bundle's weights loaded, in eval mode."""
@@ -154,7 +169,9 @@ def save_bundle(directory: str | Path, config: BundleConfig, head: FusionHead,
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     save_file(state, str(directory / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
-    (directory / BUNDLE_JSON).write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    digests = {name: file_sha256(directory / name) for name in WEIGHT_FILES}
+    (directory / BUNDLE_JSON).write_text(
+        json.dumps({**config.to_json(), SHA256_KEY: digests}, indent=2) + "\n")
     (directory / LABELS_JSON).write_text(json.dumps(list(config.labels), indent=2) + "\n")
     (directory / REPORT_JSON).write_text(json.dumps(report or {}, indent=2) + "\n")
     return directory
@@ -180,6 +197,8 @@ def load_bundle(ref: str | Path) -> Bundle:
     if not isinstance(report, dict):
         raise BundleError(f"{path / REPORT_JSON} must hold a JSON object (may be {{}})")
     _check_consistent(config, path)
+    digests = verify_sha256(path, raw.get(SHA256_KEY), WEIGHT_FILES, path / BUNDLE_JSON,
+                            BundleError)
     try:
         weights = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as exc:
@@ -189,7 +208,76 @@ def load_bundle(ref: str | Path) -> Bundle:
     if broken:  # a damaged file would give NaN probabilities for every utterance
         raise BundleError(f"{path / WEIGHTS}: tensors {broken[:5]} contain NaN or infinite "
                           "values; the file is damaged: re-export or re-download the bundle")
-    return Bundle(path=path, config=config, weights=weights, report=report)
+    return Bundle(path=path, config=config, weights=weights, report=report, sha256=digests)
+
+
+def stamp_sha256(ref: str | Path) -> dict[str, str]:
+    """Record the sha256 of the weight files a bundle has NOW in its ``bundle.json`` (for
+    bundles written before the hash existed; the weights are not touched, so only stamp
+    weights you trust). The rest of ``bundle.json`` is kept as it is."""
+    path = resolve_bundle(ref)
+    raw = _read_json(path / BUNDLE_JSON)
+    if not isinstance(raw, dict):
+        raise BundleError(f"{path / BUNDLE_JSON} must hold a JSON object")
+    digests = {name: file_sha256(path / name) for name in WEIGHT_FILES}
+    raw[SHA256_KEY] = digests
+    (path / BUNDLE_JSON).write_text(json.dumps(raw, indent=2) + "\n")
+    return digests
+
+
+# ------------------------------------------------------------------ content hashes
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+REEXPORT = "re-export the bundle (emotion-train, offline_training/export.py)"
+_warned_unhashed: set[str] = set()
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(directory: Path, recorded: Any, files: tuple[str, ...], manifest: Path,
+                  error: type[Exception] = BundleError,
+                  rebuild: str = REEXPORT) -> dict[str, str]:
+    """Check ``files`` in ``directory`` against ``recorded`` (the manifest's ``sha256``:
+    ``{file name: hex digest}``); raise ``error`` naming the file, both digests and what to
+    do (``rebuild``, or re-download). ``recorded`` None (a model written before hashes
+    existed): warn once, return {}.
+    Shared by bundles and the text affect model (``models.text_affect``)."""
+    if recorded is None:
+        if str(directory) not in _warned_unhashed:
+            _warned_unhashed.add(str(directory))
+            log.warning("%s has no '%s' entry: the weights in %s are loaded without an "
+                        "integrity check (written before content hashes existed); %s, or "
+                        "record the digests of the files you trust with "
+                        "models.bundle.stamp_sha256", manifest, SHA256_KEY, directory, rebuild)
+        return {}
+    if (not isinstance(recorded, dict) or any(not isinstance(v, str) or not _HEX64.fullmatch(v)
+                                              for v in recorded.values())):
+        raise error(f"{manifest}: '{SHA256_KEY}' must map file names to sha256 hex digests "
+                    f"(64 lowercase hex characters), got {str(recorded)[:200]}; {rebuild}")
+    missing = [name for name in files if name not in recorded]
+    unknown = sorted(set(recorded) - set(files))
+    if missing or unknown:
+        raise error(f"{manifest}: '{SHA256_KEY}' lists {sorted(recorded)}, expected exactly "
+                    f"{list(files)}; {rebuild}")
+    for name in files:
+        try:
+            actual = file_sha256(directory / name)
+        except OSError as exc:
+            raise error(f"{directory / name} cannot be read: {exc}") from exc
+        if actual != recorded[name]:
+            size = (directory / name).stat().st_size
+            raise error(
+                f"{directory / name} does not match its recorded content hash: sha256 "
+                f"expected {recorded[name]} (from {manifest.name}), actual {actual} "
+                f"({size} bytes). The file was changed, replaced or cut short after it was "
+                f"written; {rebuild}, or re-download it.")
+    return dict(recorded)
 
 
 def _read_json(path: Path) -> Any:
@@ -273,5 +361,6 @@ def _check_consistent(config: BundleConfig, path: Path) -> None:
 __all__ = [
     "AudioEncoderSpec", "Bundle", "BundleConfig", "Calibration", "FORMAT_VERSION",
     "TextEncoderSpec",
-    "load_bundle", "resolve_bundle", "save_bundle",
+    "file_sha256", "load_bundle", "resolve_bundle", "save_bundle", "stamp_sha256",
+    "verify_sha256",
 ]

@@ -69,18 +69,24 @@ def pooled_text(states: Tensor, mask: Tensor) -> Tensor:
 
 
 def save_text_affect(affect: TextAffect, directory: Path, card: dict[str, object]) -> None:
-    """``weights.safetensors`` + ``text_affect.json`` (labels, encoder, how it was fitted)."""
+    """``weights.safetensors`` + ``text_affect.json`` (labels, encoder, how it was fitted,
+    the weights' sha256, checked by ``load_text_affect``)."""
     from safetensors.torch import save_file
+
+    from models.bundle import SHA256_KEY, file_sha256  # (models.bundle imports this module)
 
     directory.mkdir(parents=True, exist_ok=True)
     save_file({"weight": affect.weight.contiguous(), "bias": affect.bias.contiguous()},
               str(directory / "weights.safetensors"))
-    meta = {"labels": list(affect.labels), "text_encoder": affect.text_encoder, **card}
+    meta = {"labels": list(affect.labels), "text_encoder": affect.text_encoder, **card,
+            SHA256_KEY: {"weights.safetensors": file_sha256(directory / "weights.safetensors")}}
     (directory / "text_affect.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def load_text_affect(directory: str | Path = PACKAGED_TEXT_AFFECT) -> TextAffect:
     from safetensors.torch import load_file
+
+    from models.bundle import SHA256_KEY, verify_sha256  # (models.bundle imports this module)
 
     directory = Path(directory)
     meta_path, weights_path = directory / "text_affect.json", directory / "weights.safetensors"
@@ -89,6 +95,9 @@ def load_text_affect(directory: str | Path = PACKAGED_TEXT_AFFECT) -> TextAffect
             f"text affect model '{directory}' needs text_affect.json and weights.safetensors; "
             "fit one with 'python -m offline_training.text_affect --goemotions DIR --out DIR'")
     meta = json.loads(meta_path.read_text())
+    # the weights' sha256 recorded at fitting (models.bundle.verify_sha256); none: a warning
+    verify_sha256(directory, meta.get(SHA256_KEY), ("weights.safetensors",), meta_path,
+                  ModelFileError, "refit it (python -m offline_training.text_affect)")
     tensors = load_file(str(weights_path))
     weight, bias = tensors["weight"].float(), tensors["bias"].float()
     labels = tuple(meta["labels"])

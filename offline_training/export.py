@@ -12,8 +12,17 @@ from offline_training.features import FeatureSpec
 def export_bundle(directory: Path, head: Any, model_id: str, labels: tuple[str, ...],
                   spec: FeatureSpec, audio_dim: int, text_dim: int, context_size: int,
                   training: dict[str, Any], report: dict[str, Any]) -> Path:
-    """Save ``head`` with the encoder settings its features came from."""
-    from models.bundle import AudioEncoderSpec, BundleConfig, TextEncoderSpec, save_bundle
+    """Save ``head`` with the encoder settings its features came from.
+
+    ``save_bundle`` records the sha256 of the weights in ``bundle.json``; the bundle is read
+    back once (hash, tensors, config) so a bad export fails here, not in the streamer."""
+    from models.bundle import (
+        AudioEncoderSpec,
+        BundleConfig,
+        TextEncoderSpec,
+        load_bundle,
+        save_bundle,
+    )
 
     config = BundleConfig(
         model_id=model_id, head=training["head"],
@@ -26,4 +35,6 @@ def export_bundle(directory: Path, head: Any, model_id: str, labels: tuple[str, 
         context_size=context_size if getattr(head, "needs_context", False) else 0,
         training=training,
     )
-    return save_bundle(directory, config, head.cpu(), report)
+    path = save_bundle(directory, config, head.cpu(), report)
+    load_bundle(path)
+    return path

@@ -13,6 +13,7 @@ from models.bundle import (
     TextEncoderSpec,
     load_bundle,
     save_bundle,
+    stamp_sha256,
 )
 from models.errors import BundleError
 from models.heads import build_head, make_config
@@ -109,6 +110,7 @@ def test_weights_not_matching_config(tmp_path: Path) -> None:
 def test_corrupt_weights(tmp_path: Path) -> None:
     path = _saved(tmp_path)
     (path / "weights.safetensors").write_bytes(b"garbage")
+    stamp_sha256(path)  # damaged before its hash was recorded (else the hash check refuses it)
     with pytest.raises(BundleError, match="not a readable safetensors"):
         load_bundle(path)
 
@@ -165,5 +167,6 @@ def test_nan_weights_refused(tmp_path: Path) -> None:
     name = next(iter(weights))
     weights[name] = torch.full_like(weights[name], float("nan"))
     save_file(weights, str(path / "weights.safetensors"))
+    stamp_sha256(path)  # damaged before its hash was recorded (else the hash check refuses it)
     with pytest.raises(BundleError, match="NaN or infinite"):
         load_bundle(path)
