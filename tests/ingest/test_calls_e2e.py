@@ -15,7 +15,6 @@ import jiwer
 import numpy as np
 import pytest
 import soxr
-from websockets.asyncio.client import connect
 
 from models.asr import normalize_words
 from models.bundle import BundleConfig, resolve_bundle, save_bundle
@@ -24,8 +23,9 @@ from streamer import events
 from streamer.config import AppConfig, load_config
 from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_twilio
 from streamer.runtime import Models, load_models
-from streamer.service import Service, run_service
+from streamer.service import Service
 from tests.conftest import Broker
+from tests.service import Subscriber, subscribed_service
 from tests.speech import Turn, espeak_available, synthesize
 
 pytestmark = [pytest.mark.slow,
@@ -80,44 +80,13 @@ def two_party_call(stream_id: str, customer: np.ndarray, agent: np.ndarray,
     return CallAudio(stream_id, (a, b))
 
 
-class Subscriber:
-    def __init__(self) -> None:
-        self.messages: list[dict] = []
-
-    async def run(self, port: int, ready: asyncio.Event) -> None:
-        async with connect(f"ws://127.0.0.1:{port}/events", max_size=None) as ws:
-            assert json.loads(await ws.recv())["type"] == "hello"
-            ready.set()
-            async for raw in ws:
-                self.messages.append(json.loads(raw))
-
-    def of(self, kind: str, stream_id: str | None = None) -> list[dict]:
-        return [m for m in self.messages if m["type"] == kind
-                and (stream_id is None or m["stream_id"] == stream_id)]
-
-
 @pytest.fixture
 async def service(app_config: AppConfig, models: Models, broker: Broker
                   ) -> AsyncIterator[tuple[Service, Subscriber, AppConfig]]:
     config = dataclasses.replace(app_config, mqtt=dataclasses.replace(
         app_config.mqtt, enabled=True, port=broker.port, prefix="calls"))
-    ready: asyncio.Queue[Service] = asyncio.Queue(maxsize=1)
-    stop = asyncio.Event()
-
-    async def on_ready(svc: Service) -> None:
-        await ready.put(svc)
-
-    task = asyncio.create_task(run_service(config, models, stop, on_ready))
-    svc = await asyncio.wait_for(ready.get(), 60)
-    sub = Subscriber()
-    subscribed = asyncio.Event()
-    assert svc.subscribers is not None
-    reader = asyncio.create_task(sub.run(svc.subscribers.port, subscribed))
-    await asyncio.wait_for(subscribed.wait(), 10)
-    yield svc, sub, config
-    stop.set()
-    await asyncio.wait_for(task, 60)
-    reader.cancel()
+    async with subscribed_service(config, models) as (svc, sub):
+        yield svc, sub, config
 
 
 async def wait_until(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]

@@ -5,11 +5,9 @@ prometheus-client's own parser."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -18,7 +16,6 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.config import AppConfig, load_config
 from streamer.runtime import Models, load_models
-from streamer.service import Service, run_service
 
 # The small shipped bundle and one thread each: fast to load on a 2-core machine.
 BASE_OVERRIDES = ["emotion.bundle=builtin:synthetic", "asr.cpu_threads=1",
@@ -89,30 +86,3 @@ async def hold_pcm_call(port: int, stream_id: str, token: str = "pcm") -> Client
 async def end_pcm_call(ws: ClientConnection) -> None:
     await ws.send(json.dumps({"type": "stop"}))
     await asyncio.wait_for(ws.wait_closed(), 60)
-
-
-@contextlib.asynccontextmanager
-async def running_service(config: AppConfig, models: Models | Callable[[], Models],
-                          started: float = 120.0) -> AsyncIterator[
-                              tuple[Service, asyncio.Event, asyncio.Task[int]]]:
-    """``run_service`` in a task: (the service once ready, its stop event, the task)."""
-    ready: asyncio.Queue[Service] = asyncio.Queue(maxsize=1)
-    stop = asyncio.Event()
-
-    async def on_ready(svc: Service) -> None:
-        await ready.put(svc)
-
-    task = asyncio.create_task(run_service(config, models, stop, on_ready))
-    try:
-        getter = asyncio.ensure_future(ready.get())
-        done, _ = await asyncio.wait({getter, task}, timeout=started,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            getter.cancel()
-            task.result()  # raises what stopped the service
-            raise AssertionError("the service returned before it was ready")
-        assert getter in done, f"the service was not ready after {started} s"
-        yield getter.result(), stop, task
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 120)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
-from websockets.asyncio.client import connect
 
 from models.asr import normalize_words
 from streamer import events
@@ -25,9 +23,10 @@ from streamer.errors import AudioInputError, ConfigError
 from streamer.pipeline import run_pipeline
 from streamer.replay import ReplayError, default_url, replay
 from streamer.runtime import Models, load_models
-from streamer.service import Service, run_service
+from streamer.service import Service
 from streamer.sources import FileSource, SplitSource, StdinSource, make_source
 from tests.conftest import free_port
+from tests.service import subscribed_service
 from tests.speech import Turn, espeak_available, synthesize
 
 CUSTOMER = Turn("I have been waiting for an hour and nobody helps me with my order.",
@@ -184,31 +183,8 @@ async def service(models: Models) -> AsyncIterator[tuple[Service, list[dict]]]:
     config = load_config(None, ["ingest.port=0", "websocket.port=0", "stdout.enabled=false",
                                 "ingest.warmup=false", "ingest.token=pcm-secret",
                                 "ingest.twilio_auth_token=tw-secret"])
-    ready: asyncio.Queue[Service] = asyncio.Queue(maxsize=1)
-    stop = asyncio.Event()
-
-    async def on_ready(svc: Service) -> None:
-        await ready.put(svc)
-
-    task = asyncio.create_task(run_service(config, models, stop, on_ready))
-    svc = await asyncio.wait_for(ready.get(), 60)
-    messages: list[dict] = []
-    subscribed = asyncio.Event()
-
-    async def subscriber() -> None:
-        assert svc.subscribers is not None
-        async with connect(f"ws://127.0.0.1:{svc.subscribers.port}/events") as ws:
-            assert json.loads(await ws.recv())["type"] == "hello"
-            subscribed.set()
-            async for raw in ws:
-                messages.append(json.loads(raw))
-
-    reader = asyncio.create_task(subscriber())
-    await asyncio.wait_for(subscribed.wait(), 10)
-    yield svc, messages
-    stop.set()
-    await asyncio.wait_for(task, 60)
-    reader.cancel()
+    async with subscribed_service(config, models) as (svc, sub):
+        yield svc, sub.messages
 
 
 @pytest.mark.slow

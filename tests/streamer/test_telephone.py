@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -30,7 +29,6 @@ import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
-from websockets.asyncio.client import connect
 
 from models.asr import normalize_words
 from offline_training.corpora.telephone import telephone_band
@@ -41,9 +39,10 @@ from streamer.ingest.session import ChannelFeed
 from streamer.recognizer import LocalInference, input_rate
 from streamer.replay import replay
 from streamer.runtime import Models, Runtime, load_asr, load_models
-from streamer.service import Service, run_service
+from streamer.service import Service
 from streamer.sources import FileSource, SplitSource, StdinSource
 from streamer.telephony import TELEPHONY_RATE, ulaw_decode, ulaw_encode
+from tests.service import Subscriber, subscribed_service
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
 # (clip, its sentence): held-out actors, three emotions.
@@ -102,41 +101,11 @@ async def file_events(config: AppConfig, models: Models, path: Path) -> tuple[
     return got, inference
 
 
-class Subscriber:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def run(self, port: int, ready: asyncio.Event) -> None:
-        async with connect(f"ws://127.0.0.1:{port}/events", max_size=None) as ws:
-            assert json.loads(await ws.recv())["type"] == "hello"
-            ready.set()
-            async for raw in ws:
-                self.messages.append(json.loads(raw))
-
-    def of(self, kind: str, stream_id: str) -> list[dict[str, Any]]:
-        return [m for m in self.messages if m["type"] == kind and m["stream_id"] == stream_id]
-
-
 @pytest.fixture
 async def service(models: Models) -> AsyncIterator[tuple[Service, Subscriber]]:
     config = load_config(None, BASE_CONFIG)
-    ready: asyncio.Queue[Service] = asyncio.Queue(maxsize=1)
-    stop = asyncio.Event()
-
-    async def on_ready(svc: Service) -> None:
-        await ready.put(svc)
-
-    task = asyncio.create_task(run_service(config, models, stop, on_ready))
-    svc = await asyncio.wait_for(ready.get(), 60)
-    sub = Subscriber()
-    subscribed = asyncio.Event()
-    assert svc.subscribers is not None
-    reader = asyncio.create_task(sub.run(svc.subscribers.port, subscribed))
-    await asyncio.wait_for(subscribed.wait(), 10)
-    yield svc, sub
-    stop.set()
-    await asyncio.wait_for(task, 60)
-    reader.cancel()
+    async with subscribed_service(config, models) as (svc, sub):
+        yield svc, sub
 
 
 async def replayed(svc: Service, sub: Subscriber, path: Path, protocol: str,
