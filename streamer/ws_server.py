@@ -277,7 +277,7 @@ class WebSocketServer:
         async for raw in ws:
             message = _request(raw)
             handler = self._requests.get(str(message.get("type"))) if message else None
-            if handler is None:
+            if handler is None or message is None:
                 await ws.send(to_json(subscribe_reply(filt, raw)))
                 continue
             try:
