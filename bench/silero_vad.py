@@ -9,6 +9,8 @@ Issue 11, row 7 (measurement only; nothing in ``streamer/`` uses Silero). Per ut
   utterance audio. An utterance counts as speech at threshold ``t`` when at least
   ``--min-speech-ms`` of its chunks have probability >= ``t`` (Silero's own
   ``get_speech_timestamps`` default: 250 ms).
+- **faster-whisper's Silero** (``faster_whisper/assets/silero_vad_v6.onnx``, in a package
+  the project already depends on): the same measure, its batched ONNX form.
 - **the existing gate** (``streamer/speech_gate.py``): ``check_audio`` then
   ``check_transcript`` on the tiny.en transcript, as ``bench/speech_gate.py`` runs it.
 - **gate + Silero**: published as speech only when both say speech.
@@ -78,30 +80,61 @@ def segment(audio: np.ndarray, config: AppConfig) -> list[Utterance]:
     return [e for e in events if isinstance(e, Utterance)]
 
 
-def silero_probs(model: Any, audio: np.ndarray) -> tuple[np.ndarray, float]:
-    """Speech probability per 32 ms chunk (state reset per utterance) and the CPU-bound
-    wall time it took in ms. NaN/inf are zeroed as the segmenter does: the gate rejects
-    such audio anyway, Silero would only return NaN."""
-    clean = np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0).astype(np.float32)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        probs = model.audio_forward(torch.from_numpy(clean), SAMPLE_RATE)
-    elapsed_ms = 1000 * (time.perf_counter() - start)
-    return probs.squeeze(0).numpy(), elapsed_ms
+def clean(audio: np.ndarray) -> np.ndarray:
+    """NaN/inf zeroed as the segmenter does (the gate rejects such audio anyway; Silero
+    would only return NaN), padded to whole 32 ms chunks."""
+    finite = np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0).astype(np.float32)
+    return np.pad(finite, (0, -len(finite) % CHUNK))
 
 
-def streaming_chunk_ms(model: Any, audio: np.ndarray) -> list[float]:
+class SileroPackage:
+    """``silero-vad``'s TorchScript model, chunk after chunk with its LSTM state carried
+    (``audio_forward`` resets the state first)."""
+
+    name = "silero-vad"
+
+    def __init__(self) -> None:
+        from silero_vad import load_silero_vad  # the file in the wheel: no network
+
+        self.model = load_silero_vad()
+
+    def probs(self, audio: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model.audio_forward(torch.from_numpy(audio), SAMPLE_RATE) \
+                .squeeze(0).numpy()
+
+
+class SileroFasterWhisper:
+    """The Silero v6 ONNX model faster-whisper (a core dependency) ships for its
+    ``vad_filter``: all chunks of an utterance in one batch, state not carried between
+    them (faster-whisper's own approximation, cheaper)."""
+
+    name = "faster-whisper"
+
+    def __init__(self) -> None:
+        from faster_whisper.vad import get_vad_model
+
+        self.model = get_vad_model()
+
+    def probs(self, audio: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(audio)).reshape(-1)
+
+
+Backend = SileroPackage | SileroFasterWhisper
+
+
+def streaming_chunk_ms(model: SileroPackage, audio: np.ndarray) -> list[float]:
     """Wall time of each 32 ms chunk fed one at a time, as a streaming check beside webrtcvad
     would run it: what the check adds after the end of speech is the last chunk or two."""
-    model.reset_states()
+    model.model.reset_states()
     times = []
     with torch.inference_mode():
         for start in range(0, len(audio) - CHUNK + 1, CHUNK):
             chunk = torch.from_numpy(np.ascontiguousarray(audio[start:start + CHUNK]))
             begin = time.perf_counter()
-            model(chunk, SAMPLE_RATE)
+            model.model(chunk, SAMPLE_RATE)
             times.append(1000 * (time.perf_counter() - begin))
-    model.reset_states()
+    model.model.reset_states()
     return times
 
 
@@ -114,24 +147,26 @@ def gate_reason(audio: np.ndarray, asr: AsrEngine, config: AppConfig) -> tuple[s
     return speech_gate.check_transcript(transcript, config.gate) or "speech", transcript.text
 
 
-def measure(audio: np.ndarray, model: Any, asr: AsrEngine, config: AppConfig,
+def measure(audio: np.ndarray, backends: list[Backend], asr: AsrEngine, config: AppConfig,
             thresholds: list[float]) -> dict[str, Any]:
-    probs, ms = silero_probs(model, audio)
+    padded = clean(audio)
+    vad = {}
+    for backend in backends:
+        begin = time.perf_counter()
+        probs = backend.probs(padded)
+        ms = 1000 * (time.perf_counter() - begin)
+        vad[backend.name] = {
+            "max": round(float(probs.max(initial=0.0)), 4),
+            "speech_ms": {str(t): round(float((probs >= t).sum()) * CHUNK_MS, 1)
+                          for t in thresholds},
+            "cpu_ms": round(ms, 3)}
     gate, text = gate_reason(audio, asr, config)
     return {"duration_s": round(len(audio) / SAMPLE_RATE, 3), "gate": gate, "text": text,
-            "silero_max": round(float(probs.max(initial=0.0)), 4),
-            "silero_mean": round(float(probs.mean()) if len(probs) else 0.0, 4),
-            "silero_speech_ms": {str(t): round(float((probs >= t).sum()) * CHUNK_MS, 1)
-                                 for t in thresholds},
-            "silero_cpu_ms": round(ms, 3)}
+            "vad": vad}
 
 
-def silero_says_speech(row: dict[str, Any], threshold: float, min_speech_ms: float) -> bool:
-    return row["silero_speech_ms"][str(threshold)] >= min_speech_ms
-
-
-def summarize(clips: dict[str, list[dict[str, Any]]], thresholds: list[float],
-              min_speech_ms: float, speech: bool) -> dict[str, Any]:
+def summarize(clips: dict[str, list[dict[str, Any]]], backends: list[str],
+              thresholds: list[float], min_speech_ms: float, speech: bool) -> dict[str, Any]:
     """Non-speech: clips with at least one utterance each rule would publish as speech (let
     through). Speech: utterances each rule would reject (false rejections)."""
     rows = [r for utts in clips.values() for r in utts]
@@ -139,19 +174,23 @@ def summarize(clips: dict[str, list[dict[str, Any]]], thresholds: list[float],
     def passes_gate(r: dict[str, Any]) -> bool:
         return bool(r["gate"] == "speech")
 
+    def vad_speech(r: dict[str, Any], backend: str, t: float) -> bool:
+        return bool(r["vad"][backend]["speech_ms"][str(t)] >= min_speech_ms)
+
     rules = {"webrtcvad alone": lambda r: True, "existing gate": passes_gate}
-    for t in thresholds:
-        rules[f"silero >= {t}"] = \
-            lambda r, t=t: silero_says_speech(r, t, min_speech_ms)
-        rules[f"gate + silero >= {t}"] = \
-            lambda r, t=t: passes_gate(r) and silero_says_speech(r, t, min_speech_ms)
+    for b in backends:
+        for t in thresholds:
+            rules[f"{b} >= {t}"] = lambda r, b=b, t=t: vad_speech(r, b, t)
+            rules[f"gate + {b} >= {t}"] = \
+                lambda r, b=b, t=t: passes_gate(r) and vad_speech(r, b, t)
     if speech:
         return {"utterances": len(rows),
                 "false_rejections": {name: sum(not rule(r) for r in rows)
                                      for name, rule in rules.items()},
-                "rejected": {name: [f"{r['gate']} max {r['silero_max']:.2f} '{r['text']}'"
-                                    for r in rows if not rule(r)]
-                             for name, rule in rules.items() if name != "webrtcvad alone"}}
+                "rejected": {name: [f"{r['gate']} '{r['text']}' " + " ".join(
+                    f"{b} max {r['vad'][b]['max']:.2f}" for b in backends)
+                    for r in rows if not rule(r)]
+                    for name, rule in rules.items() if name != "webrtcvad alone"}}
     kinds = sorted({name.split(" #")[0] for name in clips})
     return {"clips": len(clips), "utterances": len(rows),
             "clips_let_through": {name: sum(any(rule(r) for r in utts)
@@ -187,61 +226,65 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     try:
-        from silero_vad import load_silero_vad
+        package = SileroPackage()
     except ImportError:
         parser.error("silero-vad is not installed: .venv/bin/python -m pip install -e '.[bench]'")
-    torch.set_num_threads(1)  # importing silero_vad does this too; say it here explicitly
+    torch.set_num_threads(1)  # importing silero_vad does this too (a global side effect)
+    backends: list[Backend] = [package, SileroFasterWhisper()]
+    names = [b.name for b in backends]
     config = load_config(None, [])
     _, asr = load_asr(config)
-    model = load_silero_vad()  # TorchScript file inside the package: no network
-    measure(np.zeros(SAMPLE_RATE, dtype=np.float32), model, asr, config, args.thresholds)
+    measure(np.zeros(SAMPLE_RATE, dtype=np.float32), backends, asr, config, args.thresholds)
 
     sample = conversation(SAMPLE_TURNS)
     nonspeech: dict[str, list[dict[str, Any]]] = {}
     for name, audio in nonspeech_inputs(sample, args.variants).items():
-        nonspeech[name] = [measure(u.audio, model, asr, config, args.thresholds)
+        nonspeech[name] = [measure(u.audio, backends, asr, config, args.thresholds)
                            for u in segment(audio, config)]
         print(f"{name:30s} " + "  ".join(
-            f"[{r['gate']} max {r['silero_max']:.2f} {r['silero_speech_ms']}]"
+            f"[{r['gate']} " + " ".join(f"{b} max {v['max']:.2f} {v['speech_ms']}"
+                                        for b, v in r["vad"].items()) + "]"
             for r in nonspeech[name]), flush=True)
-    espeak = {"sample conversation": [
-        {**measure(u.audio, model, asr, config, args.thresholds), "_audio": u.audio}
-        for u in segment(sample, config)]}
+    speech_audio = [u.audio for u in segment(sample, config)]
+    espeak = {"sample conversation": [measure(a, backends, asr, config, args.thresholds)
+                                      for a in speech_audio]}
     ravdess: dict[str, list[dict[str, Any]]] = {}
     if RAVDESS.is_dir():
         for path in ravdess_clips(args.per_actor):
             audio = load_audio(CorpusUtterance(id=path.stem, path=str(path), text="",
                                                label="", speaker=""))
-            ravdess[path.stem] = [measure(audio, model, asr, config, args.thresholds)]
+            ravdess[path.stem] = [measure(audio, backends, asr, config, args.thresholds)]
     else:
         print(f"no RAVDESS at {RAVDESS}: speech measured on espeak-ng only", flush=True)
 
     everything = [r for group in (nonspeech, espeak, ravdess)
                   for utts in group.values() for r in utts]
-    cost = percentiles([r["silero_cpu_ms"] for r in everything])
-    cost["ms_per_audio_s_p50"] = round(float(np.median(
-        [r["silero_cpu_ms"] / r["duration_s"] for r in everything])), 2)
-    cost["utterance_s_p50"] = round(float(np.median([r["duration_s"] for r in everything])), 2)
-    chunk_ms = [ms for utts in espeak.values() for r in utts for ms in
-                streaming_chunk_ms(model, r.pop("_audio"))]
+    cost: dict[str, Any] = {
+        "utterance_s_p50": round(float(np.median([r["duration_s"] for r in everything])), 2)}
+    for b in names:
+        cost[b] = percentiles([r["vad"][b]["cpu_ms"] for r in everything])
+        cost[b]["ms_per_audio_s_p50"] = round(float(np.median(
+            [r["vad"][b]["cpu_ms"] / r["duration_s"] for r in everything])), 2)
+    cost["silero-vad streamed, per 32 ms chunk"] = percentiles(
+        [ms for a in speech_audio for ms in streaming_chunk_ms(package, clean(a))])
     result: dict[str, Any] = {
         "silero_vad": getattr(sys.modules["silero_vad"], "__version__", "?"),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "rule": f"speech when >= {args.min_speech_ms:g} ms of 32 ms chunks have "
                 "probability >= threshold",
         "gate": config.gate.__dict__, "segmenter": config.segmenter.__dict__,
-        "nonspeech": summarize(nonspeech, args.thresholds, args.min_speech_ms, speech=False),
-        "espeak": summarize(espeak, args.thresholds, args.min_speech_ms, speech=True),
-        "ravdess": summarize(ravdess, args.thresholds, args.min_speech_ms, speech=True)
-        if ravdess else {},
-        "silero_cpu_ms_per_utterance": cost,
-        "silero_cpu_ms_per_streamed_chunk": percentiles(chunk_ms),
+        "nonspeech": summarize(nonspeech, names, args.thresholds, args.min_speech_ms,
+                               speech=False),
+        "espeak": summarize(espeak, names, args.thresholds, args.min_speech_ms, speech=True),
+        "ravdess": summarize(ravdess, names, args.thresholds, args.min_speech_ms,
+                             speech=True) if ravdess else {},
+        "cpu_ms_per_utterance": cost,
         "clips": {"nonspeech": nonspeech, "espeak": espeak, "ravdess": ravdess}}
     for key in ("nonspeech", "espeak", "ravdess"):
-        summary = {k: v for k, v in result[key].items() if k != "rejected"}
+        summary = {k: v for k, v in result[key].items()
+                   if k not in ("rejected", "clips_let_through_per_kind")}
         print(f"{key}: {json.dumps(summary)}", flush=True)
-    print(f"silero CPU per utterance: {json.dumps(cost)}; per streamed 32 ms chunk: "
-          f"{json.dumps(result['silero_cpu_ms_per_streamed_chunk'])}", flush=True)
+    print(f"CPU: {json.dumps(cost)}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     return 0
