@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from models.audio import SAMPLE_RATE
 from offline_training.audio import load_audio
-from offline_training.corpora.manifest import read_rows
+from offline_training.corpora.manifest import read_rows, row_to_utterance
 from offline_training.records import Utterance
 from streamer.config import SegmenterConfig
 from streamer.messages import Utterance as Segment
@@ -56,22 +56,27 @@ def speech_span(audio: np.ndarray, config: SegmenterConfig) -> Span | None:
                 segments=len(segments))
 
 
-def row_audio(row: dict[str, Any], index: int) -> np.ndarray:
-    """A manifest row's audio as the trainer reads it (its own start/end applied)."""
-    start, end = row.get("start"), row.get("end")
-    return load_audio(Utterance(
-        id=str(row.get("id") or index), path=str(row["path"]), text="", label="", speaker="",
-        start=float(start) if start is not None else None,
-        end=float(end) if end is not None else None))
+Item = tuple[dict[str, Any], Utterance]  # a manifest row (path made absolute) and its parse
 
 
-def cut_rows(rows: Sequence[dict[str, Any]], config: SegmenterConfig
+def manifest_items(manifest: Path) -> list[Item]:
+    """Each row of ``manifest``, checked and parsed as the trainer reads it
+    (``row_to_utterance``), with its audio path made absolute so that the rows written
+    elsewhere still find their audio."""
+    items = []
+    for index, row in enumerate(read_rows(manifest)):
+        utt = row_to_utterance(row, index, manifest.parent, manifest)
+        items.append(({**row, "path": str(Path(utt.path).resolve())}, utt))
+    return items
+
+
+def cut_rows(items: Sequence[Item], config: SegmenterConfig
              ) -> tuple[list[dict[str, Any]], int]:
     """Rows with ``start``/``end`` set to the served span; returns them and the number of
     rows left whole (no speech found)."""
     out, whole = [], 0
-    for index, row in enumerate(tqdm(rows, desc="speech spans", unit="row")):
-        span = speech_span(row_audio(row, index), config)
+    for row, utt in tqdm(items, desc="speech spans", unit="row"):
+        span = speech_span(load_audio(utt), config)
         if span is None:
             whole += 1
             out.append(dict(row))
@@ -87,8 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("manifest", type=Path, help="input manifest (.jsonl)")
     parser.add_argument("--out", type=Path, required=True, help="output manifest (.jsonl)")
     args = parser.parse_args(argv)
-    rows = list(read_rows(args.manifest))
-    cut, whole = cut_rows(rows, SegmenterConfig())
+    cut, whole = cut_rows(manifest_items(args.manifest), SegmenterConfig())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(r) + "\n" for r in cut), encoding="utf-8")
     kept = [float(r["end"]) - float(r["start"]) for r in cut

@@ -27,8 +27,8 @@ import soxr
 from tqdm import tqdm
 
 from models.audio import SAMPLE_RATE
-from offline_training.corpora.manifest import read_rows
-from offline_training.corpora.speech_spans import row_audio
+from offline_training.audio import load_audio
+from offline_training.corpora.speech_spans import Item, manifest_items
 from streamer.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode, ulaw_encode
 
 
@@ -38,16 +38,16 @@ def telephone_band(audio: np.ndarray) -> np.ndarray:
     return pcm16_to_unit(ulaw_decode(ulaw_encode(np.clip(narrow, -1.0, 1.0))))
 
 
-def telephone_rows(rows: Sequence[dict[str, Any]], audio_dir: Path) -> list[dict[str, Any]]:
+def telephone_rows(items: Sequence[Item], audio_dir: Path) -> list[dict[str, Any]]:
     """Write each row's telephone copy under ``audio_dir``; return the copies' rows."""
     audio_dir.mkdir(parents=True, exist_ok=True)
     out = []
-    for index, row in enumerate(tqdm(rows, desc="telephone band", unit="row")):
+    for row, utt in tqdm(items, desc="telephone band", unit="row"):
         # Named by the source and segment, so two rows of one file do not collide.
         source = f"{row['path']}|{row.get('start')}|{row.get('end')}"
         name = f"{Path(str(row['path'])).stem}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
         path = (audio_dir / f"{name}.flac").resolve()
-        sf.write(path, telephone_band(row_audio(row, index)), TELEPHONY_RATE, subtype="PCM_16")
+        sf.write(path, telephone_band(load_audio(utt)), TELEPHONY_RATE, subtype="PCM_16")
         extra = dict(row.get("extra") or {})
         extra["corpus"] = f"{extra.get('corpus', 'corpus')}-telephone"
         extra["source"] = str(row["path"])
@@ -65,9 +65,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--with-originals", action="store_true",
                         help="write the original rows too (telephone-band augmentation)")
     args = parser.parse_args(argv)
-    rows = list(read_rows(args.manifest))
-    copies = telephone_rows(rows, args.audio_dir)
-    written = (rows if args.with_originals else []) + copies
+    items = manifest_items(args.manifest)
+    copies = telephone_rows(items, args.audio_dir)
+    written = ([row for row, _ in items] if args.with_originals else []) + copies
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(r) + "\n" for r in written), encoding="utf-8")
     print(f"wrote {len(written)} rows ({len(copies)} telephone copies) to {args.out}")
