@@ -12,12 +12,20 @@ where its words are. Per configuration it reports:
 - cuts inside a clip (mid-sentence: RAVDESS clips are one sentence each);
 - utterances holding speech of both speakers (>= 0.3 s of each), on the mono mix;
 - speaker changes with an utterance boundary within 0.5 s of them;
-- the segmenter's CPU time per audio second.
+- the segmenter's CPU time per audio second;
+- with ``--speakers``: the speaker change detector and labels (streamer/speakers.py,
+  Resemblyzer's encoder) in the loop: label accuracy (each utterance's label against its
+  dominant speaker, labels mapped to speakers by majority) and the encoder's CPU time.
+  ``--pairing same`` pairs two actors of the same sex (the hard case), ``mixed`` (default)
+  one male and one female.
 
 Usage (from the repository root)::
 
     .venv/bin/python bench/conversations.py --out bench/results/conversations.json
     .venv/bin/python bench/conversations.py --set turn_soft_s=15 --label "no turns"
+    .venv/bin/python bench/conversations.py --speakers --out bench/results/speakers_mixed.json
+    .venv/bin/python bench/conversations.py --speakers --pairing same \
+        --out bench/results/speakers_same.json
 """
 
 from __future__ import annotations
@@ -80,8 +88,9 @@ def assemble(pieces: list[tuple[str, np.ndarray, tuple[tuple[float, float], ...]
     return mix, placed
 
 
-def segment(audio: np.ndarray, config: SegmenterConfig) -> tuple[list[Utterance], float]:
-    seg = Segmenter(config)
+def segment(audio: np.ndarray, config: SegmenterConfig, speakers: Any = None
+            ) -> tuple[list[Utterance], float]:
+    seg = Segmenter(config, change=speakers.change if speakers is not None else None)
     started = time.process_time()
     events = []
     for i in range(0, len(audio), 1600):
@@ -93,6 +102,26 @@ def segment(audio: np.ndarray, config: SegmenterConfig) -> tuple[list[Utterance]
 
 def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def dominant(u: Utterance, placed: list[Placed]) -> str:
+    per: dict[str, float] = {}
+    for p in placed:
+        per[p.speaker] = per.get(p.speaker, 0.0) + overlap((u.t_start, u.t_end), (p.start, p.end))
+    return max(per, key=lambda s: per[s])
+
+
+def label_accuracy(utts: list[Utterance], placed: list[Placed], labels: list[str]
+                   ) -> dict[str, int]:
+    """Utterances whose label maps (by majority) to their dominant speaker."""
+    truth = [dominant(u, placed) for u in utts]
+    votes: dict[str, dict[str, int]] = {}
+    for label, speaker in zip(labels, truth, strict=True):
+        votes.setdefault(label, {}).setdefault(speaker, 0)
+        votes[label][speaker] += 1
+    mapping = {label: max(v, key=lambda s: v[s]) for label, v in votes.items()}
+    right = sum(mapping[label] == speaker for label, speaker in zip(labels, truth, strict=True))
+    return {"labelled": len(labels), "label_right": right, "labels_used": len(votes)}
 
 
 def measure(utts: list[Utterance], placed: list[Placed]) -> dict[str, Any]:
@@ -116,7 +145,8 @@ def measure(utts: list[Utterance], placed: list[Placed]) -> dict[str, Any]:
     lengths = [u.t_end - u.t_start for u in utts]
     return {"utterances": len(utts), "cut_reasons": {r: sum(u.cut_reason == r for u in utts)
                                                      for r in ("pause", "max_length",
-                                                               "end_of_stream")},
+                                                               "end_of_stream",
+                                                               "speaker_change")},
             "cuts_inside_speech": len(cuts), "cuts_mid_word": mid_word,
             "cuts_mid_clip": mid_clip, "two_speaker_utterances": two,
             "speaker_changes": len(changes), "changes_with_boundary_0_5s": detected,
@@ -171,6 +201,11 @@ def main() -> int:
                         metavar="KEY=VALUE", help="a segmenter setting, e.g. turn_soft_s=15")
     parser.add_argument("--label", default="default")
     parser.add_argument("--ravdess", type=Path, default=RAVDESS, help="RAVDESS root")
+    parser.add_argument("--speakers", action="store_true",
+                        help="speaker turns and labels (speakers.enabled)")
+    parser.add_argument("--pairing", choices=("mixed", "same"), default="mixed")
+    parser.add_argument("--speaker-set", dest="speaker_overrides", action="append",
+                        default=[], metavar="KEY=VALUE", help="a speakers setting")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     config = SegmenterConfig(**{k: yaml.safe_load(v) for k, v in
@@ -183,18 +218,40 @@ def main() -> int:
 
     asr = AsrEngine(AsrOptions(), load_whisper("packaged:tiny.en", cpu_threads=2))
     rng = random.Random(11)
-    pairs = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
-    results: dict[str, Any] = {"label": args.label, "segmenter": vars(config)}
+    # RAVDESS: odd actors are male, even ones female
+    pairs = ([(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
+             if args.pairing == "mixed" else
+             [(1, 3), (2, 4), (5, 7), (6, 8), (9, 11), (10, 12), (13, 15), (14, 16)])
+    results: dict[str, Any] = {"label": args.label, "segmenter": vars(config),
+                               "pairing": args.pairing}
+    encoder, speakers_config = None, None
+    if args.speakers:
+        from models.speaker_encoder import SpeakerEncoder
+        from streamer.config import SpeakersConfig
+        from streamer.speakers import ChannelSpeakers
+
+        speakers_config = SpeakersConfig(enabled=True, **{
+            k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.speaker_overrides)})
+        encoder = SpeakerEncoder(speakers_config.encoder)
+        results["speakers"] = vars(speakers_config)
+    speaker_ms = 0.0
     total: dict[str, Any] = {}
     audio_s, cpu_s = 0.0, 0.0
     for c in range(args.conversations):
         pieces = ravdess_pieces(asr, args.ravdess, pairs[c % len(pairs)], args.clips, rng)
         gaps = [rng.uniform(*args.gaps) for _ in pieces]
         mix, placed = assemble(pieces, gaps)
-        utts, cpu = segment(mix, config)
+        channel = ChannelSpeakers(encoder, speakers_config) if encoder is not None \
+            and speakers_config is not None else None
+        utts, cpu = segment(mix, config, channel)
         audio_s += len(mix) / SAMPLE_RATE
         cpu_s += cpu
         add(total, measure(utts, placed))
+        if channel is not None:
+            labels = [channel.label(u.audio) for u in utts]
+            add(total, label_accuracy(utts, placed, labels))
+            add(total, {"change_decisions": channel.stats.decisions})
+            speaker_ms += channel.stats.change_ms + channel.stats.label_ms
     results["ravdess_conversations"] = {"conversations": args.conversations,
                                         "audio_s": round(audio_s, 1), **total}
     # espeak-ng monologues: one speaker, phrases 180 ms apart (one turn to the 300 ms
@@ -205,12 +262,17 @@ def main() -> int:
     for name, gap in (("espeak_monologue", 0.18), ("espeak_monologue_tight", 0.03)):
         mix, placed = assemble(pieces, [gap] * len(pieces))
         placed = [Placed("espeak", p.start, p.end, p.words) for p in placed]
-        utts, cpu = segment(mix, config)
+        # one voice: any speaker_change cut here is a false alarm
+        utts, cpu = segment(mix, config, ChannelSpeakers(encoder, speakers_config)
+                            if encoder is not None and speakers_config is not None else None)
         audio_s += len(mix) / SAMPLE_RATE
         cpu_s += cpu
         results[name] = {"audio_s": round(len(mix) / SAMPLE_RATE, 1), "gap_s": gap,
                          **measure(utts, placed)}
     results["segmenter_cpu_ms_per_audio_s"] = round(1000 * cpu_s / audio_s, 3)
+    if encoder is not None:  # wall time of the encoder calls, inside the figure above too
+        conv_s = results["ravdess_conversations"]["audio_s"]
+        results["speaker_ms_per_audio_s"] = round(speaker_ms / conv_s, 3)
     print(json.dumps(results, indent=1))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")

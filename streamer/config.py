@@ -68,6 +68,35 @@ class SegmenterConfig:
 
 
 @dataclass(frozen=True)
+class SpeakersConfig:
+    """Speaker turns and labels on mono audio (docs/conversations.md). Off by default: it
+    needs Resemblyzer's weights (pip install 'emotion-stream[speakers]' and
+    pip install --no-deps resemblyzer==0.1.4) and tells speakers of one sex apart less well."""
+
+    enabled: bool = False
+    encoder: str = "packaged:resemblyzer"  # or a Resemblyzer-format .pt file
+    # Turns: speech after a pause is another speaker when its embedding's cosine with the
+    # speech before the pause is below change_threshold (0.6: bench/conversations.py).
+    change_threshold: float = 0.6
+    window_s: float = 1.0  # speech after a pause embedded to decide (the decision's delay)
+    before_s: float = 1.6  # speech before the pause it is compared with
+    min_pause_ms: int = 30  # the shortest unvoiced run that is a candidate boundary
+    # Labels: an utterance is a known speaker when its cosine with that speaker's mean
+    # embedding is >= label_threshold; else a new one (at most max_speakers per channel).
+    label_threshold: float = 0.6
+    max_speakers: int = 8
+
+    def __post_init__(self) -> None:
+        for key in ("change_threshold", "label_threshold"):
+            if not -1.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"speakers.{key} must be a cosine in [-1, 1]")
+        if self.window_s <= 0 or self.before_s <= 0 or self.min_pause_ms <= 0 \
+                or self.max_speakers < 1:
+            raise ConfigError("speakers.window_s, before_s, min_pause_ms and max_speakers "
+                              "must be positive")
+
+
+@dataclass(frozen=True)
 class AsrConfig:
     """faster-whisper transcription."""
 
@@ -320,6 +349,7 @@ class GatewayConfig:
 class AppConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     emotion: EmotionConfig = field(default_factory=EmotionConfig)
     gate: GateConfig = field(default_factory=GateConfig)

@@ -19,7 +19,8 @@ from models.audio import SAMPLE_RATE
 from streamer.errors import EventEncodingError
 from streamer.messages import EmotionResult
 
-SCHEMA_VERSION = "emotion-stream/2"  # 2: word times are stream times
+# 3: speaker labels and speaker_change cuts; 2: word times are stream times
+SCHEMA_VERSION = "emotion-stream/3"
 Event = dict[str, Any]
 
 
@@ -70,13 +71,15 @@ def utterance_partial(stream_id: str, channel: str, index: int, t_start: float, 
 
 def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, t_end: float,
                       cut_reason: str, transcript: Transcript, result: EmotionResult,
-                      latency: Latency, abstain_reason: str | None = None) -> Event:
-    """``abstain_reason`` set: not usable speech; ``result`` is then ``no_claim(...)``."""
+                      latency: Latency, abstain_reason: str | None = None,
+                      speaker: str | None = None) -> Event:
+    """``abstain_reason`` set: not usable speech; ``result`` is then ``no_claim(...)``.
+    ``speaker``: the channel's speaker label (``speakers.enabled``), else None."""
     return {
         **_common("utterance.emotion", stream_id, channel),
         "utterance_id": utterance_id(stream_id, channel, index),
         "t_start": round(t_start, 3), "t_end": round(t_end, 3), "cut_reason": cut_reason,
-        "text": transcript.text, "language": transcript.language,
+        "speaker": speaker, "text": transcript.text, "language": transcript.language,
         # Word times are stream times: the ASR's are relative to the utterance's audio.
         "words": [{"word": w.word, "start": round(t_start + w.start, 3),
                    "end": round(t_start + w.end, 3),

@@ -72,7 +72,8 @@ class Utterance:
     # (N,) float32: pre-roll included; at a pause it ends speculative_pause_ms after the
     # speech (the SpeechPaused audio), the rest of the hangover excluded
     audio: np.ndarray
-    cut_reason: str  # "pause" | "max_length" | "end_of_stream" (an AudioPause cuts as "pause")
+    # "pause" | "max_length" | "end_of_stream" | "speaker_change" (an AudioPause: "pause")
+    cut_reason: str
     t_detected: float  # stream time at which the segmenter decided the utterance ended
 
 

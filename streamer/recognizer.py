@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -28,11 +28,12 @@ import numpy as np
 
 from models.asr import AsrEngine, Transcript
 from models.inference import EmotionInput, EmotionModel, EmotionPrediction
+from models.speaker_encoder import SpeakerEncoder
 from streamer.batcher import BatchWorker, Timed
 from streamer.bus import EventBus
 from streamer.channel import Channel
 from streamer.config import AppConfig
-from streamer.messages import AudioPause, SpeechProgress
+from streamer.messages import AudioPause, SegmenterEvent, SpeechProgress
 from streamer.policy import (
     FULL_WINDOW_S,
     Abstain,
@@ -50,6 +51,7 @@ from streamer.policy import (
     TranscribeFinal,
 )
 from streamer.segmenter import Segmenter
+from streamer.speakers import ChannelSpeakers
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +74,11 @@ class _ChannelRun:
     """One channel's driver state: its policy, segmenter, queue and speculation task."""
 
     def __init__(self, policy: ChannelPolicy, segmenter: Segmenter,
-                 tg: asyncio.TaskGroup, narrowband: bool = False) -> None:
+                 tg: asyncio.TaskGroup, narrowband: bool = False,
+                 speakers: ChannelSpeakers | None = None) -> None:
         self.policy = policy
         self.segmenter = segmenter
+        self.speakers = speakers  # speaker turns and labels (speakers.enabled)
         self.tg = tg
         self.narrowband = narrowband  # its ASR requests go to asr.model_8k
         self.queue: asyncio.Queue[DetectedUtterance | None] = asyncio.Queue(UTTERANCE_QUEUE)
@@ -185,8 +189,10 @@ class Recognizer:
     """Runs channels on an ``Inference``: ``LocalInference`` (``run``, ``serve``) or the
     remote deployments of ``streamer.scale`` (``serve --ray``)."""
 
-    def __init__(self, config: AppConfig, inference: Inference, bus: EventBus) -> None:
+    def __init__(self, config: AppConfig, inference: Inference, bus: EventBus,
+                 speakers: SpeakerEncoder | None = None) -> None:
         self.config = config
+        self.speaker_encoder = speakers
         self.inference = inference
         self.facts = inference.facts
         self.bus = bus
@@ -210,13 +216,17 @@ class Recognizer:
         policy = ChannelPolicy(channel.stream_id, channel.channel, self.policy_config,
                                self.facts.model_id, self.facts.labels)
         self.bus.publish(policy.started(channel.describe()))
+        speakers = None if self.speaker_encoder is None else \
+            ChannelSpeakers(self.speaker_encoder, self.config.speakers)
         reason, error = "end_of_input", None
         try:
             async with asyncio.TaskGroup() as tg:
                 rate = input_rate(channel)
                 narrowband = self.facts.narrowband_model and rate is not None \
                     and rate <= NARROWBAND_MAX_RATE
-                run = _ChannelRun(policy, Segmenter(self.config.segmenter), tg, narrowband)
+                segmenter = Segmenter(self.config.segmenter,
+                                      change=speakers.change if speakers else None)
+                run = _ChannelRun(policy, segmenter, tg, narrowband, speakers)
                 tg.create_task(self._recognize_loop(run), name=f"recognize:{channel.stream_id}")
                 await self._segment_loop(run, channel)
                 await run.queue.put(None)  # end of channel: the recognizer finishes the queue
@@ -228,6 +238,11 @@ class Recognizer:
             reason, error = "error", "; ".join(str(e) for e in group.exceptions)
             raise
         finally:
+            if speakers is not None:
+                stats = speakers.stats
+                log.info("%s/%s speakers: %d change decisions (%d cuts, %.0f ms), %d labels "
+                         "(%.0f ms)", channel.stream_id, channel.channel, stats.decisions,
+                         stats.changes, stats.change_ms, stats.labels, stats.label_ms)
             self.bus.publish(policy.ended(reason, error))
             self.stats.add(policy.stats)
         return policy.utterances
@@ -235,16 +250,25 @@ class Recognizer:
     async def _segment_loop(self, run: _ChannelRun, channel: Channel) -> None:
         async for item in channel.chunks():
             if isinstance(item, AudioPause):
-                segments = run.segmenter.pause()
+                segments = await self._segment(run, run.segmenter.pause)
             else:
                 run.policy.on_audio(item.t_start + item.duration)
-                segments = run.segmenter.push(item.samples)
+                segments = await self._segment(run, run.segmenter.push, item.samples)
             for event in segments:
                 await self._execute(run, run.policy.on_segment(
                     event, asr_idle=self.asr_worker.idle, wall=time.monotonic()))
-        for event in run.segmenter.flush():
+        for event in await self._segment(run, run.segmenter.flush):
             await self._execute(run, run.policy.on_segment(
                 event, asr_idle=self.asr_worker.idle, wall=time.monotonic()))
+
+    @staticmethod
+    async def _segment(run: _ChannelRun, step: Callable[..., list[SegmenterEvent]],
+                       *args: np.ndarray) -> list[SegmenterEvent]:
+        """A segmenter step; on a worker thread when it may embed speakers (milliseconds
+        of CPU that must not stall the event loop's other streams)."""
+        if run.speakers is None:
+            return step(*args)
+        return await asyncio.to_thread(step, *args)
 
     async def _execute(self, run: _ChannelRun, commands: list[Command]) -> None:
         for command in commands:
@@ -305,12 +329,14 @@ class Recognizer:
             self.bus.publish(run.policy.on_abstain(detected, transcript, abstain,
                                                    times(asr_ms)).event)
             return
+        speaker = None if run.speakers is None else \
+            await asyncio.to_thread(run.speakers.label, utt.audio)
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
             utt, transcript,
             # asr.model_8k's frames are not the emotion model's encoder's: it encodes itself.
             with_frames=self.facts.uses_whisper_frames and not run.narrowband))
         self.bus.publish(run.policy.on_prediction(detected, transcript, fusion.value,
-                                                  times(asr_ms, fusion)).event)
+                                                  times(asr_ms, fusion), speaker).event)
 
 
 __all__ = ["NARROWBAND_MAX_RATE", "AsrBatch", "AsrRequest", "Inference", "LocalInference",

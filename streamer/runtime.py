@@ -29,6 +29,7 @@ from models.audio import SAMPLE_RATE
 from models.encoders.whisper import load_whisper
 from models.errors import ModelError
 from models.inference import EmotionInput, EmotionModel
+from models.speaker_encoder import SpeakerEncoder
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.dashboard import add_dashboard
@@ -53,6 +54,7 @@ class Models:
     asr: AsrEngine
     emotion: EmotionModel
     asr_8k: AsrEngine | None = None  # asr.model_8k, for 8 kHz channels (None: asr serves them)
+    speakers: SpeakerEncoder | None = None  # speakers.enabled: turns and labels
 
 
 def load_models(config: AppConfig) -> Models:
@@ -61,7 +63,18 @@ def load_models(config: AppConfig) -> Models:
     if config.asr.model_8k is not None and config.asr.model_8k != config.asr.model:
         _, asr_8k = load_asr(config, config.asr.model_8k)
     return Models(whisper=whisper, asr=asr, emotion=load_emotion(config, whisper),
-                  asr_8k=asr_8k)
+                  asr_8k=asr_8k, speakers=load_speakers(config))
+
+
+def load_speakers(config: AppConfig) -> SpeakerEncoder | None:
+    """The speaker encoder when ``speakers.enabled`` (it runs in the driver process, also
+    under ``--ray``: a small LSTM, a few ms per utterance)."""
+    if not config.speakers.enabled:
+        return None
+    try:
+        return SpeakerEncoder(config.speakers.encoder)
+    except ModelError as exc:
+        raise ModelLoadError(f"speakers.enabled: {exc}") from exc
 
 
 def load_asr(config: AppConfig, model: str | None = None) -> tuple[Any, AsrEngine]:
@@ -95,6 +108,8 @@ def warm_up(models: Models) -> float:
     transcript = models.asr.transcribe(audio, final=True)
     if models.asr_8k is not None:
         models.asr_8k.transcribe(audio, final=True)
+    if models.speakers is not None:
+        models.speakers.embed(audio)
     models.emotion.predict([EmotionInput(
         audio=audio, text=transcript.text or "hello", words=transcript.words,
         whisper_frames=transcript.encoder_frames if models.emotion.uses_whisper_frames
@@ -165,7 +180,8 @@ class Runtime:
         # The models loaded here, or remote stages (streamer.scale: Ray Serve deployments).
         inference = (LocalInference(config, models.asr, models.emotion, models.asr_8k)
                      if isinstance(models, Models) else models)
-        self.recognizer = Recognizer(config, inference, self.bus)
+        speakers = models.speakers if isinstance(models, Models) else load_speakers(config)
+        self.recognizer = Recognizer(config, inference, self.bus, speakers)
         self._stack = contextlib.AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
         self.publishers: Publishers | None = None

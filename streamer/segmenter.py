@@ -23,6 +23,13 @@ Rules:
   at its quietest frame; with no unvoiced frame at all, at the quietest frame
   of the final third (quietest 10 ms: an energy minimum, not the limit). The rest
   carries on as the next utterance, so nothing is dropped.
+- Speaker turns (with a ``ChangeDetector``): a pause inside speech of at least
+  ``min_pause_ms`` is a candidate turn boundary. Once ``window_s`` of audio follows it
+  (or the utterance ends, with at least half that), the detector compares the speech
+  before the pause with the speech after it; a change cuts the utterance at the pause
+  (``cut_reason: "speaker_change"``) and what follows, with up to ``preroll_ms`` of
+  the pause before it, carries on as the next utterance. Causal: the decision needs only
+  audio already pushed, and the same audio gives the same cuts at any pace.
 """
 
 from __future__ import annotations
@@ -43,10 +50,27 @@ from streamer.messages import (
 )
 
 SUBFRAME = SAMPLE_RATE // 100  # 10 ms: the resolution at which a long turn's cut is placed
+DIP_RATIO = 10 ** (-30 / 10)  # a frame whose quietest 10 ms is 30 dB under the speech: a gap
 
 
 class VoiceDetector(Protocol):
     def is_speech(self, buf: bytes, sample_rate: int) -> bool: ...
+
+
+class ChangeDetector(Protocol):
+    """Decides whether the speech after a pause is another speaker's
+    (``streamer.speakers.SpeakerChange``)."""
+
+    @property
+    def window_s(self) -> float: ...  # audio after the pause it wants to decide
+
+    @property
+    def before_s(self) -> float: ...  # audio before the pause it compares with
+
+    @property
+    def min_pause_ms(self) -> int: ...  # the shortest unvoiced run that is a candidate
+
+    def changed(self, before: np.ndarray, after: np.ndarray) -> bool: ...
 
 
 def make_vad(aggressiveness: int) -> VoiceDetector:
@@ -62,8 +86,14 @@ def to_int16_bytes(samples: np.ndarray) -> bytes:
 
 
 class Segmenter:
-    def __init__(self, config: SegmenterConfig, vad: VoiceDetector | None = None) -> None:
+    def __init__(self, config: SegmenterConfig, vad: VoiceDetector | None = None,
+                 change: ChangeDetector | None = None) -> None:
         self._cfg = config
+        self._change = change
+        if change is not None:
+            self._change_window = max(1, int(change.window_s * 1000) // config.frame_ms)
+            self._change_before = max(1, int(change.before_s * 1000) // config.frame_ms)
+            self._change_pause = max(1, change.min_pause_ms // config.frame_ms)
         self._vad = vad if vad is not None else make_vad(config.aggressiveness)
         self._frame_len = SAMPLE_RATE * config.frame_ms // 1000
         self._hangover_frames = max(1, config.hangover_ms // config.frame_ms)
@@ -92,6 +122,10 @@ class Segmenter:
         self._silence_run = 0
         self._next_progress = 0
         self._utterance_index = 0
+        # Undecided candidate turn boundaries, oldest first: (pause start, pause end) frame
+        # indices within the open utterance (the end: its first frame after the pause).
+        self._candidates: list[tuple[int, int]] = []
+        self._quiet_run = 0  # frames unvoiced or dipped, up to the current one
 
     # ------------------------------------------------------------------ public
     @property
@@ -136,6 +170,7 @@ class Segmenter:
     def _close_now(self, reason: str) -> list[SegmenterEvent]:
         events: list[SegmenterEvent] = []
         if self._in_speech:
+            events.extend(self._decide_change(final=True))
             events.extend(self._close(len(self._frames), reason))
         return events
 
@@ -171,8 +206,11 @@ class Segmenter:
         self._voiced = voiced
         self._energy = energy
         self._start_frame = start
-        self._silence_run = 0
+        # 0 after an onset; the unvoiced tail of the rest after a cut inside speech
+        self._silence_run = next((i for i, v in enumerate(reversed(voiced)) if v), len(voiced))
         self._next_progress = self._progress_frames
+        self._candidates = []
+        self._quiet_run = 0
         return [SpeechStarted(t_start=self._time(start), utterance_index=self._utterance_index)]
 
     def _step_speech(self, frame: np.ndarray, voiced: bool,
@@ -181,11 +219,15 @@ class Segmenter:
         self._voiced.append(voiced)
         self._energy.append(energy)
         self._silence_run = 0 if voiced else self._silence_run + 1
+        if self._change is not None:
+            turn = self._track_change(voiced, energy)
+            if turn:
+                return turn
         # A long turn ends at a shorter pause: between phrases, well before the limit.
         ends_at = self._turn_pause_frames if len(self._frames) - self._silence_run \
             >= self._turn_frames else self._hangover_frames
         if self._silence_run >= ends_at:
-            return self._close(len(self._frames), "pause")
+            return [*self._decide_change(final=True), *self._close(len(self._frames), "pause")]
         if self._silence_run == self._pause_frames:
             return [SpeechPaused(
                 utterance_index=self._utterance_index,
@@ -215,9 +257,51 @@ class Segmenter:
                 return i + 1
         return 0
 
-    def _close(self, n_frames: int, reason: str) -> list[SegmenterEvent]:
-        """Emit frames [0, n_frames) as an utterance; keep the rest for the next one."""
-        frames, voiced = self._frames[n_frames:], self._voiced[n_frames:]
+    def _track_change(self, voiced: bool, energy: float) -> list[SegmenterEvent]:
+        """Note a pause inside speech as a candidate turn boundary; decide it once
+        ``window_s`` of audio follows (or at the next candidate, with what it has).
+
+        A pause is a run of unvoiced frames or of energy dips: webrtcvad smooths a 100 ms
+        gap between two speakers into voiced frames, but its quietest 10 ms stays far below
+        the speech's level."""
+        n = len(self._frames)
+        speech = [e for e, v in zip(self._energy, self._voiced, strict=True) if v]
+        level = float(np.median(speech)) if speech else 0.0
+        quiet = not voiced or energy < level * DIP_RATIO
+        pause, self._quiet_run = self._quiet_run, (self._quiet_run + 1 if quiet else 0)
+        if not quiet and pause >= self._change_pause and n - 1 - pause > 0:
+            self._candidates.append((n - 1 - pause, n - 1))
+        if self._candidates and n - self._candidates[0][1] >= self._change_window:
+            return self._decide_change(final=False)
+        return []
+
+    def _decide_change(self, final: bool) -> list[SegmenterEvent]:
+        """Ask the detector about the oldest candidate, whose window is full; on a change,
+        cut the utterance there. ``final`` (the utterance ends): decide every candidate in
+        order, each with what follows it (at least half the window)."""
+        while self._candidates and self._change is not None:
+            pause_start, pause_end = self._candidates.pop(0)
+            after = self._frames[pause_end:pause_end + self._change_window]
+            if 2 * len(after) >= self._change_window \
+                    and 2 * pause_start >= self._change_window:  # enough speech to compare
+                before = self._frames[max(0, pause_start - self._change_before):pause_start]
+                if self._change.changed(np.concatenate(before), np.concatenate(after)):
+                    later, start = self._candidates, self._start_frame
+                    rest_from = max(pause_start, pause_end - self._preroll_frames)
+                    events = self._close(pause_end, "speaker_change", rest_from=rest_from)
+                    shift = self._start_frame - start  # the later candidates, in the rest
+                    self._candidates = [(a - shift, b - shift) for a, b in later if a > shift]
+                    return events + (self._decide_change(final) if final else [])
+            if not final:
+                return []
+        return []
+
+    def _close(self, n_frames: int, reason: str,
+               rest_from: int | None = None) -> list[SegmenterEvent]:
+        """Emit frames [0, n_frames) as an utterance; keep the rest (from ``rest_from``,
+        default ``n_frames``) for the next one."""
+        rest_from = n_frames if rest_from is None else rest_from
+        frames, voiced = self._frames[rest_from:], self._voiced[rest_from:]
         speech_end = self._last_voiced(n_frames)
         n_voiced = sum(self._voiced[:n_frames])
         # At a pause the audio is that of the SpeechPaused (speech + the speculative
@@ -238,11 +322,11 @@ class Segmenter:
                 )
             )
             self._utterance_index += 1
-        energy = self._energy[n_frames:]
-        rest_start = self._start_frame + n_frames
+        energy = self._energy[rest_from:]
+        rest_start = self._start_frame + rest_from
         self._in_speech = False
         self._frames, self._voiced, self._energy = [], [], []
-        if frames or reason == "max_length":
+        if frames or reason in ("max_length", "speaker_change"):
             # A cut inside speech: what follows the cut starts the next utterance at once.
             events.extend(self._open(frames, voiced, energy, rest_start))
         return events

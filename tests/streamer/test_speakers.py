@@ -1,0 +1,166 @@
+"""Speaker turns and labels (issue 11): Resemblyzer's real encoder on real RAVDESS voices.
+
+Two actors (01: male, 02: female) take turns with 100 ms gaps, shorter than the 300 ms
+hangover, so that pauses alone leave them in one utterance; with ``speakers.enabled`` each
+turn is its own utterance, cut at the gap, with a label that is stable within the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from models.audio import SAMPLE_RATE
+from models.errors import ModelFileError
+from models.speaker_encoder import SpeakerEncoder, resolve_speaker_weights
+from streamer import events
+from streamer.audio_io import read_audio_file
+from streamer.config import AppConfig, ConfigError, SegmenterConfig, SpeakersConfig, load_config
+from streamer.messages import Utterance
+from streamer.segmenter import Segmenter
+from streamer.speakers import ChannelSpeakers, SpeakerTracker
+
+RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
+# (actor, file): neutral and calm statements, the same two sentences for both actors
+TURNS = (("01", "03-01-01-01-01-01-01"), ("02", "03-01-02-01-01-01-02"),
+         ("01", "03-01-02-01-02-01-01"), ("02", "03-01-01-01-02-01-02"))
+GAP_S = 0.1
+
+needs_ravdess = pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")
+
+
+def trim(audio: np.ndarray, level: float = 0.01) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > level)
+    return audio[loud[0]:loud[-1] + 1]
+
+
+def two_speaker_talk() -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """The turns mixed to mono with GAP_S between them; (actor, start, end) of each."""
+    pieces, placed, t = [np.zeros(SAMPLE_RATE // 2, np.float32)], [], 0.5
+    for actor, name in TURNS:
+        clip = trim(read_audio_file(RAVDESS / f"Actor_{actor}" / f"{name}.flac"))
+        placed.append((actor, t, t + len(clip) / SAMPLE_RATE))
+        pieces += [clip, np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)]
+        t += len(clip) / SAMPLE_RATE + GAP_S
+    pieces.append(np.zeros(SAMPLE_RATE, np.float32))
+    return np.concatenate(pieces), placed
+
+
+def segment(audio: np.ndarray, speakers: ChannelSpeakers | None) -> list[Utterance]:
+    seg = Segmenter(SegmenterConfig(), change=speakers.change if speakers else None)
+    out = []
+    for i in range(0, len(audio), 480):
+        out += seg.push(audio[i:i + 480])
+    out += seg.flush()
+    return [e for e in out if isinstance(e, Utterance)]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SpeakerEncoder:
+    return SpeakerEncoder()
+
+
+@needs_ravdess
+def test_turns_are_cut_at_speaker_changes_and_labelled(encoder: SpeakerEncoder) -> None:
+    audio, placed = two_speaker_talk()
+    assert len(segment(audio, None)) == 1  # without speakers: one utterance, both voices
+    speakers = ChannelSpeakers(encoder, SpeakersConfig(enabled=True))
+    utts = segment(audio, speakers)
+    assert [u.cut_reason for u in utts] == ["speaker_change"] * 3 + ["pause"]
+    for utt, (_, start, end) in zip(utts, placed, strict=True):
+        assert abs(utt.t_start - start) < 0.5 and abs(utt.t_end - end) < 0.5
+    labels = [speakers.label(u.audio) for u in utts]
+    assert labels == ["S1", "S2", "S1", "S2"]
+    assert speakers.stats.decisions >= 3 and speakers.stats.changes == 3
+    # the same audio at another pace gives the same cuts (live equals offline)
+    again = Segmenter(SegmenterConfig(), change=ChannelSpeakers(encoder, SpeakersConfig()).change)
+    whole = [e for e in again.push(audio) + again.flush() if isinstance(e, Utterance)]
+    assert [(u.t_start, u.t_end, len(u.audio)) for u in whole] == \
+        [(u.t_start, u.t_end, len(u.audio)) for u in utts]
+
+
+@needs_ravdess
+def test_one_speaker_is_not_cut(encoder: SpeakerEncoder) -> None:
+    """One actor's two sentences with a short gap: no speaker change."""
+    first = trim(read_audio_file(RAVDESS / "Actor_01" / "03-01-01-01-01-01-01.flac"))
+    second = trim(read_audio_file(RAVDESS / "Actor_01" / "03-01-01-01-02-01-01.flac"))
+    gap = np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
+    audio = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), first, gap, second,
+                            np.zeros(SAMPLE_RATE, np.float32)])
+    speakers = ChannelSpeakers(encoder, SpeakersConfig(enabled=True))
+    utts = segment(audio, speakers)
+    assert [u.cut_reason for u in utts] == ["pause"]
+    assert speakers.stats.decisions >= 1 and speakers.stats.changes == 0
+
+
+def test_tracker_labels_are_stable_and_capped() -> None:
+    a, b, c = np.eye(3)
+    tracker = SpeakerTracker(threshold=0.6, max_speakers=2)
+    near_a = (a + 0.2 * b) / np.linalg.norm(a + 0.2 * b)
+    assert [tracker.assign(v) for v in (a, b, near_a, b)] == ["S1", "S2", "S1", "S2"]
+    assert tracker.assign(c) in ("S1", "S2")  # the cap: the nearest known speaker
+    assert tracker.speakers == 2
+
+
+def test_network_and_features_match_resemblyzer(encoder: SpeakerEncoder) -> None:
+    """The rebuilt network gives Resemblyzer's own embeddings (its package imported only
+    here, where its old dependencies may be importable)."""
+    torch = pytest.importorskip("torch")
+    try:
+        from resemblyzer import VoiceEncoder
+        from resemblyzer.audio import wav_to_mel_spectrogram
+    except ImportError as exc:
+        pytest.skip(f"Resemblyzer's own code does not import here: {exc}")
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)  # loud: no gain
+    assert np.allclose(encoder.mel(wav), wav_to_mel_spectrogram(wav), rtol=1e-4, atol=1e-6)
+    reference = VoiceEncoder("cpu", verbose=False)
+    with torch.inference_mode():
+        expected = reference(torch.from_numpy(encoder.mel(wav)[None])).numpy()[0]
+    assert np.allclose(encoder.embed(wav), expected, atol=1e-5)
+
+
+def test_bad_weights_and_settings_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="not found"):
+        resolve_speaker_weights(str(tmp_path / "missing.pt"))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelFileError, match="not a Resemblyzer checkpoint"):
+        SpeakerEncoder(str(tmp_path / "bad.pt"))
+    with pytest.raises(ConfigError, match="change_threshold"):
+        load_config(None, ["speakers.change_threshold=2"])
+    with pytest.raises(ValueError, match="needs >= 400 samples"):
+        SpeakerEncoder().embed(np.zeros(10, np.float32))
+
+
+@pytest.mark.slow
+@needs_ravdess
+def test_run_publishes_speaker_labels(tmp_path: Path) -> None:
+    """``emotion-stream run`` on the two-speaker file with speakers.enabled: one event per
+    turn, labelled S1/S2/S1/S2, valid against the schema (emotion-stream/3)."""
+    from streamer.pipeline import run_pipeline
+    from streamer.runtime import load_models
+    from streamer.sources import FileSource
+
+    audio, _ = two_speaker_talk()
+    path = tmp_path / "talk.wav"
+    sf.write(path, audio, SAMPLE_RATE)
+    config = load_config(None, [f"source.path={path}", "source.realtime=false",
+                                "websocket.enabled=false", "stdout.enabled=false",
+                                f"jsonl.path={tmp_path / 'events.jsonl'}",
+                                "speakers.enabled=true"])
+    assert isinstance(config, AppConfig)
+    summary = asyncio.run(run_pipeline(config, FileSource(config.source), load_models(config)))
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    emotion = [json.loads(line) for line in lines
+               if json.loads(line)["type"] == "utterance.emotion"]
+    for event in emotion:
+        events.validate_event(event)
+        assert event["schema"] == "emotion-stream/3"
+    assert summary.utterances == 4
+    assert [e["speaker"] for e in emotion] == ["S1", "S2", "S1", "S2"]
+    assert [e["cut_reason"] for e in emotion] == ["speaker_change"] * 3 + ["pause"]
