@@ -329,12 +329,15 @@ class Recognizer:
             self.bus.publish(run.policy.on_abstain(detected, transcript, abstain,
                                                    times(asr_ms)).event)
             return
-        speaker = None if run.speakers is None else \
-            await asyncio.to_thread(run.speakers.label, utt.audio)
+        # The speaker label is embedded while the fusion model runs (no added latency); it is
+        # awaited before the next utterance of the channel, so labels stay in order.
+        labelling = None if run.speakers is None else \
+            run.tg.create_task(asyncio.to_thread(run.speakers.label, utt.audio))
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
             utt, transcript,
             # asr.model_8k's frames are not the emotion model's encoder's: it encodes itself.
             with_frames=self.facts.uses_whisper_frames and not run.narrowband))
+        speaker = None if labelling is None else await labelling
         self.bus.publish(run.policy.on_prediction(detected, transcript, fusion.value,
                                                   times(asr_ms, fusion), speaker).event)
 
