@@ -451,7 +451,10 @@ function utteranceRow(stream, event) {
   const meta = el("div", "utt-meta");
   const channel = el("span", "channel", event.channel);
   channel.style.color = channelColour(stream, event.channel);
-  meta.append(channel, el("span", "time", `${seconds(event.t_start)}–${seconds(event.t_end)}`));
+  meta.append(channel);
+  // speakers.enabled: the channel's speaker (S1, S2, ...), one per utterance
+  if (event.speaker) meta.append(el("span", "speaker", event.speaker));
+  meta.append(el("span", "time", `${seconds(event.t_start)}–${seconds(event.t_end)}`));
 
   const body = el("div", "utt-body");
   body.append(el("p", "text", event.text || "(no words)"));

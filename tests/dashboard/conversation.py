@@ -26,7 +26,7 @@ def partial(stream: str, channel: str, index: int, t_start: float, text: str,
 
 def emotion(stream: str, channel: str, index: int, t_start: float, t_end: float, text: str,
             label: str, confidence: float = 0.7, valence: float | None = None,
-            arousal: float | None = None) -> events.Event:
+            arousal: float | None = None, speaker: str | None = None) -> events.Event:
     """An utterance.emotion event whose top class is ``label`` with ``confidence``."""
     rest = (1.0 - confidence) / (len(LABELS) - 1)
     probabilities = {name: confidence if name == label else rest for name in LABELS}
@@ -36,7 +36,8 @@ def emotion(stream: str, channel: str, index: int, t_start: float, t_end: float,
                            arousal=arousal)
     latency = events.Latency(300.0, 2.0, 180.0, 12.0, 494.0)
     return checked(events.utterance_emotion(stream, channel, index, t_start, t_end, "pause",
-                                            Transcript(text, words, "en"), result, latency))
+                                            Transcript(text, words, "en"), result, latency,
+                                            speaker=speaker))
 
 
 def checked(event: events.Event) -> events.Event:

@@ -105,8 +105,12 @@ async def test_live_conversation_partials_plots_and_stream_filter(make_server, p
     await expect(rows).to_have_count(2)
 
     # Transcripts are untrusted: shown as text, never parsed as HTML.
-    server.publish(conv.emotion("call-support", "customer", 1, 6.5, 8.0, UNTRUSTED, "sad"))
+    server.publish(conv.emotion("call-support", "customer", 1, 6.5, 8.0, UNTRUSTED, "sad",
+                                speaker="S2"))
     await expect(rows.last.locator(".text")).to_have_text(UNTRUSTED)
+    # speakers.enabled: the speaker label beside the channel; none without it
+    await expect(rows.last.locator(".speaker")).to_have_text("S2")
+    await expect(rows.first.locator(".speaker")).to_have_count(0)
     assert await page.locator("#timeline img, #timeline b").count() == 0
     assert await page.evaluate("window.pwned") is None
 
