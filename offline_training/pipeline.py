@@ -27,7 +27,7 @@ from offline_training.experiment import (
 from offline_training.export import export_bundle
 from offline_training.features import FeatureCache, FeatureSet, FeatureSpec, digest
 from offline_training.metrics import confusion, confusion_text, save_confusion_png, score
-from offline_training.protocols import Fold, ProtocolSpec, make_folds
+from offline_training.protocols import Fold, ProtocolSpec, make_folds, with_copies
 from offline_training.synth import SynthConfig, generate
 from offline_training.train import TrainConfig, predict
 
@@ -81,7 +81,8 @@ def final_split(corpus: Corpus, protocol: ProtocolSpec) -> Fold:
     """Train on (nearly) everything for the exported model: the protocol's first fold's
     validation part stays out for early stopping; its test part is trained on."""
     fold = make_folds(corpus.utterances, protocol)[0]
-    return Fold(name="final", train=fold.train + fold.test, valid=fold.valid, test=fold.valid)
+    train = with_copies(fold.train + fold.test, corpus.utterances)  # the test part's copies
+    return Fold(name="final", train=train, valid=fold.valid, test=fold.valid)
 
 
 def evaluate_heads(corpus: Corpus, features: FeatureSet, protocol: ProtocolSpec,

@@ -12,6 +12,10 @@ Validation (early stopping) comes from the training part: for the speaker-indepe
 protocols one further session/speaker/speaker group is held out of training (the next one in
 order), never the test part; for ``kfold`` a stratified 10 % of the training part.
 ``only_folds`` keeps some folds (1-based), after ``max_folds``' cut if both are given.
+
+Training-only copies (augmentation, e.g. ``offline_training.corpora.speed``): an
+utterance whose ``extra["augments"]`` names another one is never validated or tested on;
+the folds are made from the originals, and each copy trains wherever its original does.
 """
 
 from __future__ import annotations
@@ -216,7 +220,32 @@ def select_folds(folds: list[Fold], spec: ProtocolSpec) -> list[Fold]:
     return [kept[n - 1] for n in sorted(set(spec.only_folds))]
 
 
+AUGMENTS = "augments"  # extra key of a training-only copy: the id of its original
+
+
+def with_copies(ids: Sequence[str], utterances: Sequence[Utterance]) -> tuple[str, ...]:
+    """``ids`` and the training-only copies of them (each once, in corpus order)."""
+    present = set(ids)
+    return tuple(ids) + tuple(u.id for u in utterances
+                              if u.extra.get(AUGMENTS) in present and u.id not in present)
+
+
 def make_folds(utterances: Sequence[Utterance], spec: ProtocolSpec) -> list[Fold]:
+    originals = [u for u in utterances if AUGMENTS not in u.extra]
+    if len(originals) == len(utterances):
+        return _make_folds(utterances, spec)
+    ids = {u.id for u in originals}
+    orphans = [u.id for u in utterances if AUGMENTS in u.extra and u.extra[AUGMENTS] not in ids]
+    if orphans:
+        raise ProtocolError(f"{len(orphans)} training-only copies (e.g. '{orphans[0]}') name an "
+                            "original that is not in the corpus: write the originals too "
+                            "(--with-originals) or drop the copies")
+    return [Fold(fold.name, with_copies(fold.train, utterances), fold.valid, fold.test,
+                 fold.test_speakers, fold.valid_speakers)
+            for fold in _make_folds(originals, spec)]
+
+
+def _make_folds(utterances: Sequence[Utterance], spec: ProtocolSpec) -> list[Fold]:
     if spec.name == "loso":
         folds = group_folds(utterances, "session", spec.seed)
     elif spec.name == "loso-speaker":

@@ -15,20 +15,16 @@ in ``bench/per_corpus.py`` then split wideband from telephone).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import soxr
-from tqdm import tqdm
 
 from models.audio import SAMPLE_RATE
-from offline_training.audio import load_audio
-from offline_training.corpora.speech_spans import Item, manifest_items
+from offline_training.corpora.derived import derived_rows, run_tool
+from offline_training.corpora.speech_spans import Item
 from streamer.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode, ulaw_encode
 
 
@@ -40,37 +36,19 @@ def telephone_band(audio: np.ndarray) -> np.ndarray:
 
 def telephone_rows(items: Sequence[Item], audio_dir: Path) -> list[dict[str, Any]]:
     """Write each row's telephone copy under ``audio_dir``; return the copies' rows."""
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    out = []
-    for row, utt in tqdm(items, desc="telephone band", unit="row"):
-        # Named by the source and segment, so two rows of one file do not collide.
-        source = f"{row['path']}|{row.get('start')}|{row.get('end')}"
-        name = f"{Path(str(row['path'])).stem}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
-        path = (audio_dir / f"{name}.flac").resolve()
-        sf.write(path, telephone_band(load_audio(utt)), TELEPHONY_RATE, subtype="PCM_16")
-        extra = dict(row.get("extra") or {})
-        extra["corpus"] = f"{extra.get('corpus', 'corpus')}-telephone"
-        extra["source"] = str(row["path"])
-        out.append({**row, "id": f"{row.get('id') or name}-tel", "path": str(path),
-                    "start": None, "end": None, "extra": extra})
-    return out
+    return derived_rows(
+        items, audio_dir, telephone_band, TELEPHONY_RATE, "-tel",
+        lambda row: {"corpus": f"{(row.get('extra') or {}).get('corpus', 'corpus')}-telephone"},
+        "telephone band")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("manifest", type=Path, help="input manifest (.jsonl)")
-    parser.add_argument("--audio-dir", type=Path, required=True,
-                        help="where the 8 kHz FLAC copies are written")
-    parser.add_argument("--out", type=Path, required=True, help="output manifest (.jsonl)")
-    parser.add_argument("--with-originals", action="store_true",
-                        help="write the original rows too (telephone-band augmentation)")
-    args = parser.parse_args(argv)
-    items = manifest_items(args.manifest)
-    copies = telephone_rows(items, args.audio_dir)
-    written = ([row for row, _ in items] if args.with_originals else []) + copies
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(r) + "\n" for r in written), encoding="utf-8")
-    print(f"wrote {len(written)} rows ({len(copies)} telephone copies) to {args.out}")
+    def copies(items: list[Item], audio_dir: Path, _: argparse.Namespace
+               ) -> list[dict[str, Any]]:
+        return telephone_rows(items, audio_dir)
+
+    run_tool(argv, __doc__.split("\n\n")[0], lambda _: None, copies,
+             "write the original rows too (telephone-band augmentation)")
 
 
 if __name__ == "__main__":

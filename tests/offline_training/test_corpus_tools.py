@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from models.audio import SAMPLE_RATE
-from offline_training.corpora import speech_spans, telephone
+from offline_training.corpora import speech_spans, speed, telephone
 from streamer.config import SegmenterConfig
 from streamer.segmenter import Segmenter
 from streamer.telephony import TELEPHONY_RATE
@@ -96,3 +96,24 @@ def test_telephone_copy_is_band_limited_mu_law(padded_clip: tuple[Path, np.ndarr
     assert len(np.unique(audio)) <= 256
     original, _ = sf.read(path, dtype="float32", start=SAMPLE_RATE, stop=int(2.5 * SAMPLE_RATE))
     assert np.corrcoef(audio, original[::2][: len(audio)])[0, 1] > 0.5
+
+
+def test_speed_copies_are_faster_or_slower_and_training_only(
+        padded_clip: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    path, _ = padded_clip
+    rows = [{"id": "a", "path": str(path), "label": "angry", "speaker": "s1",
+             "start": 1.0, "end": 2.5}]
+    out = tmp_path / "speed.jsonl"
+    speed.main([str(write_manifest(tmp_path / "in.jsonl", rows)), "--audio-dir",
+                str(tmp_path / "audio"), "--out", str(out), "--with-originals"])
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written[0] == rows[0] and [r["id"] for r in written[1:]] == ["a-sp0.9", "a-sp1.1"]
+    for copy, factor in zip(written[1:], (0.9, 1.1), strict=True):
+        assert copy["speaker"] == "s1" and copy["label"] == "angry"
+        assert copy["extra"] == {"augments": "a", "augmentation": f"speed {factor:g}",
+                                 "source": str(path)}
+        audio, rate = sf.read(copy["path"], dtype="float32")
+        assert rate == SAMPLE_RATE
+        assert len(audio) == pytest.approx(1.5 * SAMPLE_RATE / factor, abs=2)
+    with pytest.raises(ValueError, match="outside"):
+        speed.speed_perturb(np.zeros(100, np.float32), 3.0)

@@ -54,3 +54,43 @@ def test_fixed_split_and_errors() -> None:
         make_folds(utts[:3], ProtocolSpec("fixed"))
     with pytest.raises(ProtocolError, match="at least 3"):
         make_folds(corpus(sessions=2), ProtocolSpec("loso"))
+
+
+def with_speed_copies(utts: list[Utterance]) -> list[Utterance]:
+    """Two training-only copies of every utterance, as offline_training.corpora.speed."""
+    copies = [Utterance(f"{u.id}-sp{f}", u.path, u.text, u.label, u.speaker, u.session,
+                        extra={"augments": u.id, "augmentation": f"speed {f}"})
+              for u in utts for f in ("0.9", "1.1")]
+    return utts + copies
+
+
+@pytest.mark.parametrize("spec", [ProtocolSpec("loso"), ProtocolSpec("loso-speaker"),
+                                  ProtocolSpec("kfold", k=4),
+                                  ProtocolSpec("speaker-groups", k=4)])
+def test_training_only_copies_train_beside_their_original_and_are_never_tested(
+        spec: ProtocolSpec) -> None:
+    utts = corpus()
+    plain = make_folds(utts, spec)
+    folds = make_folds(with_speed_copies(utts), spec)
+    assert [(f.valid, f.test) for f in folds] == [(f.valid, f.test) for f in plain]
+    for fold, base in zip(folds, plain, strict=True):
+        copies = set(fold.train) - set(base.train)
+        assert copies == {f"{i}-sp{f}" for i in base.train for f in ("0.9", "1.1")}
+        assert not copies & (set(fold.valid) | set(fold.test))
+
+
+def test_the_final_model_trains_on_the_test_parts_copies_too() -> None:
+    from offline_training.corpora.base import Corpus
+    from offline_training.pipeline import final_split
+
+    utts = with_speed_copies(corpus())
+    fold = final_split(Corpus("demo", ("angry", "happy", "sad", "neutral"), tuple(utts)),
+                       ProtocolSpec("loso"))
+    assert set(fold.train) == {u.id for u in utts} - {
+        i for v in fold.valid for i in (v, f"{v}-sp0.9", f"{v}-sp1.1")}
+
+
+def test_a_copy_without_its_original_is_an_error() -> None:
+    utts = with_speed_copies(corpus())[1:]  # the first original is missing
+    with pytest.raises(ProtocolError, match="name an original that is not in the corpus"):
+        make_folds(utts, ProtocolSpec("loso"))
