@@ -283,6 +283,34 @@ def weigh_columns(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return x * weight
 
 
+# The smallest standard deviation a text column is divided by. On a corpus whose words never
+# change (RAVDESS: two neutral sentences) the text features hardly vary in training, and
+# dividing by that would turn any other words at test time (noise, another language's
+# transcript) into huge standardised values. Affect scores are probabilities; pooled MiniLM
+# token states have a spread of about 0.1 per dimension over varied text.
+AFFECT_STD_FLOOR = 0.05
+TEXT_STATE_STD_FLOOR = 0.05
+
+
+def floored_scaler(floor: np.ndarray) -> Any:
+    """A StandardScaler whose per-column scale is at least ``floor``."""
+    from sklearn.preprocessing import StandardScaler
+
+    class FlooredScaler(StandardScaler):  # type: ignore[misc]
+        def __init__(self, floor: np.ndarray | None = None, *, copy: bool = True,
+                     with_mean: bool = True, with_std: bool = True) -> None:
+            super().__init__(copy=copy, with_mean=with_mean, with_std=with_std)
+            self.floor = floor
+
+        def fit(self, x: np.ndarray, y: Any = None, sample_weight: Any = None) -> Any:
+            super().fit(x, y, sample_weight)
+            if self.floor is not None:
+                self.scale_ = np.maximum(self.scale_, self.floor)
+            return self
+
+    return FlooredScaler(floor)
+
+
 def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
                      valid_items: Sequence[Any], train_groups: Sequence[str] | None,
                      valid_groups: Sequence[str] | None, num_classes: int) -> TrainResult:
@@ -295,7 +323,7 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     from sklearn.metrics import log_loss
     from sklearn.model_selection import GridSearchCV, GroupKFold
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer
 
     if train_groups is None or valid_groups is None:
         raise TrainingError(f"head '{config.head}' chooses its regularisation by speaker-grouped "
@@ -318,10 +346,14 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     # Column weights after standardisation: a few affect scores next to thousands of audio
     # dimensions would otherwise be regularised into silence (L2 is shared); a weight w on
     # a column is the same as dividing its standard deviation by w, folded in below.
-    column_weight = np.ones(x.shape[1])
+    column_weight, floor = np.ones(x.shape[1]), np.zeros(x.shape[1])
     if getattr(head, "use_affect", False):
         column_weight[-head.config.affect_labels:] = head.config.affect_scale
-    model = make_pipeline(StandardScaler(), FunctionTransformer(weigh_columns, kw_args={
+        floor[-head.config.affect_labels:] = AFFECT_STD_FLOOR
+    if getattr(head, "use_text", False):  # mean + std pooled text states, before affect
+        end = x.shape[1] - (head.config.affect_labels if head.use_affect else 0)
+        floor[end - 2 * head.config.text_dim:end] = TEXT_STATE_STD_FLOOR
+    model = make_pipeline(floored_scaler(floor), FunctionTransformer(weigh_columns, kw_args={
         "weight": column_weight}), LogisticRegression(
         max_iter=1000, class_weight="balanced" if config.class_weighting else None))
     # error_score=nan: an inner fold whose training part lacks a class its test part has
@@ -330,7 +362,7 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
                           scoring=PROBE_SCORING, refit="ua", cv=cv, error_score=np.nan)
     search.fit(x, y, groups=groups)
     best = search.best_estimator_
-    scaler, logreg = best.named_steps["standardscaler"], best.named_steps["logisticregression"]
+    scaler, logreg = best.named_steps["flooredscaler"], best.named_steps["logisticregression"]
 
     present = logreg.classes_  # the classes the training part has, sorted
     coef, intercept = logreg.coef_, logreg.intercept_

@@ -10,18 +10,17 @@ The fusion model is the fused linear probe (``linear_probe``: mean+std of the au
 and of the text tokens), the audio-only model ``linear_probe_audio``, both with the same C;
 accuracy pooled over the 4 folds.
 
-The recipe's fusion probe, ``linear_probe_affect`` (audio + the GoEmotions label scores of
-the words, models/text_affect.py), must stay within MARGIN: a hard check.
+Both fusion probes must stay within MARGIN of audio-only: ``linear_probe`` (audio + pooled
+text states) and the recipe's ``linear_probe_affect`` (audio + the GoEmotions label scores of
+the words, models/text_affect.py).
 
-Measured (2026-12-01), this test: audio-only 0.589, fused probe 0.500 with noise text,
-linear_probe_affect 0.571. On 6
-actors (3 folds of 2): audio-only 0.708, fused probe 0.548 with noise text (0.708 with the
-gold sentences); self_mha 0.423 against audio_only 0.524 (15 epochs). The fused probe reads
-the noise words' pooled text states, which lie outside anything its standardisation saw in
-training: fusion is hurt by useless text (issue 16). Until the fusion recipe falls back to
-audio (modality dropout, a text reliability gate) the test reports an expected failure with
-its figures, after checking that the audio model works and that the features were reused;
-then it passes as it stands.
+Measured (2026-12-01), before the text columns' standardisation had a floor: audio-only
+0.589, fused probe 0.500 with noise text, linear_probe_affect 0.571. The words of the
+training clips are always the same two sentences, so their text features hardly varied in
+training; dividing by that tiny spread turned the noise words into huge standardised values
+(issue 16: fusion hurt by useless text). With a floor on the scale of the text columns
+(``offline_training.train.TEXT_STATE_STD_FLOOR``, ``AFFECT_STD_FLOOR``, 0.05; 2026-12-02):
+audio-only 0.589, fused probe 0.616, linear_probe_affect 0.589.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ ACTORS = ("01", "02", "03", "04")
 # hears a language it does not know, or when the words say nothing about the emotion.
 NOISE_WORDS = ("table seven river window paper orange monday garden yellow number station "
                "coffee pencil market twelve bottle engine silver corner letter").split()
-MARGIN = 0.05  # accuracy; 112 test clips: one clip is 0.009
+MARGIN = 0.02  # accuracy; 112 test clips: one clip is 0.009 (issue 16's target: 1 point)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")]
@@ -112,13 +111,8 @@ def test_noise_word_text_does_not_pull_fusion_below_audio_only(tmp_path: Path) -
                                  folds)
     fused = pooled_accuracy("linear_probe", gold, gold_features, noise_features, folds)
     assert audio_only > 0.4  # the audio model itself works (chance: 0.25)
-    # The recipe's fusion probe reads the words through the GoEmotions affect scores
-    # (28 of them, near "neutral" for words that say nothing): it must stay with the audio.
     affect = pooled_accuracy("linear_probe_affect", gold, gold_features, noise_features, folds)
+    print(f"audio-only {audio_only:.3f}, fused probe {fused:.3f}, linear_probe_affect "
+          f"{affect:.3f} (noise-word text at test time)")
+    assert fused >= audio_only - MARGIN, (fused, audio_only)
     assert affect >= audio_only - MARGIN, (affect, audio_only)
-    if fused < audio_only - MARGIN:
-        # Known (issue 16): reported as an expected failure, with the figures, until the
-        # fusion recipe falls back to audio; then the test passes as it stands.
-        pytest.xfail(f"fusion with noise-word text {fused:.3f} < audio-only "
-                     f"{audio_only:.3f} - {MARGIN}: the concatenated text states hurt "
-                     f"(linear_probe_affect: {affect:.3f})")
