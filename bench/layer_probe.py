@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,7 +84,10 @@ def pool(states: np.ndarray) -> np.ndarray:
     return np.concatenate([states.mean(axis=-2), states.std(axis=-2)], axis=-1)
 
 
-def extract(name: str, ref: str, clips: list[Clip], cache: Path, batch_size: int) -> Pooled:
+def extract(name: str, ref: str, clips: list[Clip], cache: Path, batch_size: int,
+            transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Pooled:
+    """Pooled hidden states of every clip (cached under ``name``); ``transform`` changes
+    each clip's audio first (bench/augment_probe.py: speed-perturbed copies)."""
     import soundfile as sf
 
     from models.encoders.whisper import DEFAULT_WINDOW_S
@@ -108,7 +112,7 @@ def extract(name: str, ref: str, clips: list[Clip], cache: Path, batch_size: int
             if rate != 16000 or audio.ndim != 1:
                 raise ValueError(f"'{clip.path}': expected 16 kHz mono, got {rate} Hz "
                                  f"shape {audio.shape}")
-            audios.append(audio)
+            audios.append(audio if transform is None else transform(audio))
         for encoding in encoder.encode_batch(audios, batch_size=batch_size):
             layers.append(pool(encoding.hidden_states))
             average.append(pool(encoding.hidden_states.mean(axis=0)))

@@ -305,7 +305,8 @@ def floored_scaler(floor: np.ndarray) -> Any:
         def fit(self, x: np.ndarray, y: Any = None, sample_weight: Any = None) -> Any:
             super().fit(x, y, sample_weight)
             if self.floor is not None:
-                self.scale_ = np.maximum(self.scale_, self.floor)
+                scale: np.ndarray = getattr(self, "scale_")  # noqa: B009 (set by fit)
+                self.scale_ = np.maximum(scale, self.floor)
             return self
 
     return FlooredScaler(floor)
