@@ -128,7 +128,7 @@ def start_server(overrides: list[str], ingest_port: int, events_port: int,
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
-async def wait_for_health(port: int, proc: subprocess.Popen[bytes] | None,
+async def wait_for_ready(port: int, proc: subprocess.Popen[bytes] | None,
                           timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -136,7 +136,8 @@ async def wait_for_health(port: int, proc: subprocess.Popen[bytes] | None,
             raise SystemExit(f"the server exited with code {proc.returncode}; see its log")
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            # ready, not just alive: models loaded and warmed (streamer/health.py)
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
             data = await reader.read(4096)
             writer.close()
             if b"200 OK" in data:
@@ -144,7 +145,7 @@ async def wait_for_health(port: int, proc: subprocess.Popen[bytes] | None,
         except OSError:
             pass  # not listening yet
         await asyncio.sleep(0.5)
-    raise SystemExit(f"no ingest server on port {port} after {timeout:.0f} s")
+    raise SystemExit(f"no ready ingest server on port {port} after {timeout:.0f} s")
 
 
 # ---------------------------------------------------------------- measuring
@@ -312,7 +313,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         proc = start_server(overrides, ingest_port, events_port, Path(args.server_log))
     port = int(args.ingest_url.rsplit(":", 1)[1].split("/")[0])
     try:
-        await wait_for_health(port, proc)
+        await wait_for_ready(port, proc)
         collector = Collector()
         ready = asyncio.Event()
         listen = asyncio.create_task(collector.run(args.events_url, ready))

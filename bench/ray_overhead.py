@@ -247,7 +247,7 @@ async def single_levels(args: argparse.Namespace, calls: list[int], call: Any,
     overrides = list(args.set) + ["ingest.token=loadgen", "ingest.audiohook_api_key=loadgen"]
     proc = loadgen.start_server(overrides, ingest, events, workdir / "single.log")
     try:
-        await loadgen.wait_for_health(ingest, proc)
+        await loadgen.wait_for_ready(ingest, proc)
         args.ingest_url = f"ws://127.0.0.1:{ingest}"
         args.events_url = f"ws://127.0.0.1:{events}/events"
         collector, ready = loadgen.Collector(), asyncio.Event()

@@ -58,7 +58,7 @@ from bench.loadgen import (  # noqa: E402
     free_port,
     percentiles,
     synthesize_call,
-    wait_for_health,
+    wait_for_ready,
 )
 from streamer.config import load_config  # noqa: E402
 from streamer.ingest.clients import (  # noqa: E402
@@ -561,7 +561,7 @@ async def run_soak(settings: SoakSettings) -> dict[str, Any]:
     load_start = os.getloadavg()
     result: dict[str, Any] = {}
     try:
-        await wait_for_health(port, proc)
+        await wait_for_ready(port, proc)
         collector = Collector()
         ready = asyncio.Event()
         listen = asyncio.create_task(collector.run(events_url, ready))
