@@ -51,10 +51,14 @@ def stream_started(stream_id: str, channel: str, source: str, model_id: str,
 
 def stream_ended(stream_id: str, channel: str, duration_s: float, utterances: int,
                  reason: str, error: str | None = None, nonspeech: int = 0,
-                 redecoded: int = 0) -> Event:
+                 redecoded: int = 0, speakers: int | None = None,
+                 speaker_changes: int | None = None) -> Event:
+    """``speakers``/``speaker_changes``: with ``speakers.enabled``, the labels given and the
+    utterances cut at a speaker change; None when speaker labelling is off."""
     return {**_common("stream.ended", stream_id, channel), "duration_s": round(duration_s, 3),
             "utterances": utterances, "nonspeech_utterances": nonspeech,
-            "redecoded_utterances": redecoded, "reason": reason, "error": error}
+            "redecoded_utterances": redecoded, "speakers": speakers,
+            "speaker_changes": speaker_changes, "reason": reason, "error": error}
 
 
 def utterance_id(stream_id: str, channel: str, index: int) -> str:

@@ -176,10 +176,11 @@ class ChannelPolicy:
         return events.stream_started(self.stream_id, self.channel, source, self.model_id,
                                      self.labels)
 
-    def ended(self, reason: str, error: str | None = None) -> events.Event:
+    def ended(self, reason: str, error: str | None = None, speakers: int | None = None,
+              speaker_changes: int | None = None) -> events.Event:
         return events.stream_ended(self.stream_id, self.channel, self.stream_time,
                                    self.utterances, reason, error, self.stats.nonspeech,
-                                   self.stats.redecodes)
+                                   self.stats.redecodes, speakers, speaker_changes)
 
     def on_audio(self, t_end: float) -> None:
         """Audio up to stream time ``t_end`` has been pushed to the segmenter."""

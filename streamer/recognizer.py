@@ -243,7 +243,9 @@ class Recognizer:
                 log.info("%s/%s speakers: %d change decisions (%d cuts, %.0f ms), %d labels "
                          "(%.0f ms)", channel.stream_id, channel.channel, stats.decisions,
                          stats.changes, stats.change_ms, stats.labels, stats.label_ms)
-            self.bus.publish(policy.ended(reason, error))
+            self.bus.publish(policy.ended(reason, error) if speakers is None else
+                             policy.ended(reason, error, speakers.speakers,
+                                          speakers.stats.changes))
             self.stats.add(policy.stats)
         return policy.utterances
 

@@ -96,6 +96,10 @@ class ChannelSpeakers:
         self._encoder = encoder
         self._tracker = SpeakerTracker(config.label_threshold, config.max_speakers)
 
+    @property
+    def speakers(self) -> int:
+        return self._tracker.speakers
+
     def label(self, audio: np.ndarray) -> str:
         """The utterance's speaker; called in utterance order (one recognize loop per
         channel), so labels are causal."""

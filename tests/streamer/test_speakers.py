@@ -158,9 +158,11 @@ def test_run_publishes_speaker_labels(tmp_path: Path) -> None:
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     emotion = [json.loads(line) for line in lines
                if json.loads(line)["type"] == "utterance.emotion"]
-    for event in emotion:
+    for event in [json.loads(line) for line in lines]:
         events.validate_event(event)
         assert event["schema"] == "emotion-stream/3"
     assert summary.utterances == 4
+    ended = [json.loads(line) for line in lines if json.loads(line)["type"] == "stream.ended"]
+    assert [(e["speakers"], e["speaker_changes"]) for e in ended] == [(2, 3)]
     assert [e["speaker"] for e in emotion] == ["S1", "S2", "S1", "S2"]
     assert [e["cut_reason"] for e in emotion] == ["speaker_change"] * 3 + ["pause"]
