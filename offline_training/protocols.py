@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from offline_training.errors import ProtocolError
@@ -240,8 +240,7 @@ def make_folds(utterances: Sequence[Utterance], spec: ProtocolSpec) -> list[Fold
         raise ProtocolError(f"{len(orphans)} training-only copies (e.g. '{orphans[0]}') name an "
                             "original that is not in the corpus: write the originals too "
                             "(--with-originals) or drop the copies")
-    return [Fold(fold.name, with_copies(fold.train, utterances), fold.valid, fold.test,
-                 fold.test_speakers, fold.valid_speakers)
+    return [replace(fold, train=with_copies(fold.train, utterances))
             for fold in _make_folds(originals, spec)]
 
 

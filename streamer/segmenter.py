@@ -168,11 +168,11 @@ class Segmenter:
         return events
 
     def _close_now(self, reason: str) -> list[SegmenterEvent]:
-        events: list[SegmenterEvent] = []
-        if self._in_speech:
-            events.extend(self._decide_change(final=True))
-            events.extend(self._close(len(self._frames), reason))
-        return events
+        return self._end(reason) if self._in_speech else []
+
+    def _end(self, reason: str) -> list[SegmenterEvent]:
+        """End the open utterance: pending turn boundaries are decided first."""
+        return [*self._decide_change(final=True), *self._close(len(self._frames), reason)]
 
     # ----------------------------------------------------------------- private
     def _time(self, frame_index: int) -> float:
@@ -227,7 +227,7 @@ class Segmenter:
         ends_at = self._turn_pause_frames if len(self._frames) - self._silence_run \
             >= self._turn_frames else self._hangover_frames
         if self._silence_run >= ends_at:
-            return [*self._decide_change(final=True), *self._close(len(self._frames), "pause")]
+            return self._end("pause")
         if self._silence_run == self._pause_frames:
             return [SpeechPaused(
                 utterance_index=self._utterance_index,

@@ -41,6 +41,10 @@ def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
 def speed_rows(items: Sequence[Item], audio_dir: Path,
                factors: Sequence[float] = DEFAULT_FACTORS) -> list[dict[str, Any]]:
     """Write each row's copies under ``audio_dir``, one per factor; return their rows."""
+    missing = [row for row, _ in items if not row.get("id")]
+    if missing:
+        raise ValueError(f"{len(missing)} rows have no id (e.g. {missing[0]['path']}): a "
+                         "training-only copy names its original by id")
     rows: list[dict[str, Any]] = []
     for factor in factors:
         tag = f"-sp{factor:g}"
@@ -61,11 +65,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def copies(items: list[Item], audio_dir: Path, args: argparse.Namespace
                ) -> list[dict[str, Any]]:
-        missing = [row for row, _ in items if not row.get("id")]
-        if missing:
-            raise SystemExit(f"{len(missing)} rows have no id (e.g. {missing[0]['path']}): a "
-                             "training-only copy names its original by id")
-        return speed_rows(items, audio_dir, [float(f) for f in args.factors.split(",")])
+        try:
+            return speed_rows(items, audio_dir, [float(f) for f in args.factors.split(",")])
+        except ValueError as exc:  # rows without ids, a factor out of range: say which
+            raise SystemExit(str(exc)) from exc
 
     run_tool(argv, __doc__.split("\n\n")[0], arguments, copies,
              "write the original rows too (needed: a copy trains only beside its original)")
