@@ -102,6 +102,7 @@ class CMRobertaHead(FusionHead):
         return x_a, x_t
 
     def forward(self, batch: HeadBatch) -> HeadOutput:
+        batch = self.downsampled(batch)
         am, tm = batch.audio_mask, batch.text_mask
         x_a, x_t = self.inputs(batch)
         h_a = self.audio_lstm(x_a, am)  # (B, Ta, d)

@@ -124,6 +124,7 @@ class ContextMMTHead(FusionHead):
         return self.context_conv(channels).squeeze(1)  # (B, p)
 
     def forward(self, batch: HeadBatch) -> HeadOutput:
+        batch = self.downsampled(batch)
         config: ContextMMTConfig = self.config  # type: ignore[assignment]
         am, tm = batch.audio_mask, batch.text_mask
         audio_layers = self._layers(audio_or_layers(batch), config.audio_layers, "audio")

@@ -81,6 +81,7 @@ class LinearProbeHead(FusionHead):
 
     def pooled(self, batch: HeadBatch) -> tuple[Tensor, Tensor]:
         """Unstandardised pooled features: (B, 2Da) audio, (B, 2Dt) text (width 0 if unused)."""
+        batch = self.downsampled(batch)
         b = batch.batch_size
         audio = batch.audio.new_zeros(b, 0, dtype=torch.float32)
         if self.use_audio:

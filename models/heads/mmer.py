@@ -68,6 +68,7 @@ class MMERHead(FusionHead):
         self.make_regressor(2 * d)
 
     def forward(self, batch: HeadBatch) -> HeadOutput:
+        batch = self.downsampled(batch)
         config: MMERConfig = self.config  # type: ignore[assignment]
         a = self.audio_proj(batch.audio)  # (B, Ta, d)
         t = self.text_proj(batch.text)  # (B, Tt, d)

@@ -69,6 +69,7 @@ class SelfMHAHead(FusionHead):
         self.make_regressor(config.fused_dim)
 
     def forward(self, batch: HeadBatch) -> HeadOutput:
+        batch = self.downsampled(batch)
         variant = self.config.variant  # type: ignore[attr-defined]
         text, text_mask = pick_text(batch.text, batch.text_mask, variant)
         a = self.audio_proj(batch.audio)  # (B, Ta, d)

@@ -129,6 +129,7 @@ class SharedQKMTHead(FusionHead):
         self.make_regressor(d)
 
     def forward(self, batch: HeadBatch) -> HeadOutput:
+        batch = self.downsampled(batch)
         if batch.word_text is None or batch.word_spans is None or batch.word_mask is None:
             raise ValueError("shared_qk_mt needs HeadBatch.word_text, word_spans and word_mask")
         mask = batch.word_mask  # (B, W)

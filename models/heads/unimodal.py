@@ -46,6 +46,7 @@ class UnimodalHead(FusionHead):
         self.make_regressor(config.fused_dim)
 
     def forward(self, batch: HeadBatch) -> HeadOutput:
+        batch = self.downsampled(batch)
         use_text = self.config.modality == "text"  # type: ignore[attr-defined]
         x, mask = (batch.text, batch.text_mask) if use_text else (batch.audio, batch.audio_mask)
         h = self.proj(x)  # (B, T, d)

@@ -37,10 +37,12 @@ for _name in ("context_mmt", "cmt_a2t", "cmt_t2a", "early_fusion", "late_fusion"
     TINY[_name] = _CONTEXT_MMT
 
 
-def tiny_head(name: str, dropout: float = 0.0, regression: bool = False) -> FusionHead:
+def tiny_head(name: str, dropout: float = 0.0, regression: bool = False,
+              audio_pool: int = 1) -> FusionHead:
     torch.manual_seed(0)
     config = make_config(name, audio_dim=AUDIO_DIM, text_dim=TEXT_DIM, num_classes=NUM_CLASSES,
-                         dropout=dropout, regression=regression, **TINY.get(name, {}))
+                         dropout=dropout, regression=regression, audio_pool=audio_pool,
+                         **TINY.get(name, {}))
     return build_head(name, config)
 
 

@@ -43,6 +43,42 @@ def test_padding_invariance(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_pooled_frames_keep_padding_invariance(name: str) -> None:
+    # audio_pool 3 on lengths that are not multiples of 3: the last pooled frame of a short
+    # item must average only its own frames, never the batch's padding.
+    head = tiny_head(name, audio_pool=3).eval()
+    items = random_items(name, 4, seed=4)
+    batched = head(collate(items)).logits
+    for i, item in enumerate(items):
+        torch.testing.assert_close(batched[i], head(collate([item])).logits[0],
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_pool_audio_frames_averages_real_frames_only() -> None:
+    from models.heads import HeadItem
+    from models.heads.base import pool_audio_frames
+
+    frames = torch.arange(5, dtype=torch.float32).view(5, 1).repeat(1, 2)  # values 0..4
+    short = HeadItem(audio=frames, text=torch.zeros(1, 2),
+                     audio_layers=torch.stack([frames, 10 * frames]),
+                     word_text=torch.zeros(2, 2), word_spans=torch.tensor([[0, 2], [3, 5]]))
+    long = HeadItem(audio=torch.ones(7, 2), text=torch.zeros(1, 2),
+                    audio_layers=torch.ones(2, 7, 2), word_text=torch.zeros(2, 2),
+                    word_spans=torch.tensor([[4, 4], [5, 7]]))
+    batch = pool_audio_frames(collate([short, long]), 2)
+    # short: (0+1)/2, (2+3)/2, 4 alone (its padding is not averaged in), then padding
+    assert batch.audio[0, :, 0].tolist() == [0.5, 2.5, 4.0, 0.0]
+    assert batch.audio_mask.tolist() == [[True, True, True, False], [True] * 4]
+    assert batch.audio_layers is not None and batch.audio_layers[0, 1, :3, 0].tolist() == [
+        5.0, 25.0, 40.0]
+    assert batch.word_spans is not None
+    assert batch.word_spans.tolist() == [[[0, 1], [1, 3]], [[2, 3], [2, 4]]]  # >= 1 frame each
+    assert pool_audio_frames(batch, 1) is batch
+    with pytest.raises(ValueError, match="audio_pool"):
+        tiny_head("self_mha", audio_pool=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_gradient_reaches_every_parameter(name: str) -> None:
     head = tiny_head(name, regression=True).train()
     batch = collate(random_items(name, 4, seed=2, min_context=1))
