@@ -30,18 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.layer_probe import FOLDS, RAVDESS, ravdess_clips  # noqa: E402
 from models.encoders.whisper_torch import load_whisper_torch  # noqa: E402
+from models.heads.linear_probe import masked_mean_std  # noqa: E402
 
 FRAMES = Path("/tmp/recipe/frames-pool4.npz")
 TOP_INPUT = 3  # hidden state fed to the fine-tuned layer (the output of layer 3)
-
-
-def masked_mean_std(h: Tensor, mask: Tensor) -> Tensor:
-    """(B, T, D), (B, T) -> (B, 2D)."""
-    m = mask[..., None].float()
-    n = m.sum(1).clamp_min(1)
-    mean = (h * m).sum(1) / n
-    var = ((h - mean[:, None]) ** 2 * m).sum(1) / n
-    return torch.cat([mean, var.clamp_min(1e-6).sqrt()], -1)
 
 
 class TopLayerProbe(nn.Module):
@@ -59,15 +51,7 @@ class TopLayerProbe(nn.Module):
 
     def top(self, h: Tensor, mask: Tensor) -> Tensor:
         """The pretrained layer's computation, with padding masked out of the attention."""
-        b, t, d = h.shape
-        layer = self.layer
-        q, k, v = layer.qkv(layer.attn_norm(h)).split(d, -1)
-        heads = [z.view(b, t, layer.n_heads, d // layer.n_heads).transpose(1, 2)
-                 for z in (q, k, v)]
-        attended = F.scaled_dot_product_attention(*heads, attn_mask=mask[:, None, None, :])
-        h = h + layer.out(attended.transpose(1, 2).reshape(b, t, d))
-        h = h + layer.ffn_out(F.gelu(layer.ffn_in(layer.ffn_norm(h))))
-        return masked_mean_std(self.norm(h), mask)
+        return masked_mean_std(self.norm(self.layer(h, mask)), mask)
 
     def features(self, frozen: Tensor, h: Tensor, mask: Tensor) -> Tensor:
         return torch.cat([frozen, self.top(h, mask)], -1)

@@ -166,11 +166,14 @@ class _Layer(nn.Module):
         self.ffn_in = nn.Linear(dim, 4 * dim)
         self.ffn_out = nn.Linear(4 * dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D). ``mask`` (B, T), True at real frames, keeps padding out of
+        the attention (fine-tuning on padded batches); the encoder's window needs none."""
         b, t, d = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).split(d, dim=-1)
         heads = [z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v)]
-        attended = F.scaled_dot_product_attention(*heads)  # no mask: the window is all frames
+        attended = F.scaled_dot_product_attention(
+            *heads, attn_mask=None if mask is None else mask[:, None, None, :])
         x = x + self.out(attended.transpose(1, 2).reshape(b, t, d))
         return x + self.ffn_out(F.gelu(self.ffn_in(self.ffn_norm(x))))
 

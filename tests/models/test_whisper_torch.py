@@ -151,3 +151,20 @@ def test_layouts_that_are_not_understood_are_named(tmp_path: Path) -> None:
         load_whisper_torch(str(truncated.parent))
     with pytest.raises(ModelFileError, match="no local model.bin"):
         load_whisper_torch(str(tmp_path / "nothing-here"))
+
+
+def test_layer_mask_keeps_padding_out_of_attention() -> None:
+    # Fine-tuning a layer on padded batches (bench/partial_finetune.py) passes a mask: a short
+    # item's frames must come out as if it were alone.
+    import torch
+
+    from models.encoders.whisper_torch import _Layer
+
+    torch.manual_seed(0)
+    layer = _Layer(dim=8, n_heads=2).eval()
+    x = torch.randn(2, 7, 8)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    with torch.no_grad():
+        padded, alone = layer(x, mask), layer(x[1:, :4])
+        torch.testing.assert_close(padded[1, :4], alone[0])
+        torch.testing.assert_close(layer(x), layer(x, torch.ones(2, 7, dtype=torch.bool)))
