@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from offline_training import synth
+from offline_training.augment import AugmentConfig
 from offline_training.corpora import KINDS, CorpusSpec, load_corpus
 from offline_training.errors import TrainingError
 from offline_training.features import FeatureSpec
@@ -121,6 +122,17 @@ def add_train_args(parser: argparse.ArgumentParser, head: bool = True) -> None:
     group.add_argument("--lr", type=float, default=None, help="learning rate")
     group.add_argument("--batch-size", type=int, default=None)
     group.add_argument("--epochs", type=int, default=None, help="maximum epochs")
+    group.add_argument("--weight-decay", type=float, default=None,
+                       help="L2 / decoupled weight decay (default: the head paper's)")
+    group.add_argument("--time-masks", type=int, default=0,
+                       help="augmentation: zeroed stretches of encoder frames per training "
+                            "utterance, each up to 15%% of it (default 0)")
+    group.add_argument("--channel-masks", type=int, default=0,
+                       help="augmentation: zeroed bands of up to 40 feature channels per "
+                            "training utterance (default 0)")
+    group.add_argument("--text-swap", type=float, default=0.0,
+                       help="augmentation: probability that a training utterance gets another "
+                            "one's words (teaches fusion heads that words can be wrong)")
     group.add_argument("--stop-patience", type=int, default=None,
                        help="early stopping: epochs without validation-loss improvement")
     group.add_argument("--select", choices=SELECT, default=None,
@@ -237,12 +249,16 @@ def settings_per_head(pairs: Sequence[str], heads: Sequence[str]) -> dict[str, d
 
 def train_configs(args: argparse.Namespace, heads: Sequence[str]) -> list[TrainConfig]:
     per_head = settings_per_head(args.head_setting, heads)
-    return [train_config(args, head, per_head[head]) for head in heads]
+    try:
+        return [train_config(args, head, per_head[head]) for head in heads]
+    except ValueError as exc:  # a training option out of range, e.g. --text-swap 2
+        raise TrainingError(str(exc)) from exc
 
 
 def train_config(args: argparse.Namespace, head: str,
                  head_settings: dict[str, object]) -> TrainConfig:
     overrides = {"lr": args.lr, "batch_size": args.batch_size, "max_epochs": args.epochs,
+                 "weight_decay": args.weight_decay,
                  "stop_patience": args.stop_patience, "select": args.select,
                  "probe_inner_folds": args.probe_inner_folds,
                  "probe_cs": parse_cs(args.probe_cs) if args.probe_cs else None}
@@ -250,7 +266,10 @@ def train_config(args: argparse.Namespace, head: str,
                         head_settings=head_settings,
                         class_weighting=not args.no_class_weights,
                         context_size=args.context_size, seed=args.seed, device=args.device,
-                        accelerate=args.accelerate)
+                        accelerate=args.accelerate,
+                        augment=AugmentConfig(time_masks=args.time_masks,
+                                              channel_masks=args.channel_masks,
+                                              text_swap=args.text_swap))
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -284,11 +303,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from offline_training.pipeline import evaluate_heads, extract, open_corpus
 
     torch.set_num_threads(args.threads)
+    configs = train_configs(args, [args.head])  # bad options fail before any extraction
     data = data_settings(args)
     corpus = open_corpus(data)
     features = extract(data, corpus, [args.head])
-    evaluate_heads(corpus, features, protocol_spec(args), train_configs(args, [args.head]),
-                   args.out, args.verbose, resume=args.resume, progress=data.progress,
+    evaluate_heads(corpus, features, protocol_spec(args), configs, args.out, args.verbose, resume=args.resume, progress=data.progress,
                    corpus_spec=data.corpus)
     return 0
 
@@ -300,11 +319,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     heads = ablation_heads(args.heads, with_probes=not args.no_probe)
+    configs = train_configs(args, heads)  # bad options fail before any extraction
     data = data_settings(args)
     corpus = open_corpus(data)
     features = extract(data, corpus, heads)
-    evaluate_heads(corpus, features, protocol_spec(args), train_configs(args, heads),
-                   args.out, args.verbose, resume=args.resume, progress=data.progress,
+    evaluate_heads(corpus, features, protocol_spec(args), configs, args.out, args.verbose, resume=args.resume, progress=data.progress,
                    corpus_spec=data.corpus)
     return 0
 

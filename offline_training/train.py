@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from offline_training.augment import AugmentConfig, augment_batch
 from offline_training.errors import TrainingError
 from offline_training.metrics import Scores, score
 
@@ -55,6 +56,8 @@ class TrainConfig:
     probe_cs: tuple[float, ...] = PROBE_CS  # linear_probe: C grid of the inner CV
     probe_inner_folds: int = 5  # linear_probe: speaker-grouped inner folds (fewer if fewer)
     text_affect: str = ""  # linear_probe_affect: text affect model directory ("" = packaged)
+    # Training-batch augmentation (offline_training.augment); closed-form heads ignore it.
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if self.select not in SELECT:
@@ -191,11 +194,12 @@ class Stepper:
     """One optimisation step per batch, on one device (the default)."""
 
     def __init__(self, head: Any, optimizer: torch.optim.Optimizer, device: str,
-                 weights: Tensor | None) -> None:
+                 weights: Tensor | None, augment: AugmentConfig | None = None) -> None:
         self.head = head.to(device)
         self.optimizer = optimizer
         self.device = device
         self.weights = None if weights is None else weights.to(device)
+        self.augment = augment or AugmentConfig()
 
     def epoch(self, items: Sequence[Any], batch_size: int, generator: torch.Generator) -> float:
         """Train one epoch; return the mean training loss."""
@@ -204,7 +208,7 @@ class Stepper:
         self.head.train()
         total = 0.0
         for chunk in batches(items, batch_size, generator):
-            batch = collate(chunk).to(self.device)
+            batch = augment_batch(collate(chunk), self.augment, generator).to(self.device)
             loss = self.head.loss(batch, self.head(batch), self.weights)
             self.optimizer.zero_grad()
             loss.backward()
@@ -218,14 +222,14 @@ class AccelerateStepper(Stepper):
     model is wrapped (DDP), each process trains on its shard of every epoch's batches."""
 
     def __init__(self, head: Any, optimizer: torch.optim.Optimizer,
-                 weights: Tensor | None) -> None:
+                 weights: Tensor | None, augment: AugmentConfig | None = None) -> None:
         try:
             from accelerate import Accelerator
         except ImportError as exc:
             raise TrainingError("--accelerate needs the 'accelerate' package: "
                                 "pip install 'emotion-stream[train]'") from exc
         self.accelerator = Accelerator()
-        super().__init__(head, optimizer, str(self.accelerator.device), weights)
+        super().__init__(head, optimizer, str(self.accelerator.device), weights, augment)
         self.wrapped, self.optimizer = self.accelerator.prepare(self.head, optimizer)
         self.loader: Any = None
 
@@ -242,6 +246,7 @@ class AccelerateStepper(Stepper):
         self.wrapped.train()
         total, count = 0.0, 0
         for batch in self.loader:
+            batch = augment_batch(batch, self.augment, generator)
             loss = self.head.loss(batch, self.wrapped(batch), self.weights)
             self.optimizer.zero_grad()
             self.accelerator.backward(loss)
@@ -419,8 +424,8 @@ def train_head(config: TrainConfig, train_items: Sequence[Any], valid_items: Seq
     optimizer = make_optimizer(config, head.parameters())
     weights = (class_weights([it.label for it in train_items], num_classes)
                if config.class_weighting else None)
-    stepper = (AccelerateStepper(head, optimizer, weights) if config.accelerate
-               else Stepper(head, optimizer, config.device, weights))
+    stepper = (AccelerateStepper(head, optimizer, weights, config.augment) if config.accelerate
+               else Stepper(head, optimizer, config.device, weights, config.augment))
     scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.plateau_factor, patience=config.plateau_patience)
         if config.plateau_patience > 0 else None)

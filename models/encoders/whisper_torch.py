@@ -171,9 +171,9 @@ class _Layer(nn.Module):
         the attention (fine-tuning on padded batches); the encoder's window needs none."""
         b, t, d = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).split(d, dim=-1)
-        heads = [z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v)]
+        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
         attended = F.scaled_dot_product_attention(
-            *heads, attn_mask=None if mask is None else mask[:, None, None, :])
+            q, k, v, attn_mask=None if mask is None else mask[:, None, None, :])
         x = x + self.out(attended.transpose(1, 2).reshape(b, t, d))
         return x + self.ffn_out(F.gelu(self.ffn_in(self.ffn_norm(x))))
 
