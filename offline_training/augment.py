@@ -78,10 +78,12 @@ def augment_batch(batch: HeadBatch, config: AugmentConfig,
         width = torch.full((b,), min(config.channel_mask_max, d))
         keep = keep * keep_mask(torch.full((b,), d), d, config.channel_masks, width,
                                 generator)[:, None, :]
-    keep = keep.to(device=device, dtype=batch.audio.dtype)
-    updates: dict[str, Tensor] = {"audio": batch.audio * keep}
-    if batch.audio_layers is not None:
-        updates["audio_layers"] = batch.audio_layers * keep[:, None]
+    updates: dict[str, Tensor] = {}
+    if config.time_masks or config.channel_masks:  # text swap alone leaves the frames as they are
+        keep = keep.to(device=device, dtype=batch.audio.dtype)
+        updates["audio"] = batch.audio * keep
+        if batch.audio_layers is not None:
+            updates["audio_layers"] = batch.audio_layers * keep[:, None]
     if config.text_swap and b > 1:
         swap = torch.rand(b, generator=generator) < config.text_swap
         # another utterance of the batch for each swapped one (never itself)
