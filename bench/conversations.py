@@ -17,7 +17,9 @@ where its words are. Per configuration it reports:
   Resemblyzer's encoder) in the loop: label accuracy (each utterance's label against its
   dominant speaker, labels mapped to speakers by majority) and the encoder's CPU time.
   ``--pairing same`` pairs two actors of the same sex (the hard case), ``mixed`` (default)
-  one male and one female.
+  one male and one female. Changes where the next speaker starts before the last one
+  stops (overlaps) are counted apart. Each conversation's first actor also talks alone
+  (16 other clips, the same gaps): every ``speaker_change`` cut there is a false one.
 
 Usage (from the repository root)::
 
@@ -139,9 +141,13 @@ def measure(utts: list[Utterance], placed: list[Placed]) -> dict[str, Any]:
         for p in placed:
             per[p.speaker] = per.get(p.speaker, 0.0) + overlap(span, (p.start, p.end))
         two += sum(v >= 0.3 for v in per.values()) >= 2
-    changes = [nxt.start for p, nxt in zip(placed, placed[1:], strict=False)
-               if nxt.speaker != p.speaker]
-    detected = sum(any(abs(b - c) <= 0.5 for b in boundaries) for c in changes)
+    changes = [(nxt.start, nxt.start < p.end) for p, nxt in zip(placed, placed[1:],
+                                                                  strict=False)
+               if nxt.speaker != p.speaker]  # (time, overlapped)
+    found = [any(abs(b - c) <= 0.5 for b in boundaries) for c, _ in changes]
+    detected = sum(found)
+    overlapped = sum(o for _, o in changes)
+    overlapped_found = sum(f and o for f, (_, o) in zip(found, changes, strict=True))
     lengths = [u.t_end - u.t_start for u in utts]
     return {"utterances": len(utts), "cut_reasons": {r: sum(u.cut_reason == r for u in utts)
                                                      for r in ("pause", "max_length",
@@ -150,6 +156,8 @@ def measure(utts: list[Utterance], placed: list[Placed]) -> dict[str, Any]:
             "cuts_inside_speech": len(cuts), "cuts_mid_word": mid_word,
             "cuts_mid_clip": mid_clip, "two_speaker_utterances": two,
             "speaker_changes": len(changes), "changes_with_boundary_0_5s": detected,
+            "overlapped_changes": overlapped,
+            "overlapped_changes_with_boundary_0_5s": overlapped_found,
             "max_length_s": round(max(lengths, default=0.0), 2),
             "mean_length_s": round(float(np.mean(lengths)) if lengths else 0.0, 2)}
 
@@ -236,6 +244,7 @@ def main() -> int:
         results["speakers"] = vars(speakers_config)
     speaker_ms = 0.0
     total: dict[str, Any] = {}
+    solo_total: dict[str, Any] = {}
     audio_s, cpu_s = 0.0, 0.0
     for c in range(args.conversations):
         pieces = ravdess_pieces(asr, args.ravdess, pairs[c % len(pairs)], args.clips, rng)
@@ -250,10 +259,27 @@ def main() -> int:
         if channel is not None:
             labels = [channel.label(u.audio) for u in utts]
             add(total, label_accuracy(utts, placed, labels))
-            add(total, {"change_decisions": channel.stats.decisions})
+            add(total, {"change_decisions": channel.stats.decisions,
+                        "scan_windows": channel.stats.scans})
             speaker_ms += channel.stats.change_ms + channel.stats.label_ms
+            # one speaker of the pair alone, same gaps: every speaker_change cut is false
+            a = pairs[c % len(pairs)][0]
+            solo = ravdess_pieces(asr, args.ravdess, (a, a), args.clips,
+                                  random.Random(1000 + c))
+            mix, placed = assemble(solo, gaps)
+            channel = ChannelSpeakers(encoder, speakers_config)
+            utts, _ = segment(mix, config, channel)
+            labels = [channel.label(u.audio) for u in utts]
+            add(solo_total, {"audio_s": round(len(mix) / SAMPLE_RATE, 1),
+                             "utterances": len(utts),
+                             "false_speaker_change_cuts": sum(
+                                 u.cut_reason == "speaker_change" for u in utts),
+                             "cuts_mid_word": measure(utts, placed)["cuts_mid_word"],
+                             "labels_used": len(set(labels))})
     results["ravdess_conversations"] = {"conversations": args.conversations,
                                         "audio_s": round(audio_s, 1), **total}
+    if solo_total:
+        results["ravdess_one_speaker"] = solo_total
     # espeak-ng monologues: one speaker, phrases 180 ms apart (one turn to the 300 ms
     # hangover), and 30 ms apart (no pause the VAD sees: only the hard limit cuts)
     phrases = [(f"espeak{i}", trim(synthesize(Turn(t, speed=175))), ()) for i, t in

@@ -81,19 +81,27 @@ class SpeakersConfig:
     window_s: float = 1.0  # speech after a pause embedded to decide (the decision's delay)
     before_s: float = 1.6  # speech before the pause it is compared with
     min_pause_ms: int = 30  # the shortest unvoiced run that is a candidate boundary
+    # Changes without a pause (overlapping talk): every scan_hop_s, the window_s of speech
+    # before and after are compared; a cosine below scan_threshold that is the lowest
+    # within scan_peak_s cuts there. scan_hop_s = 0 turns the scan off.
+    scan_hop_s: float = 0.2
+    scan_threshold: float = 0.5
+    scan_peak_s: float = 0.4
     # Labels: an utterance is a known speaker when its cosine with that speaker's mean
     # embedding is >= label_threshold; else a new one (at most max_speakers per channel).
     label_threshold: float = 0.6
     max_speakers: int = 8
 
     def __post_init__(self) -> None:
-        for key in ("change_threshold", "label_threshold"):
+        for key in ("change_threshold", "label_threshold", "scan_threshold"):
             if not -1.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"speakers.{key} must be a cosine in [-1, 1]")
         if self.window_s <= 0 or self.before_s <= 0 or self.min_pause_ms <= 0 \
-                or self.max_speakers < 1:
-            raise ConfigError("speakers.window_s, before_s, min_pause_ms and max_speakers "
-                              "must be positive")
+                or self.max_speakers < 1 or self.scan_peak_s <= 0:
+            raise ConfigError("speakers.window_s, before_s, min_pause_ms, scan_peak_s and "
+                              "max_speakers must be positive")
+        if self.scan_hop_s < 0:
+            raise ConfigError("speakers.scan_hop_s must be >= 0 (0 turns the scan off)")
 
 
 @dataclass(frozen=True)

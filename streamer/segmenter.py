@@ -30,6 +30,12 @@ Rules:
   (``cut_reason: "speaker_change"``) and what follows, with up to ``preroll_ms`` of
   the pause before it, carries on as the next utterance. Causal: the decision needs only
   audio already pushed, and the same audio gives the same cuts at any pace.
+- Speaker turns without a pause (``scan_hop_s`` > 0): when two people overlap there is no
+  pause to cut at. Every ``scan_hop_s`` of the open utterance, the window of speech ending
+  there is compared with the window starting there (embeddings of ``window_s`` each, every
+  window embedded once); a point whose distance (1 - cosine) exceeds ``scan_distance`` and
+  is the largest within ``scan_peak_s`` on either side, away from any candidate pause, is
+  a change: the utterance is cut at its quietest frame within half a hop.
 """
 
 from __future__ import annotations
@@ -72,6 +78,17 @@ class ChangeDetector(Protocol):
 
     def changed(self, before: np.ndarray, after: np.ndarray) -> bool: ...
 
+    @property
+    def scan_hop_s(self) -> float: ...  # 0: changes only at pauses
+
+    @property
+    def scan_distance(self) -> float: ...  # a distance (1 - cosine) above it: a change
+
+    @property
+    def scan_peak_s(self) -> float: ...  # a change is the largest distance this near
+
+    def embed(self, audio: np.ndarray) -> np.ndarray: ...  # L2-normalised
+
 
 def make_vad(aggressiveness: int) -> VoiceDetector:
     import webrtcvad
@@ -90,10 +107,18 @@ class Segmenter:
                  change: ChangeDetector | None = None) -> None:
         self._cfg = config
         self._change = change
+        self._scan_hop = self._scan_window = self._scan_peak = 0  # frames; 0: no scan
         if change is not None:
             self._change_window = max(1, int(change.window_s * 1000) // config.frame_ms)
             self._change_before = max(1, int(change.before_s * 1000) // config.frame_ms)
             self._change_pause = max(1, change.min_pause_ms // config.frame_ms)
+            hop = int(change.scan_hop_s * 1000) // config.frame_ms
+            self._scan_hop = max(1, hop) if change.scan_hop_s > 0 else 0
+            if self._scan_hop:  # windows on the hop grid, so each is embedded once
+                self._scan_window = max(1, round(self._change_window / self._scan_hop)) \
+                    * self._scan_hop
+                self._scan_peak = max(1, round(change.scan_peak_s * 1000 / config.frame_ms
+                                               / self._scan_hop))
         self._vad = vad if vad is not None else make_vad(config.aggressiveness)
         self._frame_len = SAMPLE_RATE * config.frame_ms // 1000
         self._hangover_frames = max(1, config.hangover_ms // config.frame_ms)
@@ -126,6 +151,13 @@ class Segmenter:
         # indices within the open utterance (the end: its first frame after the pause).
         self._candidates: list[tuple[int, int]] = []
         self._quiet_run = 0  # frames unvoiced or dipped, up to the current one
+        # The scan for changes without a pause: window embeddings by start frame, the
+        # distance at each grid frame, and the pauses noted (their end frames), all within
+        # the open utterance.
+        self._scan_embeddings: dict[int, np.ndarray] = {}
+        self._scan_distances: dict[int, float] = {}
+        self._scan_next = self._scan_window  # the grid frame whose distance is decided next
+        self._pause_ends: list[int] = []
 
     # ------------------------------------------------------------------ public
     @property
@@ -211,6 +243,9 @@ class Segmenter:
         self._next_progress = self._progress_frames
         self._candidates = []
         self._quiet_run = 0
+        self._scan_embeddings, self._scan_distances = {}, {}
+        self._scan_next = self._scan_window
+        self._pause_ends = []
         return [SpeechStarted(t_start=self._time(start), utterance_index=self._utterance_index)]
 
     def _step_speech(self, frame: np.ndarray, voiced: bool,
@@ -221,6 +256,8 @@ class Segmenter:
         self._silence_run = 0 if voiced else self._silence_run + 1
         if self._change is not None:
             turn = self._track_change(voiced, energy)
+            if not turn and self._scan_hop:
+                turn = self._scan()
             if turn:
                 return turn
         # A long turn ends at a shorter pause: between phrases, well before the limit.
@@ -271,6 +308,7 @@ class Segmenter:
         pause, self._quiet_run = self._quiet_run, (self._quiet_run + 1 if quiet else 0)
         if not quiet and pause >= self._change_pause and n - 1 - pause > 0:
             self._candidates.append((n - 1 - pause, n - 1))
+            self._pause_ends.append(n - 1)
         if self._candidates and n - self._candidates[0][1] >= self._change_window:
             return self._decide_change(final=False)
         return []
@@ -295,6 +333,40 @@ class Segmenter:
             if not final:
                 return []
         return []
+
+    def _scan(self) -> list[SegmenterEvent]:
+        """Embed the window that just filled; decide the grid frame whose neighbourhood
+        is now known: a change there cuts the utterance at its quietest nearby frame."""
+        assert self._change is not None
+        n, hop, window = len(self._frames), self._scan_hop, self._scan_window
+        start = n - window
+        if start < 0 or start % hop:
+            return []
+        self._scan_embeddings[start] = self._change.embed(np.concatenate(self._frames[start:]))
+        if start - window in self._scan_embeddings:  # the distance at grid frame `start`
+            self._scan_distances[start] = 1.0 - float(
+                self._scan_embeddings.pop(start - window) @ self._scan_embeddings[start])
+        if not self._scan_distances:
+            return []
+        # after a cut the rest's first distances start later than the grid's first frame
+        g = max(self._scan_next, min(self._scan_distances))
+        reach = self._scan_peak * hop
+        self._scan_next = g
+        if g + reach not in self._scan_distances:
+            return []
+        self._scan_next = g + hop
+        distance = self._scan_distances[g]
+        near = [self._scan_distances.get(k, 0.0) for k in range(g - reach, g + reach + 1, hop)]
+        self._scan_distances.pop(g - reach, None)
+        if distance <= self._change.scan_distance or distance < max(near) \
+                or any(abs(end - g) <= window // 2 for end in self._pause_ends):
+            return []
+        lo, hi = max(1, g - hop // 2), min(n - 1, g + hop // 2)
+        cut = min(range(lo, hi + 1), key=lambda k: (self._energy[k], k))
+        later = self._candidates
+        events = self._close(cut, "speaker_change")
+        self._candidates = [(a - cut, b - cut) for a, b in later if a > cut]
+        return events
 
     def _close(self, n_frames: int, reason: str,
                rest_from: int | None = None) -> list[SegmenterEvent]:

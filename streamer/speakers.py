@@ -25,6 +25,7 @@ class SpeakerStats:
     """Work done for one channel (``stream.ended`` counts; bench figures)."""
 
     decisions: int = 0  # candidate pauses the change detector was asked about
+    scans: int = 0  # windows embedded to find changes without a pause
     changes: int = 0  # of which were cut as speaker changes
     change_ms: float = 0.0  # embedding for the decisions (the segmenter's thread)
     labels: int = 0
@@ -51,6 +52,26 @@ class SpeakerChange:
     @property
     def min_pause_ms(self) -> int:
         return self._config.min_pause_ms
+
+    @property
+    def scan_hop_s(self) -> float:
+        return self._config.scan_hop_s
+
+    @property
+    def scan_distance(self) -> float:
+        return 1.0 - self._config.scan_threshold
+
+    @property
+    def scan_peak_s(self) -> float:
+        return self._config.scan_peak_s
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        """A scan window's embedding (the segmenter compares neighbouring windows)."""
+        started = time.perf_counter()
+        embedding = self._encoder.embed(audio)
+        self.stats.change_ms += (time.perf_counter() - started) * 1000
+        self.stats.scans += 1
+        return embedding
 
     def changed(self, before: np.ndarray, after: np.ndarray) -> bool:
         started = time.perf_counter()
