@@ -324,11 +324,8 @@ class Segmenter:
                     and 2 * pause_start >= self._change_window:  # enough speech to compare
                 before = self._frames[max(0, pause_start - self._change_before):pause_start]
                 if self._change.changed(np.concatenate(before), np.concatenate(after)):
-                    later, start = self._candidates, self._start_frame
                     rest_from = max(pause_start, pause_end - self._preroll_frames)
-                    events = self._close(pause_end, "speaker_change", rest_from=rest_from)
-                    shift = self._start_frame - start  # the later candidates, in the rest
-                    self._candidates = [(a - shift, b - shift) for a, b in later if a > shift]
+                    events = self._cut_at_change(pause_end, rest_from)
                     return events + (self._decide_change(final) if final else [])
             if not final:
                 return []
@@ -363,9 +360,16 @@ class Segmenter:
             return []
         lo, hi = max(1, g - hop // 2), min(n - 1, g + hop // 2)
         cut = min(range(lo, hi + 1), key=lambda k: (self._energy[k], k))
-        later = self._candidates
-        events = self._close(cut, "speaker_change")
-        self._candidates = [(a - cut, b - cut) for a, b in later if a > cut]
+        return self._cut_at_change(cut)
+
+    def _cut_at_change(self, n_frames: int, rest_from: int | None = None
+                       ) -> list[SegmenterEvent]:
+        """Cut the utterance at a speaker change; the undecided candidates after the cut
+        carry on in the rest, re-indexed to it."""
+        later, start = self._candidates, self._start_frame
+        events = self._close(n_frames, "speaker_change", rest_from=rest_from)
+        shift = self._start_frame - start
+        self._candidates = [(a - shift, b - shift) for a, b in later if a > shift]
         return events
 
     def _close(self, n_frames: int, reason: str,
