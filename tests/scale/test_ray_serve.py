@@ -3,7 +3,8 @@
 
 Calls go through Ray Serve's HTTP proxy with the protocol clients telephony platforms
 would use (``streamer.ingest.clients``); per party, the events must equal those of the
-single-process ``serve`` on the same audio. Then one ingest replica is killed mid-call.
+single-process ``serve`` on the same audio (the words within a WER of 0.15: ASR batches
+form by timing). Then one ingest replica is killed mid-call.
 
 Speculative decoding is off in both runs: whether a final transcript reuses the decode
 started at a pause depends on how busy the ASR is at that instant (by design, in either
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import jiwer
 import numpy as np
 import pytest
 import ray
@@ -35,6 +37,7 @@ from ray import serve
 from websockets.asyncio.client import connect
 
 from bench.loadgen import synthesize_call
+from models.asr import normalize_words
 from streamer.config import AppConfig, load_config
 from streamer.gateway import Gateway, run_gateway
 from streamer.ingest.clients import (
@@ -186,6 +189,23 @@ def per_party(events: list[dict[str, Any]], stream_id: str) -> dict[str, list[tu
     return dict(out)
 
 
+TEXT = 2  # the text's place in a per_party tuple
+
+
+def assert_equal_but_wording(got: dict[str, list[tuple]], want: dict[str, list[tuple]],
+                             what: str) -> None:
+    """Ids, labels, times and speech exactly; the words within a WER of 0.15 per party.
+    Whisper's batches form by timing (ASR batches across calls in either path), and a
+    different batch can move a word ("account, Tumber please" / "number please")."""
+    assert set(got) == set(want), what
+    for channel, utterances in want.items():
+        assert [u[:TEXT] + u[TEXT + 1:] for u in got[channel]] == [
+            u[:TEXT] + u[TEXT + 1:] for u in utterances], f"{what}: {channel} differs"
+        words = [[" ".join(normalize_words(u[TEXT])) or "<empty>" for u in us]
+                 for us in (utterances, got[channel])]
+        assert jiwer.wer(*words) <= 0.15, f"{what}: {channel}'s words differ: {words}"
+
+
 class MqttEvents:
     """Every event on the broker (``<prefix>/+/+/+``), as a plain subscriber sees them."""
 
@@ -303,8 +323,9 @@ async def test_calls_through_ray_serve_equal_single_process_serve(
     for protocol, stream_id in ids.items():
         want = per_party(reference, stream_id)
         assert set(want) == {"customer", "agent"} and all(want.values()), protocol
-        assert per_party(mqtt.events, stream_id) == want, f"{protocol}: MQTT differs"
-        assert per_party(subscriber.events, stream_id) == want, f"{protocol}: gateway differs"
+        through_ray = per_party(subscriber.events, stream_id)
+        assert per_party(mqtt.events, stream_id) == through_ray, f"{protocol}: MQTT differs"
+        assert_equal_but_wording(through_ray, want, f"{protocol}: gateway")
         ended = subscriber.ended(stream_id)
         assert {e["reason"] for e in ended.values()} == {"end_of_input"}
         assert {ch: e["utterances"] for ch, e in ended.items()} == {

@@ -98,11 +98,17 @@ async def test_metrics_match_the_events_of_real_calls(
             send_pcm(f"ws://127.0.0.1:{port}/ingest/pcm", CallAudio("tone-ops", (tone,)),
                      pace=3, token="pcm"))
         await wait_until(lambda: len(sub.of("stream.ended")) == 5, 180)
-        events = [m for m in sub.messages if "stream_id" in m]
-        # MQTT acknowledges asynchronously: scrape until it has delivered every event.
+        # Events may still follow the last stream.ended (alerts, call summaries), and MQTT
+        # acknowledges asynchronously: scrape until both publishers have counted every
+        # event the subscriber holds and the subscriber has all the bus published.
         async with asyncio.timeout(60):
-            while value(m := await scrape(port), P + "events_published_total",
-                        publisher="mqtt") < len(events):
+            while True:
+                m = await scrape(port)
+                events = [e for e in sub.messages if "stream_id" in e]
+                if value(m, P + "events_published_total", publisher="mqtt") \
+                        == value(m, P + "events_published_total", publisher="websocket") \
+                        == len(events):
+                    break
                 await asyncio.sleep(0.2)
         reader.cancel()
 

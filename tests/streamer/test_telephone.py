@@ -123,9 +123,11 @@ async def replayed(svc: Service, sub: Subscriber, path: Path, protocol: str,
     return sub.of("utterance.emotion", stream_id)
 
 
-def wer(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(" ".join(normalize_words(reference)),
-                           " ".join(normalize_words(hypothesis)) or "<empty>"))
+def call_wer(got: list[dict[str, Any]]) -> float:
+    """Word error rate over the whole call (18 words): one sentence of six words is too
+    few to judge by, and the ASR's kernels (chosen by CPU) move a word or two."""
+    return float(jiwer.wer([" ".join(normalize_words(s)) for _, s in CLIPS],
+                           [" ".join(normalize_words(e["text"])) or "<empty>" for e in got]))
 
 
 @pytest.mark.slow
@@ -142,8 +144,7 @@ async def test_file_raw_pcm_and_twilio_give_the_same_utterances(
     assert [view(e) for e in over_pcm] == [view(e) for e in from_file]
     assert [view(e) for e in over_twilio] == [view(e) for e in from_file]
     # ... and it is speech that was understood, not three equal failures.
-    for event, (_, sentence) in zip(from_file, CLIPS, strict=True):
-        assert wer(sentence, event["text"]) <= 0.34, event["text"]
+    assert call_wer(from_file) <= 0.25, [e["text"] for e in from_file]
 
 
 @pytest.mark.slow
@@ -158,9 +159,8 @@ async def test_8k_channels_use_asr_model_8k(models: Models, call_wav: Path,
     assert len(narrow) == len(CLIPS)
     assert inference.facts.narrowband_model
     assert inference.asr_batch.narrowband_requests >= len(CLIPS)  # partials, re-decodes too
-    for event, (_, sentence) in zip(narrow, CLIPS, strict=True):
-        assert wer(sentence, event["text"]) <= 0.34, event["text"]
-        assert event["label"] in inference.facts.labels
+    assert call_wer(narrow) <= 0.25, [e["text"] for e in narrow]
+    assert all(event["label"] in inference.facts.labels for event in narrow)
     # The same conversation at 16 kHz goes to asr.model.
     wide = tmp_path / "wide.wav"
     sf.write(wide, read_audio_file(call_wav), 16000, subtype="PCM_16")
