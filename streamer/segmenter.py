@@ -364,12 +364,14 @@ class Segmenter:
 
     def _cut_at_change(self, n_frames: int, rest_from: int | None = None
                        ) -> list[SegmenterEvent]:
-        """Cut the utterance at a speaker change; the undecided candidates after the cut
-        carry on in the rest, re-indexed to it."""
-        later, start = self._candidates, self._start_frame
+        """Cut the utterance at a speaker change; the undecided candidates and the pauses
+        noted after the cut carry on in the rest, re-indexed to it (the scan must not cut
+        next to a pause whose candidate is still undecided)."""
+        later, ends, start = self._candidates, self._pause_ends, self._start_frame
         events = self._close(n_frames, "speaker_change", rest_from=rest_from)
         shift = self._start_frame - start
         self._candidates = [(a - shift, b - shift) for a, b in later if a > shift]
+        self._pause_ends = [end - shift for end in ends if end > shift]
         return events
 
     def _close(self, n_frames: int, reason: str,

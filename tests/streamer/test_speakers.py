@@ -8,6 +8,7 @@ turn is its own utterance, cut at the gap, with a label that is stable within th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -96,6 +97,38 @@ def test_one_speaker_is_not_cut(encoder: SpeakerEncoder) -> None:
     utts = segment(audio, speakers)
     assert [u.cut_reason for u in utts] == ["pause"]
     assert speakers.stats.decisions >= 1 and speakers.stats.changes == 0
+
+
+@needs_ravdess
+@pytest.mark.parametrize("first, second", [("01", "02"), ("05", "06")])
+def test_the_scan_cuts_a_change_without_a_pause(encoder: SpeakerEncoder, first: str,
+                                                second: str) -> None:
+    """Two sentences of one actor, then two of another, butted together; candidate pauses
+    are off (min_pause_ms=5000), so only the scan of neighbouring windows can cut. (Actors
+    03 and 04 are not cut: their 1 s windows' cosine across the junction is 0.50, at
+    scan_threshold; bench/conversations.py measures how many changes the scan finds.)"""
+    def turn(actor: str) -> np.ndarray:
+        return np.concatenate([trim(read_audio_file(
+            RAVDESS / f"Actor_{actor}" / f"03-01-01-01-0{s}-01-{actor}.flac")) for s in (1, 2)])
+
+    a, b = turn(first), turn(second)
+    silence = np.zeros(SAMPLE_RATE // 2, np.float32)
+    audio = np.concatenate([silence, a, b, silence, silence])
+    junction = 0.5 + len(a) / SAMPLE_RATE
+    no_pauses = SpeakersConfig(enabled=True, min_pause_ms=5000)
+    unscanned = ChannelSpeakers(encoder, dataclasses.replace(no_pauses, scan_hop_s=0.0))
+    assert [u.cut_reason for u in segment(audio, unscanned)] == ["pause"]
+    assert unscanned.stats.scans == 0
+    speakers = ChannelSpeakers(encoder, no_pauses)
+    utts = segment(audio, speakers)
+    assert [u.cut_reason for u in utts] == ["speaker_change", "pause"]
+    assert abs(utts[0].t_end - junction) < 0.3 and utts[1].t_start == utts[0].t_end
+    assert [speakers.label(u.audio) for u in utts] == ["S1", "S2"]
+    assert speakers.stats.scans >= (len(audio) / SAMPLE_RATE - 2) / 0.2 - 2
+    # the same cut at another pace (live equals offline)
+    again = Segmenter(SegmenterConfig(), change=ChannelSpeakers(encoder, no_pauses).change)
+    whole = [e for e in again.push(audio) + again.flush() if isinstance(e, Utterance)]
+    assert [(u.t_start, u.t_end) for u in whole] == [(u.t_start, u.t_end) for u in utts]
 
 
 def test_tracker_labels_are_stable_and_capped() -> None:
