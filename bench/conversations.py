@@ -20,6 +20,10 @@ where its words are. Per configuration it reports:
   one male and one female. Changes where the next speaker starts before the last one
   stops (overlaps) are counted apart. Each conversation's first actor also talks alone
   (16 other clips, the same gaps): every ``speaker_change`` cut there is a false one.
+- ``--whitening FILE`` (from ``bench/speaker_wccn.py --save``): the encoder's embeddings
+  whitened by a within-speaker covariance fitted on actors 13-24 (not integrated in the
+  streamer; an experiment). ``--actors 13-24`` assembles the conversations from those
+  actors instead, to choose thresholds on speakers the evaluation (01-12) never sees.
 
 Usage (from the repository root)::
 
@@ -53,6 +57,19 @@ from streamer.messages import Utterance  # noqa: E402
 from streamer.segmenter import Segmenter  # noqa: E402
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
+
+
+class WhitenedEncoder:
+    """A speaker encoder whose L2-normalised embeddings are centred and whitened."""
+
+    def __init__(self, encoder: Any, path: Path) -> None:
+        transform = np.load(path)
+        self._encoder = encoder
+        self._mean, self._whiten = transform["mean"], transform["whiten"]
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        z = (self._encoder.embed(audio) - self._mean) @ self._whiten
+        return (z / max(float(np.linalg.norm(z)), 1e-9)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -214,6 +231,10 @@ def main() -> int:
     parser.add_argument("--pairing", choices=("mixed", "same"), default="mixed")
     parser.add_argument("--speaker-set", dest="speaker_overrides", action="append",
                         default=[], metavar="KEY=VALUE", help="a speakers setting")
+    parser.add_argument("--whitening", type=Path, metavar="NPZ",
+                        help="whiten the embeddings (bench/speaker_wccn.py --save)")
+    parser.add_argument("--actors", choices=("1-12", "13-24"), default="1-12",
+                        help="the actors of the conversations (13-24: to tune on)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     config = SegmenterConfig(**{k: yaml.safe_load(v) for k, v in
@@ -230,9 +251,13 @@ def main() -> int:
     pairs = ([(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
              if args.pairing == "mixed" else
              [(1, 3), (2, 4), (5, 7), (6, 8), (9, 11), (10, 12), (13, 15), (14, 16)])
+    if args.actors == "13-24":
+        pairs = [(a + 12, b + 12) for a, b in pairs[:6]]
     results: dict[str, Any] = {"label": args.label, "segmenter": vars(config),
-                               "pairing": args.pairing}
-    encoder, speakers_config = None, None
+                               "pairing": args.pairing, "actors": args.actors,
+                               "whitening": str(args.whitening) if args.whitening else None}
+    encoder: Any = None  # SpeakerEncoder, or WhitenedEncoder around it
+    speakers_config = None
     if args.speakers:
         from models.speaker_encoder import SpeakerEncoder
         from streamer.config import SpeakersConfig
@@ -241,6 +266,8 @@ def main() -> int:
         speakers_config = SpeakersConfig(enabled=True, **{
             k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.speaker_overrides)})
         encoder = SpeakerEncoder(speakers_config.encoder)
+        if args.whitening:
+            encoder = WhitenedEncoder(encoder, args.whitening)
         results["speakers"] = vars(speakers_config)
     speaker_ms = 0.0
     total: dict[str, Any] = {}
