@@ -14,7 +14,7 @@ from importlib import resources
 import yaml
 
 from streamer.config import AppConfig, load_config, redacted
-from streamer.errors import ConfigError, StreamerError
+from streamer.errors import StreamerError
 from streamer.sources import BUILTIN_SAMPLE, make_source
 
 DESCRIPTION = """\
@@ -229,11 +229,6 @@ def command_serve(config: AppConfig) -> int:
 
 
 def command_serve_ray(config: AppConfig) -> int:
-    if config.asr.model_8k is not None and config.asr.model_8k != config.asr.model:
-        # The Ray ASR deployment loads asr.model only: refuse rather than ignore the setting.
-        raise ConfigError("asr.model_8k is not supported by serve --ray yet (its ASR "
-                          "deployment loads asr.model only); unset it (--set "
-                          "asr.model_8k=null) or run serve without --ray")
     try:
         from streamer.scale.ray_app import run_ray
     except ImportError as exc:

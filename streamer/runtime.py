@@ -59,11 +59,17 @@ class Models:
 
 def load_models(config: AppConfig) -> Models:
     whisper, asr = load_asr(config)
-    asr_8k = None
-    if config.asr.model_8k is not None and config.asr.model_8k != config.asr.model:
-        _, asr_8k = load_asr(config, config.asr.model_8k)
     return Models(whisper=whisper, asr=asr, emotion=load_emotion(config, whisper),
-                  asr_8k=asr_8k, speakers=load_speakers(config))
+                  asr_8k=load_asr_8k(config), speakers=load_speakers(config))
+
+
+def load_asr_8k(config: AppConfig) -> AsrEngine | None:
+    """``asr.model_8k`` for 8 kHz channels; None when unset or the same as ``asr.model``
+    (then ``asr.model`` serves every channel)."""
+    if config.asr.model_8k is None or config.asr.model_8k == config.asr.model:
+        return None
+    _, asr_8k = load_asr(config, config.asr.model_8k)
+    return asr_8k
 
 
 def load_speakers(config: AppConfig) -> SpeakerEncoder | None:

