@@ -37,10 +37,9 @@ OUT = ROOT / "bench/results/speaker_wccn.json"
 def equal_error_rate(z: np.ndarray, actors: np.ndarray) -> float:
     from sklearn.metrics import roc_curve
 
-    z = z / np.linalg.norm(z, axis=1, keepdims=True)
-    upper = np.triu_indices(len(z), 1)
-    same = (actors[:, None] == actors[None])[upper]
-    fpr, tpr, _ = roc_curve(same, (z @ z.T)[upper])
+    same, different = pair_cosines(z, actors)
+    fpr, tpr, _ = roc_curve(np.r_[np.ones(len(same)), np.zeros(len(different))],
+                            np.r_[same, different])
     i = int(np.argmin(np.abs(1 - tpr - fpr)))
     return float((fpr[i] + 1 - tpr[i]) / 2)
 
