@@ -307,8 +307,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = data_settings(args)
     corpus = open_corpus(data)
     features = extract(data, corpus, [args.head])
-    evaluate_heads(corpus, features, protocol_spec(args), configs, args.out, args.verbose, resume=args.resume, progress=data.progress,
-                   corpus_spec=data.corpus)
+    evaluate_heads(corpus, features, protocol_spec(args), configs, args.out, args.verbose,
+                   resume=args.resume, progress=data.progress, corpus_spec=data.corpus)
     return 0
 
 
@@ -323,8 +323,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     data = data_settings(args)
     corpus = open_corpus(data)
     features = extract(data, corpus, heads)
-    evaluate_heads(corpus, features, protocol_spec(args), configs, args.out, args.verbose, resume=args.resume, progress=data.progress,
-                   corpus_spec=data.corpus)
+    evaluate_heads(corpus, features, protocol_spec(args), configs, args.out, args.verbose,
+                   resume=args.resume, progress=data.progress, corpus_spec=data.corpus)
     return 0
 
 
