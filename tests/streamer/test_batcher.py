@@ -36,9 +36,15 @@ async def test_requests_from_many_callers_share_batches() -> None:
         sizes.append(len(items))
         return [2 * i for i in items]
 
-    worker: BatchWorker[int, int] = BatchWorker("t", double, max_batch=4, max_wait_ms=50)
+    # All 8 are queued before the worker starts, and the deadline is far: on a loaded
+    # machine the callers' submits can be more than a short max_wait apart, and then a
+    # batch would rightly leave early (a timing flake, not a batching fault).
+    worker: BatchWorker[int, int] = BatchWorker("t", double, max_batch=4, max_wait_ms=2000)
+    calls = asyncio.gather(*(worker.submit(i) for i in range(8)))
+    while worker.queued < 8:
+        await asyncio.sleep(0.001)
     task = await run_worker(worker)
-    results = await asyncio.gather(*(worker.submit(i) for i in range(8)))
+    results = await calls
     task.cancel()
     assert [r.value for r in results] == [2 * i for i in range(8)]
     assert sizes == [4, 4] and all(r.batch_size == 4 for r in results)
