@@ -57,6 +57,9 @@ from streamer.messages import Utterance  # noqa: E402
 from streamer.segmenter import Segmenter  # noqa: E402
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
+# The actor pairs of the conversations (RAVDESS: odd actors are male, even ones female)
+PAIRS = {"mixed": [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)],
+         "same": [(1, 3), (2, 4), (5, 7), (6, 8), (9, 11), (10, 12), (13, 15), (14, 16)]}
 
 
 class WhitenedEncoder:
@@ -131,11 +134,24 @@ def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
 
 
-def dominant(u: Utterance, placed: list[Placed]) -> str:
+def speech_by_speaker(span: tuple[float, float], placed: list[Placed]) -> dict[str, float]:
+    """Seconds of each speaker's speech inside a span of the stream."""
     per: dict[str, float] = {}
     for p in placed:
-        per[p.speaker] = per.get(p.speaker, 0.0) + overlap((u.t_start, u.t_end), (p.start, p.end))
+        per[p.speaker] = per.get(p.speaker, 0.0) + overlap(span, (p.start, p.end))
+    return per
+
+
+def dominant(u: Utterance, placed: list[Placed]) -> str:
+    per = speech_by_speaker((u.t_start, u.t_end), placed)
     return max(per, key=lambda s: per[s])
+
+
+def speaker_changes(placed: list[Placed]) -> list[tuple[float, bool]]:
+    """(time, overlapped) of every change of speaker: the next one's start, and whether
+    it comes before the last one stops."""
+    return [(nxt.start, nxt.start < p.end) for p, nxt in zip(placed, placed[1:], strict=False)
+            if nxt.speaker != p.speaker]
 
 
 def label_accuracy(utts: list[Utterance], placed: list[Placed], labels: list[str]
@@ -159,16 +175,9 @@ def measure(utts: list[Utterance], placed: list[Placed]) -> dict[str, Any]:
     mid_word = sum(any(a + 0.02 < c < b - 0.02 for p in placed for a, b in p.words)
                    for c in cuts)
     mid_clip = sum(any(p.start + 0.05 < c < p.end - 0.05 for p in placed) for c in cuts)
-    two = 0
-    for u in utts:
-        span = (u.t_start, u.t_end)
-        per: dict[str, float] = {}
-        for p in placed:
-            per[p.speaker] = per.get(p.speaker, 0.0) + overlap(span, (p.start, p.end))
-        two += sum(v >= 0.3 for v in per.values()) >= 2
-    changes = [(nxt.start, nxt.start < p.end) for p, nxt in zip(placed, placed[1:],
-                                                                  strict=False)
-               if nxt.speaker != p.speaker]  # (time, overlapped)
+    two = sum(sum(v >= 0.3 for v in speech_by_speaker((u.t_start, u.t_end), placed).values())
+              >= 2 for u in utts)
+    changes = speaker_changes(placed)
     found = [any(abs(b - c) <= 0.5 for b in boundaries) for c, _ in changes]
     detected = sum(found)
     overlapped = sum(o for _, o in changes)
@@ -255,10 +264,7 @@ def main() -> int:
 
     asr = AsrEngine(AsrOptions(), load_whisper("packaged:tiny.en", cpu_threads=2))
     rng = random.Random(11)
-    # RAVDESS: odd actors are male, even ones female
-    pairs = ([(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
-             if args.pairing == "mixed" else
-             [(1, 3), (2, 4), (5, 7), (6, 8), (9, 11), (10, 12), (13, 15), (14, 16)])
+    pairs = PAIRS[args.pairing]
     if args.actors == "13-24":
         pairs = [(a + 12, b + 12) for a, b in pairs[:6]]
     results: dict[str, Any] = {"label": args.label, "segmenter": vars(config),

@@ -32,12 +32,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.conversations import RAVDESS, Placed, assemble, ravdess_pieces, trim  # noqa: E402
+from bench.conversations import (  # noqa: E402
+    PAIRS,
+    RAVDESS,
+    Placed,
+    assemble,
+    ravdess_pieces,
+    speaker_changes,
+    speech_by_speaker,
+    trim,
+)
 from models.audio import SAMPLE_RATE  # noqa: E402
 from streamer.audio_io import read_audio_file  # noqa: E402
-
-PAIRS = {"mixed": [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)],
-         "same": [(1, 3), (2, 4), (5, 7), (6, 8), (9, 11), (10, 12)]}  # as conversations.py
 
 
 def enrolment(encoder: Any, root: Path, actor: int, used: list[np.ndarray], n: int
@@ -67,31 +73,26 @@ def boundaries(encoder: Any, mix: np.ndarray, centroids: np.ndarray, hop: float,
         if float(np.sqrt(np.mean(audio ** 2))) < min_rms:
             continue
         parties.append((end / SAMPLE_RATE, int(np.argmax(centroids @ encoder.embed(audio)))))
-    cuts, current, i = [], None, 0
-    while i < len(parties):
-        party = parties[i][1]
+    cuts: list[float] = []
+    current: int | None = None
+    for i, (t, party) in enumerate(parties):
         run = parties[i:i + hold]
         if party != current and len(run) == hold and all(p == party for _, p in run):
             if current is not None:  # the new party holds most of this window, not the last
-                cuts.append(parties[i][0] - 0.5 - hop / 2)
+                cuts.append(t - 0.5 - hop / 2)
             current = party
-        i += 1
     return cuts, parties
 
 
 def score(cuts: list[float], parties: list[tuple[float, int]], placed: list[Placed],
           speakers: tuple[str, str]) -> dict[str, int]:
-    changes = [(nxt.start, nxt.start < p.end) for p, nxt in zip(placed, placed[1:],
-                                                                  strict=False)
-               if nxt.speaker != p.speaker]
+    changes = speaker_changes(placed)
     found = [any(abs(b - c) <= 0.5 for b in cuts) for c, _ in changes]
     offsets = [min((b - c for b in cuts), key=abs) for c, _ in changes if cuts]
     false = sum(not any(abs(b - c) <= 0.5 for c, _ in changes) for b in cuts)
     right = 0
     for end, party in parties:  # the speaker with most speech in the window
-        speech = {s: 0.0 for s in speakers}
-        for p in placed:
-            speech[p.speaker] += max(0.0, min(end, p.end) - max(end - 1.0, p.start))
+        speech = speech_by_speaker((end - 1.0, end), placed)
         right += max(speech, key=lambda s: speech[s]) == speakers[party]
     return {"speaker_changes": len(changes), "changes_with_boundary_0_5s": sum(found),
             "overlapped_changes": sum(o for _, o in changes),

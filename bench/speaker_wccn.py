@@ -30,8 +30,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.audio import SAMPLE_RATE  # noqa: E402
+
 RAVDESS = ROOT.parent / "shared/corpora/ravdess"
 OUT = ROOT / "bench/results/speaker_wccn.json"
+
+
+def middle_second(audio: np.ndarray) -> np.ndarray:
+    """The middle second of a clip (RAVDESS clips have silence at both ends)."""
+    middle = len(audio) // 2
+    return audio[max(0, middle - SAMPLE_RATE // 2):middle + SAMPLE_RATE // 2]
 
 
 def equal_error_rate(z: np.ndarray, actors: np.ndarray) -> float:
@@ -124,10 +132,8 @@ def main() -> None:
                 (embeddings[test] - mean) @ directions[:, ::-1][:, :k], actors[test])
     whiten = wccn(within, 0.5)
     seconds = []
-    for f in files:  # the middle second (RAVDESS clips have silence at both ends)
-        audio = sf.read(f, dtype="float32")[0]
-        middle = len(audio) // 2
-        seconds.append(encoder.embed(audio[max(0, middle - 8000):middle + 8000]))
+    for f in files:
+        seconds.append(encoder.embed(middle_second(sf.read(f, dtype="float32")[0])))
     raw = np.stack(seconds)
     windows = window_thresholds(raw, normalised((raw - mean) @ whiten), actors)
     for name, row in windows.items():

@@ -36,27 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.layer_probe import RAVDESS, extract, ravdess_clips  # noqa: E402
-from bench.speaker_wccn import equal_error_rate, wccn, window_thresholds, within_between  # noqa: E402
+from bench.speaker_wccn import (  # noqa: E402
+    equal_error_rate,
+    middle_second,
+    wccn,
+    window_thresholds,
+    within_between,
+)
 
 OUT = ROOT / "bench/results/speaker_whisper.json"
-SECOND = 16000
-
-
-def middle_second(audio: np.ndarray) -> np.ndarray:
-    """The middle second (RAVDESS clips have silence at both ends)."""
-    middle = len(audio) // 2
-    return audio[max(0, middle - SECOND // 2): middle + SECOND // 2]
-
-
-def eers(z: np.ndarray, actors: np.ndarray) -> dict[str, float]:
-    """EER on actors 01-12 of the raw, standardised and WCCN'd embeddings (fitted on 13-24)."""
-    train, test = actors > 12, actors <= 12
-    mean, std = z[train].mean(0), z[train].std(0) + 1e-6
-    within, _ = within_between(z[train], actors[train])
-    return {"cosine": round(equal_error_rate(z[test], actors[test]), 4),
-            "standardised": round(equal_error_rate((z[test] - mean) / std, actors[test]), 4),
-            "wccn": round(equal_error_rate((z[test] - mean) @ wccn(within, 0.5),
-                                           actors[test]), 4)}
 
 
 def whitened(z: np.ndarray, actors: np.ndarray) -> np.ndarray:
@@ -64,6 +52,15 @@ def whitened(z: np.ndarray, actors: np.ndarray) -> np.ndarray:
     train = actors > 12
     within, _ = within_between(z[train], actors[train])
     return (z - z[train].mean(0)) @ wccn(within, 0.5)
+
+
+def eers(z: np.ndarray, actors: np.ndarray) -> dict[str, float]:
+    """EER on actors 01-12 of the raw, standardised and WCCN'd embeddings (fitted on 13-24)."""
+    train, test = actors > 12, actors <= 12
+    mean, std = z[train].mean(0), z[train].std(0) + 1e-6
+    return {"cosine": round(equal_error_rate(z[test], actors[test]), 4),
+            "standardised": round(equal_error_rate((z[test] - mean) / std, actors[test]), 4),
+            "wccn": round(equal_error_rate(whitened(z, actors)[test], actors[test]), 4)}
 
 
 def resemblyzer(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, float]:
