@@ -24,6 +24,9 @@ where its words are. Per configuration it reports:
   whitened by a within-speaker covariance fitted on actors 13-24 (not integrated in the
   streamer; an experiment). ``--actors 13-24`` assembles the conversations from those
   actors instead, to choose thresholds on speakers the evaluation (01-12) never sees.
+- ``--enrol N``: both actors enrolled (``speakers.enrol``) with the mean of N of their
+  neutral/calm clips that neither the conversation nor the actor-alone run uses; a label
+  is right only when it is the dominant speaker's name (``label_is_the_enrolled_name``).
 
 Usage (from the repository root)::
 
@@ -32,6 +35,8 @@ Usage (from the repository root)::
     .venv/bin/python bench/conversations.py --speakers --out bench/results/speakers_mixed.json
     .venv/bin/python bench/conversations.py --speakers --pairing same \
         --out bench/results/speakers_same.json
+    .venv/bin/python bench/conversations.py --speakers --enrol 4 \
+        --out bench/results/speakers_mixed_enrolled.json
 """
 
 from __future__ import annotations
@@ -167,6 +172,12 @@ def label_accuracy(utts: list[Utterance], placed: list[Placed], labels: list[str
     return {"labelled": len(labels), "label_right": right, "labels_used": len(votes)}
 
 
+def named_right(utts: list[Utterance], placed: list[Placed], labels: list[str]) -> int:
+    """Utterances labelled with their dominant speaker's name (``--enrol``: parties are
+    named after the truth; 0 without enrolment)."""
+    return sum(label == dominant(u, placed) for u, label in zip(utts, labels, strict=True))
+
+
 def measure(utts: list[Utterance], placed: list[Placed]) -> dict[str, Any]:
     cuts = [u.t_start + len(u.audio) / SAMPLE_RATE for u, nxt in zip(utts, utts[1:],
                                                                     strict=False)
@@ -226,6 +237,21 @@ def ravdess_pieces(asr: Any, root: Path, actors: tuple[int, int], n: int, rng: r
     return pieces
 
 
+def enrolment_clips(root: Path, actor: int, used: list[np.ndarray], n: int
+                    ) -> list[np.ndarray]:
+    """n neutral/calm clips of the actor that the conversation lacks (to enrol them)."""
+    clips = []
+    for path in sorted((root / f"Actor_{actor:02d}").glob("*.flac")):
+        if path.stem.split("-")[2] not in ("01", "02"):
+            continue
+        audio = trim(read_audio_file(path))
+        if not any(len(u) == len(audio) and np.array_equal(u, audio) for u in used):
+            clips.append(audio)
+    if len(clips) < n:
+        raise SystemExit(f"actor {actor}: only {len(clips)} enrolment clips, need {n}")
+    return clips[:n]
+
+
 MONOLOGUE = ["we looked at the numbers for the last quarter", "and the costs went up again",
              "mostly because of the new building", "so we want to move the team next year",
              "but nobody has asked the people who work there", "what they think about it",
@@ -252,6 +278,9 @@ def main() -> int:
                         help="whiten the embeddings (bench/speaker_wccn.py --save)")
     parser.add_argument("--actors", choices=("1-12", "13-24"), default="1-12",
                         help="the actors of the conversations (13-24: to tune on)")
+    parser.add_argument("--enrol", type=int, default=0, metavar="N",
+                        help="enrol both actors (speakers.enrol) with N of their neutral/calm "
+                             "clips that the conversation lacks")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     config = SegmenterConfig(**{k: yaml.safe_load(v) for k, v in
@@ -269,13 +298,14 @@ def main() -> int:
         pairs = [(a + 12, b + 12) for a, b in pairs[:6]]
     results: dict[str, Any] = {"label": args.label, "segmenter": vars(config),
                                "pairing": args.pairing, "actors": args.actors,
-                               "whitening": str(args.whitening) if args.whitening else None}
+                               "whitening": str(args.whitening) if args.whitening else None,
+                               "enrol_clips": args.enrol}
     encoder: Any = None  # SpeakerEncoder, or WhitenedEncoder around it
     speakers_config = None
     if args.speakers:
         from models.speaker_encoder import SpeakerEncoder
         from streamer.config import SpeakersConfig
-        from streamer.speakers import ChannelSpeakers
+        from streamer.speakers import ChannelSpeakers, Party, enrol
 
         speakers_config = SpeakersConfig(enabled=True, **{
             k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.speaker_overrides)})
@@ -289,10 +319,19 @@ def main() -> int:
     solo_total: dict[str, Any] = {}
     audio_s, cpu_s = 0.0, 0.0
     for c in range(args.conversations):
-        pieces = ravdess_pieces(asr, args.ravdess, pairs[c % len(pairs)], args.clips, rng)
+        pair = pairs[c % len(pairs)]
+        pieces = ravdess_pieces(asr, args.ravdess, pair, args.clips, rng)
         gaps = [rng.uniform(*args.gaps) for _ in pieces]
+        # one speaker of the pair alone, same gaps: every speaker_change cut is false
+        solo = ravdess_pieces(asr, args.ravdess, (pair[0], pair[0]), args.clips,
+                              random.Random(1000 + c)) if args.speakers else []
+        parties: list[Party] = []
+        if args.enrol:  # named after the truth, so a label is right when it is the name
+            used = [audio for _, audio, _ in pieces + solo]
+            parties = [enrol(encoder, f"actor{a}", enrolment_clips(args.ravdess, a, used,
+                                                                   args.enrol)) for a in pair]
         mix, placed = assemble(pieces, gaps)
-        channel = ChannelSpeakers(encoder, speakers_config) if encoder is not None \
+        channel = ChannelSpeakers(encoder, speakers_config, parties) if encoder is not None \
             and speakers_config is not None else None
         utts, cpu, ms = segment(mix, config, channel)
         end_ms += ms
@@ -303,14 +342,11 @@ def main() -> int:
             labels = [channel.label(u.audio) for u in utts]
             add(total, label_accuracy(utts, placed, labels))
             add(total, {"change_decisions": channel.stats.decisions,
-                        "scan_windows": channel.stats.scans})
+                        "scan_windows": channel.stats.scans,
+                        "label_is_the_enrolled_name": named_right(utts, placed, labels)})
             speaker_ms += channel.stats.change_ms + channel.stats.label_ms
-            # one speaker of the pair alone, same gaps: every speaker_change cut is false
-            a = pairs[c % len(pairs)][0]
-            solo = ravdess_pieces(asr, args.ravdess, (a, a), args.clips,
-                                  random.Random(1000 + c))
             mix, placed = assemble(solo, gaps)
-            channel = ChannelSpeakers(encoder, speakers_config)
+            channel = ChannelSpeakers(encoder, speakers_config, parties)
             utts, _, _ = segment(mix, config, channel)
             labels = [channel.label(u.audio) for u in utts]
             add(solo_total, {"audio_s": round(len(mix) / SAMPLE_RATE, 1),
@@ -318,7 +354,8 @@ def main() -> int:
                              "false_speaker_change_cuts": sum(
                                  u.cut_reason == "speaker_change" for u in utts),
                              "cuts_mid_word": measure(utts, placed)["cuts_mid_word"],
-                             "labels_used": len(set(labels))})
+                             "labels_used": len(set(labels)),
+                             "label_is_the_enrolled_name": named_right(utts, placed, labels)})
     results["ravdess_conversations"] = {"conversations": args.conversations,
                                         "audio_s": round(audio_s, 1), **total}
     if end_ms:  # issue 11: p95 < 20 ms per utterance

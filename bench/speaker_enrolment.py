@@ -37,29 +37,13 @@ from bench.conversations import (  # noqa: E402
     RAVDESS,
     Placed,
     assemble,
+    enrolment_clips,
     ravdess_pieces,
     speaker_changes,
     speech_by_speaker,
-    trim,
 )
 from models.audio import SAMPLE_RATE  # noqa: E402
-from streamer.audio_io import read_audio_file  # noqa: E402
-
-
-def enrolment(encoder: Any, root: Path, actor: int, used: list[np.ndarray], n: int
-              ) -> np.ndarray:
-    """Mean embedding of n neutral/calm clips of the actor that the conversation lacks."""
-    clips = []
-    for path in sorted((root / f"Actor_{actor:02d}").glob("*.flac")):
-        if path.stem.split("-")[2] not in ("01", "02"):
-            continue
-        audio = trim(read_audio_file(path))
-        if not any(len(u) == len(audio) and np.array_equal(u, audio) for u in used):
-            clips.append(audio)
-    if len(clips) < n:
-        raise SystemExit(f"actor {actor}: only {len(clips)} enrolment clips, need {n}")
-    mean = np.mean([encoder.embed(a) for a in clips[:n]], axis=0)
-    return mean / np.linalg.norm(mean)
+from streamer.speakers import enrol  # noqa: E402
 
 
 def boundaries(encoder: Any, mix: np.ndarray, centroids: np.ndarray, hop: float, hold: int,
@@ -132,8 +116,8 @@ def main() -> int:
         solo = ravdess_pieces(asr, args.ravdess, (pair[0], pair[0]), args.clips,
                               random.Random(1000 + c))
         used = [a for _, a, _ in pieces + solo]
-        centroids = np.stack([enrolment(encoder, args.ravdess, a, used, args.enrol)
-                              for a in pair])
+        centroids = np.stack([enrol(encoder, f"actor{a}", enrolment_clips(
+            args.ravdess, a, used, args.enrol)).embedding for a in pair])
         speakers = (f"actor{pair[0]}", f"actor{pair[1]}")
         for pieces_, into in ((pieces, total), (solo, alone)):
             mix, placed = assemble(pieces_, gaps)

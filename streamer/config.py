@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -67,6 +68,29 @@ class SegmenterConfig:
     speculative_pause_ms: int = 90  # silence after which the final ASR starts speculatively
 
 
+# An enrolled party's name: it is the events' ``speaker``, so it must not look like the
+# labels unknown speakers get (S1, S2, ...).
+PARTY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
+AUTOMATIC_LABEL = re.compile(r"S[0-9]+")
+
+
+@dataclass(frozen=True)
+class EnrolledSpeaker:
+    """A known party (``speakers.enrol``): a name and recordings of their voice alone."""
+
+    name: str
+    files: tuple[str, ...]  # audio files (any format `run` reads); at least 1 s of speech
+
+    def __post_init__(self) -> None:
+        if not PARTY_NAME.fullmatch(self.name) or AUTOMATIC_LABEL.fullmatch(self.name):
+            raise ConfigError(f"speakers.enrol: name {self.name!r} is invalid: use a letter "
+                              "then up to 31 letters, digits, '_', '.' or '-', and not S1, "
+                              "S2, ... (the labels of speakers who are not enrolled)")
+        if not self.files:
+            raise ConfigError(f"speakers.enrol: {self.name!r} has no files; give at least one "
+                              "recording of their voice")
+
+
 @dataclass(frozen=True)
 class SpeakersConfig:
     """Speaker turns and labels on mono audio (docs/conversations.md). Off by default: it
@@ -91,8 +115,17 @@ class SpeakersConfig:
     # embedding is >= label_threshold; else a new one (at most max_speakers per channel).
     label_threshold: float = 0.6
     max_speakers: int = 8
+    # Known parties: their events say their name instead of S1, S2, ... (an utterance is
+    # theirs by the same label_threshold). Turn boundaries are found as without enrolment.
+    enrol: tuple[EnrolledSpeaker, ...] = ()
 
     def __post_init__(self) -> None:
+        names = [party.name for party in self.enrol]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"speakers.enrol: names must differ; got {', '.join(names)}")
+        if len(names) > self.max_speakers:
+            raise ConfigError(f"speakers.enrol has {len(names)} parties but max_speakers is "
+                              f"{self.max_speakers}; raise speakers.max_speakers")
         for key in ("change_threshold", "label_threshold", "scan_threshold"):
             if not -1.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"speakers.{key} must be a cosine in [-1, 1]")
@@ -445,6 +478,12 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"unknown config key '{prefix}{unknown[0]}'; allowed keys"
             f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
         )
+    missing = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+               if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"config key '{prefix}{missing[0]}' is missing; "
+                          f"{prefix.rstrip('.') or 'the config'} needs {', '.join(missing)}")
     kwargs = {name: _convert(data[name], hints[name], prefix + name) for name in data}
     return cls(**kwargs)
 

@@ -19,8 +19,9 @@ from models.audio import SAMPLE_RATE
 from streamer.errors import EventEncodingError
 from streamer.messages import EmotionResult
 
-# 3: speaker labels and speaker_change cuts; 2: word times are stream times
-SCHEMA_VERSION = "emotion-stream/3"
+# 4: enrolled names as speaker labels; 3: speaker labels and speaker_change cuts;
+# 2: word times are stream times
+SCHEMA_VERSION = "emotion-stream/4"
 Event = dict[str, Any]
 
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from models.asr import AsrEngine, Transcript
 from models.inference import EmotionInput, EmotionModel, EmotionPrediction
-from models.speaker_encoder import SpeakerEncoder
 from streamer.batcher import BatchWorker, Timed
 from streamer.bus import EventBus
 from streamer.channel import Channel
@@ -51,7 +50,7 @@ from streamer.policy import (
     TranscribeFinal,
 )
 from streamer.segmenter import Segmenter
-from streamer.speakers import ChannelSpeakers
+from streamer.speakers import ChannelSpeakers, Voices
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +189,9 @@ class Recognizer:
     remote deployments of ``streamer.scale`` (``serve --ray``)."""
 
     def __init__(self, config: AppConfig, inference: Inference, bus: EventBus,
-                 speakers: SpeakerEncoder | None = None) -> None:
+                 speakers: Voices | None = None) -> None:
         self.config = config
-        self.speaker_encoder = speakers
+        self.voices = speakers
         self.inference = inference
         self.facts = inference.facts
         self.bus = bus
@@ -216,8 +215,8 @@ class Recognizer:
         policy = ChannelPolicy(channel.stream_id, channel.channel, self.policy_config,
                                self.facts.model_id, self.facts.labels)
         self.bus.publish(policy.started(channel.describe()))
-        speakers = None if self.speaker_encoder is None else \
-            ChannelSpeakers(self.speaker_encoder, self.config.speakers)
+        speakers = None if self.voices is None else \
+            ChannelSpeakers(self.voices.encoder, self.config.speakers, self.voices.parties)
         reason, error = "end_of_input", None
         try:
             async with asyncio.TaskGroup() as tg:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -30,19 +31,23 @@ from models.encoders.whisper import load_whisper
 from models.errors import ModelError
 from models.inference import EmotionInput, EmotionModel
 from models.speaker_encoder import SpeakerEncoder
+from streamer.audio_io import read_audio_file
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.dashboard import add_dashboard
-from streamer.errors import ModelLoadError
+from streamer.errors import AudioInputError, ConfigError, ModelLoadError
 from streamer.mqtt_publisher import MqttPublisher
 from streamer.recognizer import Inference, LocalInference, Recognizer
 from streamer.sinks import JsonlSink, StdoutSink
+from streamer.speakers import Voices, enrol
 from streamer.supervisor import Supervisor, install_sighup
 from streamer.ws_server import WebSocketServer
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0
+MIN_ENROLMENT_S = 1.0  # a speakers.enrol recording shorter than this is refused
+SILENT_RMS = 1e-3  # about -60 dBFS: a recording this quiet holds no voice
 SETTLE_TIMEOUT_S = 2.0
 
 
@@ -54,7 +59,7 @@ class Models:
     asr: AsrEngine
     emotion: EmotionModel
     asr_8k: AsrEngine | None = None  # asr.model_8k, for 8 kHz channels (None: asr serves them)
-    speakers: SpeakerEncoder | None = None  # speakers.enabled: turns and labels
+    speakers: Voices | None = None  # speakers.enabled: turns and labels
 
 
 def load_models(config: AppConfig) -> Models:
@@ -72,15 +77,37 @@ def load_asr_8k(config: AppConfig) -> AsrEngine | None:
     return asr_8k
 
 
-def load_speakers(config: AppConfig) -> SpeakerEncoder | None:
-    """The speaker encoder when ``speakers.enabled`` (it runs in the driver process, also
-    under ``--ray``: a small LSTM, a few ms per utterance)."""
+def load_speakers(config: AppConfig) -> Voices | None:
+    """The speaker encoder and the enrolled parties when ``speakers.enabled`` (it runs in
+    the driver process, also under ``--ray``: a small LSTM, a few ms per utterance)."""
     if not config.speakers.enabled:
         return None
     try:
-        return SpeakerEncoder(config.speakers.encoder)
+        encoder = SpeakerEncoder(config.speakers.encoder)
     except ModelError as exc:
         raise ModelLoadError(f"speakers.enabled: {exc}") from exc
+    parties = tuple(enrol(encoder, party.name, [enrolment_audio(party.name, path)
+                                                for path in party.files])
+                    for party in config.speakers.enrol)
+    return Voices(encoder, parties)
+
+
+def enrolment_audio(name: str, path: str) -> np.ndarray:
+    """A recording of an enrolled party, checked to hold enough sound to embed."""
+    if not Path(path).is_file():
+        raise ConfigError(f"speakers.enrol {name!r}: '{path}' is not a file; give the path of "
+                          "a recording of their voice")
+    try:
+        audio = read_audio_file(path)
+    except AudioInputError as exc:
+        raise ConfigError(f"speakers.enrol {name!r}: {exc}") from exc
+    if len(audio) < MIN_ENROLMENT_S * SAMPLE_RATE:
+        raise ConfigError(f"speakers.enrol {name!r}: '{path}' has {len(audio) / SAMPLE_RATE:.2f}"
+                          f" s of audio; give at least {MIN_ENROLMENT_S:g} s of their voice")
+    if float(np.sqrt(np.mean(audio ** 2))) < SILENT_RMS:
+        raise ConfigError(f"speakers.enrol {name!r}: '{path}' is silent; give a recording "
+                          "of their voice")
+    return audio
 
 
 def load_asr(config: AppConfig, model: str | None = None) -> tuple[Any, AsrEngine]:
@@ -115,7 +142,7 @@ def warm_up(models: Models) -> float:
     if models.asr_8k is not None:
         models.asr_8k.transcribe(audio, final=True)
     if models.speakers is not None:
-        models.speakers.embed(audio)
+        models.speakers.encoder.embed(audio)
     models.emotion.predict([EmotionInput(
         audio=audio, text=transcript.text or "hello", words=transcript.words,
         whisper_frames=transcript.encoder_frames if models.emotion.uses_whisper_frames

@@ -7,17 +7,46 @@ clustering of one channel's utterance embeddings into labels ``S1``, ``S2``, ...
 stable within the stream: the nearest known speaker's running mean when its cosine is at
 least ``speakers.label_threshold``, else a new speaker (after ``max_speakers``, the
 nearest). Both are causal: nothing later in the stream changes an earlier label.
+
+``speakers.enrol`` names known parties: each is a ``Party``, the mean embedding of
+recordings of their voice, that the tracker starts with, so their utterances are labelled
+with their name; other voices still get S1, S2, ...
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.speaker_encoder import SpeakerEncoder
 from streamer.config import SpeakersConfig
+
+
+@dataclass(frozen=True)
+class Party:
+    """An enrolled speaker: their name and the mean of their recordings' embeddings."""
+
+    name: str
+    embedding: np.ndarray  # L2-normalised
+    recordings: int  # how many were averaged: the weight the mean starts with
+
+
+def enrol(encoder: SpeakerEncoder, name: str, recordings: Sequence[np.ndarray]) -> Party:
+    """The party ``name`` from 16 kHz recordings of their voice alone."""
+    mean = np.mean([encoder.embed(audio) for audio in recordings], axis=0)
+    return Party(name, mean / np.linalg.norm(mean), len(recordings))
+
+
+@dataclass(frozen=True)
+class Voices:
+    """What ``speakers.enabled`` loads once per process: the encoder and the enrolled
+    parties, shared by every channel."""
+
+    encoder: SpeakerEncoder
+    parties: tuple[Party, ...] = ()
 
 
 @dataclass
@@ -92,14 +121,22 @@ class SpeakerChange:
 class SpeakerTracker:
     """Online speaker labels for one channel (sans-I/O: give it embeddings)."""
 
-    def __init__(self, threshold: float, max_speakers: int) -> None:
+    def __init__(self, threshold: float, max_speakers: int,
+                 parties: Sequence[Party] = ()) -> None:
         self._threshold = threshold
         self._max = max_speakers
-        self._sums: list[np.ndarray] = []  # per speaker, the sum of its embeddings
+        # per speaker, the label and the sum of its embeddings; enrolled parties first,
+        # weighted by their recordings so that a few utterances adapt but do not replace them
+        self._labels = [party.name for party in parties]
+        self._sums = [party.embedding.astype(np.float64) * party.recordings
+                      for party in parties]
+        self._enrolled = len(parties)
+        self._given: set[str] = set()
 
     @property
     def speakers(self) -> int:
-        return len(self._sums)
+        """The labels given so far (an enrolled party counts once they have spoken)."""
+        return len(self._given)
 
     def assign(self, embedding: np.ndarray) -> str:
         """The label of the speaker of ``embedding`` (L2-normalised); updates its mean."""
@@ -109,19 +146,23 @@ class SpeakerTracker:
             best = int(np.argmax(similarity))
             if similarity[best] >= self._threshold or len(self._sums) >= self._max:
                 self._sums[best] = self._sums[best] + embedding
-                return f"S{best + 1}"
+                self._given.add(self._labels[best])
+                return self._labels[best]
+        self._labels.append(f"S{len(self._labels) - self._enrolled + 1}")
         self._sums.append(embedding.astype(np.float64).copy())
-        return f"S{len(self._sums)}"
+        self._given.add(self._labels[-1])
+        return self._labels[-1]
 
 
 class ChannelSpeakers:
     """A channel's change detector and labeller, sharing the process's encoder."""
 
-    def __init__(self, encoder: SpeakerEncoder, config: SpeakersConfig) -> None:
+    def __init__(self, encoder: SpeakerEncoder, config: SpeakersConfig,
+                 parties: Sequence[Party] = ()) -> None:
         self.stats = SpeakerStats()
         self.change = SpeakerChange(encoder, config, self.stats)
         self._encoder = encoder
-        self._tracker = SpeakerTracker(config.label_threshold, config.max_speakers)
+        self._tracker = SpeakerTracker(config.label_threshold, config.max_speakers, parties)
 
     @property
     def speakers(self) -> int:

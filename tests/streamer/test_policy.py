@@ -227,7 +227,7 @@ def test_word_times_in_events_are_stream_times() -> None:
     event = p.on_prediction(DetectedUtterance(utt, 14.3, 0.0), transcript, prediction(1, 0.0),
                             TIMES).event
     validate_event(event)
-    assert event["schema"] == "emotion-stream/3"
+    assert event["schema"] == "emotion-stream/4"
     assert [(w["start"], w["end"]) for w in event["words"]] == [
         (12.8, 12.95), (13.0, 13.2), (13.3, 13.7)]
     assert all(event["t_start"] <= w["start"] <= w["end"] <= event["t_end"]

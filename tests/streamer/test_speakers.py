@@ -24,7 +24,7 @@ from streamer.audio_io import read_audio_file
 from streamer.config import AppConfig, ConfigError, SegmenterConfig, SpeakersConfig, load_config
 from streamer.messages import Utterance
 from streamer.segmenter import Segmenter
-from streamer.speakers import ChannelSpeakers, SpeakerTracker
+from streamer.speakers import ChannelSpeakers, Party, SpeakerTracker, enrol
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
 # (actor, file): neutral and calm statements, the same two sentences for both actors
@@ -140,6 +140,67 @@ def test_tracker_labels_are_stable_and_capped() -> None:
     assert tracker.speakers == 2
 
 
+def test_enrolled_parties_keep_their_names() -> None:
+    a, b, c = np.eye(3)
+    tracker = SpeakerTracker(threshold=0.6, max_speakers=3,
+                             parties=[Party("agent", a, 4), Party("coach", c, 1)])
+    near_a = (a + 0.3 * b) / np.linalg.norm(a + 0.3 * b)
+    assert [tracker.assign(v) for v in (b, near_a, b, a)] == ["S1", "agent", "S1", "agent"]
+    assert tracker.speakers == 2  # the coach never spoke
+    assert tracker.assign(c) == "coach" and tracker.speakers == 3
+
+
+@needs_ravdess
+@pytest.mark.parametrize("enrolled, expected", [
+    (("01", "02"), ["host", "guest", "host", "guest"]),
+    (("02",), ["S1", "guest", "S1", "guest"]),  # one party known, the other not
+])
+def test_enrolled_voices_are_labelled_by_name(encoder: SpeakerEncoder,
+                                               enrolled: tuple[str, ...],
+                                               expected: list[str]) -> None:
+    """Parties enrolled with other takes than the conversation's (repetition 2) get their
+    names on real voices; turns are cut as without enrolment."""
+    names = {"01": "host", "02": "guest"}
+    parties = [enrol(encoder, names[actor], [read_audio_file(path) for path in
+                                             enrolment_files(actor)])
+               for actor in reversed(enrolled)]  # the order of enrolment does not matter
+    audio, _ = two_speaker_talk()
+    speakers = ChannelSpeakers(encoder, SpeakersConfig(enabled=True), parties)
+    utts = segment(audio, speakers)
+    assert [u.cut_reason for u in utts] == ["speaker_change"] * 3 + ["pause"]
+    assert [speakers.label(u.audio) for u in utts] == expected
+    assert speakers.speakers == 2
+
+
+def enrolment_files(actor: str) -> list[Path]:
+    """The actor's neutral and calm takes of repetition 2 (TURNS uses repetition 1)."""
+    return [RAVDESS / f"Actor_{actor}" / f"03-01-0{e}-01-0{s}-02-{actor}.flac"
+            for e in (1, 2) for s in (1, 2)]
+
+
+def test_enrolment_mistakes_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="name 'S2' is invalid"):
+        load_config(None, ["speakers.enrol=[{name: S2, files: [a.wav]}]"])
+    with pytest.raises(ConfigError, match="names must differ"):
+        load_config(None, ["speakers.enrol=[{name: a, files: [x]}, {name: a, files: [y]}]"])
+    with pytest.raises(ConfigError, match="'speakers.enrol\\[0\\].files' is missing"):
+        load_config(None, ["speakers.enrol=[{name: agent}]"])
+    with pytest.raises(ConfigError, match="3 parties but max_speakers is 2"):
+        load_config(None, ["speakers.max_speakers=2", "speakers.enrol=[{name: a, files: [x]}, "
+                           "{name: b, files: [x]}, {name: c, files: [x]}]"])
+    from streamer.runtime import load_speakers
+
+    sf.write(tmp_path / "short.wav", np.full(SAMPLE_RATE // 2, 0.1, np.float32), SAMPLE_RATE)
+    sf.write(tmp_path / "silent.wav", np.zeros(2 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    for name, match in (("missing.wav", "'agent'.*missing.wav' is not a file"),
+                        ("short.wav", "'agent'.*has 0.50 s of audio; give at least 1 s"),
+                        ("silent.wav", "'agent'.*silent.wav' is silent")):
+        config = load_config(None, ["speakers.enabled=true", "speakers.enrol=[{name: agent, "
+                                    f"files: ['{tmp_path / name}']}}]"])
+        with pytest.raises(ConfigError, match=match):
+            load_speakers(config)
+
+
 def test_network_and_features_match_resemblyzer(encoder: SpeakerEncoder) -> None:
     """The rebuilt network gives Resemblyzer's own embeddings (its package imported only
     here, where its old dependencies may be importable)."""
@@ -172,9 +233,16 @@ def test_bad_weights_and_settings_say_what_to_do(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @needs_ravdess
-def test_run_publishes_speaker_labels(tmp_path: Path) -> None:
+@pytest.mark.parametrize("enrol, expected", [
+    ([], ["S1", "S2", "S1", "S2"]),
+    ([f"speakers.enrol=[{{name: guest, files: [{', '.join(map(str, enrolment_files('02')))}]}}]"],
+     ["S1", "guest", "S1", "guest"]),
+])
+def test_run_publishes_speaker_labels(tmp_path: Path, enrol: list[str],
+                                      expected: list[str]) -> None:
     """``emotion-stream run`` on the two-speaker file with speakers.enabled: one event per
-    turn, labelled S1/S2/S1/S2, valid against the schema (emotion-stream/3)."""
+    turn, labelled S1/S2/S1/S2 (or by name where the voice is enrolled), valid against the
+    schema (emotion-stream/4)."""
     from streamer.pipeline import run_pipeline
     from streamer.runtime import load_models
     from streamer.sources import FileSource
@@ -185,7 +253,7 @@ def test_run_publishes_speaker_labels(tmp_path: Path) -> None:
     config = load_config(None, [f"source.path={path}", "source.realtime=false",
                                 "websocket.enabled=false", "stdout.enabled=false",
                                 f"jsonl.path={tmp_path / 'events.jsonl'}",
-                                "speakers.enabled=true"])
+                                "speakers.enabled=true", *enrol])
     assert isinstance(config, AppConfig)
     summary = asyncio.run(run_pipeline(config, FileSource(config.source), load_models(config)))
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
@@ -193,9 +261,9 @@ def test_run_publishes_speaker_labels(tmp_path: Path) -> None:
                if json.loads(line)["type"] == "utterance.emotion"]
     for event in [json.loads(line) for line in lines]:
         events.validate_event(event)
-        assert event["schema"] == "emotion-stream/3"
+        assert event["schema"] == "emotion-stream/4"
     assert summary.utterances == 4
     ended = [json.loads(line) for line in lines if json.loads(line)["type"] == "stream.ended"]
     assert [(e["speakers"], e["speaker_changes"]) for e in ended] == [(2, 3)]
-    assert [e["speaker"] for e in emotion] == ["S1", "S2", "S1", "S2"]
+    assert [e["speaker"] for e in emotion] == expected
     assert [e["cut_reason"] for e in emotion] == ["speaker_change"] * 3 + ["pause"]
