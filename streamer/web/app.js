@@ -452,7 +452,7 @@ function utteranceRow(stream, event) {
   const channel = el("span", "channel", event.channel);
   channel.style.color = channelColour(stream, event.channel);
   meta.append(channel);
-  // speakers.enabled: the channel's speaker (S1, S2, ...), one per utterance
+  // speakers.enabled: the channel's speaker (S1, S2, ... or an enrolled name), one per utterance
   if (event.speaker) meta.append(el("span", "speaker", event.speaker));
   meta.append(el("span", "time", `${seconds(event.t_start)}–${seconds(event.t_end)}`));
 
