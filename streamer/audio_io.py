@@ -86,7 +86,7 @@ def open_audio_file(path: str | Path) -> sf.SoundFile:
     """Open an audio file, turning libsndfile errors into a message a user can act on."""
     p = Path(path)
     if not p.is_file():
-        raise AudioInputError(f"audio file '{p}' does not exist; check the path (--source)")
+        raise AudioInputError(f"audio file '{p}' does not exist; check the path")
     if p.stat().st_size == 0:
         raise AudioInputError(f"audio file '{p}' is empty (0 bytes)")
     try:

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -40,6 +39,7 @@ from streamer.mqtt_publisher import MqttPublisher
 from streamer.recognizer import Inference, LocalInference, Recognizer
 from streamer.sinks import JsonlSink, StdoutSink
 from streamer.speakers import Voices, enrol
+from streamer.speech_gate import rms_dbfs
 from streamer.supervisor import Supervisor, install_sighup
 from streamer.ws_server import WebSocketServer
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0
 MIN_ENROLMENT_S = 1.0  # a speakers.enrol recording shorter than this is refused
-SILENT_RMS = 1e-3  # about -60 dBFS: a recording this quiet holds no voice
+SILENT_DBFS = -60.0  # a recording this quiet holds no voice
 SETTLE_TIMEOUT_S = 2.0
 
 
@@ -94,9 +94,6 @@ def load_speakers(config: AppConfig) -> Voices | None:
 
 def enrolment_audio(name: str, path: str) -> np.ndarray:
     """A recording of an enrolled party, checked to hold enough sound to embed."""
-    if not Path(path).is_file():
-        raise ConfigError(f"speakers.enrol {name!r}: '{path}' is not a file; give the path of "
-                          "a recording of their voice")
     try:
         audio = read_audio_file(path)
     except AudioInputError as exc:
@@ -104,7 +101,7 @@ def enrolment_audio(name: str, path: str) -> np.ndarray:
     if len(audio) < MIN_ENROLMENT_S * SAMPLE_RATE:
         raise ConfigError(f"speakers.enrol {name!r}: '{path}' has {len(audio) / SAMPLE_RATE:.2f}"
                           f" s of audio; give at least {MIN_ENROLMENT_S:g} s of their voice")
-    if float(np.sqrt(np.mean(audio ** 2))) < SILENT_RMS:
+    if rms_dbfs(audio) < SILENT_DBFS:
         raise ConfigError(f"speakers.enrol {name!r}: '{path}' is silent; give a recording "
                           "of their voice")
     return audio

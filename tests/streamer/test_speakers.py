@@ -192,7 +192,7 @@ def test_enrolment_mistakes_say_what_to_do(tmp_path: Path) -> None:
 
     sf.write(tmp_path / "short.wav", np.full(SAMPLE_RATE // 2, 0.1, np.float32), SAMPLE_RATE)
     sf.write(tmp_path / "silent.wav", np.zeros(2 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
-    for name, match in (("missing.wav", "'agent'.*missing.wav' is not a file"),
+    for name, match in (("missing.wav", "'agent'.*missing.wav' does not exist; check the path"),
                         ("short.wav", "'agent'.*has 0.50 s of audio; give at least 1 s"),
                         ("silent.wav", "'agent'.*silent.wav' is silent")):
         config = load_config(None, ["speakers.enabled=true", "speakers.enrol=[{name: agent, "
