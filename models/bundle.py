@@ -74,6 +74,12 @@ class TextEncoderSpec:
     # Transcript languages the text branch was trained on: any other language (as the ASR
     # reports it) is given to the head as an empty transcript, the audio-only path.
     languages: tuple[str, ...] = ("en",)
+    # Words only when they can be trusted: a transcript whose mean word probability (the
+    # ASR's own) is under this, or that has fewer words than ``min_words``, is given to the
+    # head as empty. An English-only ASR turns other languages into confident-looking English
+    # nonsense; its word probabilities say so (fitted on data: docs/transfer.md). 0 = off.
+    min_word_probability: float = 0.0
+    min_words: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "languages", tuple(self.languages))  # JSON gives a list

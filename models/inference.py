@@ -12,6 +12,7 @@ word times in seconds map to frame indices as ``round(t * 50)``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from models.bundle import Bundle, load_bundle
 from models.encoders import AudioFeatures
 from models.encoders.text import TextEncoder
 from models.errors import ModelError
+from models.feature_stats import AdaptationSettings, DeploymentStats
 from models.features import (
     AudioRef,
     TextFeatures,
@@ -53,6 +55,7 @@ class EmotionInput:
     whisper_frames: np.ndarray | None = None  # (T, D) Whisper encoder output for the utterance
     context: tuple[ContextItem, ...] = ()  # oldest first
     language: str | None = None  # the transcript's language (None: assumed one the model knows)
+    band: str = "wideband"  # input kind (models.feature_stats.BANDS): whose statistics apply
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ class EmotionModel:
 
     def __init__(self, bundle: Bundle, head: FusionHead, text_encoder: TextEncoder,
                  device: str = "cpu", whisper_model: Any | None = None,
-                 audio_encoder: Any | None = None) -> None:
+                 audio_encoder: Any | None = None,
+                 adaptation: AdaptationSettings | None = None) -> None:
         config = bundle.config
         self.bundle = bundle
         self.model_id: str = config.model_id
@@ -115,6 +119,15 @@ class EmotionModel:
                 "the text encoder the bundle was trained with"
             )
         self._check_layer_counts()
+        # Deployment feature statistics (models/feature_stats.py) for heads trained on
+        # per-corpus standardised audio; they start from the training population.
+        self.adaptation: DeploymentStats | None = None
+        self._adaptation_lock = threading.Lock()  # the fusion worker updates, a saver reads
+        if getattr(head, "domain_standardise", False):
+            probe: Any = head
+            self.adaptation = DeploymentStats(probe.domain_mean.cpu().double().numpy(),
+                                              probe.domain_var.cpu().double().numpy(),
+                                              adaptation)
 
     def _check_layer_counts(self) -> None:
         """Heads that weight encoder layers must get as many layers as they were built for."""
@@ -143,7 +156,8 @@ class EmotionModel:
 
     @classmethod
     def load(cls, bundle: str | Path, device: str = "cpu", whisper_model: Any | None = None,
-             text_encoder: str | None = None) -> EmotionModel:
+             text_encoder: str | None = None,
+             adaptation: AdaptationSettings | None = None) -> EmotionModel:
         loaded = load_bundle(bundle)
         config = loaded.config
         head = loaded.build_head()
@@ -154,7 +168,7 @@ class EmotionModel:
         if audio_ref.kind != "whisper":
             audio_encoder = load_frame_encoder(audio_ref, device=device)
         return cls(loaded, head, text, device=device, whisper_model=whisper_model,
-                   audio_encoder=audio_encoder)
+                   audio_encoder=audio_encoder, adaptation=adaptation)
 
     # ------------------------------------------------------------ features
 
@@ -251,7 +265,10 @@ class EmotionModel:
         items = self.feature_items(batch)
         head_batch = collate(items).to(self.device)
         with torch.inference_mode(), _autocast(self.device):
-            output = self.head(head_batch)
+            if self.adaptation is None:
+                output = self.head(head_batch)
+            else:
+                output = self._adapted(head_batch, [inp.band for inp in batch])
         # Calibrated: the bundle's temperature was fitted on held-out speakers.
         temperature = self.bundle.config.calibration.temperature
         probs = torch.softmax(output.logits.float() / temperature, dim=-1).cpu().numpy()
@@ -269,10 +286,41 @@ class EmotionModel:
             ))
         return predictions
 
+    def _adapted(self, batch: HeadBatch, bands: list[str]) -> Any:
+        """The head on audio features standardised by the deployment's statistics, which
+        then take in this batch (after it is labelled: each label is causal)."""
+        assert self.adaptation is not None
+        probe: Any = self.head  # a linear probe (the only head with domain_standardise)
+        audio, text = probe.pooled(batch)
+        raw = audio.float().cpu().numpy()
+        with self._adaptation_lock:
+            standardised = self.adaptation.standardise(raw, bands)
+            self.adaptation.observe(raw, bands)
+        audio = torch.from_numpy(standardised).float().to(audio.device)
+        return probe.classify(audio, text)
+
+    def adaptation_state(self) -> bytes | None:
+        """The deployment statistics, serialised (None when the bundle does not adapt)."""
+        if self.adaptation is None:
+            return None
+        with self._adaptation_lock:
+            return self.adaptation.to_bytes(self.model_id)
+
+    def load_adaptation_state(self, data: bytes, where: str) -> None:
+        """Continue from saved deployment statistics (``adaptation_state``)."""
+        if self.adaptation is None:
+            raise ModelError(f"{where}: bundle '{self.model_id}' keeps no feature statistics")
+        with self._adaptation_lock:
+            self.adaptation.load_bytes(data, self.model_id, where)
+
     def usable_text(self, inp: EmotionInput) -> EmotionInput:
-        """``inp``, with its transcript dropped when its language is not one the text branch
-        was trained on (the head then sees what it saw for empty transcripts)."""
-        if inp.language is None or inp.language in self.bundle.config.text.languages:
+        """``inp``, with its transcript dropped when it cannot be trusted (the head then sees
+        what it saw for empty transcripts): its language is not one the text branch was
+        trained on, or the ASR was unsure of its words (``text_trusted``)."""
+        spec = self.bundle.config.text
+        known_language = inp.language is None or inp.language in spec.languages
+        if known_language and text_trusted(inp.words, spec.min_word_probability,
+                                           spec.min_words):
             return inp
         return replace(inp, text="", words=())
 
@@ -281,6 +329,17 @@ class EmotionModel:
         if not inp.text.strip():  # () for a text-only head given no words: a prior, no evidence
             used = tuple(m for m in used if m != "text")
         return used
+
+
+def text_trusted(words: Sequence[Word], min_word_probability: float, min_words: int) -> bool:
+    """Whether a transcript's words are plausible enough for the text branch: at least
+    ``min_words`` words and a mean ASR word probability of at least ``min_word_probability``.
+    Transcripts without word probabilities (gold text: 1.0 each) pass the probability test."""
+    if len(words) < min_words:
+        return False
+    if not words or min_word_probability <= 0:
+        return True
+    return float(np.mean([w.probability for w in words])) >= min_word_probability
 
 
 def _autocast(device: str) -> torch.autocast:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from offline_training import synth
+from offline_training import cross_corpus, synth
 from offline_training.augment import AugmentConfig
 from offline_training.corpora import KINDS, CorpusSpec, load_corpus
 from offline_training.errors import TrainingError
@@ -287,6 +287,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cross_corpus(args: argparse.Namespace) -> int:
+    return cross_corpus.command(args, data_settings(args))
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from offline_training.pipeline import extract, open_corpus
 
@@ -387,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_arguments(prepare_sub.add_parser(
         "synth", help="generate the synthetic emotional speech corpus (espeak-ng + sox)",
         description=synth.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
-    for kind in ("iemocap", "meld", "cremad", "ravdess", "emodb", "manifest"):
+    for kind in ("iemocap", "meld", "cremad", "ravdess", "emodb", "nemo", "manifest"):
         p = prepare_sub.add_parser(kind, help=f"read {kind} and write a JSONL manifest "
                                    "(MELD: extracts the audio from the mp4 clips)")
         p.add_argument("--root", type=Path, required=True, help="corpus directory")
@@ -451,6 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="predictions.jsonl of a speaker-independent train/ablate run "
                                 "of the same head and settings (e.g. RUN/<head>/predictions.jsonl)")
     calibrate.set_defaults(func=cmd_calibrate)
+
+    cross = sub.add_parser(
+        "cross-corpus", help="the cross-corpus protocol (RAVDESS <-> nEMO and both with "
+        "speakers held out) under every normalisation; optionally export the chosen recipe",
+        description=cross_corpus.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_corpus_args(cross)
+    add_feature_args(cross)
+    cross_corpus.add_arguments(cross)
+    cross.set_defaults(func=cmd_cross_corpus)
 
     evaluate = sub.add_parser(
         "evaluate", help="score a bundle on a whole corpus (restricted to the bundle's classes, "

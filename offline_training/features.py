@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.asr import DEFAULT_WINDOW_S, Transcript
+from models.asr import DEFAULT_WINDOW_S, Transcript, Word
 from models.errors import ModelError
 from models.features import AudioRef, load_frame_encoder, parse_audio_ref, text_features
 from offline_training.audio import load_audio
@@ -79,6 +79,7 @@ class UtteranceFeatures:
     text_layers: Tensor | None = None  # (Lt, Tt, Dt)
     audio_layers: Tensor | None = None  # (La, Ta, Da)
     functionals: Tensor | None = None  # (Dp,) prosody statistics of the utterance
+    words: tuple[Word, ...] = ()  # the transcript's words (ASR: with word probabilities)
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ class FeatureCache:
             frames, texts = audio[utt.id], text[utt.id]
             items[utt.id] = UtteranceFeatures(
                 audio=frames.frames.float(), text=texts["text"].float(),
-                transcript=transcripts[utt.id].text,
+                transcript=transcripts[utt.id].text, words=transcripts[utt.id].words,
                 word_text=as_float(texts.get("word_text")),
                 word_spans=texts.get("word_spans"),
                 text_layers=as_float(texts.get("text_layers")),

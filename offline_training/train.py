@@ -317,6 +317,47 @@ def floored_scaler(floor: np.ndarray) -> Any:
     return FlooredScaler(floor)
 
 
+def probe_pipeline(head: Any, width: int, class_weighting: bool = True, c: float = 1.0) -> Any:
+    """The probe's scikit-learn model for ``width`` columns laid out as ``head`` pools them:
+    floored standardisation, column weights, logistic regression with inverse L2 ``c``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    # Column weights after standardisation: a few affect scores next to thousands of audio
+    # dimensions would otherwise be regularised into silence (L2 is shared); a weight w on
+    # a column is the same as dividing its standard deviation by w, folded in below.
+    column_weight, floor = np.ones(width), np.zeros(width)
+    if getattr(head, "use_affect", False):
+        column_weight[-head.config.affect_labels:] = head.config.affect_scale
+        floor[-head.config.affect_labels:] = AFFECT_STD_FLOOR
+    if getattr(head, "use_text", False):  # mean + std pooled text states, before affect
+        end = width - (head.config.affect_labels if head.use_affect else 0)
+        floor[end - 2 * head.config.text_dim:end] = TEXT_STATE_STD_FLOOR
+    return make_pipeline(floored_scaler(floor), FunctionTransformer(weigh_columns, kw_args={
+        "weight": column_weight}), LogisticRegression(
+        C=c, max_iter=1000, class_weight="balanced" if class_weighting else None))
+
+
+def copy_probe_solution(model: Any, head: Any, num_classes: int) -> None:
+    """Copy a fitted ``probe_pipeline`` into ``head`` (standardisation + linear layer)."""
+    scaler, logreg = model.named_steps["flooredscaler"], model.named_steps["logisticregression"]
+    column_weight = model.named_steps["functiontransformer"].kw_args["weight"]
+    present = logreg.classes_  # the classes the training part has, sorted
+    coef, intercept = logreg.coef_, logreg.intercept_
+    if len(present) == 2:  # sklearn keeps one row (class 1 vs 0); softmax needs one per class
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    weight = np.zeros((num_classes, coef.shape[1]))
+    bias = np.full(num_classes, ABSENT_CLASS_LOGIT)
+    weight[present], bias[present] = coef, intercept
+    head.set_solution(torch.as_tensor(scaler.mean_, dtype=torch.float32),
+                      torch.as_tensor(scaler.scale_ / column_weight, dtype=torch.float32),
+                      torch.as_tensor(weight, dtype=torch.float32),
+                      torch.as_tensor(bias, dtype=torch.float32))
+    head.eval()
+
+
 def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
                      valid_items: Sequence[Any], train_groups: Sequence[str] | None,
                      valid_groups: Sequence[str] | None, num_classes: int) -> TrainResult:
@@ -325,11 +366,8 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     speaker-grouped inner cross-validation (GroupKFold), then copied into ``head``.
 
     ``valid`` and ``valid_loss`` are that inner CV's fold-mean scores at the chosen C."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.model_selection import GridSearchCV, GroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer
 
     if train_groups is None or valid_groups is None:
         raise TrainingError(f"head '{config.head}' chooses its regularisation by speaker-grouped "
@@ -349,40 +387,14 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     x = probe_matrix(head, items)
     y = np.array([int(it.label) for it in items])
     cv = GroupKFold(n_splits=min(config.probe_inner_folds, speakers))
-    # Column weights after standardisation: a few affect scores next to thousands of audio
-    # dimensions would otherwise be regularised into silence (L2 is shared); a weight w on
-    # a column is the same as dividing its standard deviation by w, folded in below.
-    column_weight, floor = np.ones(x.shape[1]), np.zeros(x.shape[1])
-    if getattr(head, "use_affect", False):
-        column_weight[-head.config.affect_labels:] = head.config.affect_scale
-        floor[-head.config.affect_labels:] = AFFECT_STD_FLOOR
-    if getattr(head, "use_text", False):  # mean + std pooled text states, before affect
-        end = x.shape[1] - (head.config.affect_labels if head.use_affect else 0)
-        floor[end - 2 * head.config.text_dim:end] = TEXT_STATE_STD_FLOOR
-    model = make_pipeline(floored_scaler(floor), FunctionTransformer(weigh_columns, kw_args={
-        "weight": column_weight}), LogisticRegression(
-        max_iter=1000, class_weight="balanced" if config.class_weighting else None))
+    model = probe_pipeline(head, x.shape[1], config.class_weighting)
     # error_score=nan: an inner fold whose training part lacks a class its test part has
     # cannot give a log loss; that fold's loss is left out (nanmean), its other scores stay.
     search = GridSearchCV(model, {"logisticregression__C": list(config.probe_cs)},
                           scoring=PROBE_SCORING, refit="ua", cv=cv, error_score=np.nan)
     search.fit(x, y, groups=groups)
     best = search.best_estimator_
-    scaler, logreg = best.named_steps["flooredscaler"], best.named_steps["logisticregression"]
-
-    present = logreg.classes_  # the classes the training part has, sorted
-    coef, intercept = logreg.coef_, logreg.intercept_
-    if len(present) == 2:  # sklearn keeps one row (class 1 vs 0); softmax needs one per class
-        coef = np.concatenate([-coef / 2, coef / 2])
-        intercept = np.concatenate([-intercept / 2, intercept / 2])
-    weight = np.zeros((num_classes, x.shape[1]))
-    bias = np.full(num_classes, ABSENT_CLASS_LOGIT)
-    weight[present], bias[present] = coef, intercept
-    head.set_solution(torch.as_tensor(scaler.mean_, dtype=torch.float32),
-                      torch.as_tensor(scaler.scale_ / column_weight, dtype=torch.float32),
-                      torch.as_tensor(weight, dtype=torch.float32),
-                      torch.as_tensor(bias, dtype=torch.float32))
-    head.eval()
+    copy_probe_solution(best, head, num_classes)
 
     results, index = search.cv_results_, search.best_index_
     splits = cv.get_n_splits()
@@ -394,6 +406,7 @@ def fit_linear_probe(config: TrainConfig, head: Any, train_items: Sequence[Any],
     valid = Scores(wa=inner("wa"), ua=inner("ua"), wf1=inner("wf1"), uwf1=inner("uwf1"),
                    n=len(items))
     valid_loss = -inner("loss")
+    present = best.named_steps["logisticregression"].classes_
     train_loss = float(log_loss(y, best.predict_proba(x), labels=present))
     c = float(search.best_params_["logisticregression__C"])
     details = {"C": c, "inner_folds": splits, "fitted_on": len(items),

@@ -184,6 +184,16 @@ class EmotionConfig:
     max_wait_ms: float = 5.0
     text_encoder: str | None = None  # override the bundle's text encoder path/id
     torch_threads: int = 2
+    # Deployment feature statistics (models/feature_stats.py), for bundles trained on
+    # per-corpus standardised audio (v6): all streams of this process, per input kind,
+    # starting from the training population. False: the training population's, fixed.
+    adaptation: bool = True
+    adaptation_prior_weight: float = 200.0  # the training population counts as N utterances
+    adaptation_window: float = 5000.0  # effective memory in utterances
+    # Where the statistics are kept across restarts: a file path, "auto" (serve: the user
+    # state directory, $XDG_STATE_HOME/emotion-stream/; run: not kept) or null (not kept).
+    adaptation_state: str | None = "auto"
+    adaptation_save_s: float = 60.0  # how often the file is rewritten (and at shutdown)
 
 
 @dataclass(frozen=True)
@@ -622,6 +632,11 @@ def validate(config: AppConfig) -> None:
         (config.emotion.max_batch >= 1, "emotion.max_batch must be >= 1"),
         (config.emotion.max_wait_ms >= 0, "emotion.max_wait_ms must be >= 0"),
         (config.emotion.context_size >= 0, "emotion.context_size must be >= 0"),
+        (1.0 <= config.emotion.adaptation_prior_weight <= config.emotion.adaptation_window,
+         "emotion.adaptation_prior_weight must be >= 1 and <= emotion.adaptation_window"),
+        (config.emotion.adaptation_save_s > 0, "emotion.adaptation_save_s must be > 0"),
+        (config.emotion.adaptation_state is None or bool(config.emotion.adaptation_state.strip()),
+         "emotion.adaptation_state must be a file path, 'auto' or null"),
         (config.bus.subscriber_queue >= 1, "bus.subscriber_queue must be >= 1"),
         ((config.bus.redact_digit_runs or 1) >= 1,
          "bus.redact_digit_runs must be >= 1 (or null: off)"),

@@ -271,7 +271,7 @@ class ChannelPolicy:
         return None if reason is None else Abstain(reason)
 
     def emotion_input(self, utterance: Utterance, transcript: Transcript,
-                      with_frames: bool) -> EmotionInput:
+                      with_frames: bool, band: str = "wideband") -> EmotionInput:
         """The fusion model's input."""
         self._finalized_index = max(self._finalized_index, utterance.utterance_index)
         return EmotionInput(
@@ -279,6 +279,7 @@ class ChannelPolicy:
             whisper_frames=transcript.encoder_frames if with_frames else None,
             context=tuple(self._context),  # oldest first; the bundle caps what it uses
             language=transcript.language,
+            band=band,
         )
 
     def on_prediction(self, detected: DetectedUtterance, transcript: Transcript,

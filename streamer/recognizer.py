@@ -27,6 +27,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from models.asr import AsrEngine, Transcript
+from models.feature_stats import band_of
 from models.inference import EmotionInput, EmotionModel, EmotionPrediction
 from streamer.batcher import BatchWorker, Timed
 from streamer.bus import EventBus
@@ -74,8 +75,9 @@ class _ChannelRun:
 
     def __init__(self, policy: ChannelPolicy, segmenter: Segmenter,
                  tg: asyncio.TaskGroup, narrowband: bool = False,
-                 speakers: ChannelSpeakers | None = None) -> None:
+                 speakers: ChannelSpeakers | None = None, band: str = "wideband") -> None:
         self.policy = policy
+        self.band = band  # input kind (models.feature_stats): the emotion model's statistics
         self.segmenter = segmenter
         self.speakers = speakers  # speaker turns and labels (speakers.enabled)
         self.tg = tg
@@ -225,7 +227,7 @@ class Recognizer:
                     and rate <= NARROWBAND_MAX_RATE
                 segmenter = Segmenter(self.config.segmenter,
                                       change=speakers.change if speakers else None)
-                run = _ChannelRun(policy, segmenter, tg, narrowband, speakers)
+                run = _ChannelRun(policy, segmenter, tg, narrowband, speakers, band_of(rate))
                 tg.create_task(self._recognize_loop(run), name=f"recognize:{channel.stream_id}")
                 await self._segment_loop(run, channel)
                 await run.queue.put(None)  # end of channel: the recognizer finishes the queue
@@ -337,7 +339,7 @@ class Recognizer:
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
             utt, transcript,
             # asr.model_8k's frames are not the emotion model's encoder's: it encodes itself.
-            with_frames=self.facts.uses_whisper_frames and not run.narrowband))
+            with_frames=self.facts.uses_whisper_frames and not run.narrowband, band=run.band))
         speaker = None if labelling is None else await labelling
         self.bus.publish(run.policy.on_prediction(detected, transcript, fusion.value,
                                                   times(asr_ms, fusion), speaker).event)

@@ -28,8 +28,10 @@ from models.asr import AsrEngine
 from models.audio import SAMPLE_RATE
 from models.encoders.whisper import load_whisper
 from models.errors import ModelError
+from models.feature_stats import AdaptationSettings
 from models.inference import EmotionInput, EmotionModel
 from models.speaker_encoder import SpeakerEncoder
+from streamer.adaptation import AdaptationStore, open_store
 from streamer.audio_io import read_audio_file
 from streamer.bus import EventBus
 from streamer.config import AppConfig
@@ -125,7 +127,11 @@ def load_emotion(config: AppConfig, whisper: Any) -> EmotionModel:
     torch.set_num_threads(config.emotion.torch_threads)
     try:
         return EmotionModel.load(config.emotion.bundle, device=config.emotion.device,
-                                 whisper_model=whisper, text_encoder=config.emotion.text_encoder)
+                                 whisper_model=whisper, text_encoder=config.emotion.text_encoder,
+                                 adaptation=AdaptationSettings(
+                                     prior_weight=config.emotion.adaptation_prior_weight,
+                                     window=config.emotion.adaptation_window,
+                                     follow=config.emotion.adaptation))
     except ModelError as exc:
         raise ModelLoadError(str(exc)) from exc
 
@@ -201,7 +207,10 @@ async def open_publishers(config: AppConfig, bus: EventBus,
 class Runtime:
     """Bus, recognizer, workers and publishers for the time of an ``async with``."""
 
-    def __init__(self, config: AppConfig, models: Models | Inference) -> None:
+    def __init__(self, config: AppConfig, models: Models | Inference,
+                 persist_adaptation: bool = False) -> None:
+        """``persist_adaptation``: keep the emotion model's deployment statistics in the
+        user state directory when ``emotion.adaptation_state`` is "auto" (``serve``)."""
         self.config = config
         self.bus = EventBus(config.bus.subscriber_queue, config.bus.redact_digit_runs,
                             config.bus.replay_events)
@@ -212,6 +221,10 @@ class Runtime:
                      if isinstance(models, Models) else models)
         speakers = models.speakers if isinstance(models, Models) else load_speakers(config)
         self.recognizer = Recognizer(config, inference, self.bus, speakers)
+        # The deployment statistics' file (Ray fusion replicas keep theirs in memory).
+        self.adaptation: AdaptationStore | None = open_store(
+            config, models.emotion, persist_adaptation) \
+            if isinstance(models, Models) else None
         self._stack = contextlib.AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
         self.publishers: Publishers | None = None
@@ -223,6 +236,9 @@ class Runtime:
             tg = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._background = [tg.create_task(self.recognizer.run_workers(), name="workers")]
             self._background += self.publishers.start(tg)
+            if self.adaptation is not None:
+                self._background.append(tg.create_task(self.adaptation.run(),
+                                                       name="adaptation"))
             if self.supervisor is not None:
                 if self.publishers.server is not None:
                     self.publishers.server.add_request("summary.request",
@@ -246,6 +262,12 @@ class Runtime:
         finally:
             for task in self._background:
                 task.cancel()
+            if self.adaptation is not None:
+                try:
+                    self.adaptation.save()
+                except OSError as error:
+                    log.error("feature statistics could not be saved to %s: %s",
+                              self.adaptation.path, error)
         return await self._stack.__aexit__(exc_type, exc, tb)
 
     @property

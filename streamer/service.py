@@ -68,7 +68,8 @@ async def run_service(config: AppConfig, models: Models | Callable[[], Models],
         if config.ingest.warmup:
             log.info("warming up the models ...")
             log.info("warm-up took %.1f s", await asyncio.to_thread(warm_up, models))
-        runtime = await stack.enter_async_context(Runtime(config, models))
+        runtime = await stack.enter_async_context(Runtime(config, models,
+                                                          persist_adaptation=True))
         health.attach(runtime)
         if runtime.server is not None and config.operations.endpoints in ("websocket", "both"):
             health.add_routes(runtime.server.edge)

@@ -31,6 +31,10 @@ class LinearProbeConfig(HeadConfig):
     # The trainer weighs the standardised affect scores by this against the audio dimensions
     # (less L2 shrinkage for the few text scores; folded into standardise_std when fitted).
     affect_scale: float = 1.0
+    # Audio features standardised by the statistics of where they come from before the
+    # probe's own standardisation (models/feature_stats.py): trained per corpus, served
+    # per deployment. The bundle carries the training population's (one row per band).
+    domain_standardise: bool = False
 
 
 def masked_mean_std(x: Tensor, mask: Tensor) -> Tensor:
@@ -48,6 +52,8 @@ class LinearProbeHead(FusionHead):
     standardise_std: Tensor
     affect_weight: Tensor  # (A, Dt), (A,) with "affect" only
     affect_bias: Tensor
+    domain_mean: Tensor  # (len(BANDS), Fa), (len(BANDS), Fa) with domain_standardise only
+    domain_var: Tensor
 
     def __init__(self, config: LinearProbeConfig) -> None:
         super().__init__(config)
@@ -68,6 +74,15 @@ class LinearProbeHead(FusionHead):
             self.register_buffer("affect_weight", torch.zeros(affect, config.text_dim))
             self.register_buffer("affect_bias", torch.zeros(affect))
         # Identity until fitted; stored in the state dict, hence in the bundle.
+        self.audio_feature_dim = 2 * config.audio_dim * config.audio_layers * self.use_audio
+        self.domain_standardise = config.domain_standardise
+        if config.domain_standardise:
+            from models.feature_stats import BANDS
+
+            if not self.use_audio:
+                raise ValueError("linear_probe: domain_standardise needs audio features")
+            self.register_buffer("domain_mean", torch.zeros(len(BANDS), self.audio_feature_dim))
+            self.register_buffer("domain_var", torch.ones(len(BANDS), self.audio_feature_dim))
         self.register_buffer("standardise_mean", torch.zeros(dim))
         self.register_buffer("standardise_std", torch.ones(dim))
         self.drop = nn.Dropout(config.dropout)
@@ -134,8 +149,28 @@ class LinearProbeHead(FusionHead):
             self.classifier.weight.copy_(weight)
             self.classifier.bias.copy_(bias)
 
+    def set_domain_prior(self, mean: Tensor, var: Tensor) -> None:
+        """The training population's audio feature statistics, (len(BANDS), Fa) each."""
+        if not self.domain_standardise:
+            raise ValueError("linear_probe: set_domain_prior on a probe without "
+                             "domain_standardise")
+        with torch.no_grad():
+            self.domain_mean.copy_(mean)
+            self.domain_var.copy_(var)
+
     def forward(self, batch: HeadBatch) -> HeadOutput:
+        """Served without deployment statistics: audio standardised by the training
+        population's wideband statistics (``models.inference`` passes the deployment's)."""
         audio, text = self.pooled(batch)
+        if self.domain_standardise:
+            from models.feature_stats import STD_FLOOR
+
+            audio = (audio - self.domain_mean[0]) / self.domain_var[0].clamp(
+                min=STD_FLOOR ** 2).sqrt()
+        return self.classify(audio, text)
+
+    def classify(self, audio: Tensor, text: Tensor) -> HeadOutput:
+        """Logits from pooled features (audio already domain-standardised if configured)."""
         features = (torch.cat([audio, text], dim=-1) - self.standardise_mean) / \
             self.standardise_std
         features = self.drop(features)

@@ -1,7 +1,7 @@
 """Corpus adapters by name; each returns a ``Corpus`` of labelled utterances.
 
 ``load_corpus(CorpusSpec(kind="iemocap", root=Path(...), classes="4"))``. Kinds: iemocap,
-meld, cremad, ravdess, emodb, manifest (CSV/JSONL), synth (a manifest written by
+meld, cremad, ravdess, emodb, nemo, manifest (CSV/JSONL), synth (a manifest written by
 ``offline_training.synth``, with the synthetic corpus' class order).
 """
 
@@ -16,10 +16,11 @@ from offline_training.corpora.filename_coded import load_cremad, load_emodb, loa
 from offline_training.corpora.iemocap import load_iemocap
 from offline_training.corpora.manifest import load_manifest
 from offline_training.corpora.meld import load_meld
+from offline_training.corpora.nemo import load_nemo
 from offline_training.errors import CorpusError
 from offline_training.synth_sentences import EMOTIONS
 
-KINDS = ("iemocap", "meld", "cremad", "ravdess", "emodb", "manifest", "synth")
+KINDS = ("iemocap", "meld", "cremad", "ravdess", "emodb", "nemo", "manifest", "synth")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ def load_corpus(spec: CorpusSpec) -> Corpus:
         return load_ravdess(spec.root)
     if spec.kind == "emodb":
         return load_emodb(spec.root)
+    if spec.kind == "nemo":
+        return load_nemo(spec.root)
     if spec.kind == "synth":
         return load_manifest(manifest_path(spec.root), classes=EMOTIONS, name="synth")
     classes = [c.strip() for c in spec.classes.split(",") if c.strip()] or None

@@ -221,3 +221,87 @@ def test_train_on_features_then_serve_the_bundle(tmp_path: Path, tiny_text_dir: 
                              report={"train_loss": loss.item()})
     served = EmotionModel.load(served_dir)
     assert [p.label for p in served.predict(batch)] == list(LABELS)
+
+
+def domain_bundle(tmp_path: Path, text_dir: Path, **text: object) -> Path:
+    """A linear probe trained on per-corpus standardised audio (as v6), random weights."""
+    cfg = make_config("linear_probe_audio", audio_dim=AUDIO_DIM, text_dim=32,
+                      num_classes=len(LABELS), domain_standardise=True)
+    torch.manual_seed(0)
+    head = build_head("linear_probe_audio", cfg)
+    config = BundleConfig(model_id="test-domain", head="linear_probe_audio",
+                          head_config=dataclasses.asdict(cfg), labels=LABELS,
+                          audio=AudioEncoderSpec(dim=AUDIO_DIM),
+                          text=TextEncoderSpec(ref=str(text_dir), dim=32, **text))  # type: ignore
+    return save_bundle(tmp_path / "domain", config, head)
+
+
+def test_deployment_statistics_follow_what_the_service_hears(tmp_path: Path,
+                                                              tiny_text_dir: Path) -> None:
+    from models.feature_stats import AdaptationSettings
+
+    settings = AdaptationSettings(prior_weight=1, window=100)
+    model = EmotionModel.load(domain_bundle(tmp_path, tiny_text_dir), adaptation=settings)
+    assert model.adaptation is not None
+    probe = utterance(2.0, "", 7)
+    before = model.predict([probe])[0].probabilities
+    # A deployment whose audio sits far off the training population (another microphone).
+    shifted = [dataclasses.replace(utterance(2.0, "", s), whisper_frames=utterance(
+        2.0, "", s).whisper_frames + 3.0) for s in range(30)]  # type: ignore[operator]
+    model.predict(shifted)
+    assert model.adaptation.observed() == {"wideband": 31, "telephone": 0}
+    after = model.predict([probe])[0].probabilities
+    assert np.abs(after - before).max() > 1e-3
+    # The telephone band keeps the training population: a telephone copy of the probe is
+    # labelled as the probe was before the wideband stream moved.
+    telephone = model.predict([dataclasses.replace(probe, band="telephone")])[0].probabilities
+    np.testing.assert_allclose(telephone, before, atol=1e-5)
+    # Saved and loaded into a fresh model, the statistics give the same labels.
+    state = model.adaptation_state()
+    assert state is not None
+    again = EmotionModel.load(domain_bundle(tmp_path, tiny_text_dir), adaptation=settings)
+    again.load_adaptation_state(state, "state.npz")
+    next_probe = utterance(2.0, "", 8)
+    np.testing.assert_allclose(again.predict([next_probe])[0].probabilities,
+                               model.predict([next_probe])[0].probabilities, atol=1e-6)
+
+
+def test_fixed_statistics_when_adaptation_is_off(tmp_path: Path, tiny_text_dir: Path) -> None:
+    from models.feature_stats import AdaptationSettings
+
+    model = EmotionModel.load(domain_bundle(tmp_path, tiny_text_dir),
+                              adaptation=AdaptationSettings(follow=False))
+    probe = utterance(2.0, "", 7)
+    before = model.predict([probe])[0].probabilities
+    model.predict([utterance(2.0, "", s) for s in range(20)])
+    np.testing.assert_allclose(model.predict([probe])[0].probabilities, before, atol=1e-6)
+    # Without deployment statistics the head's own forward serves the wideband prior.
+    plain = model.head(model.features([probe]))
+    np.testing.assert_allclose(torch.softmax(plain.logits, -1)[0].detach().numpy(), before,
+                               atol=1e-5)
+
+
+def test_untrusted_words_do_not_reach_the_text_branch(tmp_path: Path,
+                                                      tiny_text_dir: Path) -> None:
+    from models.inference import text_trusted
+
+    bundle = make_bundle(tmp_path, tiny_text_dir, head="linear_probe")
+    cfg = dataclasses.replace(EmotionModel.load(bundle).bundle.config)
+    gated = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, min_word_probability=0.5,
+                                                              min_words=2))
+    model = EmotionModel.load(bundle)
+    model.bundle = dataclasses.replace(model.bundle, config=gated)
+    sure = (Word("I", 0.0, 0.2, 0.9), Word("am", 0.2, 0.4, 0.8), Word("fine", 0.4, 0.8, 0.95))
+    unsure = tuple(dataclasses.replace(w, probability=0.2) for w in sure)
+    base = utterance(1.0, "I am fine", 3)
+    trusted = model.predict([dataclasses.replace(base, words=sure)])[0]
+    dropped = model.predict([dataclasses.replace(base, words=unsure)])[0]
+    empty = model.predict([dataclasses.replace(base, text="", words=())])[0]
+    assert trusted.modalities == ("audio", "text")
+    assert dropped.modalities == ("audio",)
+    np.testing.assert_allclose(dropped.probabilities, empty.probabilities, atol=1e-6)
+    assert not np.allclose(trusted.probabilities, empty.probabilities, atol=1e-6)
+    # Too few words, and the thresholds' edges.
+    assert not text_trusted(sure[:1], 0.5, 2)
+    assert text_trusted(sure, 0.0, 0) and text_trusted((), 0.9, 0)
+    assert text_trusted(sure, float(np.mean([0.9, 0.8, 0.95])), 3)

@@ -150,3 +150,47 @@ def test_label_map_applies_to_any_corpus(tmp_path: Path) -> None:
     corpus = load_corpus(CorpusSpec("ravdess", tmp_path, label_map=label_map))
     assert corpus.classes == ("neutral", "happy", "sad", "angry")
     assert sorted(u.label for u in corpus.utterances) == ["angry", "happy", "neutral", "sad"]
+
+
+NEMO = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "nemo"
+
+
+def write_nemo(root: Path, rows: list[tuple[str, str, str]]) -> None:
+    (root / "samples").mkdir(parents=True)
+    lines = ["file_id\temotion\traw_text\tnormalized_text\tspeaker_id\tgender\tage"]
+    for name, emotion, speaker in rows:
+        tone(root / "samples" / name, 0.5)
+        lines.append(f"{name}\t{emotion}\tTekst.\ttekst\t{speaker}\tfemale\t30")
+    (root / "data.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_nemo_adapter(tmp_path: Path) -> None:
+    write_nemo(tmp_path, [("AA0_anger_1.wav", "anger", "AA0"),
+                          ("AA0_neutral_1.wav", "neutral", "AA0"),
+                          ("BB0_surprised_2.wav", "surprised", "BB0")])
+    corpus = load_corpus(CorpusSpec("nemo", tmp_path))
+    assert corpus.classes == ("angry", "fearful", "happy", "neutral", "sad", "surprised")
+    assert [(u.id, u.label, u.speaker) for u in corpus.utterances] == [
+        ("AA0_anger_1", "angry", "AA0"), ("AA0_neutral_1", "neutral", "AA0"),
+        ("BB0_surprised_2", "surprised", "BB0")]
+    four = load_corpus(CorpusSpec("nemo", tmp_path, label_map=Path(
+        "configs/label_maps/nemo-4class.json")))
+    assert four.classes == ("neutral", "happy", "sad", "angry") and len(four) == 2
+
+
+def test_nemo_missing_files_are_named(tmp_path: Path) -> None:
+    write_nemo(tmp_path, [("AA0_anger_1.wav", "anger", "AA0")])
+    (tmp_path / "samples" / "AA0_anger_1.wav").unlink()
+    with pytest.raises(CorpusError, match="lists 'AA0_anger_1.wav' but .* does not exist"):
+        load_corpus(CorpusSpec("nemo", tmp_path))
+    with pytest.raises(CorpusError, match="nEMO: directory .* does not exist"):
+        load_corpus(CorpusSpec("nemo", tmp_path / "nowhere"))
+
+
+def test_the_shared_nemo_release_reads_whole() -> None:
+    if not (NEMO / "data.tsv").is_file():
+        pytest.fail(f"nEMO is missing from {NEMO}: this test needs shared/corpora/nemo")
+    corpus = load_corpus(CorpusSpec("nemo", NEMO))
+    assert len(corpus) == 4481
+    assert len({u.speaker for u in corpus.utterances}) == 9
+    assert corpus.label_counts()["neutral"] == 809
