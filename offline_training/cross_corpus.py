@@ -479,10 +479,16 @@ def summary_rows(results: Sequence[Result]) -> list[dict[str, Any]]:
             "setting": key[0], "test": key[1], "normalisation": key[2], "gate": key[3],
             "stream": key[4], "band": key[5], "folds": len(rs), "n": sum(r.n for r in rs),
             "ua": float(np.mean([r.ua for r in rs])), "ua_std": float(np.std([r.ua for r in rs])),
-            "recall": {c: float(np.nanmean([r.recall[c] for r in rs])) for c in classes},
+            "recall": {c: nanmean([r.recall[c] for r in rs]) for c in classes},
             "ece": float(np.mean([r.ece for r in rs])),
             "predicted": {c: int(sum(r.predicted[c] for r in rs)) for c in classes}})
     return rows
+
+
+def nanmean(values: Sequence[float]) -> float:
+    """Mean of the values that are numbers (a class absent from every fold: nan)."""
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 def markdown(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> str:
@@ -521,6 +527,35 @@ def write_report(results: Sequence[Result], classes: Sequence[str], out: Path,
         name = f"confusion-{setting.replace('->', '-to-')}-{test}-{norm}.png"
         save_confusion_png(matrix, classes, out / name,
                            f"{setting}, test {test}, {norm}")
+
+
+OOF_FILE = "oof.npz"  # the 'both' folds' held-out predictions, for a bundle's temperature
+
+
+def save_oof(oof: dict[str, Any], out: Path) -> None:
+    """Out-of-fold probabilities of the 'both' folds, per normalisation/corpus/band."""
+    arrays = {}
+    for key, folds in oof.items():
+        arrays[f"{key}|labels"] = np.concatenate([y for _, y, _ in folds])
+        arrays[f"{key}|probabilities"] = np.concatenate([p for _, _, p in folds])
+    np.savez(out / OOF_FILE, **arrays)  # type: ignore[arg-type]
+
+
+def load_oof(directory: Path, normalisation: str) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+    """The held-out predictions ``save_oof`` wrote for ``normalisation`` (all corpora and
+    bands)."""
+    path = directory / OOF_FILE
+    if not path.is_file():
+        raise TrainingError(f"{path} does not exist: run the protocol into {directory} first "
+                            "(without --no-protocol)")
+    saved = np.load(path)
+    variants = sorted({k.split("/", 1)[0] for k in saved.files
+                       if parse_normalisation(k.split("/", 1)[0])[0] == normalisation})
+    keys = sorted({k.rsplit("|", 1)[0] for k in saved.files
+                   if variants and k.split("/", 1)[0] == variants[0]})
+    if not keys:
+        raise TrainingError(f"{path} has no predictions of normalisation '{normalisation}'")
+    return [((), saved[f"{k}|labels"], saved[f"{k}|probabilities"]) for k in keys]
 
 
 # ---------------------------------------------------------------- export
@@ -618,6 +653,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the bundled sample)")
     parser.add_argument("--export-normalisation", default="deployment",
                         choices=("none", "deployment"))
+    parser.add_argument("--temperature-from", type=Path, default=None,
+                        help="a protocol run's --out directory: fit the bundle's temperature "
+                             "on its held-out predictions (with --no-protocol)")
     parser.add_argument("--model-id", default="cross-corpus-probe")
     parser.add_argument("--word-gate", default="fit",
                         help="'fit' (threshold fitted on the corpora: English vs the rest), "
@@ -656,6 +694,7 @@ def command(args: argparse.Namespace, data: Any) -> int:
     if not args.no_protocol:
         results, oof = run_protocol(table, head, options, print)
         write_report(results, table.classes, args.out, extra)
+        save_oof(oof, args.out)
         print(f"results: {args.out / 'results.md'}", flush=True)
     if args.export is not None:
         keep = np.ones(len(table), bool)
@@ -664,7 +703,12 @@ def command(args: argparse.Namespace, data: Any) -> int:
         if args.export_exclude_speakers:
             keep &= ~np.isin(table.speaker, args.export_exclude_speakers.split(","))
         key = args.export_normalisation
-        folds = [f for k, v in oof.items() if k.startswith(f"{key}/") for f in v]
+        # The temperature from the first protocol variant of that normalisation.
+        variant = next((n for n in options.normalisations
+                        if parse_normalisation(n)[0] == key), key)
+        folds = [f for k, v in oof.items() if k.split("/", 1)[0] == variant for f in v]
+        if args.temperature_from is not None:
+            folds = load_oof(args.temperature_from, key)
         path = export(table.where(keep), head, options, key, gate, args.export, args.model_id,
                       data.features, folds or None,
                       {"head": "linear_probe_affect", "recipe": "offline_training.cross_corpus",
