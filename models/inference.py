@@ -257,8 +257,11 @@ class EmotionModel:
 
     # ------------------------------------------------------------ prediction
 
-    def predict(self, batch: Sequence[EmotionInput]) -> list[EmotionPrediction]:
-        """Class probabilities (and VAD if the head has them) for each utterance."""
+    def predict(self, batch: Sequence[EmotionInput], observe: bool = True
+                ) -> list[EmotionPrediction]:
+        """Class probabilities (and VAD if the head has them) for each utterance.
+        ``observe``: the deployment statistics take these utterances in (False for
+        warm-ups and other audio that is not the deployment's)."""
         if not batch:
             return []
         batch = [self.usable_text(inp) for inp in batch]
@@ -268,7 +271,7 @@ class EmotionModel:
             if self.adaptation is None:
                 output = self.head(head_batch)
             else:
-                output = self._adapted(head_batch, [inp.band for inp in batch])
+                output = self._adapted(head_batch, [inp.band for inp in batch], observe)
         # Calibrated: the bundle's temperature was fitted on held-out speakers.
         temperature = self.bundle.config.calibration.temperature
         probs = torch.softmax(output.logits.float() / temperature, dim=-1).cpu().numpy()
@@ -286,7 +289,7 @@ class EmotionModel:
             ))
         return predictions
 
-    def _adapted(self, batch: HeadBatch, bands: list[str]) -> Any:
+    def _adapted(self, batch: HeadBatch, bands: list[str], observe: bool) -> Any:
         """The head on audio features standardised by the deployment's statistics, which
         then take in this batch (after it is labelled: each label is causal)."""
         assert self.adaptation is not None
@@ -295,7 +298,8 @@ class EmotionModel:
         raw = audio.float().cpu().numpy()
         with self._adaptation_lock:
             standardised = self.adaptation.standardise(raw, bands)
-            self.adaptation.observe(raw, bands)
+            if observe:
+                self.adaptation.observe(raw, bands)
         audio = torch.from_numpy(standardised).float().to(audio.device)
         return probe.classify(audio, text)
 

@@ -381,7 +381,9 @@ class Options:
     adaptation: AdaptationSettings = AdaptationSettings()
     seed: int = 0
     gate_compare: str = "deployment"  # normalisation also scored without the word gate
-    chunk: int = 0  # causal statistics start again every N test utterances (0: never)
+    # Deployment statistics start again every N test utterances (0: never), as when each
+    # file of a served check is a fresh 'emotion-stream run'; one result row per value.
+    chunks: tuple[int, ...] = (0,)
 
 
 def run_setting(name: str, train: Table, test: Table, head: Any, options: Options,
@@ -392,8 +394,12 @@ def run_setting(name: str, train: Table, test: Table, head: Any, options: Option
     prior = population_prior(train)
     rng = np.random.default_rng(options.seed)
     fitted: dict[tuple[str, bool], Any] = {}  # corpus and deployment train the same way
-    for normalisation in options.normalisations:
-        gates = [True] + ([False] if normalisation == options.gate_compare else [])
+    variants = [(n, c) for n in options.normalisations
+                for c in (options.chunks if parse_normalisation(n)[0] == "deployment" else (0,))]
+    for normalisation, chunk in variants:
+        label = normalisation if not chunk else f"{normalisation} files of {chunk}"
+        gates = [True] + ([False] if normalisation == options.gate_compare and not chunk
+                          else [])
         trained_as = "domain" if parse_normalisation(normalisation)[0] in (
             "corpus", "deployment") else normalisation
         for gate in gates:
@@ -414,16 +420,16 @@ def run_setting(name: str, train: Table, test: Table, head: Any, options: Option
                         sub = part.take(rows)
                         order = np.arange(len(sub))  # already in stream order
                         x_test = served_audio(sub, order, normalisation, prior,
-                                              options.adaptation, options.chunk)
+                                              options.adaptation, chunk)
                         ua, recall, ece, counts, matrix, probs = evaluate(
                             model, x_test, sub.text(gate), sub.labels, test.classes)
-                        results.append(Result(name, corpus, normalisation, gate, stream, band,
+                        results.append(Result(name, corpus, label, gate, stream, band,
                                               fold, len(sub), ua, recall, ece, counts,
                                               matrix.tolist()))
-                        if stream == "acted" and gate:
+                        if stream == "acted" and gate and not chunk:
                             oof[f"{normalisation}/{corpus}/{band}"] = (sub.ids, sub.labels,
                                                                        probs)
-                        log(f"{name} {fold} {normalisation:10s} gate={int(gate)} {corpus:8s} "
+                        log(f"{name} {fold} {label:10s} gate={int(gate)} {corpus:8s} "
                             f"{band:9s} {stream:14s} n={len(sub):4d} UA {ua:.3f} neutral "
                             f"{recall.get(NEUTRAL, float('nan')):.3f}")
     return results, oof
@@ -524,7 +530,8 @@ def write_report(results: Sequence[Result], classes: Sequence[str], out: Path,
             key = (r.setting, r.test_corpus, r.normalisation)
             merged[key] = merged.get(key, 0) + np.array(r.confusion)
     for (setting, test, norm), matrix in merged.items():
-        name = f"confusion-{setting.replace('->', '-to-')}-{test}-{norm}.png"
+        slug = norm.replace(" files of ", "-files")
+        name = f"confusion-{setting.replace('->', '-to-')}-{test}-{slug}.png"
         save_confusion_png(matrix, classes, out / name,
                            f"{setting}, test {test}, {norm}")
 
@@ -635,9 +642,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalisations", default=",".join(NORMALISATIONS),
                         help=f"comma list of {NORMALISATIONS}; deployment:<w> sets the "
                              "training population's weight in utterances (default 200)")
-    parser.add_argument("--chunk", type=int, default=0,
-                        help="causal statistics start again every N test utterances, as "
-                             "when each file is a fresh 'emotion-stream run' (0: one stream)")
+    parser.add_argument("--chunks", default="0",
+                        help="comma list: deployment statistics start again every N test "
+                             "utterances, as when each file is a fresh 'emotion-stream run' "
+                             "(0: one long deployment)")
     parser.add_argument("--streams", default=",".join(STREAMS), help=f"comma list of {STREAMS}")
     parser.add_argument("--probe-cs", default=str(DEFAULT_C),
                         help="inverse L2 strengths; more than one: chosen by a 3-fold "
@@ -686,7 +694,7 @@ def command(args: argparse.Namespace, data: Any) -> int:
     options = Options(normalisations=tuple(args.normalisations.split(",")),
                       streams=tuple(args.streams.split(",")),
                       cs=tuple(float(c) for c in args.probe_cs.split(",")), seed=args.seed,
-                      chunk=args.chunk)
+                      chunks=tuple(int(c) for c in args.chunks.split(",")))
     oof: dict[str, Any] = {}
     extra = {"word_gate": {"min_word_probability": gate.min_word_probability,
                            "min_words": gate.min_words, **gate_report},

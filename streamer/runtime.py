@@ -149,7 +149,7 @@ def warm_up(models: Models) -> float:
     models.emotion.predict([EmotionInput(
         audio=audio, text=transcript.text or "hello", words=transcript.words,
         whisper_frames=transcript.encoder_frames if models.emotion.uses_whisper_frames
-        else None)])
+        else None)], observe=False)  # not the deployment's audio
     return time.monotonic() - started
 
 

@@ -140,7 +140,8 @@ class FusionDeployment:
         self.predict_batch.set_max_batch_size(config.emotion.max_batch)  # type: ignore[attr-defined]
         self.predict_batch.set_batch_wait_timeout_s(config.emotion.max_wait_ms / 1000)  # type: ignore[attr-defined]
         if config.ingest.warmup:
-            self.emotion.predict([EmotionInput(audio=_warm_audio(), text="hello")])
+            self.emotion.predict([EmotionInput(audio=_warm_audio(), text="hello")],
+                                 observe=False)
 
     def facts(self) -> tuple[str, tuple[str, ...], bool]:
         """model_id, labels, uses_whisper_frames (``ModelFacts`` without the ASR window)."""

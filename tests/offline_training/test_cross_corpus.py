@@ -14,10 +14,10 @@ from offline_training.cross_corpus import (
     Table,
     fit_word_gate,
     run_setting,
+    served_audio,
     standardise_groups,
     stream_rows,
     summary_rows,
-    served_audio,
 )
 from offline_training.errors import TrainingError
 
