@@ -42,7 +42,7 @@ def band_of(sample_rate: int | None) -> str:
 class AdaptationSettings:
     """How fast the deployment statistics move away from the training population."""
 
-    prior_weight: float = 200.0  # the training population counts as this many utterances
+    prior_weight: float = 40.0  # the training population counts as this many utterances
     window: float = 5000.0  # effective memory in utterances (older ones fade out)
     follow: bool = True  # False: the training population's statistics, never updated
 

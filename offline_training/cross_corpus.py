@@ -41,7 +41,7 @@ from models.inference import text_trusted
 from offline_training.corpora import Corpus
 from offline_training.errors import TrainingError
 
-NORMALISATIONS = ("none", "corpus", "deployment", "speaker")
+NORMALISATIONS = ("none", "corpus", "deployment", "mixed", "speaker")
 NORMALISATION_HELP = {
     "none": "one standardisation fitted on the training set (v5's recipe)",
     "corpus": "each corpus standardised by its own statistics, the test corpus too (an "
@@ -49,13 +49,18 @@ NORMALISATION_HELP = {
     "deployment": "training corpora by their own statistics; the test stream by running "
                   "statistics that start from the training population and follow the stream "
                   "(what the streamer does: models/feature_stats.py)",
+    "mixed": "trained on every row twice, standardised by its corpus and by the training "
+             "population; served as 'deployment' (holds before and after it adapts)",
     "speaker": "each speaker by their own statistics; at test time causal running "
                "statistics per speaker, starting from the training population",
 }
-STREAMS = ("acted", "one-emotion", "mostly-neutral")
+STREAMS = ("acted", "one-emotion", "calls", "mostly-neutral")
 STREAM_HELP = {
     "acted": "every test utterance, in random order (emotion-balanced)",
-    "one-emotion": "each test speaker keeps one emotion only (a caller angry all call)",
+    "one-emotion": "each test speaker keeps one emotion only (a caller angry all call), "
+                   "speakers interleaved",
+    "calls": "as one-emotion, but speaker after speaker: with files of N, each file is one "
+             "caller in one emotion",
     "mostly-neutral": "70 % neutral, as calm calls are the common case",
 }
 NEUTRAL = "neutral"
@@ -222,15 +227,37 @@ def population_prior(table: Table) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(means), np.stack(vars_)
 
 
-def training_audio(table: Table, normalisation: str) -> np.ndarray:
+def standardise_prior(table: Table, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Each row by its band's training-population statistics (a deployment that has not
+    adapted yet)."""
+    from models.feature_stats import STD_FLOOR
+
+    index = np.array([BANDS.index(str(b)) for b in table.band])
+    return (table.audio - prior[0][index]) / np.sqrt(np.maximum(prior[1][index],
+                                                                STD_FLOOR ** 2))
+
+
+def training_audio(table: Table, normalisation: str,
+                   prior: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows' audio features under ``normalisation`` and, for each, the table
+    row it comes from. ``mixed`` trains on every row twice: standardised by its corpus (a
+    deployment that has adapted) and by the training population (one that has not yet), so
+    that the probe holds at every stage of a deployment's adaptation."""
     normalisation, _ = parse_normalisation(normalisation)
+    rows = np.arange(len(table))
     if normalisation == "none":
-        return table.audio
+        return table.audio, rows
     if normalisation in ("corpus", "deployment"):
-        return standardise_groups(table.audio, domains(table))
+        return standardise_groups(table.audio, domains(table)), rows
+    if normalisation == "mixed":
+        own = standardise_groups(table.audio, domains(table))
+        start = standardise_prior(table, prior if prior is not None
+                                  else population_prior(table))
+        return np.concatenate([own, start]), np.concatenate([rows, rows])
     if normalisation == "speaker":
         return standardise_groups(table.audio, np.char.add(
-            np.char.add(table.speaker.astype(str), "/"), table.band.astype(str)))
+            np.char.add(table.speaker.astype(str), "/"), table.band.astype(str))), rows
     raise TrainingError(f"unknown normalisation '{normalisation}'; use one of {NORMALISATIONS}")
 
 
@@ -238,9 +265,9 @@ def parse_normalisation(name: str) -> tuple[str, float | None]:
     """'deployment:40' -> ('deployment', 40.0): the training population weighing 40
     utterances; a plain name keeps the default weight."""
     base, _, weight = name.partition(":")
-    if base not in NORMALISATIONS or (weight and base != "deployment"):
+    if base not in NORMALISATIONS or (weight and base not in ("deployment", "mixed")):
         raise TrainingError(f"unknown normalisation '{name}'; use one of {NORMALISATIONS} "
-                            "(deployment:<prior weight> for another weight)")
+                            "(deployment:<prior weight> or mixed:<w> for another weight)")
     try:
         return base, float(weight) if weight else None
     except ValueError as exc:
@@ -261,7 +288,7 @@ def served_audio(table: Table, order: np.ndarray, normalisation: str,
     if base == "corpus":
         return standardise_groups(table.audio, domains(table))
     out = np.empty_like(table.audio)
-    if base == "deployment":
+    if base in ("deployment", "mixed"):
         if weight is not None:
             settings = replace(settings, prior_weight=weight,
                                window=max(settings.window, weight))
@@ -293,12 +320,15 @@ def stream_rows(table: Table, stream: str, rng: np.random.Generator) -> np.ndarr
     """Indices of ``table`` in the stream's order."""
     if stream == "acted":
         rows = np.arange(len(table))
-    elif stream == "one-emotion":
-        keep = np.zeros(len(table), bool)
+    elif stream in ("one-emotion", "calls"):
+        calls = []
         for i, speaker in enumerate(sorted(set(table.speaker.tolist()))):
             cls = i % len(table.classes)
-            keep |= (table.speaker == speaker) & (table.labels == cls)
-        rows = np.flatnonzero(keep)
+            calls.append(rng.permutation(np.flatnonzero((table.speaker == speaker)
+                                                        & (table.labels == cls))))
+        if stream == "calls":  # speaker after speaker, in a random order of speakers
+            return np.concatenate([calls[i] for i in rng.permutation(len(calls))])
+        rows = np.concatenate(calls)
     elif stream == "mostly-neutral":
         neutral = table.classes.index(NEUTRAL)
         calm, other = np.flatnonzero(table.labels == neutral), \
@@ -380,10 +410,12 @@ class Options:
     cs: tuple[float, ...] = (DEFAULT_C,)
     adaptation: AdaptationSettings = AdaptationSettings()
     seed: int = 0
-    gate_compare: str = "deployment"  # normalisation also scored without the word gate
+    # The normalisation also scored without the word gate ("": the first one listed).
+    gate_compare: str = ""
     # Deployment statistics start again every N test utterances (0: never), as when each
     # file of a served check is a fresh 'emotion-stream run'; one result row per value.
     chunks: tuple[int, ...] = (0,)
+    settings: tuple[str, ...] = ("ravdess->nemo", "nemo->ravdess", "both")
 
 
 def run_setting(name: str, train: Table, test: Table, head: Any, options: Options,
@@ -395,20 +427,21 @@ def run_setting(name: str, train: Table, test: Table, head: Any, options: Option
     rng = np.random.default_rng(options.seed)
     fitted: dict[tuple[str, bool], Any] = {}  # corpus and deployment train the same way
     variants = [(n, c) for n in options.normalisations
-                for c in (options.chunks if parse_normalisation(n)[0] == "deployment" else (0,))]
+                for c in (options.chunks if parse_normalisation(n)[0] in ("deployment", "mixed")
+                          else (0,))]
     for normalisation, chunk in variants:
         label = normalisation if not chunk else f"{normalisation} files of {chunk}"
-        gates = [True] + ([False] if normalisation == options.gate_compare and not chunk
-                          else [])
-        trained_as = "domain" if parse_normalisation(normalisation)[0] in (
-            "corpus", "deployment") else normalisation
+        compare = options.gate_compare or options.normalisations[0]
+        gates = [True] + ([False] if normalisation == compare and not chunk else [])
+        base = parse_normalisation(normalisation)[0]
+        trained_as = "domain" if base in ("corpus", "deployment") else base
         for gate in gates:
             if (trained_as, gate) not in fitted:
-                x_train = training_audio(train, normalisation)
-                c, _ = choose_c(head, x_train, train.text(gate), train.labels, train.speaker,
+                x_train, rows = training_audio(train, normalisation, prior)
+                text = train.text(gate)[rows]
+                c, _ = choose_c(head, x_train, text, train.labels[rows], train.speaker[rows],
                                 options.cs)
-                fitted[trained_as, gate] = fit_probe(head, x_train, train.text(gate),
-                                                     train.labels, c)
+                fitted[trained_as, gate] = fit_probe(head, x_train, text, train.labels[rows], c)
             model = fitted[trained_as, gate]
             for corpus in sorted(set(test.corpus.tolist())):
                 for band in BANDS:
@@ -452,12 +485,12 @@ def run_protocol(table: Table, head: Any, options: Options, log: Callable[[str],
     corpora = sorted(set(table.corpus.tolist()))
     for source in corpora:
         for target in corpora:
-            if source != target:
+            if source != target and f"{source}->{target}" in options.settings:
                 found, _ = run_setting(f"{source}->{target}", table.where(table.corpus == source),
                                        table.where(table.corpus == target), head, options,
                                        "all", log)
                 results += found
-    for fold, held in both_folds(table):
+    for fold, held in both_folds(table) if "both" in options.settings else []:
         if not held.any() or held.all():
             raise TrainingError(f"'both' {fold}: no speakers held out or none left to train; "
                                 "is the manifest RAVDESS + nEMO (combine's speaker names)?")
@@ -530,7 +563,7 @@ def write_report(results: Sequence[Result], classes: Sequence[str], out: Path,
             key = (r.setting, r.test_corpus, r.normalisation)
             merged[key] = merged.get(key, 0) + np.array(r.confusion)
     for (setting, test, norm), matrix in merged.items():
-        slug = norm.replace(" files of ", "-files")
+        slug = norm.replace(" files of ", "-files").replace(":", "-w")  # portable names
         name = f"confusion-{setting.replace('->', '-to-')}-{test}-{slug}.png"
         save_confusion_png(matrix, classes, out / name,
                            f"{setting}, test {test}, {norm}")
@@ -570,9 +603,11 @@ def load_oof(directory: Path, normalisation: str) -> list[tuple[Any, np.ndarray,
 def export(table: Table, head: Any, options: Options, normalisation: str, gate: WordGate,
            out: Path, model_id: str, spec: Any,
            oof: list[tuple[Any, np.ndarray, np.ndarray]] | None,
-           training: dict[str, Any], report: dict[str, Any]) -> Path:
+           training: dict[str, Any], report: dict[str, Any],
+           prior_corpora: Sequence[str] = ()) -> Path:
     """Fit the recipe on every row of ``table`` and write a bundle: the probe, the training
-    population's statistics (the deployment's starting point), the word gate, and a
+    population's statistics (the deployment's starting point; of ``prior_corpora`` only when
+    given, e.g. the human corpora without the synthetic one), the word gate, and a
     temperature fitted on the out-of-fold predictions of held-out speakers."""
     import dataclasses
 
@@ -587,21 +622,25 @@ def export(table: Table, head: Any, options: Options, normalisation: str, gate: 
     from offline_training.calibration import expected_calibration_error, fit_temperature
     from offline_training.train import copy_probe_solution
 
-    if normalisation not in ("none", "deployment"):
-        raise TrainingError(f"only 'none' and 'deployment' can be served, not '{normalisation}'")
-    domain = normalisation == "deployment"
+    if normalisation not in ("none", "deployment", "mixed"):
+        raise TrainingError(f"only 'none', 'deployment' and 'mixed' can be served, not "
+                            f"'{normalisation}'")
+    domain = normalisation in ("deployment", "mixed")
     if domain:
         head = type(head)(dataclasses.replace(head.config, domain_standardise=True))
     from models.text_affect import PACKAGED_TEXT_AFFECT, load_text_affect
 
     head.set_text_affect(load_text_affect(PACKAGED_TEXT_AFFECT))
-    x_audio = training_audio(table, normalisation)
-    text = table.text(gate=True)
-    c, inner = choose_c(head, x_audio, text, table.labels, table.speaker, options.cs)
-    model = fit_probe(head, x_audio, text, table.labels, c)
+    human = table.where(np.isin(table.corpus, prior_corpora)) if prior_corpora else table
+    prior = population_prior(human)
+    x_audio, rows = training_audio(table, normalisation, prior)
+    text = table.text(gate=True)[rows]
+    c, inner = choose_c(head, x_audio, text, table.labels[rows], table.speaker[rows],
+                        options.cs)
+    model = fit_probe(head, x_audio, text, table.labels[rows], c)
     copy_probe_solution(model, head, len(table.classes))
     if domain:
-        mean, var = population_prior(table)
+        mean, var = prior
         head.set_domain_prior(torch.as_tensor(mean, dtype=torch.float32),
                               torch.as_tensor(var, dtype=torch.float32))
     calibration = Calibration()
@@ -642,6 +681,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalisations", default=",".join(NORMALISATIONS),
                         help=f"comma list of {NORMALISATIONS}; deployment:<w> sets the "
                              "training population's weight in utterances (default 200)")
+    parser.add_argument("--settings", default="ravdess->nemo,nemo->ravdess,both",
+                        help="comma list of the settings to run")
     parser.add_argument("--chunks", default="0",
                         help="comma list: deployment statistics start again every N test "
                              "utterances, as when each file is a fresh 'emotion-stream run' "
@@ -659,8 +700,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-exclude-speakers", default="",
                         help="comma list of speakers kept out of the bundle (e.g. the actors of "
                              "the bundled sample)")
-    parser.add_argument("--export-normalisation", default="deployment",
-                        choices=("none", "deployment"))
+    parser.add_argument("--export-prior-corpora", default="",
+                        help="comma list of the corpora whose statistics make the deployment's "
+                             "starting point (default: all trained on; leave synthetic speech "
+                             "out)")
+    parser.add_argument("--export-normalisation", default="mixed",
+                        choices=("none", "deployment", "mixed"))
     parser.add_argument("--temperature-from", type=Path, default=None,
                         help="a protocol run's --out directory: fit the bundle's temperature "
                              "on its held-out predictions (with --no-protocol)")
@@ -668,6 +713,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--word-gate", default="fit",
                         help="'fit' (threshold fitted on the corpora: English vs the rest), "
                              "'off', or a mean word probability")
+    parser.add_argument("--native-corpora", default="ravdess",
+                        help="human speech in the ASR's language: the word gate is fitted to "
+                             "keep their transcripts (default ravdess)")
+    parser.add_argument("--foreign-corpora", default="nemo",
+                        help="human speech in other languages: the word gate is fitted to drop "
+                             "their transcripts (default nemo)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -683,7 +734,11 @@ def command(args: argparse.Namespace, data: Any) -> int:
     table = build_table(corpus, features, head, encoder, WordGate(0.0, 1))
     gate_report: dict[str, Any] = {}
     if args.word_gate == "fit":
-        gate, gate_report = fit_word_gate(table.word_probability, table.corpus == "ravdess")
+        # Fitted on human speech only: synthetic voices' words are less sure, a training
+        # artefact that says nothing of a deployment's language.
+        native = np.isin(table.corpus, args.native_corpora.split(","))
+        fit_rows = native | np.isin(table.corpus, args.foreign_corpora.split(","))
+        gate, gate_report = fit_word_gate(table.word_probability[fit_rows], native[fit_rows])
     elif args.word_gate == "off":
         gate = WordGate(0.0, 0)
     else:
@@ -694,7 +749,8 @@ def command(args: argparse.Namespace, data: Any) -> int:
     options = Options(normalisations=tuple(args.normalisations.split(",")),
                       streams=tuple(args.streams.split(",")),
                       cs=tuple(float(c) for c in args.probe_cs.split(",")), seed=args.seed,
-                      chunks=tuple(int(c) for c in args.chunks.split(",")))
+                      chunks=tuple(int(c) for c in args.chunks.split(",")),
+                      settings=tuple(args.settings.split(",")))
     oof: dict[str, Any] = {}
     extra = {"word_gate": {"min_word_probability": gate.min_word_probability,
                            "min_words": gate.min_words, **gate_report},
@@ -722,7 +778,8 @@ def command(args: argparse.Namespace, data: Any) -> int:
                       {"head": "linear_probe_affect", "recipe": "offline_training.cross_corpus",
                        "corpora": sorted(set(table.where(keep).corpus.tolist())),
                        "excluded_speakers": args.export_exclude_speakers},
-                      {"cross_corpus": extra})
+                      {"cross_corpus": extra},
+                      [c for c in args.export_prior_corpora.split(",") if c])
         print(f"bundle written to {path}", flush=True)
     return 0
 

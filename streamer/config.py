@@ -188,7 +188,7 @@ class EmotionConfig:
     # per-corpus standardised audio (v6): all streams of this process, per input kind,
     # starting from the training population. False: the training population's, fixed.
     adaptation: bool = True
-    adaptation_prior_weight: float = 200.0  # the training population counts as N utterances
+    adaptation_prior_weight: float = 40.0  # the training population counts as N utterances
     adaptation_window: float = 5000.0  # effective memory in utterances
     # Where the statistics are kept across restarts: a file path, "auto" (serve: the user
     # state directory, $XDG_STATE_HOME/emotion-stream/; run: not kept) or null (not kept).

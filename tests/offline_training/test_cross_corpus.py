@@ -114,3 +114,29 @@ def test_word_gate_threshold_separates_native_from_foreign_transcripts() -> None
     assert report["native_kept"] > 0.95 and report["foreign_dropped"] > 0.85
     with pytest.raises(TrainingError, match="both native and foreign"):
         fit_word_gate(native, np.ones(200, bool))
+
+
+def test_calls_come_speaker_after_speaker() -> None:
+    table = population("a", 0.0, speakers=4, seed=5)
+    calls = table.take(stream_rows(table, "calls", np.random.default_rng(1)))
+    changes = int((calls.speaker[1:] != calls.speaker[:-1]).sum())
+    assert changes == 3  # four callers, one after another
+    for speaker in set(calls.speaker.tolist()):
+        assert len(set(calls.labels[calls.speaker == speaker].tolist())) == 1
+
+
+def test_mixed_trains_on_both_stages_of_adaptation() -> None:
+    from offline_training.cross_corpus import population_prior, training_audio
+
+    table = population("a", 3.0, speakers=2, seed=6)
+    other = population("b", -3.0, speakers=2, seed=7)
+    both = Table(**{**table.__dict__, **{k: np.concatenate([getattr(table, k), getattr(
+        other, k)]) for k in ("audio", "affect", "trusted", "word_probability", "labels",
+                             "corpus", "band", "speaker")}, "ids": table.ids + other.ids})
+    audio, rows = training_audio(both, "mixed:40")
+    assert audio.shape == (2 * len(both), DIM) and list(rows[:len(both)]) == list(
+        range(len(both)))
+    own, start = audio[:len(both)], audio[len(both):]
+    assert abs(own[both.corpus == "a"].mean()) < 1e-9  # each corpus by its own statistics
+    prior = population_prior(both)
+    np.testing.assert_allclose(start[0], (both.audio[0] - prior[0][0]) / np.sqrt(prior[1][0]))

@@ -60,7 +60,7 @@ def test_cross_corpus_command_and_its_bundle(tmp_path: Path) -> None:
     for setting in ("ravdess->nemo", "nemo->ravdess", "| both |"):
         assert setting in table
     assert "neutral recall" in table and "deployment:10" in table
-    assert (out / "confusion-ravdess-to-nemo-nemo-deployment:10.png").is_file()
+    assert (out / "confusion-ravdess-to-nemo-nemo-deployment-w10.png").is_file()
     rows = json.loads((out / "results.json").read_text())["rows"]
     both = [r for r in rows if r["setting"] == "both"]
     assert {r["folds"] for r in both} == {3}  # three folds of held-out speakers
