@@ -52,15 +52,15 @@ def test_cross_corpus_command_and_its_bundle(tmp_path: Path) -> None:
         "cross-corpus", "--corpus", "manifest", "--root", str(manifest),
         "--label-map", str(LABEL_MAP), "--audio-layers", "all", "--cache",
         str(tmp_path / "cache"), "--threads", "2", "--quiet", "--out", str(out),
-        "--normalisations", "none,deployment:10", "--streams", "acted,one-emotion",
+        "--normalisations", "none,mixed:10", "--streams", "acted,one-emotion",
         "--export", str(bundle), "--export-exclude-speakers", "ravdess-Actor_01",
         "--model-id", "test-cross-corpus"])
     assert code == 0
     table = (out / "results.md").read_text()
     for setting in ("ravdess->nemo", "nemo->ravdess", "| both |"):
         assert setting in table
-    assert "neutral recall" in table and "deployment:10" in table
-    assert (out / "confusion-ravdess-to-nemo-nemo-deployment-w10.png").is_file()
+    assert "neutral recall" in table and "mixed:10" in table
+    assert (out / "confusion-ravdess-to-nemo-nemo-mixed-w10.png").is_file()
     rows = json.loads((out / "results.json").read_text())["rows"]
     both = [r for r in rows if r["setting"] == "both"]
     assert {r["folds"] for r in both} == {3}  # three folds of held-out speakers

@@ -50,8 +50,10 @@ CLIPS = (("Actor_01/03-01-05-02-01-01-01.flac", "Kids are talking by the door.")
 
 needs_ravdess = pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")
 
+# emotion.adaptation=false: these tests run several sources through one loaded model and
+# compare them; its deployment statistics would carry from one run into the next.
 BASE_CONFIG = ["websocket.port=0", "stdout.enabled=false", "ingest.port=0",
-               "ingest.warmup=false", "ingest.token=pcm"]
+               "ingest.warmup=false", "ingest.token=pcm", "emotion.adaptation=false"]
 
 
 def telephone_call(path: Path) -> Path:
