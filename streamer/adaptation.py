@@ -83,8 +83,9 @@ class AdaptationStore:
 
 def open_store(config: AppConfig, model: EmotionModel, persist_by_default: bool
                ) -> AdaptationStore | None:
-    """The store for ``model``, loaded; None when it keeps no statistics or no file."""
-    if model.adaptation is None:
+    """The store for ``model``, loaded; None when it keeps no statistics or no file, or
+    when ``emotion.adaptation`` is off (the training population's statistics, fixed)."""
+    if model.adaptation is None or not config.emotion.adaptation:
         return None
     path = state_path(config, model.model_id, persist_by_default)
     if path is None:

@@ -190,12 +190,15 @@ def per_party(events: list[dict[str, Any]], stream_id: str) -> dict[str, list[tu
     out: dict[str, list[tuple]] = defaultdict(list)
     for e in events:
         if e["type"] == "utterance.emotion" and e["stream_id"] == stream_id:
+            probabilities = sorted(e["probabilities"].values(), reverse=True) + [0.0, 0.0]
             out[e["channel"]].append((e["utterance_id"], e["label"], e["text"], e["t_start"],
-                                      e["t_end"], e["speech"]))
+                                      e["t_end"], e["speech"],
+                                      round(probabilities[0] - probabilities[1], 2)))
     return dict(out)
 
 
-LABEL, TEXT = 1, 2  # the label's and the text's places in a per_party tuple
+LABEL, TEXT, MARGIN = 1, 2, 6  # places in a per_party tuple (margin: top-2 probabilities)
+NEAR_TIE = 0.05
 
 
 def assert_equal_but_wording(got: dict[str, list[tuple]], want: dict[str, list[tuple]],
@@ -206,11 +209,14 @@ def assert_equal_but_wording(got: dict[str, list[tuple]], want: dict[str, list[t
     different batch can move a word ("account, Tumber please" / "number please")."""
     assert set(got) == set(want), what
     for channel, utterances in want.items():
-        # The label is compared where the words are the same: other words are other text
-        # features (and may pass or fail the bundle's word gate), so they may move a label.
+        # The label is compared where the words are the same (other words are other text
+        # features, and may pass or fail the bundle's word gate) and the label is not a near
+        # tie: the encoder's float sums differ with the batch a request lands in, which can
+        # swap two classes within a few hundredths of each other.
         def comparable(us: list[tuple], other: list[tuple]) -> list[tuple]:
             return [u[:LABEL] + ((u[LABEL],) if normalize_words(u[TEXT]) == normalize_words(
-                o[TEXT]) else ()) + u[TEXT + 1:] for u, o in zip(us, other, strict=False)]
+                o[TEXT]) and min(u[MARGIN], o[MARGIN]) > NEAR_TIE else ()) + u[TEXT + 1:MARGIN]
+                for u, o in zip(us, other, strict=False)]
 
         assert len(got[channel]) == len(utterances), f"{what}: {channel} differs"
         assert comparable(got[channel], utterances) == comparable(
