@@ -137,3 +137,16 @@ def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     else:
         os.environ["XDG_STATE_HOME"] = before
 
+
+SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.needs_corpus("ravdess")``: the test fails, loudly, when the shared
+    corpus is missing; it never skips (CI must not pass a test that did not run)."""
+    for marker in item.iter_markers(name="needs_corpus"):
+        for name in marker.args:
+            if not (SHARED_CORPORA / name).is_dir():
+                pytest.fail(f"this test needs the shared corpus {SHARED_CORPORA / name}; put "
+                            "the corpora there (see shared/corpora/README.md)", pytrace=False)
+

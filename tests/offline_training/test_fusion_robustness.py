@@ -51,7 +51,7 @@ NOISE_WORDS = ("table seven river window paper orange monday garden yellow numbe
 MARGIN = 0.02  # accuracy; 112 test clips: one clip is 0.009 (issue 16's target: 1 point)
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")]
+              pytest.mark.needs_corpus("ravdess")]
 
 
 def manifests(tmp_path: Path) -> tuple[Path, Path]:

@@ -26,7 +26,7 @@ RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
 EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")]
+              pytest.mark.needs_corpus("ravdess")]
 
 
 def ravdess_manifest(tmp_path: Path) -> Path:

@@ -44,7 +44,7 @@ RULES = ("[{id: customer-angry, kind: label_count, channels: [customer], label: 
          "min_confidence: 0.6, k: 2, n: 3, severity: critical, cooldown_s: 60}]")
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess"),
+              pytest.mark.needs_corpus("ravdess"),
               pytest.mark.skipif(not resolve_bundle("builtin:default").is_dir(),
                                  reason="needs the default bundle")]
 

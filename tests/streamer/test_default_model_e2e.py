@@ -29,7 +29,7 @@ CLIPS = (("Actor_11/03-01-01-01-01-01-11.flac", "neutral"),
          ("Actor_20/03-01-03-02-01-01-20.flac", "happy"))
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")]
+              pytest.mark.needs_corpus("ravdess")]
 
 
 def test_default_model_labels_strongly_acted_clips(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ TURNS = (("01", "03-01-01-01-01-01-01"), ("02", "03-01-02-01-01-01-02"),
          ("01", "03-01-02-01-02-01-01"), ("02", "03-01-01-01-02-01-02"))
 GAP_S = 0.1
 
-needs_ravdess = pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")
+needs_ravdess = pytest.mark.needs_corpus("ravdess")
 
 
 def trim(audio: np.ndarray, level: float = 0.01) -> np.ndarray:

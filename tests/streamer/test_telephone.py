@@ -48,7 +48,7 @@ CLIPS = (("Actor_01/03-01-05-02-01-01-01.flac", "Kids are talking by the door.")
          ("Actor_11/03-01-03-02-02-01-11.flac", "Dogs are sitting by the door."),
          ("Actor_20/03-01-04-02-01-02-20.flac", "Kids are talking by the door."))
 
-needs_ravdess = pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs shared/corpora/ravdess")
+needs_ravdess = pytest.mark.needs_corpus("ravdess")
 
 # emotion.adaptation=false: these tests run several sources through one loaded model and
 # compare them; its deployment statistics would carry from one run into the next.
