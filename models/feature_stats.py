@@ -13,7 +13,7 @@ This is deliberately not per speaker: a caller who is angry for a whole call wou
 normalised into neutral (measured in docs/transfer.md). A deployment's statistics average
 thousands of utterances of many callers, so no one caller moves them much.
 
-Sans-I/O: ``DeploymentStats`` is plain arrays; ``to_bytes``/``from_bytes`` let the caller
+Sans-I/O: ``DeploymentStats`` is plain arrays; ``to_bytes``/``load_bytes`` let the caller
 persist it (``streamer.adaptation`` writes it to a file and reads it back at start).
 """
 
@@ -30,6 +30,11 @@ BANDS = ("wideband", "telephone")  # input kinds, by the audio's native sample r
 TELEPHONE_MAX_RATE = 8000  # Hz: a source at this rate or below is telephone band
 STD_FLOOR = 1e-3  # smallest standard deviation a feature is divided by
 FORMAT = 1
+
+
+def std_of(var: np.ndarray) -> np.ndarray:
+    """The standard deviation features are divided by: sqrt(var), at least ``STD_FLOOR``."""
+    return np.sqrt(np.maximum(var, STD_FLOOR ** 2))
 
 
 def band_of(sample_rate: int | None) -> str:
@@ -80,7 +85,7 @@ class RunningStats:
 
     @property
     def std(self) -> np.ndarray:
-        return np.sqrt(np.maximum(self.var, STD_FLOOR ** 2))
+        return std_of(self.var)
 
     def standardise(self, rows: np.ndarray) -> np.ndarray:
         return (rows - self.mean) / self.std
@@ -96,15 +101,10 @@ class DeploymentStats:
             raise ModelError(f"deployment stats: prior shapes {prior_mean.shape} and "
                              f"{prior_var.shape} must both be ({len(BANDS)}, F)")
         self.settings = settings or AdaptationSettings()
-        self.prior_mean = prior_mean.astype(np.float64)
-        self.prior_var = prior_var.astype(np.float64)
+        self.shape = prior_mean.shape
         self.bands = {band: RunningStats(prior_mean[i], prior_var[i],
                                          self.settings.prior_weight, self.settings.window)
                       for i, band in enumerate(BANDS)}
-
-    @property
-    def dim(self) -> int:
-        return int(self.prior_mean.shape[1])
 
     def standardise(self, rows: np.ndarray, bands: list[str]) -> np.ndarray:
         """(N, F) features -> standardised by their band's current statistics."""
@@ -146,16 +146,17 @@ class DeploymentStats:
         if fmt != FORMAT or saved_id != model_id:
             raise ModelError(f"{where}: statistics of model '{saved_id}' (format {fmt}), but "
                              f"the model is '{model_id}' (format {FORMAT}); delete the file or "
-                             "point emotion.adaptation.path elsewhere")
-        if mean.shape != self.prior_mean.shape or var.shape != mean.shape \
+                             "point emotion.adaptation_state elsewhere")
+        if mean.shape != self.shape or var.shape != mean.shape \
                 or count.shape != (len(BANDS),) or not np.all(np.isfinite(mean)) \
                 or not np.all(np.isfinite(var)):
             raise ModelError(f"{where}: damaged statistics (shape {mean.shape}, expected "
-                             f"{self.prior_mean.shape}); delete it to start again")
+                             f"{self.shape}); delete it to start again")
         for i, band in enumerate(BANDS):
             stats = self.bands[band]
             stats.mean, stats.var = mean[i].astype(np.float64), var[i].astype(np.float64)
             stats.count = float(min(max(count[i], 1.0), self.settings.window))
 
 
-__all__ = ["BANDS", "AdaptationSettings", "DeploymentStats", "RunningStats", "band_of"]
+__all__ = ["BANDS", "AdaptationSettings", "DeploymentStats", "RunningStats", "band_of",
+           "std_of"]

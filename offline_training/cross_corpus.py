@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.feature_stats import BANDS, AdaptationSettings, DeploymentStats, RunningStats
+from models.feature_stats import (
+    BANDS,
+    AdaptationSettings,
+    DeploymentStats,
+    RunningStats,
+    std_of,
+)
 from models.inference import text_trusted
 from offline_training.corpora import Corpus
 from offline_training.errors import TrainingError
@@ -201,11 +207,9 @@ def group_stats(audio: np.ndarray, groups: np.ndarray) -> dict[str, tuple[np.nda
 
 def standardise_groups(audio: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Each group of rows by its own mean and std (a batch statistic, for training)."""
-    from models.feature_stats import STD_FLOOR
-
     out = np.empty_like(audio)
     for g, (mean, var) in group_stats(audio, groups).items():
-        out[groups == g] = (audio[groups == g] - mean) / np.sqrt(np.maximum(var, STD_FLOOR ** 2))
+        out[groups == g] = (audio[groups == g] - mean) / std_of(var)
     return out
 
 
@@ -230,11 +234,8 @@ def population_prior(table: Table) -> tuple[np.ndarray, np.ndarray]:
 def standardise_prior(table: Table, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Each row by its band's training-population statistics (a deployment that has not
     adapted yet)."""
-    from models.feature_stats import STD_FLOOR
-
     index = np.array([BANDS.index(str(b)) for b in table.band])
-    return (table.audio - prior[0][index]) / np.sqrt(np.maximum(prior[1][index],
-                                                                STD_FLOOR ** 2))
+    return (table.audio - prior[0][index]) / std_of(prior[1][index])
 
 
 def training_audio(table: Table, normalisation: str,
@@ -275,11 +276,11 @@ def parse_normalisation(name: str) -> tuple[str, float | None]:
             from exc
 
 
-def served_audio(table: Table, order: np.ndarray, normalisation: str,
-                 prior: tuple[np.ndarray, np.ndarray], settings: AdaptationSettings,
-                 chunk: int = 0) -> np.ndarray:
+def served_audio(table: Table, normalisation: str, prior: tuple[np.ndarray, np.ndarray],
+                 settings: AdaptationSettings, chunk: int = 0) -> np.ndarray:
     """The test stream's audio features as the normalisation serves them; causal ones see
-    the rows in ``order`` (each row standardised before it is observed). ``chunk``: the
+    the rows in the table's order, the stream's (each row standardised before it is
+    observed). ``chunk``: the
     deployment statistics start again from the training population every ``chunk`` rows
     (each file of a served check is a fresh ``emotion-stream run``); 0 = one deployment."""
     base, weight = parse_normalisation(normalisation)
@@ -293,8 +294,8 @@ def served_audio(table: Table, order: np.ndarray, normalisation: str,
             settings = replace(settings, prior_weight=weight,
                                window=max(settings.window, weight))
         deployment = DeploymentStats(prior[0], prior[1], settings)
-        for k, i in enumerate(order):
-            if chunk and k and k % chunk == 0:
+        for i in range(len(table)):
+            if chunk and i and i % chunk == 0:
                 deployment = DeploymentStats(prior[0], prior[1], settings)
             row, band = table.audio[i:i + 1], [str(table.band[i])]
             out[i] = deployment.standardise(row, band)[0]
@@ -302,7 +303,7 @@ def served_audio(table: Table, order: np.ndarray, normalisation: str,
         return out
     if base == "speaker":
         speakers: dict[tuple[str, str], RunningStats] = {}
-        for i in order:
+        for i in range(len(table)):
             key = (str(table.speaker[i]), str(table.band[i]))
             if key not in speakers:
                 b = BANDS.index(key[1])
@@ -450,10 +451,9 @@ def run_setting(name: str, train: Table, test: Table, head: Any, options: Option
                         continue
                     for stream in options.streams:
                         rows = stream_rows(part, stream, rng)
-                        sub = part.take(rows)
-                        order = np.arange(len(sub))  # already in stream order
-                        x_test = served_audio(sub, order, normalisation, prior,
-                                              options.adaptation, chunk)
+                        sub = part.take(rows)  # in the stream's order
+                        x_test = served_audio(sub, normalisation, prior, options.adaptation,
+                                              chunk)
                         ua, recall, ece, counts, matrix, probs = evaluate(
                             model, x_test, sub.text(gate), sub.labels, test.classes)
                         results.append(Result(name, corpus, label, gate, stream, band,

@@ -71,21 +71,26 @@ class AdaptationStore:
         tmp.replace(self.path)
         self.saves += 1
 
+    def keep(self) -> None:
+        """``save``; a failure is logged, not raised: a full disk must not stop recognition."""
+        try:
+            self.save()
+        except OSError as exc:
+            LOG.error("feature statistics could not be saved to %s: %s", self.path, exc)
+
     async def run(self) -> None:
         """Save periodically until cancelled (the final save is the owner's, at exit)."""
         while True:
             await asyncio.sleep(self.save_every_s)
-            try:
-                await asyncio.to_thread(self.save)
-            except OSError as exc:  # a full disk must not stop recognition: say so, go on
-                LOG.error("feature statistics could not be saved to %s: %s", self.path, exc)
+            await asyncio.to_thread(self.keep)
 
 
 def open_store(config: AppConfig, model: EmotionModel, persist_by_default: bool
                ) -> AdaptationStore | None:
     """The store for ``model``, loaded; None when it keeps no statistics or no file, or
-    when ``emotion.adaptation`` is off (the training population's statistics, fixed)."""
-    if model.adaptation is None or not config.emotion.adaptation:
+    when its statistics do not follow the deployment (``emotion.adaptation`` off when it was
+    loaded: the training population's, fixed)."""
+    if model.adaptation is None or not model.adaptation.settings.follow:
         return None
     path = state_path(config, model.model_id, persist_by_default)
     if path is None:

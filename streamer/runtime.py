@@ -263,11 +263,7 @@ class Runtime:
             for task in self._background:
                 task.cancel()
             if self.adaptation is not None:
-                try:
-                    self.adaptation.save()
-                except OSError as error:
-                    log.error("feature statistics could not be saved to %s: %s",
-                              self.adaptation.path, error)
+                self.adaptation.keep()
         return await self._stack.__aexit__(exc_type, exc, tb)
 
     @property

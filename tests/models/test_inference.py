@@ -286,10 +286,10 @@ def test_untrusted_words_do_not_reach_the_text_branch(tmp_path: Path,
     from models.inference import text_trusted
 
     bundle = make_bundle(tmp_path, tiny_text_dir, head="linear_probe")
-    cfg = dataclasses.replace(EmotionModel.load(bundle).bundle.config)
+    model = EmotionModel.load(bundle)
+    cfg = model.bundle.config
     gated = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, min_word_probability=0.5,
                                                               min_words=2))
-    model = EmotionModel.load(bundle)
     model.bundle = dataclasses.replace(model.bundle, config=gated)
     sure = (Word("I", 0.0, 0.2, 0.9), Word("am", 0.2, 0.4, 0.8), Word("fine", 0.4, 0.8, 0.95))
     unsure = tuple(dataclasses.replace(w, probability=0.2) for w in sure)

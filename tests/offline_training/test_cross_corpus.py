@@ -96,8 +96,7 @@ def test_group_standardisation_and_causal_deployment_statistics() -> None:
     for speaker in set(table.speaker.tolist()):
         np.testing.assert_allclose(z[table.speaker == speaker].mean(axis=0), 0.0, atol=1e-9)
     prior = (np.zeros((2, DIM)), np.ones((2, DIM)))
-    order = np.arange(len(table))
-    served = served_audio(table, order, "deployment", prior, Options().adaptation)
+    served = served_audio(table, "deployment", prior, Options().adaptation)
     # The first utterance meets the training population only (causal), later ones the stream.
     np.testing.assert_allclose(served[0], table.audio[0])
     assert np.abs(served[-50:].mean()) < np.abs(table.audio[-50:].mean()) / 2

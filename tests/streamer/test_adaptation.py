@@ -95,6 +95,6 @@ def test_open_store_only_for_adapting_models_with_a_file(model: EmotionModel,
     store = open_store(config, model, persist_by_default=False)
     assert store is not None and store.path == tmp_path / "x.npz"
     assert open_store(load_config(), model, persist_by_default=False) is None
-    fixed = load_config(overrides=[f"emotion.adaptation_state={tmp_path / 'x.npz'}",
-                                   "emotion.adaptation=false"])
-    assert open_store(fixed, model, persist_by_default=True) is None  # nothing read or kept
+    # emotion.adaptation=false, as load_emotion loads it: nothing read or kept.
+    fixed = EmotionModel.load(model.bundle.path, adaptation=AdaptationSettings(follow=False))
+    assert open_store(config, fixed, persist_by_default=True) is None
