@@ -38,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from models.encoders.whisper import AUDIO_WINDOWS
 from models.errors import BundleError
 from models.heads import FusionHead, build_head, head_spec, make_config
 
@@ -62,7 +63,9 @@ class AudioEncoderSpec:
     ref: str = "whisper:packaged:tiny.en"
     dim: int = 384  # Da of the frames the head was trained on
     layers: str = "last"  # "last" or "all" (all hidden layers; hf audio encoders only)
-    window: str = "full"  # whisper: "full" = the whole utterance, encoded as the ASR encodes it
+    # whisper: "full" = the whole utterance, encoded as the ASR encodes it; "fit" = in a
+    # window of its own length (layers "all" only: the PyTorch pass that is not the ASR's)
+    window: str = "full"
 
 
 @dataclass(frozen=True)
@@ -343,9 +346,14 @@ def _check_consistent(config: BundleConfig, path: Path) -> None:
             f"{where}: head config audio_dim/text_dim = {head_config.audio_dim}/"
             f"{head_config.text_dim} but the encoders give {config.audio.dim}/{config.text.dim}"
         )
-    if config.audio.window != "full":
-        raise BundleError(f"{where}: encoders.audio.window is '{config.audio.window}'; only "
-                          "'full' (the whole utterance, as the ASR encodes it) is supported")
+    if config.audio.window not in AUDIO_WINDOWS:
+        raise BundleError(f"{where}: encoders.audio.window is '{config.audio.window}'; "
+                          f"expected one of {AUDIO_WINDOWS}")
+    if config.audio.window == "fit" and not (config.audio.layers == "all"
+                                             and config.audio.ref.startswith("whisper:")):
+        raise BundleError(f"{where}: encoders.audio.window 'fit' needs a whisper encoder with "
+                          f"layers 'all' (got '{config.audio.ref}', layers "
+                          f"'{config.audio.layers}'); use 'full'")
     for spec_name, mode in (("audio", config.audio.layers), ("text", config.text.layers)):
         if mode not in LAYER_MODES:
             raise BundleError(f"{where}: encoders.{spec_name}.layers is '{mode}', "

@@ -26,6 +26,7 @@ from models.asr import DEFAULT_WINDOW_S, Word
 from models.bundle import Bundle, load_bundle
 from models.encoders import AudioFeatures
 from models.encoders.text import TextEncoder
+from models.encoders.whisper import window_seconds
 from models.errors import ModelError
 from models.feature_stats import AdaptationSettings, DeploymentStats
 from models.features import (
@@ -215,7 +216,8 @@ class EmotionModel:
         expected = self.bundle.config.audio.dim
         if self.audio_kind == "whisper" and want_layers:
             encodings = self._audio_encoder.encode_batch(  # type: ignore[union-attr]
-                [_as_audio(inp.audio) for inp in batch], DEFAULT_WINDOW_S)
+                [_as_audio(inp.audio) for inp in batch],
+                window_seconds(self.bundle.config.audio.window))
             out = [AudioFeatures(frames=torch.from_numpy(e.last.copy()),
                                  layers=torch.from_numpy(e.hidden_states)) for e in encodings]
         elif self.audio_kind == "whisper":

@@ -78,6 +78,9 @@ def add_feature_args(parser: argparse.ArgumentParser, from_bundle: bool = False)
     option("--audio-layers", "last", "audio encoder layers to cache: the last, or all hidden "
            "layers (Whisper via its PyTorch copy; for layer-weighting heads and all-layer "
            "probes)", choices=("last", "all"))
+    option("--audio-window", "full", "window of the all-layer Whisper pass: full (as the ASR "
+           "encodes, 10 s) or fit (each utterance's own length in whole seconds; cheaper)",
+           choices=("full", "fit"))
     option("--audio-encoder", "whisper:packaged:tiny.en", "audio encoder: whisper:<ref>, "
            "hf:<id or dir>, prosody (whisper:packaged:tiny.en is the streamer's)")
     option("--text-encoder", "packaged:all-MiniLM-L6-v2", "Hugging Face text encoder reference")
@@ -197,7 +200,8 @@ def data_settings(args: argparse.Namespace):  # -> DataSettings
                                          per_class=args.synth_per_class)
     features = FeatureSpec(audio=args.audio_encoder, text=args.text_encoder,
                            transcripts=args.transcripts, words=args.words, asr=args.asr_model,
-                           audio_layers=args.audio_layers == "all")
+                           audio_layers=args.audio_layers == "all",
+                           audio_window=args.audio_window)
     return DataSettings(corpus=corpus_spec(args), features=features, cache=args.cache,
                         threads=args.threads, synth=synth_config, progress=show_progress(args))
 
@@ -371,6 +375,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = FeatureOverrides(
         audio=args.audio_encoder, text=args.text_encoder, transcripts=args.transcripts,
         audio_layers=None if args.audio_layers is None else args.audio_layers == "all",
+        audio_window=args.audio_window,
         asr=args.asr_model, words=args.words)
     data = DataSettings(corpus=corpus_spec(args), features=FeatureSpec(), cache=args.cache,
                         threads=args.threads, progress=show_progress(args))

@@ -80,6 +80,9 @@ RAVDESS_GROUPS = ((1, 11, 20, 21, 4, 10, 12, 14), (8, 9, 19, 23, 3, 5, 7, 24),
 TELEPHONE_SUFFIX = "-telephone"
 
 
+TABLE_CHUNK = 1000  # utterances whose all-layer features are in memory at once
+
+
 @dataclass(frozen=True)
 class Table:
     """The probe's pooled features of a corpus, one row per utterance."""
@@ -661,7 +664,7 @@ def export(table: Table, head: Any, options: Options, normalisation: str, gate: 
         model_id=model_id, head="linear_probe_affect",
         head_config=dataclasses.asdict(head.config), labels=table.classes,
         audio=AudioEncoderSpec(ref=spec.audio, dim=head.config.audio_dim, layers="all",
-                               window="full"),
+                               window=spec.audio_window),
         text=TextEncoderSpec(ref=spec.text, dim=head.config.text_dim, layers="last",
                              max_tokens=spec.max_tokens,
                              min_word_probability=gate.min_word_probability,
@@ -724,14 +727,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace, data: Any) -> int:
     """``emotion-train cross-corpus`` (``data``: the CLI's DataSettings)."""
-    from models.encoders.text import TextEncoder
-    from offline_training.pipeline import extract, open_corpus
+    from offline_training.pipeline import open_corpus
 
     corpus = open_corpus(data)
-    features = extract(data, corpus, ["linear_probe_affect"])
-    head = probe_head_for(features, len(corpus.classes))
-    encoder = TextEncoder.load(data.features.text, max_tokens=data.features.max_tokens)
-    table = build_table(corpus, features, head, encoder, WordGate(0.0, 1))
+    table, head, words_of = pooled_table(data, corpus)
     gate_report: dict[str, Any] = {}
     if args.word_gate == "fit":
         # Fitted on human speech only: synthetic voices' words are less sure, a training
@@ -743,8 +742,7 @@ def command(args: argparse.Namespace, data: Any) -> int:
         gate = WordGate(0.0, 0)
     else:
         gate = WordGate(float(args.word_gate), 1)
-    words = [features.items[i].words for i in table.ids]
-    table = replace(table, trusted=np.array([gate.trusted(ws) for ws in words]))
+    table = replace(table, trusted=np.array([gate.trusted(words_of[i]) for i in table.ids]))
     print(f"word gate: {gate} {gate_report}", flush=True)
     options = Options(normalisations=tuple(args.normalisations.split(",")),
                       streams=tuple(args.streams.split(",")),
@@ -782,6 +780,40 @@ def command(args: argparse.Namespace, data: Any) -> int:
                       [c for c in args.export_prior_corpora.split(",") if c])
         print(f"bundle written to {path}", flush=True)
     return 0
+
+
+def pooled_table(data: Any, corpus: Corpus, chunk: int = TABLE_CHUNK
+                 ) -> tuple[Table, Any, dict[str, Any]]:
+    """The corpus pooled by the probe head, ``chunk`` utterances' features in memory at a
+    time (every layer of 9,000 utterances would not fit: ~2 MB each for Whisper base);
+    also the head and each utterance's ASR words (for the word gate)."""
+    from models.encoders.text import TextEncoder
+    from offline_training.pipeline import extract
+
+    encoder = TextEncoder.load(data.features.text, max_tokens=data.features.max_tokens)
+    head: Any = None
+    tables: list[Table] = []
+    words: dict[str, Any] = {}
+    for start in range(0, len(corpus.utterances), chunk):
+        part = replace(corpus, utterances=corpus.utterances[start:start + chunk])
+        features = extract(data, part, ["linear_probe_affect"])
+        if head is None:
+            head = probe_head_for(features, len(corpus.classes))
+        tables.append(build_table(part, features, head, encoder, WordGate(0.0, 1)))
+        words.update({i: features.items[i].words for i in tables[-1].ids})
+        del features
+    return concat_tables(tables), head, words
+
+
+def concat_tables(tables: Sequence[Table]) -> Table:
+    """Rows of ``tables`` (of one corpus: same classes and empty transcript) in order."""
+    def stack(name: str) -> np.ndarray:
+        return np.concatenate([getattr(t, name) for t in tables])
+
+    return replace(tables[0], ids=tuple(i for t in tables for i in t.ids),
+                   audio=stack("audio"), affect=stack("affect"), trusted=stack("trusted"),
+                   word_probability=stack("word_probability"), labels=stack("labels"),
+                   corpus=stack("corpus"), band=stack("band"), speaker=stack("speaker"))
 
 
 def probe_head_for(features: Any, num_classes: int) -> Any:

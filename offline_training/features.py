@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from models.asr import DEFAULT_WINDOW_S, Transcript, Word
+from models.encoders.whisper import AUDIO_WINDOWS
 from models.errors import ModelError
 from models.features import AudioRef, load_frame_encoder, parse_audio_ref, text_features
 from offline_training.audio import load_audio
@@ -56,10 +57,25 @@ class FeatureSpec:
     # Whisper encoder window for utterances that fit in it: the streamer's asr.window_s, so
     # that cached frames are the frames served.
     window_s: float = DEFAULT_WINDOW_S
+    # The all-layer audio pass's window (bundle encoders.audio.window): "full" = window_s,
+    # as the ASR encodes; "fit" = each utterance's own length in whole seconds.
+    audio_window: str = "full"
 
     def __post_init__(self) -> None:
         if self.transcripts not in SOURCES:
             raise ValueError(f"transcripts must be one of {SOURCES}, got '{self.transcripts}'")
+        if self.audio_window not in AUDIO_WINDOWS:
+            raise ValueError(f"audio_window must be one of {AUDIO_WINDOWS}, "
+                             f"got '{self.audio_window}'")
+        if self.audio_window == "fit" and not (self.audio_layers
+                                               and self.audio.startswith("whisper:")):
+            raise ValueError("audio_window 'fit' is for the all-layer Whisper pass "
+                             "(whisper:<ref> with audio layers 'all')")
+
+    @property
+    def audio_window_s(self) -> float | None:
+        """The audio pass's ``window_s`` (None = fit each utterance)."""
+        return self.window_s if self.audio_window == "full" else None
 
     @property
     def asr_ref(self) -> str:
@@ -184,7 +200,7 @@ class AudioStage:
     """Audio frames (all layers if asked), or ASR transcripts + Whisper frames."""
 
     def __init__(self, audio_ref: str, compute_type: str, threads: int,
-                 window_s: float, layers: bool = False) -> None:
+                 window_s: float | None, layers: bool = False) -> None:
         try:
             self.audio: AudioRef = parse_audio_ref(audio_ref)
         except ModelError as exc:
@@ -229,6 +245,8 @@ class AudioStage:
 
     def asr(self, audios: list[np.ndarray]) -> list[tuple[Transcript, Frames]]:
         """One Whisper pass per utterance: transcript + the frames ``frames`` gives."""
+        if self.window_s is None:
+            raise FeatureCacheError("the ASR pass needs a fixed window (asr.window_s)")
         asr = WhisperAsr(self.whisper_model(), self.window_s)
         results = [asr.run(audio) for audio in audios]
         return [(r.transcript, Frames(torch.from_numpy(r.frames).half(), None))
@@ -272,14 +290,15 @@ class FeatureCache:
         self.keys = UtteranceKeys()
         self.computed: Counter[str] = Counter()
 
-    def frames_dir(self, audio_ref: str, compute_type: str, window_s: float,
+    def frames_dir(self, audio_ref: str, compute_type: str, window_s: float | None,
                    layers: bool = False) -> Path:
         key = digest({"v": CACHE_VERSION, "audio": audio_ref, "compute_type": compute_type,
-                      "window_s": window_s, "layers": layers})
+                      "window_s": "fit" if window_s is None else window_s, "layers": layers})
         return self.root / f"frames-{key}"
 
     def audio_dir(self, spec: FeatureSpec) -> Path:
-        return self.frames_dir(spec.audio, spec.compute_type, spec.window_s, spec.audio_layers)
+        return self.frames_dir(spec.audio, spec.compute_type, spec.audio_window_s,
+                               spec.audio_layers)
 
     def text_dir(self, spec: FeatureSpec) -> Path:
         key = digest({"v": CACHE_VERSION, "text": spec.text, "max_tokens": spec.max_tokens,
@@ -338,9 +357,11 @@ class FeatureCache:
     def extract_frames(self, utterances: Sequence[Utterance], keys: dict[str, str],
                        spec: FeatureSpec) -> dict[str, Frames]:
         directory = self.audio_dir(spec)
+        window_s = spec.audio_window_s
         prepare_dir(directory, {"audio": spec.audio, "compute_type": spec.compute_type,
-                                "window_s": spec.window_s, "layers": spec.audio_layers})
-        stage = AudioStage(spec.audio, spec.compute_type, self.threads, spec.window_s,
+                                "window_s": "fit" if window_s is None else window_s,
+                                "layers": spec.audio_layers})
+        stage = AudioStage(spec.audio, spec.compute_type, self.threads, window_s,
                            layers=spec.audio_layers)
 
         def work(batch: list[Utterance]) -> None:

@@ -178,6 +178,7 @@ class FeatureOverrides:
     text: str | None = None
     transcripts: str | None = None
     audio_layers: bool | None = None
+    audio_window: str | None = None
     asr: str | None = None
     words: bool = False
 
@@ -198,6 +199,7 @@ def bundle_feature_spec(config: BundleConfig, overrides: FeatureOverrides) -> Fe
     spec = dataclasses.replace(
         FeatureSpec(**{"transcripts": "asr", **recorded}), audio=config.audio.ref,
         text=config.text.ref, audio_layers=config.audio.layers == "all",
+        audio_window=config.audio.window,
         text_layers=config.text.layers == "all", max_tokens=config.text.max_tokens)
     try:
         return dataclasses.replace(spec, **overrides.given())

@@ -22,6 +22,17 @@ WINDOW_FRAMES = 3000  # mel frames in Whisper's 30 s window
 # its WER at 10 s and encodes in 0.34x the time (docs/performance-asr.md). The ASR, serving
 # and the trainer's feature cache all use it, so trained-on frames are the served frames.
 DEFAULT_WINDOW_S = 10.0
+# Audio windows a bundle's Whisper features may use: "full" = as the ASR encodes (the
+# DEFAULT_WINDOW_S window); "fit" = the utterance's own length rounded up to whole seconds
+# (the all-layer PyTorch pass only: a 3 s utterance costs a third of a 10 s window).
+AUDIO_WINDOWS = ("full", "fit")
+
+
+def window_seconds(window: str) -> float | None:
+    """The ``window_s`` argument of the encoders for a bundle's audio window (None = fit)."""
+    if window not in AUDIO_WINDOWS:
+        raise ValueError(f"audio window '{window}' is not one of {AUDIO_WINDOWS}")
+    return DEFAULT_WINDOW_S if window == "full" else None
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ class WhisperEncoder:
         return WhisperEncoding(features=features, storage=storage, frames=frames)
 
     def encode_batch(self, audios: list[np.ndarray],
-                     window_s: float = DEFAULT_WINDOW_S) -> list[np.ndarray]:
+                     window_s: float | None = DEFAULT_WINDOW_S) -> list[np.ndarray]:
         """Frames for several utterances, as ``encode`` gives them; one encoder call per
         window length."""
         padded = [_padded(self.model.feature_extractor(a), window_s)[0] for a in audios]
@@ -93,10 +104,13 @@ class WhisperEncoder:
         return [frames for frames in out if frames is not None]
 
 
-def _padded(features: np.ndarray, window_s: float) -> np.ndarray:
+def _padded(features: np.ndarray, window_s: float | None) -> np.ndarray:
     """(1, n_mels, window) log-mel padded with zeros: ``window_s`` when the audio fits in it,
-    else Whisper's 30 s."""
+    else Whisper's 30 s; ``window_s`` None: the audio's own length in whole seconds."""
     content = features[:, :WINDOW_FRAMES]
-    short = int(round(window_s * 100))  # mel frames: 10 ms hop
+    if window_s is None:
+        short = max(100, -(-content.shape[1] // 100) * 100)  # mel frames: 10 ms hop
+    else:
+        short = int(round(window_s * 100))
     target = short if content.shape[1] <= short < WINDOW_FRAMES else WINDOW_FRAMES
     return np.pad(content, ((0, 0), (0, target - content.shape[1])))[None]

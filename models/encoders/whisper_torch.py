@@ -293,12 +293,14 @@ class WhisperTorchEncoder:
              dtype: torch.dtype = torch.float32) -> WhisperTorchEncoder:
         return cls(load_whisper_torch(ref, device=device, dtype=dtype), device=device)
 
-    def encode(self, audio: np.ndarray, window_s: float = DEFAULT_WINDOW_S) -> LayerEncoding:
-        """Hidden states of ``audio`` (16 kHz float32, at most 30 s)."""
+    def encode(self, audio: np.ndarray, window_s: float | None = DEFAULT_WINDOW_S
+               ) -> LayerEncoding:
+        """Hidden states of ``audio`` (16 kHz float32, at most 30 s); ``window_s`` None: a
+        window of the audio's own length in whole seconds (``window_seconds("fit")``)."""
         return self.encode_batch([audio], window_s=window_s)[0]
 
     @torch.inference_mode()
-    def encode_batch(self, audios: list[np.ndarray], window_s: float = DEFAULT_WINDOW_S,
+    def encode_batch(self, audios: list[np.ndarray], window_s: float | None = DEFAULT_WINDOW_S,
                      batch_size: int = 16) -> list[LayerEncoding]:
         """Hidden states for several utterances; one forward per window length and batch."""
         padded = [_padded(self.feature_extractor(a), window_s)[0] for a in audios]

@@ -123,6 +123,12 @@ def test_inconsistent_configs_refused_on_save(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="encoders give 99/16"):
         save_bundle(tmp_path / "b", dataclasses.replace(
             config, audio=AudioEncoderSpec(dim=99)), head)
+    with pytest.raises(BundleError, match="window is 'short'"):
+        save_bundle(tmp_path / "b", dataclasses.replace(
+            config, audio=AudioEncoderSpec(dim=24, window="short")), head)
+    with pytest.raises(BundleError, match="'fit' needs a whisper encoder with layers 'all'"):
+        save_bundle(tmp_path / "b", dataclasses.replace(
+            config, audio=AudioEncoderSpec(dim=24, window="fit")), head)
     other = build_head("cross_mha", dict(config.head_config, variant="sp"))
     with pytest.raises(BundleError, match="does not describe the head"):
         save_bundle(tmp_path / "b", config, other)

@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.encoders.whisper import WhisperEncoder, load_whisper, n_output_frames
+from models.encoders.whisper import (
+    WhisperEncoder,
+    _padded,
+    load_whisper,
+    n_output_frames,
+    window_seconds,
+)
 from models.encoders.whisper_torch import (
     _CT2_DTYPES,
     WhisperTorchEncoder,
@@ -30,14 +36,14 @@ RAVDESS = Path(os.environ.get("EMOTION_STREAM_RAVDESS", "/work/shared/corpora/ra
 CLIPS = ("Actor_01/03-01-05-01-01-01-01.flac", "Actor_12/03-01-03-02-02-01-12.flac")
 
 
+pytestmark = pytest.mark.needs_corpus("ravdess")
+
+
 @pytest.fixture(scope="module")
 def speech() -> list[np.ndarray]:
     import soundfile as sf
 
-    paths = [RAVDESS / clip for clip in CLIPS]
-    if not all(p.is_file() for p in paths):
-        pytest.skip(f"RAVDESS clips not found under {RAVDESS}")
-    return [sf.read(p, dtype="float32")[0] for p in paths]
+    return [sf.read(RAVDESS / clip, dtype="float32")[0] for clip in CLIPS]
 
 
 def _compare(reference: np.ndarray, ours: np.ndarray) -> tuple[float, float, float]:
@@ -84,6 +90,24 @@ def test_batch_matches_single_and_short_audio(speech: list[np.ndarray]) -> None:
     assert batch[1].hidden_states.shape == (5, 2, 384)
     np.testing.assert_allclose(encoder.encode(speech[1]).hidden_states,
                                batch[2].hidden_states, atol=1e-4)
+
+
+def test_fit_window_is_the_utterance_length_in_whole_seconds(speech: list[np.ndarray]) -> None:
+    """window_s None ("fit"): each utterance in a window of its own length rounded up to whole
+    seconds, batched per width; the frames are the utterance's, close to the 10 s window's."""
+    encoder = WhisperTorchEncoder.load("packaged:tiny.en")
+    assert window_seconds("fit") is None and window_seconds("full") == 10.0
+    mel = encoder.feature_extractor(speech[0])
+    assert _padded(mel, None).shape[2] == -(-mel.shape[1] // 100) * 100 < 1000
+    assert _padded(mel[:, :20], None).shape[2] == 100  # at least one second
+    fit = encoder.encode_batch([speech[0], speech[1][:8000]], window_s=None)
+    assert fit[1].hidden_states.shape == (5, n_output_frames(8000), 384)
+    np.testing.assert_allclose(encoder.encode(speech[0], None).hidden_states,
+                               fit[0].hidden_states, atol=1e-4)
+    full = encoder.encode(speech[0])
+    _, cos_mean, _ = _compare(full.last, fit[0].last)
+    assert fit[0].last.shape == full.last.shape and cos_mean > 0.8
+    assert not np.allclose(full.last, fit[0].last, atol=1e-3)  # a different window, truly
 
 
 def _write_model_bin(path: Path, variables: dict[str, np.ndarray],

@@ -38,6 +38,14 @@ def test_cache_dirs_follow_the_settings(tmp_path: Path) -> None:
     assert cache.audio_dir(FeatureSpec(audio="prosody")) != cache.audio_dir(gold)
     assert cache.audio_dir(FeatureSpec(audio_layers=True)) != cache.audio_dir(gold)
     assert cache.audio_dir(FeatureSpec(window_s=30.0)) != cache.audio_dir(gold)
+    layers = FeatureSpec(audio_layers=True)
+    fit = FeatureSpec(audio_layers=True, audio_window="fit")
+    assert fit.audio_window_s is None and layers.audio_window_s == 10.0
+    assert cache.audio_dir(fit) != cache.audio_dir(layers)
+    with pytest.raises(ValueError, match="all-layer Whisper pass"):
+        FeatureSpec(audio_window="fit")  # the CT2 (ASR) frames have one window
+    with pytest.raises(ValueError, match="audio_window must be one of"):
+        FeatureSpec(audio_layers=True, audio_window="short")
 
 
 def test_a_subset_or_reordered_corpus_computes_nothing(tiny: TinyCorpus) -> None:
