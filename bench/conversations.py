@@ -24,6 +24,10 @@ where its words are. Per configuration it reports:
   whitened by a within-speaker covariance fitted on actors 13-24 (not integrated in the
   streamer; an experiment). ``--actors 13-24`` assembles the conversations from those
   actors instead, to choose thresholds on speakers the evaluation (01-12) never sees.
+- ``--corpus nemo``: the conversations from nEMO's Polish speakers (9; no word times, so
+  cuts inside words are not counted); ``--telephone``: every mix through 8 kHz and back.
+  ``--speaker-set encoder=packaged:campplus`` runs CAM++ (its thresholds: change 0.3,
+  scan 0.15, labels 0.3).
 - ``--enrol N``: both actors enrolled (``speakers.enrol``) with the mean of N of their
   neutral/calm clips that neither the conversation nor the actor-alone run uses; a label
   is right only when it is the dominant speaker's name (``label_is_the_enrolled_name``).
@@ -65,6 +69,20 @@ RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
 # The actor pairs of the conversations (RAVDESS: odd actors are male, even ones female)
 PAIRS = {"mixed": [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)],
          "same": [(1, 3), (2, 4), (5, 7), (6, 8), (9, 11), (10, 12), (13, 15), (14, 16)]}
+# nEMO's 9 speakers (Polish): KS0, MP0, SM0, TP0, WR0 are male, EB0, IC0, KD0, MK0 female
+NEMO = RAVDESS.parent / "nemo"
+NEMO_PAIRS = {"mixed": [("KS0", "EB0"), ("SM0", "IC0"), ("TP0", "KD0"), ("WR0", "MK0"),
+                        ("MP0", "EB0"), ("KS0", "IC0")],
+              "same": [("KS0", "SM0"), ("EB0", "IC0"), ("TP0", "WR0"), ("KD0", "MK0"),
+                       ("MP0", "KS0"), ("IC0", "KD0")]}
+
+
+def telephone(audio: np.ndarray) -> np.ndarray:
+    """An 8 kHz telephone copy, brought back to 16 kHz as the streamer does (``--telephone``)."""
+    import soxr
+
+    narrow = soxr.resample(audio, SAMPLE_RATE, 8000)
+    return soxr.resample(narrow, 8000, SAMPLE_RATE).astype(np.float32)
 
 
 class WhitenedEncoder:
@@ -219,13 +237,31 @@ def add(total: dict[str, Any], part: dict[str, Any]) -> None:
 
 def ravdess_pieces(asr: Any, root: Path, actors: tuple[int, int], n: int, rng: random.Random
                    ) -> list[tuple[str, np.ndarray, tuple[tuple[float, float], ...]]]:
+    files = {f"actor{a}": sorted((root / f"Actor_{a:02d}").glob("*.flac")) for a in actors}
+    return corpus_pieces(asr, files, n, rng)
+
+
+def nemo_pieces(root: Path, speakers: tuple[str, str], n: int, rng: random.Random
+                ) -> list[tuple[str, np.ndarray, tuple[tuple[float, float], ...]]]:
+    """nEMO clips (Polish): no word times (tiny.en cannot align Polish), so the cuts
+    inside words are not counted for them."""
+    files = {f"nemo{s}": sorted((root / "samples").glob(f"{s}_*.opus")) for s in speakers}
+    return corpus_pieces(None, files, n, rng)
+
+
+def corpus_pieces(asr: Any, files: dict[str, list[Path]], n: int, rng: random.Random
+                  ) -> list[tuple[str, np.ndarray, tuple[tuple[float, float], ...]]]:
+    """n clips, the speakers (the keys of ``files``) taking turns."""
     pieces = []
-    files = {a: sorted((root / f"Actor_{a:02d}").glob("*.flac")) for a in actors}
+    speakers = list(files)
     for i in range(n):
-        actor = actors[i % 2]
+        actor = speakers[i % len(speakers)]
         while True:
             path = rng.choice(files[actor])
             audio = trim(read_audio_file(path))
+            if asr is None:
+                words: tuple[tuple[float, float], ...] = ()
+                break
             try:
                 words = word_times(asr, audio)
             except IndexError as exc:  # faster-whisper's word alignment on some clips
@@ -233,7 +269,7 @@ def ravdess_pieces(asr: Any, root: Path, actors: tuple[int, int], n: int, rng: r
                       file=sys.stderr)
                 continue
             break
-        pieces.append((f"actor{actor}", audio, words))
+        pieces.append((actor, audio, words))
     return pieces
 
 
@@ -278,6 +314,11 @@ def main() -> int:
                         help="whiten the embeddings (bench/speaker_wccn.py --save)")
     parser.add_argument("--actors", choices=("1-12", "13-24"), default="1-12",
                         help="the actors of the conversations (13-24: to tune on)")
+    parser.add_argument("--corpus", choices=("ravdess", "nemo"), default="ravdess",
+                        help="the conversations' speakers: RAVDESS actors, or nEMO's Polish "
+                             "speakers (no word times: cuts inside words not counted)")
+    parser.add_argument("--telephone", action="store_true",
+                        help="every mix through 8 kHz and back (telephone bandwidth)")
     parser.add_argument("--enrol", type=int, default=0, metavar="N",
                         help="enrol both actors (speakers.enrol) with N of their neutral/calm "
                              "clips that the conversation lacks")
@@ -299,7 +340,10 @@ def main() -> int:
     results: dict[str, Any] = {"label": args.label, "segmenter": vars(config),
                                "pairing": args.pairing, "actors": args.actors,
                                "whitening": str(args.whitening) if args.whitening else None,
-                               "enrol_clips": args.enrol}
+                               "enrol_clips": args.enrol, "corpus": args.corpus,
+                               "telephone": args.telephone}
+    if args.enrol and args.corpus != "ravdess":
+        raise SystemExit("--enrol works with --corpus ravdess only")
     encoder: Any = None  # SpeakerEncoder, or WhitenedEncoder around it
     speakers_config = None
     if args.speakers:
@@ -320,17 +364,25 @@ def main() -> int:
     audio_s, cpu_s = 0.0, 0.0
     for c in range(args.conversations):
         pair = pairs[c % len(pairs)]
-        pieces = ravdess_pieces(asr, args.ravdess, pair, args.clips, rng)
+        if args.corpus == "nemo":
+            nemo_pair = NEMO_PAIRS[args.pairing][c % len(NEMO_PAIRS[args.pairing])]
+            pieces = nemo_pieces(NEMO, nemo_pair, args.clips, rng)
+        else:
+            pieces = ravdess_pieces(asr, args.ravdess, pair, args.clips, rng)
         gaps = [rng.uniform(*args.gaps) for _ in pieces]
         # one speaker of the pair alone, same gaps: every speaker_change cut is false
-        solo = ravdess_pieces(asr, args.ravdess, (pair[0], pair[0]), args.clips,
-                              random.Random(1000 + c)) if args.speakers else []
+        solo = [] if not args.speakers else \
+            nemo_pieces(NEMO, (nemo_pair[0], nemo_pair[0]), args.clips,
+                        random.Random(1000 + c)) if args.corpus == "nemo" else \
+            ravdess_pieces(asr, args.ravdess, (pair[0], pair[0]), args.clips,
+                           random.Random(1000 + c))
         parties: list[Party] = []
         if args.enrol:  # named after the truth, so a label is right when it is the name
             used = [audio for _, audio, _ in pieces + solo]
             parties = [enrol(encoder, f"actor{a}", enrolment_clips(args.ravdess, a, used,
                                                                    args.enrol)) for a in pair]
         mix, placed = assemble(pieces, gaps)
+        mix = telephone(mix) if args.telephone else mix
         channel = ChannelSpeakers(encoder, speakers_config, parties) if encoder is not None \
             and speakers_config is not None else None
         utts, cpu, ms = segment(mix, config, channel)
@@ -346,6 +398,7 @@ def main() -> int:
                         "label_is_the_enrolled_name": named_right(utts, placed, labels)})
             speaker_ms += channel.stats.change_ms + channel.stats.label_ms
             mix, placed = assemble(solo, gaps)
+            mix = telephone(mix) if args.telephone else mix
             channel = ChannelSpeakers(encoder, speakers_config, parties)
             utts, _, _ = segment(mix, config, channel)
             labels = [channel.label(u.audio) for u in utts]
@@ -372,6 +425,7 @@ def main() -> int:
     pieces = [(s, a, word_times(asr, a)) for s, a, _ in phrases]
     for name, gap in (("espeak_monologue", 0.18), ("espeak_monologue_tight", 0.03)):
         mix, placed = assemble(pieces, [gap] * len(pieces))
+        mix = telephone(mix) if args.telephone else mix
         placed = [Placed("espeak", p.start, p.end, p.words) for p in placed]
         # one voice: any speaker_change cut here is a false alarm
         utts, cpu, _ = segment(mix, config, ChannelSpeakers(encoder, speakers_config)

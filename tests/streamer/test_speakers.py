@@ -1,4 +1,5 @@
-"""Speaker turns and labels (issue 11): Resemblyzer's real encoder on real RAVDESS voices.
+"""Speaker turns and labels (issue 11): the real default encoder (Resemblyzer) on real
+RAVDESS voices; CAM++ (models/campplus.py) has tests/models/test_campplus.py.
 
 Two actors (01: male, 02: female) take turns with 100 ms gaps, shorter than the 300 ms
 hangover, so that pauses alone leave them in one utterance; with ``speakers.enabled`` each
@@ -17,8 +18,14 @@ import pytest
 import soundfile as sf
 
 from models.audio import SAMPLE_RATE
+from models.campplus import MIN_SAMPLES
 from models.errors import ModelFileError
-from models.speaker_encoder import SpeakerEncoder, resolve_speaker_weights
+from models.speaker_encoder import (
+    PACKAGED_RESEMBLYZER,
+    ResemblyzerNetwork,
+    SpeakerEncoder,
+    resolve_speaker_weights,
+)
 from streamer import events
 from streamer.audio_io import read_audio_file
 from streamer.config import AppConfig, ConfigError, SegmenterConfig, SpeakersConfig, load_config
@@ -63,7 +70,9 @@ def segment(audio: np.ndarray, speakers: ChannelSpeakers | None) -> list[Utteran
 
 @pytest.fixture(scope="module")
 def encoder() -> SpeakerEncoder:
-    return SpeakerEncoder()
+    encoder = SpeakerEncoder()
+    assert encoder.kind == "resemblyzer"  # the default (its thresholds are the config's)
+    return encoder
 
 
 @needs_ravdess
@@ -96,6 +105,23 @@ def test_one_speaker_is_not_cut(encoder: SpeakerEncoder) -> None:
     speakers = ChannelSpeakers(encoder, SpeakersConfig(enabled=True))
     utts = segment(audio, speakers)
     assert [u.cut_reason for u in utts] == ["pause"]
+    assert speakers.stats.decisions >= 1 and speakers.stats.changes == 0
+
+
+@needs_ravdess
+def test_campplus_cuts_one_speaker_only_between_speakers() -> None:
+    """CAM++ with its thresholds in the change detector: one actor's two sentences stay one
+    utterance (cosines 0.5-0.73 at its pauses, above 0.3)."""
+    campplus = SpeakerEncoder("packaged:campplus")
+    config = SpeakersConfig(enabled=True, encoder="packaged:campplus", change_threshold=0.3,
+                            scan_threshold=0.15, label_threshold=0.3)
+    first = trim(read_audio_file(RAVDESS / "Actor_01" / "03-01-01-01-01-01-01.flac"))
+    second = trim(read_audio_file(RAVDESS / "Actor_01" / "03-01-01-01-02-01-01.flac"))
+    gap = np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
+    audio = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), first, gap, second,
+                            np.zeros(SAMPLE_RATE, np.float32)])
+    speakers = ChannelSpeakers(campplus, config)
+    assert [u.cut_reason for u in segment(audio, speakers)] == ["pause"]
     assert speakers.stats.decisions >= 1 and speakers.stats.changes == 0
 
 
@@ -201,10 +227,13 @@ def test_enrolment_mistakes_say_what_to_do(tmp_path: Path) -> None:
             load_speakers(config)
 
 
-def test_network_and_features_match_resemblyzer(encoder: SpeakerEncoder) -> None:
-    """The rebuilt network gives Resemblyzer's own embeddings (its package imported only
-    here, where its old dependencies may be importable)."""
+def test_network_and_features_match_resemblyzer() -> None:
+    """``packaged:resemblyzer``: the rebuilt network gives Resemblyzer's own embeddings (its
+    package imported only here, where its old dependencies may be importable)."""
     torch = pytest.importorskip("torch")
+    encoder = SpeakerEncoder(PACKAGED_RESEMBLYZER)
+    network = encoder.network
+    assert encoder.kind == "resemblyzer" and isinstance(network, ResemblyzerNetwork)
     try:
         from resemblyzer import VoiceEncoder
         from resemblyzer.audio import wav_to_mel_spectrogram
@@ -212,10 +241,10 @@ def test_network_and_features_match_resemblyzer(encoder: SpeakerEncoder) -> None
         pytest.skip(f"Resemblyzer's own code does not import here: {exc}")
     rng = np.random.default_rng(0)
     wav = (0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)  # loud: no gain
-    assert np.allclose(encoder.mel(wav), wav_to_mel_spectrogram(wav), rtol=1e-4, atol=1e-6)
+    assert np.allclose(network.mel(wav), wav_to_mel_spectrogram(wav), rtol=1e-4, atol=1e-6)
     reference = VoiceEncoder("cpu", verbose=False)
     with torch.inference_mode():
-        expected = reference(torch.from_numpy(encoder.mel(wav)[None])).numpy()[0]
+        expected = reference(torch.from_numpy(network.mel(wav)[None])).numpy()[0]
     assert np.allclose(encoder.embed(wav), expected, atol=1e-5)
 
 
@@ -223,12 +252,14 @@ def test_bad_weights_and_settings_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="not found"):
         resolve_speaker_weights(str(tmp_path / "missing.pt"))
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelFileError, match="not a Resemblyzer checkpoint"):
+    with pytest.raises(ModelFileError, match="not a speaker-encoder checkpoint"):
         SpeakerEncoder(str(tmp_path / "bad.pt"))
     with pytest.raises(ConfigError, match="change_threshold"):
         load_config(None, ["speakers.change_threshold=2"])
     with pytest.raises(ValueError, match="needs >= 400 samples"):
         SpeakerEncoder().embed(np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match=f"needs >= {MIN_SAMPLES} samples"):
+        SpeakerEncoder("packaged:campplus").embed(np.zeros(10, np.float32))
 
 
 @pytest.mark.slow
