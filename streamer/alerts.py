@@ -27,6 +27,7 @@ alert clears, the same rule on the same call and party does not fire again for
 from __future__ import annotations
 
 import collections
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -95,9 +96,12 @@ CALL_WIDE = (BothParties, Silence)
 # ---------------------------------------------------------------- configuration
 
 
-def parse_rules(data: Any, where: str = "alerts.rules") -> tuple[Rule, ...]:
+def parse_rules(data: Any, where: str = "alerts.rules",
+                labels: tuple[str, ...] | None = None) -> tuple[Rule, ...]:
     """Rules from their configuration (a list of mappings); a ConfigError names the bad
-    rule (by id when it has one, else by position) and says what is allowed."""
+    rule (by id when it has one, else by position) and says what is allowed. ``labels``:
+    the emotion model's labels (None: not known yet), which rules' ``label`` must be one of:
+    a rule on another label would never fire."""
     from streamer.config import from_dict  # config imports this module to validate
 
     if data is None:
@@ -128,6 +132,11 @@ def parse_rules(data: Any, where: str = "alerts.rules") -> tuple[Rule, ...]:
         problem = rule_problem(rule)
         if problem:
             raise ConfigError(f"alert rule {name}: {problem}")
+        if (labels is not None and isinstance(rule, LabelCount | BothParties)
+                and rule.label not in labels):
+            raise ConfigError(f"alert rule {name}: label {rule.label!r} is not a label of the "
+                              f"emotion model, so the rule would never fire; use one of "
+                              f"{', '.join(labels)}")
         if any(r.id == rule.id for r in rules):
             raise ConfigError(f"alert rule {name}: the id is used by another rule; ids must "
                               "be unique")
@@ -135,22 +144,33 @@ def parse_rules(data: Any, where: str = "alerts.rules") -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def load_rules(rules: Any, rules_file: str | None) -> tuple[Rule, ...]:
+def load_rules(rules: Any, rules_file: str | None,
+               labels: tuple[str, ...] | None = None) -> tuple[Rule, ...]:
     """The configured rules: inline ``alerts.rules`` or the YAML list in ``rules_file``."""
+    from streamer.config import check_nesting
+
     if rules_file is None:
-        return parse_rules(rules)
+        check_nesting(rules, "alerts.rules")
+        return parse_rules(rules, labels=labels)
     if rules:
         raise ConfigError("set alerts.rules or alerts.rules_file, not both (rules_file is "
                           "re-read while running, alerts.rules is not)")
     path = Path(rules_file).expanduser()
     try:
+        # A FIFO or a device would block the read (and the service) forever.
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise ConfigError(f"alerts.rules_file '{path}' is not a regular file (a FIFO, "
+                              "device or directory); give a YAML file holding a list of rules")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"alerts.rules_file '{path}' cannot be read ({exc}); give an "
                           "existing YAML file holding a list of rules") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"alerts.rules_file '{path}' is not valid YAML: {exc}") from exc
-    return parse_rules(data, where=str(path))
+    except RecursionError as exc:
+        raise ConfigError(f"alerts.rules_file '{path}' is nested too deeply to read") from exc
+    check_nesting(data, f"alerts.rules_file '{path}'")
+    return parse_rules(data, where=str(path), labels=labels)
 
 
 def rule_problem(rule: Rule) -> str | None:

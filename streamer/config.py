@@ -95,10 +95,15 @@ class EnrolledSpeaker:
 class SpeakersConfig:
     """Speaker turns and labels on mono audio (docs/conversations.md). Off by default: it
     needs Resemblyzer's weights (pip install 'emotion-stream[speakers]' and
-    pip install --no-deps resemblyzer==0.1.4) and tells speakers of one sex apart less well."""
+    pip install --no-deps resemblyzer==0.1.4) and tells speakers of one sex apart less well.
+    The thresholds are Resemblyzer's: CAM++ (encoder packaged:campplus) gives lower cosines;
+    its settings are change_threshold 0.3, scan_threshold 0.15, label_threshold 0.3
+    (docs/conversations.md, "CAM++")."""
 
     enabled: bool = False
-    encoder: str = "packaged:resemblyzer"  # or a Resemblyzer-format .pt file
+    # packaged:resemblyzer, packaged:campplus, or a .pt file (a CAM++ state dict or a
+    # Resemblyzer checkpoint)
+    encoder: str = "packaged:resemblyzer"
     # Turns: speech after a pause is another speaker when its embedding's cosine with the
     # speech before the pause is below change_threshold (0.6: bench/conversations.py).
     change_threshold: float = 0.6
@@ -236,6 +241,9 @@ class WebSocketConfig:
     max_message_bytes: int = 65536
     dashboard: bool = True  # serve the live dashboard page at http://host:port/
     max_subscribers: int = 100  # more concurrent /events subscribers are refused (HTTP 503)
+    # Per client IP, so one address cannot hold every slot (null: no limit; a reverse proxy
+    # in front makes every subscriber one address). HTTP 503.
+    max_subscribers_per_address: int | None = 20
     # A subscriber that takes no data for this long (its socket buffers full) is closed
     # (1008); shorter ones lose their oldest events and get subscriber.lagged.
     send_timeout_s: float = 10.0
@@ -256,6 +264,9 @@ class MqttConfig:
     buffer_size: int = 10000  # events kept while the broker is unreachable; oldest dropped beyond
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    # Each reconnect wait is the backoff delay times a random factor in [1 - jitter, 1], so
+    # replicas that lost the same broker do not all return at once (streamer/backoff.py).
+    reconnect_jitter: float = 0.5
     keepalive_s: int = 30
     # An event the broker rejects (it drops the connection on it) this many times in a row
     # is set aside as dead-letter (counted, logged; see dead_letter_path), not retried forever.
@@ -305,6 +316,9 @@ class IngestConfig:
     max_twilio_calls: int = 32
     max_audiohook_calls: int = 32
     max_calls_per_address: int | None = None  # per client IP (off: proxies share one); 503
+    # Slots of max_calls kept for each protocol while it has fewer calls (at most a third
+    # of max_calls each), so two routes' callers cannot lock the third out; 0: none.
+    reserved_calls_per_protocol: int = 8
     handshakes_per_minute_per_address: int = 1200  # per client IP, token bucket: HTTP 429
     # Caller numbers (AudioHook ani/dnis) in stream.started.source and INFO logs: personal
     # data, off by default.
@@ -560,7 +574,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"override '{key.strip()}': value is nested too deeply to read; "
+                          f"no setting nests more than {MAX_CONFIG_DEPTH} levels") from exc
+    check_nesting(value, f"override '{key.strip()}'")
     return path, value
+
+
+# No setting nests deeper than a few levels (alert rules: 4); deeper input is a mistake or
+# an attack, and would end in a RecursionError somewhere past the loader.
+MAX_CONFIG_DEPTH = 32
+
+
+def check_nesting(data: Any, where: str) -> None:
+    """Refuse lists and mappings nested more than MAX_CONFIG_DEPTH levels (iteratively:
+    the check itself must not recurse)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list | tuple):
+            continue
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{where} is nested more than {MAX_CONFIG_DEPTH} levels deep; "
+                              "no setting needs that: check the file's indentation and "
+                              "brackets")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
@@ -584,8 +623,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from exc
+        except RecursionError as exc:
+            raise ConfigError(f"config file '{p}' is nested too deeply to read; no setting "
+                              f"nests more than {MAX_CONFIG_DEPTH} levels: check its "
+                              "indentation and brackets") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file '{p}' must hold a mapping at the top level")
+        check_nesting(loaded, f"config file '{p}'")
         data = loaded or {}
     for text in overrides or []:
         key_path, value = parse_override(text)
@@ -689,16 +733,107 @@ def validate(config: AppConfig) -> None:
             "mqtt.reconnect_min_s must be > 0 and <= reconnect_max_s",
         ),
         *ray_checks(config.ray),
+        *range_checks(config),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    validate_secrets(config)
+    validate_topic_prefix(config.mqtt.prefix)
     validate_alerts(config.alerts)
+
+
+def range_checks(config: AppConfig) -> list[tuple[bool, str]]:
+    """Ranges of the numeric settings the checks above leave open (a value out of range
+    would crash at start, or hold memory without bound)."""
+    src, asr, bus, ws, mqtt, ingest = (config.source, config.asr, config.bus,
+                                       config.websocket, config.mqtt, config.ingest)
+    return [
+        (src.mic_sample_rate is None or 8000 <= src.mic_sample_rate <= 384000,
+         "source.mic_sample_rate must be 8000..384000 (or null: the device's rate)"),
+        (8000 <= src.stdin_sample_rate <= 384000, "source.stdin_sample_rate must be 8000..384000"),
+        (src.stdin_channels <= 64, "source.stdin_channels must be 1..64"),
+        (src.chunk_ms <= 10000, "source.chunk_ms must be 1..10000"),
+        (config.segmenter.min_utterance_ms >= 0, "segmenter.min_utterance_ms must be >= 0"),
+        (config.segmenter.preroll_ms <= 10000, "segmenter.preroll_ms must be 0..10000"),
+        (1 <= asr.max_new_tokens <= 448, "asr.max_new_tokens must be 1..448 (Whisper's limit)"),
+        (asr.beam_size <= 16, "asr.beam_size must be 1..16"),
+        (asr.workers <= 64 and asr.cpu_threads <= 256,
+         "asr.workers must be 1..64 and asr.cpu_threads 0..256"),
+        (1 <= config.emotion.torch_threads <= 256, "emotion.torch_threads must be 1..256"),
+        (config.emotion.max_batch <= 4096, "emotion.max_batch must be 1..4096"),
+        (config.emotion.context_size <= 1000, "emotion.context_size must be 0..1000"),
+        (bus.subscriber_queue <= 1_000_000, "bus.subscriber_queue must be 1..1000000"),
+        (0 <= bus.replay_events <= 100_000,
+         "bus.replay_events must be 0..100000 (0: no replay for new subscribers)"),
+        (bus.redact_digit_runs is None or bus.redact_digit_runs <= 64,
+         "bus.redact_digit_runs must be 1..64 (or null: off)"),
+        (1024 <= ws.max_message_bytes <= 64 * 2**20,
+         "websocket.max_message_bytes must be 1024..67108864"),
+        (ws.max_subscribers_per_address is None or ws.max_subscribers_per_address >= 1,
+         "websocket.max_subscribers_per_address must be >= 1 (or null: no limit)"),
+        (ws.send_timeout_s <= 3600, "websocket.send_timeout_s must be > 0 and <= 3600"),
+        (mqtt.buffer_size <= 10_000_000, "mqtt.buffer_size must be 1..10000000"),
+        (0 <= mqtt.keepalive_s <= 65535, "mqtt.keepalive_s must be 0..65535 (0: off)"),
+        (mqtt.reconnect_max_s <= 3600, "mqtt.reconnect_max_s must be <= 3600"),
+        (0.0 <= mqtt.reconnect_jitter <= 1.0,
+         "mqtt.reconnect_jitter must be 0..1 (the share of each reconnect wait that is random)"),
+        (mqtt.max_attempts <= 1000, "mqtt.max_attempts must be 1..1000"),
+        (ingest.max_message_bytes <= 64 * 2**20,
+         "ingest.max_message_bytes must be 1024..67108864"),
+        (ingest.max_audio_ms_per_message <= 60_000,
+         "ingest.max_audio_ms_per_message must be 20..60000"),
+        (ingest.reserved_calls_per_protocol >= 0,
+         "ingest.reserved_calls_per_protocol must be >= 0 (0: no reservation)"),
+        (ingest.chunk_ms <= 1000, "ingest.chunk_ms must be 10..1000"),
+        (ingest.channel_queue_chunks <= 100_000, "ingest.channel_queue_chunks must be 1..100000"),
+        (ingest.idle_timeout_s <= 86400, "ingest.idle_timeout_s must be > 0 and <= 86400"),
+        (config.ray.asr_target_requests >= 1 and config.ray.fusion_target_requests >= 1,
+         "ray.asr_target_requests and ray.fusion_target_requests must be >= 1"),
+    ]
+
+
+# Secrets the server checks clients against: shorter ones are guessable over the network.
+CHECKED_SECRETS = ("websocket.token", "ingest.token", "ingest.twilio_auth_token",
+                   "ingest.audiohook_api_key")
+MIN_SECRET_CHARS = 8
+
+
+def validate_secrets(config: AppConfig) -> None:
+    """An empty or blank secret would turn its check into no check (an HMAC with an empty
+    key is forgeable by anyone): refuse it, and secrets too short to resist guessing."""
+    for key in SECRET_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is None:
+            continue
+        if not value.strip():
+            raise ConfigError(f"config key '{key}' is empty or blank: an empty secret lets "
+                              "anyone in; set a real secret, or leave the key out (null) to "
+                              "turn the check off")
+        if value != value.strip():
+            raise ConfigError(f"config key '{key}' starts or ends with whitespace; remove it "
+                              "(clients would have to send it too)")
+        if key in CHECKED_SECRETS and len(value) < MIN_SECRET_CHARS:
+            raise ConfigError(f"config key '{key}' is {len(value)} characters long; use at "
+                              f"least {MIN_SECRET_CHARS} (a random string, e.g. from "
+                              "'openssl rand -hex 16')")
+
+
+def validate_topic_prefix(prefix: str) -> None:
+    """``mqtt.prefix`` starts every topic the service publishes and the gateway subscribes
+    to: a wildcard would publish nowhere and subscribe to everything."""
+    if not prefix or set(prefix) & set("+#") or not all(c.isprintable() for c in prefix) \
+            or "" in prefix.split("/") or prefix.startswith("$"):
+        raise ConfigError(f"mqtt.prefix {prefix!r} is invalid: give topic levels separated by "
+                          "'/', without the wildcards '+' and '#', empty levels, control "
+                          "characters or a leading '$' (reserved for the broker), e.g. "
+                          "'emotion' or 'site1/emotion'")
 
 
 def validate_alerts(alerts: AlertsConfig) -> None:
     """The alerts section; a bad rule is named in the ConfigError."""
-    import re
+    import regex
 
     from streamer.alerts import load_rules  # it builds rules with from_dict above
 
@@ -707,8 +842,10 @@ def validate_alerts(alerts: AlertsConfig) -> None:
                           "alerts.summary_interval_s >= 0 (0: only on request)")
     if alerts.queue_pattern is not None:
         try:
-            pattern = re.compile(alerts.queue_pattern)
-        except re.error as exc:
+            # The 'regex' engine: same syntax as re, and its matches take a timeout
+            # (streamer/summary.py), which stops catastrophic backtracking (ReDoS).
+            pattern = regex.compile(alerts.queue_pattern)
+        except regex.error as exc:
             raise ConfigError(f"alerts.queue_pattern is not a regular expression ({exc})"
                               ) from exc
         if "queue" not in pattern.groupindex:

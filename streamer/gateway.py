@@ -13,7 +13,8 @@ gateway only).
 
 Limits: a gateway knows the streams that started while it was subscribed (MQTT events are
 not retained); ``bus.replay_events``-style history starts when it connects. Reconnects to
-the broker back off like the publisher (``mqtt.reconnect_min_s`` .. ``reconnect_max_s``);
+the broker back off like the publisher (``streamer.backoff``: ``mqtt.reconnect_min_s`` ..
+``reconnect_max_s``, with ``reconnect_jitter``);
 events published while it is away are lost to it unless the broker keeps its session
 (``mqtt.client_id`` set: a persistent session, QoS 1 messages queued by the broker).
 """
@@ -29,11 +30,17 @@ from typing import Any
 
 import aiomqtt
 
+from streamer.backoff import Backoff
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.dashboard import add_dashboard
 from streamer.events import to_json
-from streamer.mqtt_publisher import PUBLISH_TIMEOUT_S, event_topic, mqtt_tls
+from streamer.mqtt_publisher import (
+    PUBLISH_TIMEOUT_S,
+    event_topic,
+    mqtt_tls,
+    refused_credentials,
+)
 from streamer.scale.presence import LostCalls
 from streamer.ws_server import WebSocketServer
 
@@ -69,7 +76,8 @@ class Gateway:
             tls_insecure=c.tls_insecure if c.tls else None)
 
     async def run_mqtt(self) -> None:
-        backoff = self.config.mqtt.reconnect_min_s
+        c = self.config.mqtt
+        backoff = Backoff(c.reconnect_min_s, c.reconnect_max_s, c.reconnect_jitter)
         while True:
             try:
                 async with self._client() as client:
@@ -77,16 +85,20 @@ class Gateway:
                     await client.subscribe(self.presence_filter, qos=1)
                     log.info("gateway: subscribed to %s and %s on %s:%d", self.event_filter,
                              self.presence_filter, self.config.mqtt.host, self.config.mqtt.port)
-                    backoff = self.config.mqtt.reconnect_min_s
+                    backoff.reset()
                     self.connected.set()
                     async for message in client.messages:
                         await self._on_message(client, message)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
-                log.warning("gateway: MQTT broker %s:%d unavailable (%s); retrying in %.1f s",
-                            self.config.mqtt.host, self.config.mqtt.port, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.config.mqtt.reconnect_max_s)
+                if refused_credentials(exc):
+                    backoff.saturate()
+                wait = backoff.next_s()
+                log.warning("gateway: MQTT broker %s:%d %s (%s); retrying in %.1f s", c.host,
+                            c.port, "refused the credentials (check mqtt.username and "
+                            "mqtt.password)" if refused_credentials(exc) else "unreachable",
+                            exc, wait)
+                await asyncio.sleep(wait)
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else b""

@@ -44,6 +44,8 @@ class ReadinessInputs:
     mqtt_enabled: bool
     mqtt_connected: bool
     mqtt_error: str | None = None
+    # streamer.mqtt_publisher states: connecting, connected, unreachable, auth_refused
+    mqtt_state: str = "connecting"
 
 
 def readiness(state: ReadinessInputs) -> dict[str, str]:
@@ -58,7 +60,15 @@ def readiness(state: ReadinessInputs) -> dict[str, str]:
         reasons["capacity"] = (f"at capacity: {state.connections} of {state.max_calls} calls "
                                "(ingest.max_calls)")
     if state.mqtt_enabled and not state.mqtt_connected:
-        reasons["mqtt"] = f"MQTT broker not connected ({state.mqtt_error or 'connecting'})"
+        detail = state.mqtt_error or "connecting"
+        if state.mqtt_state == "auth_refused":
+            reasons["mqtt"] = (f"MQTT broker refused the credentials ({detail}): check "
+                               "mqtt.username and mqtt.password")
+        elif state.mqtt_state == "unreachable":
+            reasons["mqtt"] = (f"MQTT broker unreachable ({detail}): it is down, restarting "
+                               "or not at mqtt.host:mqtt.port; retrying with backoff")
+        else:
+            reasons["mqtt"] = f"MQTT broker not connected ({detail})"
     return reasons
 
 
@@ -98,7 +108,8 @@ class Health:
             models=self.models, draining=self.ingest.draining,
             connections=self.ingest.connections, max_calls=self.ingest.config.max_calls,
             mqtt_enabled=self.mqtt_enabled, mqtt_connected=mqtt is not None and mqtt.connected,
-            mqtt_error=mqtt.last_error if mqtt is not None else None)
+            mqtt_error=mqtt.last_error if mqtt is not None else None,
+            mqtt_state=mqtt.state if mqtt is not None else "connecting")
 
     def reasons(self) -> dict[str, str]:
         return readiness(self.inputs())
@@ -110,7 +121,8 @@ class Health:
     def _readyz(self, request: Request) -> Response:
         reasons = self.reasons()
         status = HTTPStatus.SERVICE_UNAVAILABLE if reasons else HTTPStatus.OK
-        return json_response(status, {"ready": not reasons, "reasons": reasons,
+        mqtt = self.inputs().mqtt_state if self.mqtt_enabled else "off"
+        return json_response(status, {"ready": not reasons, "reasons": reasons, "mqtt": mqtt,
                                       "calls": len(self.ingest.calls),
                                       "max_calls": self.ingest.config.max_calls},
                              [("Cache-Control", "no-store")])

@@ -104,6 +104,9 @@ PeerGuard = Callable[[str, Request], Refusal | None]
 
 def secret_matches(given: str | None, expected: str) -> bool:
     """Constant-time comparison, so response timing does not leak the secret's prefix."""
+    # An empty secret matches nothing (config refuses one; this is the second line).
+    if not expected:
+        return False
     # Header values that are not ASCII arrive surrogate-escaped: compare their raw bytes.
     return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
                                                      expected.encode())
@@ -146,6 +149,10 @@ class Listen:
     port_hint: str  # how to choose another port, in that error
     tls_cert: str | None = None  # PEM certificate chain: serve wss:// / https://
     tls_key: str | None = None  # its PEM private key
+    # WebSocket keepalive (websockets' defaults) and how long a close handshake may take.
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    close_timeout_s: float = 10.0
 
     @property
     def scheme(self) -> str:
@@ -239,7 +246,10 @@ class HttpEdge:
         try:
             self._server = await serve(self._dispatch, listen.host, listen.port,
                                        process_request=self._process_request,
-                                       max_size=listen.max_message_bytes, ssl=tls)
+                                       max_size=listen.max_message_bytes, ssl=tls,
+                                       ping_interval=listen.ping_interval_s,
+                                       ping_timeout=listen.ping_timeout_s,
+                                       close_timeout=listen.close_timeout_s)
         except OSError as exc:
             raise PublisherError(f"cannot listen on {listen.host}:{listen.port} for "
                                  f"{listen.purpose} ({exc}); {listen.port_hint}") from exc

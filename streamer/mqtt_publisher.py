@@ -21,11 +21,16 @@ reason, counted (``dead_lettered``), kept in ``dead_letters`` (the latest
 ``DEAD_LETTERS_KEPT``) and appended to ``mqtt.dead_letter_path`` if set; the publisher
 goes on with the next event instead of retrying one event forever.
 
-Credentials: a broker that refuses the username/password (CONNACK "bad user name or
-password" / "not authorized") is reported as an authentication error, not as an
-unreachable broker (``auth_failed``); the publisher keeps retrying at
-``reconnect_max_s``. ``undelivered`` says how many events never reached the broker (the
-CLI exits non-zero when it is not 0 at shutdown).
+Credentials: a broker that refuses the username/password (a CONNACK "bad user name or
+password" / "not authorized") is reported as an authentication error (``state``
+"auth_refused"); only a CONNACK says so: a broker that is down, restarting or drops the
+connection is "unreachable" (paho's "no connection" error is code 4 too, which is why the
+CONNACK is told apart by its exception type, not its number). ``/readyz`` and the next
+``online`` status say which it was. Retries back off exponentially with jitter
+(``streamer.backoff``: ``reconnect_min_s`` doubling to ``reconnect_max_s``, times a factor
+in [1 - ``reconnect_jitter``, 1]); refused credentials wait ``reconnect_max_s``.
+``undelivered`` says how many events never reached the broker (the CLI exits non-zero
+when it is not 0 at shutdown).
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 
+from streamer.backoff import Backoff
 from streamer.bus import EventBus
 from streamer.config import MqttConfig
 from streamer.errors import PublisherError
@@ -56,15 +63,22 @@ PUBLISH_TIMEOUT_S = 5.0
 DEAD_LETTERS_KEPT = 1000
 # CONNACK codes for refused credentials: MQTT 3.1.1 (4, 5) and MQTT 5 (0x86, 0x87).
 AUTH_REFUSED = frozenset({4, 5, 0x86, 0x87})
+# Connection states (``MqttPublisher.state``, /readyz, the ``online`` status after an outage).
+CONNECTING, CONNECTED, UNREACHABLE, AUTH_REFUSED_STATE = (
+    "connecting", "connected", "unreachable", "auth_refused")
 
 
 def topic_part(value: object) -> str:
-    """Stream ids and channels become single topic levels: no '/', '+', '#', spaces,
-    controls (a NUL makes the broker drop the connection) or unencodable characters."""
+    """Stream ids and channels become single topic levels, escaped reversibly (so two ids
+    never share a topic): '%', '/', '+', '#', spaces, controls (a NUL makes the broker drop
+    the connection) and unencodable characters become %XX of their UTF-8 bytes, as in
+    URLs ("q a" -> "q%20a", "q_a" stays); the empty string becomes "%"."""
     text = value if isinstance(value, str) else str(value)
-    safe = "".join(c if c.isprintable() and not c.isspace() and c not in "/+#" else "_"
+    if not text:
+        return "%"
+    return "".join(c if c.isprintable() and not c.isspace() and c not in "%/+#"
+                   else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
                    for c in text)
-    return safe or "_"
 
 
 def event_topic(prefix: str, event: Event) -> str:
@@ -72,9 +86,14 @@ def event_topic(prefix: str, event: Event) -> str:
                      topic_part(event.get("channel")), topic_part(event.get("type"))])
 
 
-def status_payload(state: str, wall_time: float | None = None) -> str:
-    return json.dumps({"schema": SCHEMA_VERSION, "state": state,
-                       "wall_time": time.time() if wall_time is None else wall_time})
+def status_payload(state: str, wall_time: float | None = None,
+                   after: dict[str, str] | None = None) -> str:
+    """The retained status; ``after``: why the previous connection attempts failed."""
+    body: dict[str, Any] = {"schema": SCHEMA_VERSION, "state": state,
+                            "wall_time": time.time() if wall_time is None else wall_time}
+    if after:
+        body["after"] = after
+    return json.dumps(body)
 
 
 @dataclass(frozen=True)
@@ -124,9 +143,11 @@ def mqtt_tls(config: MqttConfig) -> ssl.SSLContext | None:
 
 def refused_credentials(exc: aiomqtt.MqttError) -> bool:
     """True when the broker answered CONNACK with "bad user name or password"/"not
-    authorized" (aiomqtt raises MqttCodeError with the reason code)."""
-    rc = getattr(exc, "rc", None)
-    value = getattr(rc, "value", rc)
+    authorized". Only ``MqttConnectError`` carries a CONNACK code: other errors carry
+    paho's client codes, where 4 is "no connection" (a broker that is down)."""
+    if not isinstance(exc, MqttConnectError):
+        return False
+    value = getattr(exc.rc, "value", exc.rc)
     return isinstance(value, int) and value in AUTH_REFUSED
 
 
@@ -143,7 +164,10 @@ class MqttPublisher:
         self.sent = 0
         self.connected = False
         self.auth_failed = False
+        self.state = CONNECTING
         self.last_error: str | None = None
+        self.backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s,
+                               config.reconnect_jitter)
         self.dead_lettered = 0
         self.dead_letters: collections.deque[DeadLetter] = collections.deque(
             maxlen=DEAD_LETTERS_KEPT)
@@ -176,7 +200,7 @@ class MqttPublisher:
         )
 
     async def run(self) -> None:
-        backoff = self.config.reconnect_min_s
+        after: dict[str, str] | None = None  # the failure before this connection
         while True:
             try:
                 now = time.time()
@@ -186,10 +210,13 @@ class MqttPublisher:
                         log.info("MQTT broker %s:%d accepts the credentials now",
                                  self.config.host, self.config.port)
                     self.auth_failed = False
+                    self.state = CONNECTED
                     log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
-                    backoff = self.config.reconnect_min_s
-                    await client.publish(self.status_topic, status_payload("online", now),
+                    self.backoff.reset()
+                    await client.publish(self.status_topic,
+                                         status_payload("online", now, after),
                                          qos=1, retain=True)
+                    after = None
                     try:
                         await self._forward(client)
                     finally:
@@ -198,25 +225,30 @@ class MqttPublisher:
                             await asyncio.shield(self._say_offline(client))
             except aiomqtt.MqttError as exc:
                 self.connected = False
-                self.last_error = str(exc)
                 if refused_credentials(exc):
-                    backoff = self.config.reconnect_max_s
+                    self.backoff.saturate()  # retrying soon will not fix a password
+                    wait = self.backoff.next_s()
                     if not self.auth_failed:
                         log.error(
                             "MQTT broker %s:%d refused the credentials (%s): authentication "
                             "error; check mqtt.username and mqtt.password. %d events buffered; "
-                            "retrying every %.0f s", self.config.host, self.config.port, exc,
-                            self.pending, backoff)
+                            "retrying about every %.0f s", self.config.host, self.config.port,
+                            exc, self.pending, self.config.reconnect_max_s)
                     self.auth_failed = True
+                    self.state = AUTH_REFUSED_STATE
                     self.last_error = f"authentication refused by the broker ({exc})"
                 else:
                     self._count_failed_attempt(exc)
+                    wait = self.backoff.next_s()
+                    self.auth_failed = False
+                    self.state = UNREACHABLE
+                    self.last_error = f"broker unreachable ({exc})"
                     log.warning(
-                        "MQTT broker %s:%d unavailable (%s); %d events buffered, retrying in "
-                        "%.1f s", self.config.host, self.config.port, exc, self.pending,
-                        backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.config.reconnect_max_s)
+                        "MQTT broker %s:%d unreachable (%s): not an authentication error; "
+                        "%d events buffered, retrying in %.1f s", self.config.host,
+                        self.config.port, exc, self.pending, wait)
+                after = {"state": self.state, "error": self.last_error}
+                await asyncio.sleep(wait)
 
     def _count_failed_attempt(self, exc: aiomqtt.MqttError) -> None:
         """The connection failed while the in-flight event was being published."""

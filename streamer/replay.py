@@ -8,6 +8,7 @@ AudioHook) at ``pace`` times real time; the server publishes the events as for a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -82,8 +83,9 @@ async def replay(path: str, protocol: ReplayProtocol, url: str | None = None,
     ``token``: the raw-PCM bearer token, the Twilio auth token (the handshake is signed
     for ``signed_url``, default ``url`` as wss://) or the AudioHook API key.
     """
-    if pace <= 0:
-        raise ReplayError(f"--pace must be > 0 (1 = real time), got {pace}")
+    if not (math.isfinite(pace) and pace > 0):  # NaN compares False with everything
+        raise ReplayError(f"--pace must be a finite number > 0 (1 = real time, 4 = four "
+                          f"times faster), got {pace}")
     url = url or default_url(protocol)
     call = load_call(path, stream_id or Path(path).stem, protocol)
     try:

@@ -103,6 +103,10 @@ def enrolment_audio(name: str, path: str) -> np.ndarray:
     if len(audio) < MIN_ENROLMENT_S * SAMPLE_RATE:
         raise ConfigError(f"speakers.enrol {name!r}: '{path}' has {len(audio) / SAMPLE_RATE:.2f}"
                           f" s of audio; give at least {MIN_ENROLMENT_S:g} s of their voice")
+    if not np.isfinite(audio).all():
+        raise ConfigError(f"speakers.enrol {name!r}: '{path}' is invalid audio: it holds NaN "
+                          "or infinite samples (a damaged or mis-written float file); give "
+                          "a recording of their voice")
     if rms_dbfs(audio) < SILENT_DBFS:
         raise ConfigError(f"speakers.enrol {name!r}: '{path}' is silent; give a recording "
                           "of their voice")
@@ -214,13 +218,15 @@ class Runtime:
         self.config = config
         self.bus = EventBus(config.bus.subscriber_queue, config.bus.redact_digit_runs,
                             config.bus.replay_events)
-        # Alerts and call summaries (streamer/supervisor.py), fed from the bus.
-        self.supervisor = Supervisor(config.alerts, self.bus) if config.alerts.enabled else None
         # The models loaded here, or remote stages (streamer.scale: Ray Serve deployments).
         inference = (LocalInference(config, models.asr, models.emotion, models.asr_8k)
                      if isinstance(models, Models) else models)
         speakers = models.speakers if isinstance(models, Models) else load_speakers(config)
         self.recognizer = Recognizer(config, inference, self.bus, speakers)
+        # Alerts and call summaries (streamer/supervisor.py), fed from the bus; rules on
+        # labels the model does not have are refused here, at start.
+        self.supervisor = Supervisor(config.alerts, self.bus, self.recognizer.facts.labels) \
+            if config.alerts.enabled else None
         # The deployment statistics' file (Ray fusion replicas keep theirs in memory).
         self.adaptation: AdaptationStore | None = open_store(
             config, models.emotion, persist_adaptation) \

@@ -16,13 +16,19 @@ bounded per call
 from __future__ import annotations
 
 import collections
-import re
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+import regex
+
 from streamer.alerts import CALL_CHANNEL, SEVERITY_RANK, slope_per_min
 from streamer.events import SCHEMA_VERSION, Event
+
+log = logging.getLogger(__name__)
+
+QUEUE_MATCH_TIMEOUT_S = 0.05  # alerts.queue_pattern on one stream id, at most
 
 RECENT_VALUES = 30  # per party and dimension: what a sparkline shows
 Reason = Literal["interval", "request", "ended"]
@@ -130,11 +136,25 @@ class CallSummaries:
                  queue_pattern: str | None = None) -> None:
         self.interval_s = interval_s  # 0: no periodic summaries
         self.trend_window_s = trend_window_s
-        self._queue = re.compile(queue_pattern) if queue_pattern else None
+        self._queue = regex.compile(queue_pattern) if queue_pattern else None
         self.calls: dict[str, Call] = {}
+        self.queue_timeouts = 0  # stream ids the pattern took too long on (no queue)
 
     def queue_of(self, stream_id: str) -> str | None:
-        match = self._queue.search(stream_id) if self._queue else None
+        """The queue ``alerts.queue_pattern`` finds in the stream id. A pattern that
+        backtracks catastrophically (ReDoS: '(a+)+$' on a client's id) is stopped after
+        QUEUE_MATCH_TIMEOUT_S, so one id costs at most that, once per call."""
+        if self._queue is None:
+            return None
+        try:
+            match = self._queue.search(stream_id, timeout=QUEUE_MATCH_TIMEOUT_S)
+        except TimeoutError:
+            self.queue_timeouts += 1
+            log.warning("alerts.queue_pattern took more than %.0f ms on a stream id (%d so "
+                        "far); that call has no queue. Simplify the pattern (no nested "
+                        "repetition such as '(a+)+')", QUEUE_MATCH_TIMEOUT_S * 1000,
+                        self.queue_timeouts)
+            return None
         return match.group("queue") if match else None
 
     def _call(self, stream_id: str) -> Call:

@@ -45,10 +45,13 @@ INPUT_TYPES = frozenset({"stream.started", "stream.ended", "utterance.partial",
 
 
 class Supervisor:
-    def __init__(self, config: AlertsConfig, bus: EventBus) -> None:
+    def __init__(self, config: AlertsConfig, bus: EventBus,
+                 labels: tuple[str, ...] | None = None) -> None:
+        """``labels``: the emotion model's; rules on other labels are refused."""
         self.config = config
         self.bus = bus
-        self.engine = AlertEngine(load_rules(config.rules, config.rules_file))
+        self.labels = labels
+        self.engine = AlertEngine(load_rules(config.rules, config.rules_file, labels))
         self.summaries = CallSummaries(config.summary_interval_s,
                                        queue_pattern=config.queue_pattern)
         self._sub = bus.subscribe("supervisor", lambda e: e.get("type") in INPUT_TYPES,
@@ -132,7 +135,7 @@ class Supervisor:
     def reload(self, now: float) -> bool:
         """Load the rules file again; False (logged, old rules kept) when it is bad."""
         try:
-            rules = load_rules(None, self.config.rules_file)
+            rules = load_rules(None, self.config.rules_file, self.labels)
         except ConfigError as exc:
             self.reload_errors += 1
             log.error("alerts: not reloaded, the %d running rules stay: %s",

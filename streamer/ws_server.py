@@ -28,8 +28,15 @@ Slow subscribers: while a client does not read, the server's send waits (TCP and
 library's buffers are full) and the client's bus queue (``bus.subscriber_queue``) drops
 its oldest events; when the client reads again it first gets ``subscriber.lagged`` with
 the count. A client that takes nothing for ``websocket.send_timeout_s`` is closed with
-1008 ("too slow"). Counted: ``events_dropped`` (all subscribers), ``lagged_notices``,
-``dropped_subscribers``.
+1008 ("too slow"); one that stops answering pings (no events to send, so no send to time
+out) gets a ping after ``send_timeout_s`` without events and is closed the same way
+if it does not answer within ``send_timeout_s`` (websockets' own keepalive, 20 s + 20 s, is
+the backstop). The close handshake may take ``CLOSE_TIMEOUT_S``.
+A subscriber closed by the server (too slow, keepalive) or that vanished is logged with
+the events it never got. Counted: ``events_dropped`` (all subscribers), ``lagged_notices``,
+``dropped_subscribers``, ``events_undelivered`` (queued or dropped at the close).
+At most ``websocket.max_subscribers_per_address`` subscribers per client IP (503).
+``websocket.host`` beyond loopback without ``websocket.token`` is warned about at start.
 
 Other components (the dashboard) add WebSocket routes with ``add_route`` and plain
 HTTP routes with ``add_http`` on the same port; listening, routing, authentication
@@ -39,6 +46,8 @@ and error responses are ``streamer.http_edge.HttpEdge``'s.
 from __future__ import annotations
 
 import asyncio
+import collections
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
@@ -63,6 +72,7 @@ from streamer.http_edge import (
     Listen,
     Refusal,
     audit,
+    peer_host,
     token_guard,
 )
 from streamer.validation import InvalidClientString, check_identifier, shown
@@ -71,6 +81,7 @@ log = logging.getLogger(__name__)
 
 MAX_FILTER_ITEMS = 256
 CLOSE_TOO_SLOW = 1008
+CLOSE_TIMEOUT_S = 2.0  # a subscriber being closed gets this long for the close handshake
 # A subscriber request handler: the message in, the events for that subscriber out; a
 # ValueError is answered with an ``error`` message.
 RequestHandler = Callable[[dict[str, Any]], list[Event]]
@@ -155,6 +166,16 @@ def _request(raw: str | bytes) -> dict[str, Any] | None:
     return message if isinstance(message, dict) else None
 
 
+def is_loopback(host: str) -> bool:
+    """True for 'localhost' and loopback addresses; False for 0.0.0.0, :: and the rest."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 class WebSocketServer:
     """Serves subscribers and any routes other components register. Use ``async with``."""
 
@@ -166,9 +187,12 @@ class WebSocketServer:
             purpose="WebSocket subscribers",
             port_hint="choose another port with --set websocket.port=N or disable it with "
                       "--set websocket.enabled=false",
-            tls_cert=config.tls_cert, tls_key=config.tls_key))
+            tls_cert=config.tls_cert, tls_key=config.tls_key,
+            close_timeout_s=CLOSE_TIMEOUT_S))
         self.faults = FaultLog("WebSocket subscribers")
         self.subscribers = 0
+        self.by_address: collections.Counter[str] = collections.Counter()
+        self.events_undelivered = 0  # queued or dropped for subscribers when they closed
         self.refused_busy = 0
         self.events_dropped = 0  # bus-queue overflow of closed subscribers (open: sub.dropped)
         self.lagged_notices = 0
@@ -180,7 +204,13 @@ class WebSocketServer:
         def events_guard(request: Request) -> Refusal | None:
             return token(request) or self._admit(request)
 
-        self.edge.add_websocket("/events", self._serve_subscriber, events_guard)
+        self.edge.add_websocket("/events", self._serve_subscriber, events_guard,
+                                peer_guard=self._admit_address)
+        if config.enabled and config.token is None and not is_loopback(config.host):
+            log.warning("WebSocket subscribers listen on %s without websocket.token: anyone "
+                        "who can reach port %d reads every call's events (transcripts "
+                        "included); set websocket.token, or websocket.host=127.0.0.1",
+                        config.host, config.port)
 
     def add_route(self, path: str, handler: Handler, token: str | None) -> None:
         """Route WebSocket connections on ``path`` to ``handler``; ``token`` guards it."""
@@ -222,6 +252,16 @@ class WebSocketServer:
                            reason="bad_filter")
         return None
 
+    def _admit_address(self, address: str, request: Request) -> Refusal | None:
+        most = self.config.max_subscribers_per_address
+        if most is not None and self.by_address[address] >= most:
+            self.refused_busy += 1
+            return Refusal(HTTPStatus.SERVICE_UNAVAILABLE,
+                           f"this address already has {self.by_address[address]} subscribers "
+                           "(websocket.max_subscribers_per_address); close one or retry later",
+                           (("Retry-After", "5"),), reason="max_subscribers_per_address")
+        return None
+
     def _hello(self) -> str:
         hello = control("hello", server="emotion-stream", streams=self.bus.streams.as_list())
         try:
@@ -235,6 +275,9 @@ class WebSocketServer:
         sub = self.bus.subscribe(f"ws:{ws.remote_address}", filt.accept)
         history = self.bus.recent_events()  # taken with the subscription: no gap, no repeat
         self.subscribers += 1
+        address = peer_host(ws)
+        self.by_address[address] += 1
+        too_slow = False
         audit("subscriber connected", route="/events", remote=ws.remote_address,
               identity="token" if self.config.token else "anonymous")
         try:
@@ -249,13 +292,34 @@ class WebSocketServer:
             await asyncio.gather(*pending, return_exceptions=True)
             for task in done:
                 exc = task.exception()
+                too_slow = too_slow or isinstance(exc, SubscriberTooSlow)
                 if exc is not None and not isinstance(exc, ConnectionClosed
                                                       | SubscriberTooSlow):
                     raise exc
         finally:
             self.subscribers -= 1
+            self.by_address[address] -= 1
+            if self.by_address[address] <= 0:
+                del self.by_address[address]
             self.events_dropped += sub.dropped
+            self._report_close(ws, sub, too_slow)
             sub.close()
+
+    def _report_close(self, ws: ServerConnection, sub: Any, too_slow: bool) -> None:
+        """A subscriber that did not leave normally (closed by the keepalive, or its
+        connection lost) is logged and counted with the events it never got; one closed as
+        too slow was logged already."""
+        undelivered = sub.dropped + sub.qsize()
+        self.events_undelivered += undelivered
+        code = ws.close_code
+        if too_slow or code in (1000, 1001):
+            return
+        self.dropped_subscribers += 1
+        log.warning("WebSocket subscriber %s closed (code %s%s) with %d events it never got "
+                    "(%d dropped from its queue, %d still queued); a reader that stops "
+                    "answering pings is closed after 2 x websocket.send_timeout_s",
+                    ws.remote_address, code, f", {ws.close_reason}" if ws.close_reason else "",
+                    undelivered, sub.dropped, sub.qsize())
 
     async def _replay(self, ws: ServerConnection, filt: SubscriberFilter,
                       history: list[Event]) -> None:
@@ -290,7 +354,11 @@ class WebSocketServer:
 
     async def _write_events(self, ws: ServerConnection, sub: Any) -> None:
         while True:
-            event = await sub.get()
+            try:  # get() is cancel-safe: an event is never lost to the timeout
+                event = await asyncio.wait_for(sub.get(), self.config.send_timeout_s)
+            except TimeoutError:
+                await self._probe(ws, sub)
+                continue
             dropped = sub.take_dropped()
             if dropped:
                 self.lagged_notices += 1
@@ -304,6 +372,23 @@ class WebSocketServer:
             await self._send(ws, text, sub)
             self.events_sent += 1
 
+    async def _probe(self, ws: ServerConnection, sub: Any) -> None:
+        """Nothing to send for a while: a ping, so a client that stopped reading is found
+        (and its slot freed) within 2 x ``send_timeout_s``, not websockets' 40 s."""
+        timeout = self.config.send_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await (await ws.ping())
+        except TimeoutError:
+            await self._too_slow(ws, sub, f"answered no ping for {timeout:g} s")
+
+    async def _too_slow(self, ws: ServerConnection, sub: Any, what: str) -> None:
+        self.dropped_subscribers += 1
+        log.warning("WebSocket subscriber %s %s (%d events dropped so far); closing it",
+                    ws.remote_address, what, sub.dropped)
+        await ws.close(CLOSE_TOO_SLOW, f"too slow: {what} (websocket.send_timeout_s)")
+        raise SubscriberTooSlow
+
     async def _send(self, ws: ServerConnection, text: str, sub: Any) -> None:
         """Send, or close a client that has taken nothing for ``send_timeout_s``."""
         timeout = self.config.send_timeout_s
@@ -311,12 +396,7 @@ class WebSocketServer:
             # Cancelling only interrupts the wait for buffer space: the frame is whole.
             await asyncio.wait_for(ws.send(text), timeout)
         except TimeoutError:
-            self.dropped_subscribers += 1
-            log.warning("WebSocket subscriber %s took no data for %.0f s (%d events dropped "
-                        "so far); closing it", ws.remote_address, timeout, sub.dropped)
-            await ws.close(CLOSE_TOO_SLOW, f"too slow: took no data for {timeout:.0f} s "
-                                           "(websocket.send_timeout_s)")
-            raise SubscriberTooSlow from None
+            await self._too_slow(ws, sub, f"took no data for {timeout:g} s")
 
 
 __all__ = ["WebSocketServer", "SubscriberFilter", "subscribe_reply", "SCHEMA_VERSION",

@@ -255,11 +255,25 @@ class IngestServer:
             return (key.removeprefix("ingest."),
                     f"this server already serves {self.by_protocol[name]} {name} calls "
                     f"({key}); retry later or on another server")
+        kept = self._reserved_for_others(name)
+        if kept and self.connections + kept >= self.config.max_calls:
+            return ("max_calls", f"this server serves {self.connections} calls and keeps its "
+                                 f"other {self.config.max_calls - self.connections} slots for "
+                                 "the other protocols (ingest.reserved_calls_per_protocol); "
+                                 "retry later or on another server")
         if per_address is not None and self.by_address[address] >= per_address:
             return ("max_calls_per_address",
                     f"this address already has {self.by_address[address]} calls "
                     "(ingest.max_calls_per_address); retry later")
         return None
+
+    def _reserved_for_others(self, name: str) -> int:
+        """Slots of ``max_calls`` kept free for the protocols other than ``name``: each
+        keeps ``reserved_calls_per_protocol`` (at most a third of max_calls) minus the
+        calls it has, so callers of two routes cannot lock the third out."""
+        reserve = min(self.config.reserved_calls_per_protocol, self.config.max_calls // 3)
+        return sum(max(0, reserve - self.by_protocol[other])
+                   for other in self.protocol_limits if other != name)
 
     def _auth_pcm(self, request: Request) -> str | None:
         return None if token_ok(self.config.token, request) else TOKEN_HINT

@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import math
 from typing import Any
 
@@ -45,9 +46,14 @@ from streamer.ingest.protocol import (
 from streamer.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode
 from streamer.validation import shown
 
+log = logging.getLogger(__name__)
+
 TRACKS = ("inbound", "outbound")
 MAX_GAP_FILL_MS = 5000  # silence inserted for a track's missing media, at most per gap
+# Silence filled in a call, at most: MAX_GAP_FILL_MS plus the audio the call really sent, so
+# timestamps that keep jumping cannot turn a few frames into hours of audio.
 GAP_TOLERANCE_MS = 60
+MAX_LOGGED_GAPS = 5  # skipped gaps logged per call; the rest are counted (gaps_skipped)
 MAX_NOTED = 100  # marks and DTMF digits kept (the latest), so a client cannot grow them
 
 
@@ -58,7 +64,8 @@ def twilio_signature(auth_token: str, url: str) -> str:
 
 
 def signature_ok(auth_token: str, url: str, signature: str | None) -> bool:
-    if not signature:
+    # With an empty key anyone can compute the signature: it proves nothing.
+    if not signature or not auth_token.strip():
         return False
     # Header values arrive surrogate-escaped when they are not ASCII: compare their bytes.
     return hmac.compare_digest(twilio_signature(auth_token, url).encode(),
@@ -73,6 +80,10 @@ class TwilioProtocol(IngestProtocol):
         self.stream_sid: str | None = None
         self.roles: dict[str, str] = {}  # track -> role
         self._received_ms: dict[str, float] = {}  # per track, audio received so far
+        self.sent_ms = 0.0  # audio the client sent (all tracks)
+        self.filled_ms = 0.0  # silence inserted for gaps (all tracks)
+        self.skipped_ms = 0.0  # gaps not filled (over the caps): the timeline jumps instead
+        self.gaps_skipped = 0
         self.marks: list[str] = []
         self.dtmf: list[str] = []
         self._messages = 0
@@ -169,12 +180,38 @@ class TwilioProtocol(IngestProtocol):
         role = self.roles[track]
         gap = self._gap_ms(track, media.get("timestamp"))
         if gap > 0:
-            silence = np.zeros(int(gap * TELEPHONY_RATE / 1000), dtype=np.float32)
-            self._emit(ChannelAudio(role, silence))
-            self._received_ms[track] += len(silence) * 1000 / TELEPHONY_RATE
+            self._fill(track, role, gap)
         samples = pcm16_to_unit(ulaw_decode(data))
         self._received_ms[track] += len(samples) * 1000 / TELEPHONY_RATE
+        self.sent_ms += len(samples) * 1000 / TELEPHONY_RATE
         self._emit(ChannelAudio(role, samples))
+
+    def _fill(self, track: str, role: str, gap: float) -> None:
+        """Fill ``gap`` ms with silence: at most MAX_GAP_FILL_MS per message (a longer gap
+        is caught up over the next messages), and in all at most MAX_GAP_FILL_MS plus the
+        audio the call sent. Beyond that the gap is skipped: the track's timeline jumps to
+        the timestamp, and the skip is logged and counted (``gaps_skipped``, ``skipped_ms``)."""
+        allowed = max(0.0, MAX_GAP_FILL_MS + self.sent_ms - self.filled_ms)
+        fill_ms = min(gap, MAX_GAP_FILL_MS, allowed)
+        samples = int(fill_ms * TELEPHONY_RATE / 1000)
+        if samples > 0:
+            self._emit(ChannelAudio(role, np.zeros(samples, dtype=np.float32)))
+        filled = samples * 1000 / TELEPHONY_RATE
+        self.filled_ms += filled
+        self._received_ms[track] += filled
+        if allowed >= gap:
+            return
+        skipped = gap - filled
+        self._received_ms[track] += skipped
+        self.gaps_skipped += 1
+        self.skipped_ms += skipped
+        if self.gaps_skipped <= MAX_LOGGED_GAPS:
+            log.warning("twilio %s: track %s media timestamp jumped %.0f ms ahead; filled "
+                        "%.0f ms of silence and skipped %.0f ms (silence filled in a call is "
+                        "at most %d ms more than the audio it sent)%s", self.stream_sid, track,
+                        gap, filled, skipped, MAX_GAP_FILL_MS,
+                        "; further skips are counted only"
+                        if self.gaps_skipped == MAX_LOGGED_GAPS else "")
 
     def _gap_ms(self, track: str, timestamp: Any) -> float:
         """Twilio may skip media for a silent track; keep the parties' timelines aligned."""
@@ -185,4 +222,4 @@ class TwilioProtocol(IngestProtocol):
         if not math.isfinite(at):
             return 0.0
         gap = at - self._received_ms[track]
-        return min(gap, MAX_GAP_FILL_MS) if gap > GAP_TOLERANCE_MS else 0.0
+        return gap if gap > GAP_TOLERANCE_MS else 0.0

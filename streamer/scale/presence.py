@@ -28,9 +28,10 @@ from typing import Any
 
 import aiomqtt
 
+from streamer.backoff import Backoff
 from streamer.config import MqttConfig
 from streamer.events import SCHEMA_VERSION, Event, stream_ended
-from streamer.mqtt_publisher import PUBLISH_TIMEOUT_S, mqtt_tls, topic_part
+from streamer.mqtt_publisher import PUBLISH_TIMEOUT_S, mqtt_tls, refused_credentials, topic_part
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +69,25 @@ class ReplicaPresence:
             tls_context=tls, tls_insecure=c.tls_insecure if c.tls else None)
 
     async def run(self) -> None:
-        backoff = self.config.reconnect_min_s
+        c = self.config
+        backoff = Backoff(c.reconnect_min_s, c.reconnect_max_s, c.reconnect_jitter)
         while True:
             try:
                 async with self._client() as client:
-                    backoff = self.config.reconnect_min_s
+                    backoff.reset()
                     try:
                         await self._follow(client)
                     finally:  # a clean stop: nothing to end for anyone
                         await asyncio.shield(self._clear(client))
             except aiomqtt.MqttError as exc:
-                log.warning("presence of replica %s: MQTT broker %s:%d unavailable (%s); "
-                            "retrying in %.1f s", self.replica, self.config.host,
-                            self.config.port, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.config.reconnect_max_s)
+                if refused_credentials(exc):
+                    backoff.saturate()
+                wait = backoff.next_s()
+                log.warning("presence of replica %s: MQTT broker %s:%d %s (%s); retrying in "
+                            "%.1f s", self.replica, c.host, c.port,
+                            "refused the credentials" if refused_credentials(exc)
+                            else "unreachable", exc, wait)
+                await asyncio.sleep(wait)
 
     async def _follow(self, client: aiomqtt.Client) -> None:
         last: Calls | None = None

@@ -51,7 +51,7 @@ def app_config(tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
     bundle = bundle_ref(tmp_path_factory.mktemp("bundle"))
     return load_config(None, [f"emotion.bundle={bundle}", "ingest.port=0", "websocket.port=0",
                               "stdout.enabled=false", "ingest.warmup=false",
-                              "ingest.token=pcm", "ingest.audiohook_api_key=ah"])
+                              "ingest.token=pcm-token", "ingest.audiohook_api_key=ah-api-key"])
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ async def test_stereo_call_as_twilio_and_audiohook_gives_per_party_events(
     hook_call = two_party_call("0b7c1f0e-1111-2222-3333-444455556666", *turns)
     reports = await asyncio.gather(
         send_twilio(f"{base}/ingest/twilio", twilio_call, pace=3),
-        send_audiohook(f"{base}/ingest/audiohook", hook_call, pace=3, api_key="ah"))
+        send_audiohook(f"{base}/ingest/audiohook", hook_call, pace=3, api_key="ah-api-key"))
     assert [m["type"] for m in reports[1].replies] == ["opened", "closed"]
     ids = [twilio_call.stream_id, hook_call.stream_id]
     await wait_until(lambda: len(sub.of("stream.ended")) == 4, 120)
@@ -181,9 +181,9 @@ async def test_twenty_concurrent_calls_every_utterance_accounted_for(
             senders.append(send_twilio(f"{base}/ingest/twilio", call, pace=2))
         elif i % 3 == 1:
             senders.append(send_audiohook(f"{base}/ingest/audiohook", call, pace=2,
-                                          api_key="ah"))
+                                          api_key="ah-api-key"))
         else:
-            senders.append(send_pcm(f"{base}/ingest/pcm", call, pace=2, token="pcm"))
+            senders.append(send_pcm(f"{base}/ingest/pcm", call, pace=2, token="pcm-token"))
     await asyncio.gather(*senders)
     await wait_until(lambda: len([e for e in sub.of("stream.ended")
                                   if e["stream_id"].startswith("load")]) == 40, 400)

@@ -43,6 +43,21 @@ def test_errors_are_reported_without_a_traceback(tmp_path: Path,
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
 
+def test_a_missing_training_extra_is_named_with_the_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The service's install has no scikit-learn/matplotlib/jiwer: emotion-train says which
+    is missing and how to install them, before any work."""
+    import offline_training.cli as cli
+
+    monkeypatch.setattr(cli, "TRAIN_EXTRAS", ("sklearn", "not_an_installed_module"))
+    out = tmp_path / "m.jsonl"
+    assert main(["prepare", "synth", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not_an_installed_module not installed" in err and "emotion-stream[train]" in err
+    assert "sklearn" not in err.split("not installed")[0] and not out.exists()
+
+
 def test_ablate_export_evaluate(tiny: TinyCorpus, tmp_path: Path) -> None:
     common = ["--corpus", "synth", "--root", str(tiny.root), "--cache", str(tiny.cache),
               "--transcripts", "asr", "--threads", "2"]

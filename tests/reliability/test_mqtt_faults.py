@@ -65,7 +65,7 @@ async def test_rejected_and_unencodable_events_are_dead_lettered(make_broker,  #
     ids = [e["utterance_id"] for e in got]
     assert ids == ["s1/mono/0", "s1/a\x00b/3", "s1/mono/4"]
     topics = {str(m.topic) for m in collector.messages}
-    assert "emo/s1/a_b/utterance.emotion" in topics
+    assert "emo/s1/a%00b/utterance.emotion" in topics
     assert publisher.dead_lettered == 2 and publisher.sent >= 3
     reasons = {letter.event["utterance_id"]: letter.reason for letter in publisher.dead_letters}
     assert "dropped the connection" in reasons["s1/mono/1"]

@@ -70,8 +70,8 @@ APP = "emotion-stream"
 # emotion.adaptation=false: the deployment statistics follow the order in which utterances of
 # concurrent calls reach the fusion model, which batching changes between the two paths; these
 # tests compare the paths' plumbing, so both serve the training population's statistics.
-COMMON = ["stdout.enabled=false", "asr.speculative=false", "ingest.token=pcm",
-          "ingest.audiohook_api_key=ah", "alerts.enabled=false", "emotion.adaptation=false"]
+COMMON = ["stdout.enabled=false", "asr.speculative=false", "ingest.token=pcm-token",
+          "ingest.audiohook_api_key=ah-api-key", "alerts.enabled=false", "emotion.adaptation=false"]
 PACE = 2.0  # twice real time: the 2-core machine runs the reference and the cluster
 
 
@@ -173,9 +173,9 @@ async def send(protocol: str, base: str, call: CallAudio, pace: float = PACE,
         return await send_twilio(f"{base}/ingest/twilio", call, pace,
                                  disconnect_at_s=disconnect_at_s)
     if protocol == "audiohook":
-        return await send_audiohook(f"{base}/ingest/audiohook", call, pace, api_key="ah",
+        return await send_audiohook(f"{base}/ingest/audiohook", call, pace, api_key="ah-api-key",
                                     disconnect_at_s=disconnect_at_s)
-    return await send_pcm(f"{base}/ingest/pcm", call, pace, token="pcm",
+    return await send_pcm(f"{base}/ingest/pcm", call, pace, token="pcm-token",
                           disconnect_at_s=disconnect_at_s)
 
 

@@ -20,7 +20,7 @@ from streamer.runtime import Models, load_models
 # The small shipped bundle and one thread each: fast to load on a 2-core machine.
 BASE_OVERRIDES = ["emotion.bundle=builtin:synthetic", "asr.cpu_threads=1",
                   "emotion.torch_threads=1", "ingest.port=0", "websocket.port=0",
-                  "stdout.enabled=false", "ingest.warmup=false", "ingest.token=pcm"]
+                  "stdout.enabled=false", "ingest.warmup=false", "ingest.token=pcm-token"]
 
 
 def ops_config(*overrides: str) -> AppConfig:
@@ -73,7 +73,7 @@ def total(samples: Scrape, name: str, **labels: str) -> float:
                if n == name and set(labels.items()) <= set(ls))
 
 
-async def hold_pcm_call(port: int, stream_id: str, token: str = "pcm") -> ClientConnection:
+async def hold_pcm_call(port: int, stream_id: str, token: str = "pcm-token") -> ClientConnection:
     """Open a raw PCM call and leave it open (no audio): it holds one call slot."""
     ws = await connect(f"ws://127.0.0.1:{port}/ingest/pcm",
                        additional_headers={"Authorization": f"Bearer {token}"})

@@ -88,7 +88,7 @@ async def test_angry_customer_alert_once_on_websocket_and_mqtt_then_cleared(
         broker: Broker) -> None:
     config = load_config(None, [
         "ingest.port=0", "websocket.port=0", "stdout.enabled=false", "ingest.warmup=true",
-        "ingest.token=pcm", f"alerts.rules={RULES}", "alerts.summary_interval_s=2",
+        "ingest.token=pcm-token", f"alerts.rules={RULES}", "alerts.summary_interval_s=2",
         "mqtt.enabled=true", f"mqtt.port={broker.port}", "mqtt.prefix=calls"])
     models = load_models(config)
     angry_call = call_audio("angry-1", [
@@ -126,8 +126,8 @@ async def test_angry_customer_alert_once_on_websocket_and_mqtt_then_cleared(
         await asyncio.wait_for(subscribed.wait(), 10)
         await asyncio.sleep(0.5)  # both readers subscribed
         url = f"ws://127.0.0.1:{svc.ingest.port}/ingest/pcm"
-        await asyncio.gather(send_pcm(url, angry_call, token="pcm"),
-                             send_pcm(url, calm_call, token="pcm"))
+        await asyncio.gather(send_pcm(url, angry_call, token="pcm-token"),
+                             send_pcm(url, calm_call, token="pcm-token"))
         await wait_until(lambda: len(ws_seen.of("call.summary", "angry-1")) > 0
                          and ws_seen.of("call.summary", "angry-1")[-1][1]["reason"] == "ended",
                          120)

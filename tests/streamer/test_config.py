@@ -67,6 +67,6 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_round_trip_through_dict() -> None:
-    config = load_config(None, ["websocket.token=secret"])
+    config = load_config(None, ["websocket.token=secret-token"])
     data = to_dict(config)
-    assert data["websocket"]["token"] == "secret"
+    assert data["websocket"]["token"] == "secret-token"

@@ -162,7 +162,7 @@ async def test_sigterm_drains_a_real_serve_process(
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
             serve_args(port, "--jsonl", str(jsonl), "--set", "stdout.enabled=false", "--set",
-                       "ingest.token=pcm", "--set", "operations.listen_while_loading=true",
+                       "ingest.token=pcm-token", "--set", "operations.listen_while_loading=true",
                        "--set", "operations.drain_timeout_s=5"),
             stdout=subprocess.DEVNULL, stderr=log_file)
     try:
@@ -179,7 +179,7 @@ async def test_sigterm_drains_a_real_serve_process(
 
         call = two_party_call("sigterm-call", *turns)  # about 8 s, sent live
         sender = asyncio.create_task(send_pcm(f"ws://127.0.0.1:{port}/ingest/pcm", call,
-                                              pace=1, token="pcm"))
+                                              pace=1, token="pcm-token"))
         async with asyncio.timeout(30):
             while (await aget(port, "/healthz"))[1]["calls"] != 1:
                 await asyncio.sleep(0.1)

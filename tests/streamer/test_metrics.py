@@ -94,9 +94,9 @@ async def test_metrics_match_the_events_of_real_calls(
             send_twilio(f"ws://127.0.0.1:{port}/ingest/twilio",
                         two_party_call("CAops1", customer, agent), pace=3),
             send_pcm(f"ws://127.0.0.1:{port}/ingest/pcm",
-                     two_party_call("pcm-ops", customer, agent), pace=3, token="pcm"),
+                     two_party_call("pcm-ops", customer, agent), pace=3, token="pcm-token"),
             send_pcm(f"ws://127.0.0.1:{port}/ingest/pcm", CallAudio("tone-ops", (tone,)),
-                     pace=3, token="pcm"))
+                     pace=3, token="pcm-token"))
         await wait_until(lambda: len(sub.of("stream.ended")) == 5, 180)
         # Events may still follow the last stream.ended (alerts, call summaries), and MQTT
         # acknowledges asynchronously: scrape until both publishers have counted every

@@ -18,7 +18,7 @@ from tests.streamer.test_bus_and_events import sample_emotion
 
 
 def test_topics_are_one_level_per_part() -> None:
-    assert topic_part("call/1+#x y") == "call_1__x_y"
+    assert topic_part("call/1+#x y") == "call%2F1%2B%23x%20y"
     event = sample_emotion("call-7", "customer")
     assert event_topic("emo", event) == "emo/call-7/customer/utterance.emotion"
 

@@ -53,7 +53,7 @@ needs_ravdess = pytest.mark.needs_corpus("ravdess")
 # emotion.adaptation=false: these tests run several sources through one loaded model and
 # compare them; its deployment statistics would carry from one run into the next.
 BASE_CONFIG = ["websocket.port=0", "stdout.enabled=false", "ingest.port=0",
-               "ingest.warmup=false", "ingest.token=pcm", "emotion.adaptation=false"]
+               "ingest.warmup=false", "ingest.token=pcm-token", "emotion.adaptation=false"]
 
 
 def telephone_call(path: Path) -> Path:
@@ -112,7 +112,7 @@ async def replayed(svc: Service, sub: Subscriber, path: Path, protocol: str,
                    stream_id: str) -> list[dict[str, Any]]:
     base = f"ws://127.0.0.1:{svc.ingest.port}"
     url = {"raw": f"{base}/ingest/pcm", "twilio": f"{base}/ingest/twilio"}[protocol]
-    await replay(str(path), protocol, url=url, token="pcm" if protocol == "raw" else None,
+    await replay(str(path), protocol, url=url, token="pcm-token" if protocol == "raw" else None,
                  pace=3, stream_id=stream_id)
     async with asyncio.timeout(120):
         while not sub.of("stream.ended", stream_id):
