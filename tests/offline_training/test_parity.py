@@ -44,22 +44,23 @@ def ravdess_manifest(tmp_path: Path) -> Path:
     return manifest
 
 
-@pytest.mark.parametrize(("head", "all_layers"), [
-    ("self_mha", False),  # token-level text
-    ("shared_qk_mt", False),  # words + word spans
-    ("context_mmt", True),  # every Whisper layer (PyTorch encoder) and every text layer
-    ("linear_probe_audio", True),  # closed form, mean+std of every Whisper layer
-    ("linear_probe_affect", True),  # + the GoEmotions label scores of the transcript
+@pytest.mark.parametrize(("head", "all_layers", "window"), [
+    ("self_mha", False, "full"),  # token-level text
+    ("shared_qk_mt", False, "full"),  # words + word spans
+    ("context_mmt", True, "full"),  # every Whisper layer (PyTorch encoder) and every text layer
+    ("linear_probe_audio", True, "full"),  # closed form, mean+std of every Whisper layer
+    ("linear_probe_affect", True, "full"),  # + the GoEmotions label scores of the transcript
+    ("linear_probe_affect", True, "fit"),  # the layers in a window of the utterance's length
 ])
 def test_exported_bundle_serves_what_the_trainer_evaluated(tmp_path: Path, head: str,
-                                                           all_layers: bool) -> None:
+                                                           all_layers: bool, window: str) -> None:
     from models.encoders.whisper import load_whisper
 
     corpus = load_manifest(ravdess_manifest(tmp_path))
     utterances = list(corpus.utterances)
     cls = head_class(head)
     spec = FeatureSpec(transcripts="asr", words=cls.needs_words, audio_layers=all_layers,
-                       text_layers=all_layers)
+                       text_layers=all_layers, audio_window=window)
     features = FeatureCache(tmp_path / "cache", threads=2, progress=False).extract(
         utterances, spec)
     context = 4 if cls.needs_context else 0  # RAVDESS has no dialogs: the context is empty
@@ -79,6 +80,7 @@ def test_exported_bundle_serves_what_the_trainer_evaluated(tmp_path: Path, head:
     whisper = load_whisper("packaged:tiny.en", cpu_threads=2)
     asr = AsrEngine(AsrOptions(), whisper)
     model = EmotionModel.load(bundle, whisper_model=whisper)
+    assert model.bundle.config.audio.window == window
     inputs = []
     for utt in utterances:
         audio = load_audio(utt)
