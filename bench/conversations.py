@@ -28,6 +28,10 @@ where its words are. Per configuration it reports:
   cuts inside words are not counted); ``--telephone``: every mix through 8 kHz and back.
   ``--speaker-set encoder=packaged:campplus`` runs CAM++ (its thresholds: change 0.3,
   scan 0.15, labels 0.3).
+- ``--speaker-set segmentation=true``: pyannote segmentation-3.0 in the speaker path
+  (cuts at its changes that the encoder confirms; ``overlap_s`` per utterance), with the
+  utterances that hold an overlap of both speakers (>= 0.2 s) flagged or not
+  (``overlap_flagged``), and those flagged without one.
 - ``--enrol N``: both actors enrolled (``speakers.enrol``) with the mean of N of their
   neutral/calm clips that neither the conversation nor the actor-alone run uses; a label
   is right only when it is the dominant speaker's name (``label_is_the_enrolled_name``).
@@ -142,12 +146,15 @@ def segment(audio: np.ndarray, config: SegmenterConfig, speakers: Any = None
     started = time.process_time()
     events, end_ms = [], []
     blocks = [audio[i:i + 1600] for i in range(0, len(audio), 1600)]
+    def detector_ms() -> float:  # embeddings and segmentation runs in the segmenter
+        return speakers.stats.change_ms + speakers.stats.segment_ms if speakers else 0.0
+
     for block in [*blocks, None]:
-        before_ms = speakers.stats.change_ms if speakers is not None else 0.0
+        before_ms = detector_ms()
         out = seg.push(block) if block is not None else seg.flush()
         ended = [e for e in out if isinstance(e, Utterance) and e.cut_reason != "speaker_change"]
         if speakers is not None and ended:
-            end_ms.append(speakers.stats.change_ms - before_ms)
+            end_ms.append(detector_ms() - before_ms)
         events += out
     cpu = time.process_time() - started
     return [e for e in events if isinstance(e, Utterance)], cpu, end_ms
@@ -188,6 +195,21 @@ def label_accuracy(utts: list[Utterance], placed: list[Placed], labels: list[str
     mapping = {label: max(v, key=lambda s: v[s]) for label, v in votes.items()}
     right = sum(mapping[label] == speaker for label, speaker in zip(labels, truth, strict=True))
     return {"labelled": len(labels), "label_right": right, "labels_used": len(votes)}
+
+
+def overlap_flags(utts: list[Utterance], placed: list[Placed], flagged: list[float | None]
+                  ) -> dict[str, int]:
+    """Utterances holding >= 0.2 s where both speakers talk, and how many of them (and of
+    the others) have overlapped speech on their event (``speakers.segmentation``)."""
+    spans = [(nxt.start, min(p.end, nxt.end)) for p, nxt in zip(placed, placed[1:],
+                                                                strict=False)
+             if nxt.speaker != p.speaker and nxt.start < p.end]
+    truth = [sum(overlap((u.t_start, u.t_end), span) for span in spans) >= 0.2 for u in utts]
+    marked = [bool(f) for f in flagged]
+    return {"utterances_with_overlap": sum(truth),
+            "overlap_flagged": sum(t and m for t, m in zip(truth, marked, strict=True)),
+            "overlap_flagged_without_one": sum(m and not t
+                                               for t, m in zip(truth, marked, strict=True))}
 
 
 def named_right(utts: list[Utterance], placed: list[Placed], labels: list[str]) -> int:
@@ -345,6 +367,7 @@ def main() -> int:
     if args.enrol and args.corpus != "ravdess":
         raise SystemExit("--enrol works with --corpus ravdess only")
     encoder: Any = None  # SpeakerEncoder, or WhitenedEncoder around it
+    segmentation: Any = None  # SpeakerSegmentation with speakers.segmentation
     speakers_config = None
     if args.speakers:
         from models.speaker_encoder import SpeakerEncoder
@@ -354,6 +377,10 @@ def main() -> int:
         speakers_config = SpeakersConfig(enabled=True, **{
             k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.speaker_overrides)})
         encoder = SpeakerEncoder(speakers_config.encoder)
+        if speakers_config.segmentation:
+            from models.speaker_segmentation import SpeakerSegmentation
+
+            segmentation = SpeakerSegmentation()
         if args.whitening:
             encoder = WhitenedEncoder(encoder, args.whitening)
         results["speakers"] = vars(speakers_config)
@@ -383,8 +410,8 @@ def main() -> int:
                                                                    args.enrol)) for a in pair]
         mix, placed = assemble(pieces, gaps)
         mix = telephone(mix) if args.telephone else mix
-        channel = ChannelSpeakers(encoder, speakers_config, parties) if encoder is not None \
-            and speakers_config is not None else None
+        channel = ChannelSpeakers(encoder, speakers_config, parties, segmentation) \
+            if encoder is not None and speakers_config is not None else None
         utts, cpu, ms = segment(mix, config, channel)
         end_ms += ms
         audio_s += len(mix) / SAMPLE_RATE
@@ -393,15 +420,26 @@ def main() -> int:
         if channel is not None:
             labels = [channel.label(u.audio) for u in utts]
             add(total, label_accuracy(utts, placed, labels))
+            if segmentation is not None:
+                add(total, overlap_flags(utts, placed, [channel.overlap_s(u.audio)
+                                                        for u in utts]))
             add(total, {"change_decisions": channel.stats.decisions,
                         "scan_windows": channel.stats.scans,
                         "label_is_the_enrolled_name": named_right(utts, placed, labels)})
-            speaker_ms += channel.stats.change_ms + channel.stats.label_ms
+            speaker_ms += channel.stats.change_ms + channel.stats.label_ms \
+                + channel.stats.segment_ms + channel.stats.overlap_ms
+            add(total, {"segmentation_runs": channel.stats.segment_runs,
+                        "segmentation_ms": round(channel.stats.segment_ms),
+                        "overlap_runs": channel.stats.overlap_runs,
+                        "overlap_ms": round(channel.stats.overlap_ms)})
             mix, placed = assemble(solo, gaps)
             mix = telephone(mix) if args.telephone else mix
-            channel = ChannelSpeakers(encoder, speakers_config, parties)
+            channel = ChannelSpeakers(encoder, speakers_config, parties, segmentation)
             utts, _, _ = segment(mix, config, channel)
             labels = [channel.label(u.audio) for u in utts]
+            if segmentation is not None:
+                add(solo_total, {"overlap_flagged": sum(
+                    bool(channel.overlap_s(u.audio)) for u in utts)})
             add(solo_total, {"audio_s": round(len(mix) / SAMPLE_RATE, 1),
                              "utterances": len(utts),
                              "false_speaker_change_cuts": sum(
@@ -428,7 +466,8 @@ def main() -> int:
         mix = telephone(mix) if args.telephone else mix
         placed = [Placed("espeak", p.start, p.end, p.words) for p in placed]
         # one voice: any speaker_change cut here is a false alarm
-        utts, cpu, _ = segment(mix, config, ChannelSpeakers(encoder, speakers_config)
+        utts, cpu, _ = segment(mix, config, ChannelSpeakers(
+            encoder, speakers_config, segmentation=segmentation)
                             if encoder is not None and speakers_config is not None else None)
         audio_s += len(mix) / SAMPLE_RATE
         cpu_s += cpu

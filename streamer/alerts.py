@@ -281,8 +281,11 @@ Key = tuple[str, str, str]  # rule id, stream id, channel
 class AlertEngine:
     """Evaluates the rules over every call; holds only bounded per-call state."""
 
-    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+    def __init__(self, rules: Iterable[Rule] = (), run_id: str = "") -> None:
+        """``run_id``: put in every alert id, so ids stay unique across restarts where
+        alerts are kept (the alert store); "" for none."""
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self.run_id = run_id
         self.calls: dict[str, CallState] = {}
         self.active: dict[Key, ActiveAlert] = {}
         self._cleared_at: dict[Key, float] = {}  # for cool-downs; pruned with their calls
@@ -373,7 +376,8 @@ class AlertEngine:
               trigger: Event | None) -> Event:
         rule_id, sid, channel = key
         self._serial += 1
-        alert = ActiveAlert(f"{rule_id}/{sid}/{channel}/{self._serial}", rule, sid, channel, now)
+        serial = f"{self.run_id}.{self._serial}" if self.run_id else str(self._serial)
+        alert = ActiveAlert(f"{rule_id}/{sid}/{channel}/{serial}", rule, sid, channel, now)
         self.active[key] = alert
         self.fired += 1
         utts = finding.utterances

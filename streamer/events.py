@@ -77,9 +77,12 @@ def utterance_partial(stream_id: str, channel: str, index: int, t_start: float, 
 def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, t_end: float,
                       cut_reason: str, transcript: Transcript, result: EmotionResult,
                       latency: Latency, abstain_reason: str | None = None,
-                      speaker: str | None = None) -> Event:
+                      speaker: str | None = None, overlap: float | None = None) -> Event:
     """``abstain_reason`` set: not usable speech; ``result`` is then ``no_claim(...)``.
-    ``speaker``: the channel's speaker label (``speakers.enabled``), else None."""
+    ``speaker``: the channel's speaker label (``speakers.enabled``), else None.
+    ``overlap``: seconds of the utterance where two people talk at once
+    (``speakers.segmentation``); the key is absent when that is off."""
+    extra = {} if overlap is None else {"overlap": round(overlap, 3)}
     return {
         **_common("utterance.emotion", stream_id, channel),
         "utterance_id": utterance_id(stream_id, channel, index),
@@ -97,6 +100,7 @@ def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, 
         "valence": result.valence, "arousal": result.arousal, "dominance": result.dominance,
         "model_id": result.model_id, "modalities": list(result.modalities),
         "latency": latency.as_dict(),
+        **extra,
     }
 
 

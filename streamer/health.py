@@ -7,6 +7,8 @@
   connections) and, with MQTT on, the broker is connected; else 503 with
   ``{"ready": false, "reasons": {code: message}}``. For readiness probes and load
   balancers: a 503 takes the instance out of rotation without restarting it.
+  The body also carries ``webhooks``: each endpoint's state (``ok``, ``failing`` with its
+  last error, ``idle``) as details; a failing webhook does not make the service unready.
 - ``/metrics``: the Prometheus text exposition of ``streamer.metrics.ServiceMetrics``.
 
 ``readiness`` is the sans-I/O rule; ``Health`` holds the service's live state and serves
@@ -122,10 +124,13 @@ class Health:
         reasons = self.reasons()
         status = HTTPStatus.SERVICE_UNAVAILABLE if reasons else HTTPStatus.OK
         mqtt = self.inputs().mqtt_state if self.mqtt_enabled else "off"
-        return json_response(status, {"ready": not reasons, "reasons": reasons, "mqtt": mqtt,
-                                      "calls": len(self.ingest.calls),
-                                      "max_calls": self.ingest.config.max_calls},
-                             [("Cache-Control", "no-store")])
+        body = {"ready": not reasons, "reasons": reasons, "mqtt": mqtt,
+                "calls": len(self.ingest.calls), "max_calls": self.ingest.config.max_calls}
+        feed = self.runtime.feed if self.runtime is not None else None
+        if feed is not None and feed.webhooks is not None:
+            # Details, not reasons: a dead webhook endpoint does not stop calls being served.
+            body["webhooks"] = feed.webhooks.details()
+        return json_response(status, body, [("Cache-Control", "no-store")])
 
     def _metrics(self, request: Request) -> Response:
         return response(HTTPStatus.OK, self.metrics.exposition(),

@@ -193,6 +193,7 @@ class ServiceCollector(Collector):
                       depth)
         yield from self._subscribers()
         yield from self._mqtt()
+        yield from self._alerts()
 
     def _publishers(self) -> tuple[list[Sample], list[Sample], list[Sample]]:
         publishers = self.runtime.publishers
@@ -247,6 +248,46 @@ class ServiceCollector(Collector):
             return
         yield _family("gauge", "mqtt_connected", "1 while connected to the MQTT broker", (),
                       [Sample({}, float(mqtt.connected))])
+
+
+    def _alerts(self) -> Iterator[Metric]:
+        feed = self.runtime.feed
+        if feed is None:
+            return
+        counts = feed.counts
+        for name, counter, text in (
+                ("alerts_fired", counts.fired, "Alerts fired, by rule"),
+                ("alerts_cleared", counts.cleared, "Alerts cleared, by rule"),
+                ("alerts_acknowledged", counts.acked, "Alert acknowledgements, by rule")):
+            yield _family("counter", name, text, ("rule",),
+                          [Sample({"rule": r}, n) for r, n in sorted(counter.items())])
+        writer = feed.writer
+        yield _family("counter", "alert_store_writes", "Rows written to the alert store, by "
+                      "outcome (written; dropped: its queue was full; fault: the write failed)",
+                      ("outcome",), [Sample({"outcome": "written"}, writer.written),
+                                     Sample({"outcome": "dropped"}, writer.dropped),
+                                     Sample({"outcome": "fault"}, writer.faults.count)])
+        hooks = feed.webhooks
+        if hooks is None:
+            return
+        endpoints = hooks.endpoints
+        yield _family("counter", "webhook_events", "Webhook events by endpoint and outcome "
+                      "(delivered; given_up: retries exhausted; rejected: a 4xx; dropped: "
+                      "its queue was full)", ("endpoint", "outcome"),
+                      [Sample({"endpoint": e.name, "outcome": outcome}, value)
+                       for e in endpoints for outcome, value in (
+                           ("delivered", e.delivered), ("given_up", e.given_up),
+                           ("rejected", e.rejected), ("dropped", e.dropped))])
+        yield _family("counter", "webhook_failed_attempts", "Webhook POSTs that failed "
+                      "(retried or not)", ("endpoint",),
+                      [Sample({"endpoint": e.name}, e.attempts_failed) for e in endpoints])
+        yield _family("gauge", "webhook_up", "0 while an endpoint's last attempt failed",
+                      ("endpoint",),
+                      [Sample({"endpoint": e.name}, float(e.state != "failing"))
+                       for e in endpoints])
+        yield _family("gauge", "webhook_queue_depth", "Events waiting for an endpoint",
+                      ("endpoint",), [Sample({"endpoint": e.name}, len(e.queue))
+                                      for e in endpoints])
 
 
 __all__ = ["ServiceMetrics", "ServiceCollector", "LATENCY_BUCKETS", "MODEL_STATES"]

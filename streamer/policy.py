@@ -284,11 +284,11 @@ class ChannelPolicy:
 
     def on_prediction(self, detected: DetectedUtterance, transcript: Transcript,
                       prediction: EmotionPrediction, times: StageTimes,
-                      speaker: str | None = None) -> Publish:
+                      speaker: str | None = None, overlap: float | None = None) -> Publish:
         """The utterance's emotion event; its features join the context of later ones."""
         self._context.append(prediction.context_item)
         return self._event(detected, transcript, to_result(prediction, self.model_id), times,
-                           None, speaker)
+                           None, speaker, overlap)
 
     def on_abstain(self, detected: DetectedUtterance, transcript: Transcript | None,
                    abstain: Abstain, times: StageTimes) -> Publish:
@@ -299,7 +299,7 @@ class ChannelPolicy:
 
     def _event(self, detected: DetectedUtterance, transcript: Transcript, result: EmotionResult,
                times: StageTimes, abstain_reason: str | None,
-               speaker: str | None = None) -> Publish:
+               speaker: str | None = None, overlap: float | None = None) -> Publish:
         utt = detected.utterance
         hangover_ms = (detected.stream_time - utt.t_end) * 1000
         latency = events.Latency(
@@ -312,7 +312,7 @@ class ChannelPolicy:
         self.utterances += 1
         return Publish(events.utterance_emotion(
             self.stream_id, self.channel, utt.utterance_index, utt.t_start, utt.t_end,
-            utt.cut_reason, transcript, result, latency, abstain_reason, speaker))
+            utt.cut_reason, transcript, result, latency, abstain_reason, speaker, overlap))
 
 
 def to_result(prediction: EmotionPrediction, model_id: str) -> EmotionResult:

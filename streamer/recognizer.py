@@ -218,7 +218,8 @@ class Recognizer:
                                self.facts.model_id, self.facts.labels)
         self.bus.publish(policy.started(channel.describe()))
         speakers = None if self.voices is None else \
-            ChannelSpeakers(self.voices.encoder, self.config.speakers, self.voices.parties)
+            ChannelSpeakers(self.voices.encoder, self.config.speakers, self.voices.parties,
+                            self.voices.segmentation)
         reason, error = "end_of_input", None
         try:
             async with asyncio.TaskGroup() as tg:
@@ -244,6 +245,11 @@ class Recognizer:
                 log.info("%s/%s speakers: %d change decisions (%d cuts, %.0f ms), %d labels "
                          "(%.0f ms)", channel.stream_id, channel.channel, stats.decisions,
                          stats.changes, stats.change_ms, stats.labels, stats.label_ms)
+                if speakers.segmenting:
+                    log.info("%s/%s segmentation: %d windows for changes (%.0f ms), %d for "
+                             "overlap (%.0f ms)", channel.stream_id, channel.channel,
+                             stats.segment_runs, stats.segment_ms, stats.overlap_runs,
+                             stats.overlap_ms)
             self.bus.publish(policy.ended(reason, error) if speakers is None else
                              policy.ended(reason, error, speakers.speakers,
                                           speakers.stats.changes))
@@ -336,13 +342,18 @@ class Recognizer:
         # awaited before the next utterance of the channel, so labels stay in order.
         labelling = None if run.speakers is None else \
             run.tg.create_task(asyncio.to_thread(run.speakers.label, utt.audio))
+        # overlapped speech (speakers.segmentation), measured alongside, likewise
+        overlapping = None if run.speakers is None or not run.speakers.segmenting else \
+            run.tg.create_task(asyncio.to_thread(run.speakers.overlap_s, utt.audio))
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
             utt, transcript,
             # asr.model_8k's frames are not the emotion model's encoder's: it encodes itself.
             with_frames=self.facts.uses_whisper_frames and not run.narrowband, band=run.band))
         speaker = None if labelling is None else await labelling
+        overlap = None if overlapping is None else await overlapping
         self.bus.publish(run.policy.on_prediction(detected, transcript, fusion.value,
-                                                  times(asr_ms, fusion), speaker).event)
+                                                  times(asr_ms, fusion), speaker,
+                                                  overlap).event)
 
 
 __all__ = ["NARROWBAND_MAX_RATE", "AsrBatch", "AsrRequest", "Inference", "LocalInference",

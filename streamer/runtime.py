@@ -16,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -31,18 +34,23 @@ from models.errors import ModelError
 from models.feature_stats import AdaptationSettings
 from models.inference import EmotionInput, EmotionModel
 from models.speaker_encoder import SpeakerEncoder
+from models.speaker_segmentation import SpeakerSegmentation
 from streamer.adaptation import AdaptationStore, open_store
+from streamer.alert_feed import AlertFeed
+from streamer.alert_store import store_path
 from streamer.audio_io import read_audio_file
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.dashboard import add_dashboard
 from streamer.errors import AudioInputError, ConfigError, ModelLoadError
+from streamer.http_edge import token_guard
 from streamer.mqtt_publisher import MqttPublisher
 from streamer.recognizer import Inference, LocalInference, Recognizer
 from streamer.sinks import JsonlSink, StdoutSink
 from streamer.speakers import Voices, enrol
 from streamer.speech_gate import rms_dbfs
 from streamer.supervisor import Supervisor, install_sighup
+from streamer.webhooks import WebhookSender
 from streamer.ws_server import WebSocketServer
 
 log = logging.getLogger(__name__)
@@ -91,7 +99,13 @@ def load_speakers(config: AppConfig) -> Voices | None:
     parties = tuple(enrol(encoder, party.name, [enrolment_audio(party.name, path)
                                                 for path in party.files])
                     for party in config.speakers.enrol)
-    return Voices(encoder, parties)
+    segmentation = None
+    if config.speakers.segmentation:
+        try:
+            segmentation = SpeakerSegmentation()
+        except ModelError as exc:
+            raise ModelLoadError(f"speakers.segmentation: {exc}") from exc
+    return Voices(encoder, parties, segmentation)
 
 
 def enrolment_audio(name: str, path: str) -> np.ndarray:
@@ -231,14 +245,20 @@ class Runtime:
         self.adaptation: AdaptationStore | None = open_store(
             config, models.emotion, persist_adaptation) \
             if isinstance(models, Models) else None
+        self._persist = persist_adaptation  # also: alerts.store "auto" is a file of its own
         self._stack = contextlib.AsyncExitStack()
         self._background: list[asyncio.Task[None]] = []
         self.publishers: Publishers | None = None
+        self.feed: AlertFeed | None = None  # with alerts: history, acks, webhooks
         self.undelivered = 0  # MQTT events lost, known after the drain at exit
 
     async def __aenter__(self) -> Runtime:
         try:
             self.publishers = await open_publishers(self.config, self.bus, self._stack)
+            if self.supervisor is not None:
+                # Closed after the task group ends (the stack unwinds in reverse).
+                self.feed = open_feed(self.config, self.bus, self._persist, self._stack,
+                                      self.publishers.server)
             tg = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._background = [tg.create_task(self.recognizer.run_workers(), name="workers")]
             self._background += self.publishers.start(tg)
@@ -253,6 +273,11 @@ class Runtime:
                                                        name="supervisor"))
                 if self.config.alerts.rules_file is not None:
                     self._stack.callback(install_sighup(self.supervisor))
+            if self.feed is not None:
+                self._background.append(tg.create_task(self.feed.run(), name="alert-feed"))
+                if self.feed.webhooks is not None:
+                    self._background.append(tg.create_task(self.feed.webhooks.run(),
+                                                           name="webhooks"))
         except BaseException:
             await self._stack.aclose()
             raise
@@ -263,6 +288,8 @@ class Runtime:
         try:
             if exc is None and self.supervisor is not None:
                 await self.supervisor.settle(SETTLE_TIMEOUT_S)  # the calls' last alerts
+            if exc is None and self.feed is not None:
+                await settle_feed(self.feed, SETTLE_TIMEOUT_S)  # and their rows
             if exc is None and self.publishers is not None:
                 self.undelivered = await self.publishers.drain()
         finally:
@@ -280,3 +307,40 @@ class Runtime:
     @property
     def mqtt(self) -> MqttPublisher | None:
         return self.publishers.mqtt if self.publishers is not None else None
+
+
+def open_feed(config: AppConfig, bus: EventBus, persist: bool,
+              stack: contextlib.AsyncExitStack, server: WebSocketServer | None) -> AlertFeed:
+    """The alert feed with its store (``alerts.store``; "auto": the user state directory
+    when ``persist``, else a temporary directory removed at exit) and webhooks, its API
+    routes on the subscriber server; closed when ``stack`` closes."""
+    temp_dir = None
+    if config.alerts.store == "auto" and not persist:
+        temp_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="emotion-alerts-"))
+    path = store_path(config.alerts.store, persist, Path(temp_dir or "."))
+    hooks = WebhookSender(config.alerts.webhooks) if config.alerts.webhooks.urls else None
+    try:
+        feed = AlertFeed(config.alerts, bus, path, hooks)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"alerts.store '{path}' cannot be opened as the alert store "
+                          f"({exc}); fix its directory's permissions, give another path, or "
+                          "delete a damaged file") from exc
+    stack.callback(feed.close)
+    if server is not None:
+        guard = token_guard(server.config.token)
+        server.add_http("/api/alerts", feed.list_handler, guard)
+        server.add_http("/api/alerts/ack", feed.ack_handler, guard)
+        server.add_http("/api/alerts/snooze", feed.snooze_handler, guard)
+        server.add_request("alert.ack", feed.ack_request)
+        server.add_request("call.snooze", feed.snooze_request)
+    return feed
+
+
+async def settle_feed(feed: AlertFeed, timeout_s: float) -> bool:
+    """Wait until the feed has taken every event published so far; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not feed.settled():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True

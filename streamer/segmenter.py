@@ -26,16 +26,27 @@ Rules:
 - Speaker turns (with a ``ChangeDetector``): a pause inside speech of at least
   ``min_pause_ms`` is a candidate turn boundary. Once ``window_s`` of audio follows it
   (or the utterance ends, with at least half that), the detector compares the speech
-  before the pause with the speech after it; a change cuts the utterance at the pause
-  (``cut_reason: "speaker_change"``) and what follows, with up to ``preroll_ms`` of
-  the pause before it, carries on as the next utterance. Causal: the decision needs only
-  audio already pushed, and the same audio gives the same cuts at any pace.
+  before the pause with the speech after it. A cosine below ``change_cosine`` says a
+  change is near: every later candidate whose window overlaps this one's is compared too
+  (once its window is full), and the utterance is cut at the candidate with the lowest
+  cosine (``cut_reason: "speaker_change"``): a pause just before the real change already
+  has the next voice in its window and can score low too. What follows, with up to
+  ``preroll_ms`` of the pause before it, carries on as the next utterance. Causal: the
+  decision needs only audio already pushed, and the same audio gives the same cuts at
+  any pace.
 - Speaker turns without a pause (``scan_hop_s`` > 0): when two people overlap there is no
   pause to cut at. Every ``scan_hop_s`` of the open utterance, the window of speech ending
   there is compared with the window starting there (embeddings of ``window_s`` each, every
   window embedded once); a point whose distance (1 - cosine) exceeds ``scan_distance`` and
   is the largest within ``scan_peak_s`` on either side, away from any candidate pause, is
   a change: the utterance is cut at its quietest frame within half a hop.
+- With a segmentation model (``segment_hop_s`` > 0): every ``segment_hop_s`` of the open
+  utterance, its last 10 s are segmented; each speaker change the model finds, once a
+  window of speech follows it and away from any candidate pause, is compared as a pause
+  would be (the window before and after it) and cut at on a low cosine (at its quietest
+  frame within 40 ms). When a pause looks like a change, the model is run then on the
+  last 10 s: the cut goes to the low-cosine pause nearest to the change it finds (within
+  0.3 s), else to that change itself; when it finds none there, to the lowest cosine.
 """
 
 from __future__ import annotations
@@ -55,6 +66,8 @@ from streamer.messages import (
     Utterance,
 )
 
+SEGMENT_MS = 10_000  # the segmentation model's window: the audio it is given at most
+SEGMENT_NEAR_MS = 300  # a pause this near a segmentation change is where the change is
 SUBFRAME = SAMPLE_RATE // 100  # 10 ms: the resolution at which a long turn's cut is placed
 DIP_RATIO = 10 ** (-30 / 10)  # a frame whose quietest 10 ms is 30 dB under the speech: a gap
 
@@ -64,8 +77,7 @@ class VoiceDetector(Protocol):
 
 
 class ChangeDetector(Protocol):
-    """Decides whether the speech after a pause is another speaker's
-    (``streamer.speakers.SpeakerChange``)."""
+    """Compares the voices before and after a pause (``streamer.speakers.SpeakerChange``)."""
 
     @property
     def window_s(self) -> float: ...  # audio after the pause it wants to decide
@@ -76,7 +88,12 @@ class ChangeDetector(Protocol):
     @property
     def min_pause_ms(self) -> int: ...  # the shortest unvoiced run that is a candidate
 
-    def changed(self, before: np.ndarray, after: np.ndarray) -> bool: ...
+    @property
+    def change_cosine(self) -> float: ...  # a cosine below it: another speaker
+
+    def cosine(self, before: np.ndarray, after: np.ndarray) -> float: ...  # of the two voices
+
+    def note_cut(self) -> None: ...  # the utterance was cut at a speaker change (stats)
 
     @property
     def scan_hop_s(self) -> float: ...  # 0: changes only at pauses
@@ -88,6 +105,11 @@ class ChangeDetector(Protocol):
     def scan_peak_s(self) -> float: ...  # a change is the largest distance this near
 
     def embed(self, audio: np.ndarray) -> np.ndarray: ...  # L2-normalised
+
+    @property
+    def segment_hop_s(self) -> float: ...  # 0: no segmentation model
+
+    def segment(self, audio: np.ndarray) -> tuple[float, ...]: ...  # changes, s from start
 
 
 def make_vad(aggressiveness: int) -> VoiceDetector:
@@ -108,7 +130,12 @@ class Segmenter:
         self._cfg = config
         self._change = change
         self._scan_hop = self._scan_window = self._scan_peak = 0  # frames; 0: no scan
+        self._segment_hop = 0  # frames; 0: no segmentation model
+        self._segment_frames = SEGMENT_MS // config.frame_ms
+        self._segment_near = SEGMENT_NEAR_MS // config.frame_ms
         if change is not None:
+            if change.segment_hop_s > 0:
+                self._segment_hop = max(1, int(change.segment_hop_s * 1000) // config.frame_ms)
             self._change_window = max(1, int(change.window_s * 1000) // config.frame_ms)
             self._change_before = max(1, int(change.before_s * 1000) // config.frame_ms)
             self._change_pause = max(1, change.min_pause_ms // config.frame_ms)
@@ -150,6 +177,9 @@ class Segmenter:
         # Undecided candidate turn boundaries, oldest first: (pause start, pause end) frame
         # indices within the open utterance (the end: its first frame after the pause).
         self._candidates: list[tuple[int, int]] = []
+        # their cosines once compared (None: too little speech on a side), so that each
+        # is embedded once while the candidates near a change wait for their windows
+        self._cosines: dict[tuple[int, int], float | None] = {}
         self._quiet_run = 0  # frames unvoiced or dipped, up to the current one
         # The scan for changes without a pause: window embeddings by start frame, the
         # distance at each grid frame, and the pauses noted (their end frames), all within
@@ -158,6 +188,10 @@ class Segmenter:
         self._scan_distances: dict[int, float] = {}
         self._scan_next = self._scan_window  # the grid frame whose distance is decided next
         self._pause_ends: list[int] = []
+        # Segmentation: the utterance length at its next run, and the frame before which
+        # its changes were decided (each change once, with a window of speech after it).
+        self._segment_next = self._segment_hop
+        self._segment_decided = 0
 
     # ------------------------------------------------------------------ public
     @property
@@ -242,10 +276,13 @@ class Segmenter:
         self._silence_run = next((i for i, v in enumerate(reversed(voiced)) if v), len(voiced))
         self._next_progress = self._progress_frames
         self._candidates = []
+        self._cosines = {}
         self._quiet_run = 0
         self._scan_embeddings, self._scan_distances = {}, {}
         self._scan_next = self._scan_window
         self._pause_ends = []
+        self._segment_next = len(frames) + self._segment_hop
+        self._segment_decided = 0
         return [SpeechStarted(t_start=self._time(start), utterance_index=self._utterance_index)]
 
     def _step_speech(self, frame: np.ndarray, voiced: bool,
@@ -258,6 +295,8 @@ class Segmenter:
             turn = self._track_change(voiced, energy)
             if not turn and self._scan_hop:
                 turn = self._scan()
+            if not turn and self._segment_hop and len(self._frames) >= self._segment_next:
+                turn = self._segment()
             if turn:
                 return turn
         # A long turn ends at a shorter pause: between phrases, well before the limit.
@@ -314,21 +353,104 @@ class Segmenter:
         return []
 
     def _decide_change(self, final: bool) -> list[SegmenterEvent]:
-        """Ask the detector about the oldest candidate, whose window is full; on a change,
-        cut the utterance there. ``final`` (the utterance ends): decide every candidate in
-        order, each with what follows it (at least half the window)."""
-        while self._candidates and self._change is not None:
-            pause_start, pause_end = self._candidates.pop(0)
-            after = self._frames[pause_end:pause_end + self._change_window]
-            if 2 * len(after) >= self._change_window \
-                    and 2 * pause_start >= self._change_window:  # enough speech to compare
-                before = self._frames[max(0, pause_start - self._change_before):pause_start]
-                if self._change.changed(np.concatenate(before), np.concatenate(after)):
-                    rest_from = max(pause_start, pause_end - self._preroll_frames)
-                    events = self._cut_at_change(pause_end, rest_from)
-                    return events + (self._decide_change(final) if final else [])
-            if not final:
+        """Compare candidates oldest first, each once its window is full; at a cosine
+        below the threshold, cut at the lowest cosine among the candidates whose windows
+        overlap that one's, once all their windows are full. ``final`` (the utterance
+        ends): decide every candidate, each with what follows it (at least half the
+        window), and cut at every change."""
+        if self._change is None:
+            return []
+        window = self._change_window
+        while self._candidates:
+            first = self._candidates[0]
+            if not final and len(self._frames) - first[1] < window:
                 return []
+            cosine = self._cosine(first)
+            if cosine is None or cosine >= self._change.change_cosine:
+                self._candidates.pop(0)
+                continue
+            near = [c for c in self._candidates if c[0] < first[1] + window]
+            if not final and len(self._frames) - near[-1][1] < window:
+                return []  # decided when the last near candidate's window is full
+            scored = [(s, c) for c in near if (s := self._cosine(c)) is not None]
+            _, (pause_start, pause_end) = min(scored)  # lowest cosine, then earliest
+            cut, rest_from = pause_end, max(pause_start, pause_end - self._preroll_frames)
+            if self._segment_hop:  # where the model puts it; else the lowest cosine
+                cut, rest_from = self._place_change(
+                    [c for s, c in scored if s < self._change.change_cosine],
+                    first[0] - self._change_before, near[-1][1] + window) \
+                    or (cut, rest_from)
+            self._candidates = [c for c in self._candidates if c[0] >= cut]
+            events = self._cut_at_change(cut, rest_from)
+            return events + (self._decide_change(final) if final else [])
+        return []
+
+    def _place_change(self, low: list[tuple[int, int]], lo: int, hi: int
+                      ) -> tuple[int, int] | None:
+        """Where the segmentation model puts the change that pauses with a low cosine
+        announce: its first change in [lo, hi] (the frames their windows compare) gives
+        (cut, rest_from) at the low pause nearest to it (within SEGMENT_NEAR_MS), else at
+        its quietest frame within 40 ms; None when it finds no change there. (The model
+        does not veto the cut: letting it, measured, cut fewer false changes but missed
+        more real ones, same-sex ones above all; docs/conversations.md.)"""
+        marks = [m for m in self._segment_marks() if lo <= m <= hi
+                 and 2 * m >= self._change_window and m < len(self._frames) - 1]
+        if not marks:
+            return None
+        mark = marks[0]
+        nearest = min(low, key=lambda c: (abs(c[1] - mark), c))
+        if abs(nearest[1] - mark) <= self._segment_near:
+            return nearest[1], max(nearest[0], nearest[1] - self._preroll_frames)
+        n = len(self._frames)
+        cut = min(range(max(1, mark - 2), min(n - 1, mark + 2) + 1),
+                  key=lambda k: (self._energy[k], k))
+        return cut, cut
+
+    def _cosine(self, candidate: tuple[int, int]) -> float | None:
+        """The cosine of the voices before and after a candidate pause (embedded once);
+        None when either side has under half a window of audio."""
+        assert self._change is not None
+        if candidate not in self._cosines:
+            pause_start, pause_end = candidate
+            after = self._frames[pause_end:pause_end + self._change_window]
+            cosine = None
+            if 2 * len(after) >= self._change_window \
+                    and 2 * pause_start >= self._change_window:
+                before = self._frames[max(0, pause_start - self._change_before):pause_start]
+                cosine = self._change.cosine(np.concatenate(before), np.concatenate(after))
+            self._cosines[candidate] = cosine
+        return self._cosines[candidate]
+
+    def _segment_marks(self) -> list[int]:
+        """The frames (within the utterance) where the segmentation model finds a speaker
+        change in the utterance's last 10 s."""
+        assert self._change is not None
+        lo = max(0, len(self._frames) - self._segment_frames)
+        audio = np.concatenate(self._frames[lo:])
+        if len(audio) < SAMPLE_RATE // 10:  # the model sees 62 ms per frame
+            return []
+        return [lo + round(t * SAMPLE_RATE / self._frame_len)
+                for t in self._change.segment(audio)]
+
+    def _segment(self) -> list[SegmenterEvent]:
+        """Segment the utterance's last 10 s; decide the changes that now have a window of
+        speech after them: a low cosine across one cuts there."""
+        assert self._change is not None
+        n, window = len(self._frames), self._change_window
+        self._segment_next = n + self._segment_hop
+        upto = n - window
+        for mark in self._segment_marks():
+            if not self._segment_decided <= mark <= upto or 2 * mark < window \
+                    or any(abs(end - mark) <= self._segment_near for end in self._pause_ends):
+                continue  # a pause there: its candidate decides
+            before = self._frames[max(0, mark - self._change_before):mark]
+            after = self._frames[mark:mark + window]
+            if self._change.cosine(np.concatenate(before), np.concatenate(after)) \
+                    < self._change.change_cosine:
+                cut = min(range(max(1, mark - 2), min(n - 1, mark + 2) + 1),
+                          key=lambda k: (self._energy[k], k))
+                return self._cut_at_change(cut)
+        self._segment_decided = max(self._segment_decided, upto + 1)
         return []
 
     def _scan(self) -> list[SegmenterEvent]:
@@ -367,6 +489,8 @@ class Segmenter:
         """Cut the utterance at a speaker change; the undecided candidates and the pauses
         noted after the cut carry on in the rest, re-indexed to it (the scan must not cut
         next to a pause whose candidate is still undecided)."""
+        assert self._change is not None
+        self._change.note_cut()
         later, ends, start = self._candidates, self._pause_ends, self._start_frame
         events = self._close(n_frames, "speaker_change", rest_from=rest_from)
         shift = self._start_frame - start

@@ -2,7 +2,8 @@
 
 ``SpeakerChange`` is the segmenter's ``ChangeDetector``: the speech before a pause and the
 speech after it are embedded (``models.speaker_encoder``); a cosine below
-``speakers.change_threshold`` is a change. ``SpeakerTracker`` is a sans-I/O online
+``speakers.change_threshold`` is a change (the segmenter cuts at the lowest cosine among
+the pauses near it). ``SpeakerTracker`` is a sans-I/O online
 clustering of one channel's utterance embeddings into labels ``S1``, ``S2``, ... that stay
 stable within the stream: the nearest known speaker's running mean when its cosine is at
 least ``speakers.label_threshold``, else a new speaker (after ``max_speakers``, the
@@ -11,6 +12,12 @@ nearest). Both are causal: nothing later in the stream changes an earlier label.
 ``speakers.enrol`` names known parties: each is a ``Party``, the mean embedding of
 recordings of their voice, that the tracker starts with, so their utterances are labelled
 with their name; other voices still get S1, S2, ...
+
+``speakers.segmentation`` adds pyannote segmentation-3.0 (``models.speaker_segmentation``):
+the segmenter asks ``SpeakerChange.segment`` for the speaker changes in the last 10 s of
+an utterance every ``segmentation_hop_s`` (cut where the encoder confirms one) and, when a
+pause looks like a change, which of the pauses near it the model places the change at;
+``ChannelSpeakers.overlap_s`` measures each utterance's overlapped speech for its event.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.speaker_encoder import SpeakerEncoder
+from models.speaker_segmentation import FRAME_SIZE, SpeakerSegmentation
 from streamer.config import SpeakersConfig
 
 
@@ -47,6 +55,7 @@ class Voices:
 
     encoder: SpeakerEncoder
     parties: tuple[Party, ...] = ()
+    segmentation: SpeakerSegmentation | None = None  # speakers.segmentation
 
 
 @dataclass
@@ -55,10 +64,14 @@ class SpeakerStats:
 
     decisions: int = 0  # candidate pauses the change detector was asked about
     scans: int = 0  # windows embedded to find changes without a pause
-    changes: int = 0  # of which were cut as speaker changes
+    changes: int = 0  # utterances cut at a speaker change (at a pause or by the scan)
     change_ms: float = 0.0  # embedding for the decisions (the segmenter's thread)
     labels: int = 0
     label_ms: float = 0.0  # embedding for the labels (the recognize loop's thread)
+    segment_runs: int = 0  # segmentation-3.0 calls for changes (the segmenter's thread)
+    segment_ms: float = 0.0
+    overlap_runs: int = 0  # segmentation-3.0 calls for overlap (the recognize loop's)
+    overlap_ms: float = 0.0
 
 
 def timed_embed(encoder: SpeakerEncoder, *clips: np.ndarray) -> tuple[list[np.ndarray], float]:
@@ -72,10 +85,25 @@ class SpeakerChange:
     """The change detector for one channel's segmenter."""
 
     def __init__(self, encoder: SpeakerEncoder, config: SpeakersConfig,
-                 stats: SpeakerStats) -> None:
+                 stats: SpeakerStats, segmentation: SpeakerSegmentation | None = None
+                 ) -> None:
         self._encoder = encoder
         self._config = config
         self.stats = stats
+        self._segmentation = segmentation
+
+    @property
+    def segment_hop_s(self) -> float:
+        """0: no segmentation model."""
+        return self._config.segmentation_hop_s if self._segmentation is not None else 0.0
+
+    def segment(self, audio: np.ndarray) -> tuple[float, ...]:
+        """The speaker changes in ``audio`` (seconds from its start) by segmentation-3.0."""
+        assert self._segmentation is not None
+        result = self._segmentation(audio)
+        self.stats.segment_runs += result.windows
+        self.stats.segment_ms += result.ms
+        return result.changes
 
     @property
     def window_s(self) -> float:
@@ -108,14 +136,18 @@ class SpeakerChange:
         self.stats.scans += 1
         return embedding
 
-    def changed(self, before: np.ndarray, after: np.ndarray) -> bool:
+    @property
+    def change_cosine(self) -> float:
+        return self._config.change_threshold
+
+    def cosine(self, before: np.ndarray, after: np.ndarray) -> float:
         (first, second), ms = timed_embed(self._encoder, before, after)
-        similarity = float(first @ second)
         self.stats.change_ms += ms
         self.stats.decisions += 1
-        change = similarity < self._config.change_threshold
-        self.stats.changes += int(change)
-        return change
+        return float(first @ second)
+
+    def note_cut(self) -> None:
+        self.stats.changes += 1
 
 
 class SpeakerTracker:
@@ -158,15 +190,23 @@ class ChannelSpeakers:
     """A channel's change detector and labeller, sharing the process's encoder."""
 
     def __init__(self, encoder: SpeakerEncoder, config: SpeakersConfig,
-                 parties: Sequence[Party] = ()) -> None:
+                 parties: Sequence[Party] = (),
+                 segmentation: SpeakerSegmentation | None = None) -> None:
         self.stats = SpeakerStats()
-        self.change = SpeakerChange(encoder, config, self.stats)
+        self.change = SpeakerChange(encoder, config, self.stats, segmentation)
         self._encoder = encoder
         self._tracker = SpeakerTracker(config.label_threshold, config.max_speakers, parties)
+        self._segmentation = segmentation
+        self._overlap_min_s = config.overlap_min_s
 
     @property
     def speakers(self) -> int:
         return self._tracker.speakers
+
+    @property
+    def segmenting(self) -> bool:
+        """Whether the segmentation model is on (``overlap_s`` measures)."""
+        return self._segmentation is not None
 
     def label(self, audio: np.ndarray) -> str:
         """The utterance's speaker; called in utterance order (one recognize loop per
@@ -176,3 +216,16 @@ class ChannelSpeakers:
         self.stats.label_ms += ms
         self.stats.labels += 1
         return label
+
+    def overlap_s(self, audio: np.ndarray) -> float | None:
+        """Seconds of the utterance where two people talk at once (runs of at least
+        ``overlap_min_s``: shorter ones are mostly wrong); None without segmentation."""
+        if self._segmentation is None:
+            return None
+        if len(audio) < FRAME_SIZE:
+            return 0.0
+        result = self._segmentation(audio)
+        self.stats.overlap_runs += result.windows
+        self.stats.overlap_ms += result.ms
+        spans = result.overlap_spans(self._overlap_min_s)
+        return float(sum(end - start for start, end in spans))

@@ -51,7 +51,10 @@ class Supervisor:
         self.config = config
         self.bus = bus
         self.labels = labels
-        self.engine = AlertEngine(load_rules(config.rules, config.rules_file, labels))
+        # Alert ids carry the start time (hex ms): unique across restarts, as the alert
+        # store keeps them.
+        self.engine = AlertEngine(load_rules(config.rules, config.rules_file, labels),
+                                  run_id=format(int(time.time() * 1000), "x"))
         self.summaries = CallSummaries(config.summary_interval_s,
                                        queue_pattern=config.queue_pattern)
         self._sub = bus.subscribe("supervisor", lambda e: e.get("type") in INPUT_TYPES,

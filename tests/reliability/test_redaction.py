@@ -8,6 +8,7 @@ import json
 from models.asr import Transcript, Word
 from streamer import events
 from streamer.bus import EventBus
+from streamer.config import AppConfig, load_config
 from streamer.messages import EmotionResult
 from streamer.redaction import redact_digits
 from streamer.sinks import StdoutSink
@@ -43,3 +44,18 @@ def test_events_leave_the_bus_redacted() -> None:
     assert got[1]["text"] == "it is ### #### ##" and got[1]["stable_text"] == "it is ### ####"
     assert event["text"].endswith("1111.")  # the caller's event is not changed
     assert "4111" not in out.getvalue() and "0100" not in out.getvalue()
+
+
+def test_redaction_is_on_by_default_and_can_be_turned_off() -> None:
+    transcript = Transcript("call me on 555 0100 99", (), "en")
+    result = EmotionResult("neutral", {"neutral": 1.0}, 1.0, "m")
+    event = events.utterance_emotion("s1", "customer", 0, 0.0, 2.0, "pause", transcript,
+                                     result, events.Latency(300, 1, 1, 1, 303))
+    for config, text in ((AppConfig(), "call me on ### #### ##"),
+                         (load_config(overrides=["bus.redact_digit_runs=null"]),
+                          "call me on 555 0100 99")):
+        bus = EventBus(config.bus.subscriber_queue, config.bus.redact_digit_runs)
+        sub = bus.subscribe("test")
+        bus.publish(event)
+        got = sub.get_nowait()
+        assert got is not None and got["text"] == text

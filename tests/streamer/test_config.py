@@ -19,6 +19,22 @@ def test_shipped_default_yaml_equals_builtin_defaults() -> None:
     assert load_config(REPO / "configs" / "default.yaml") == AppConfig()
 
 
+def test_shipped_default_yaml_lists_every_key() -> None:
+    """configs/default.yaml is the reference of every setting: each key of the built-in
+    defaults is written there (equal values alone would pass with keys left out)."""
+    def keys(tree: dict[str, object], prefix: str = "") -> set[str]:
+        out = set()
+        for key, value in tree.items():
+            out.add(prefix + key)
+            if isinstance(value, dict):
+                out |= keys(value, f"{prefix}{key}.")
+        return out
+
+    shipped = keys(yaml.safe_load((REPO / "configs" / "default.yaml").read_text()))
+    missing = sorted(keys(to_dict(AppConfig())) - shipped)
+    assert not missing, f"configs/default.yaml lacks {missing}"
+
+
 def test_yaml_values_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"segmenter": {"hangover_ms": 450}, "mqtt": {"port": 1999}}))

@@ -61,7 +61,7 @@ async def refused_connections(port: int) -> list[int | None]:
             pass
     status, _ = await asyncio.to_thread(http_get, port, "/no-such-page")
     async with connect(f"{base}/ingest/pcm", additional_headers={
-            "Authorization": "Bearer pcm"}) as ws:
+            "Authorization": "Bearer pcm-token"}) as ws:
         await ws.send("{not json")
         await asyncio.wait_for(ws.wait_closed(), 30)
     return [refused.value.response.status_code, status, ws.close_code]

@@ -13,10 +13,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import soundfile as sf
 
+from models.asr import Transcript
 from models.audio import SAMPLE_RATE
 from models.campplus import MIN_SAMPLES
 from models.errors import ModelFileError
@@ -26,10 +28,11 @@ from models.speaker_encoder import (
     SpeakerEncoder,
     resolve_speaker_weights,
 )
+from models.speaker_segmentation import SpeakerSegmentation
 from streamer import events
 from streamer.audio_io import read_audio_file
 from streamer.config import AppConfig, ConfigError, SegmenterConfig, SpeakersConfig, load_config
-from streamer.messages import Utterance
+from streamer.messages import EmotionResult, Utterance
 from streamer.segmenter import Segmenter
 from streamer.speakers import ChannelSpeakers, Party, SpeakerTracker, enrol
 
@@ -256,6 +259,8 @@ def test_bad_weights_and_settings_say_what_to_do(tmp_path: Path) -> None:
         SpeakerEncoder(str(tmp_path / "bad.pt"))
     with pytest.raises(ConfigError, match="change_threshold"):
         load_config(None, ["speakers.change_threshold=2"])
+    with pytest.raises(ConfigError, match="segmentation_hop_s must be in"):
+        load_config(None, ["speakers.segmentation_hop_s=0"])
     with pytest.raises(ValueError, match="needs >= 400 samples"):
         SpeakerEncoder().embed(np.zeros(10, np.float32))
     with pytest.raises(ValueError, match=f"needs >= {MIN_SAMPLES} samples"):
@@ -298,3 +303,152 @@ def test_run_publishes_speaker_labels(tmp_path: Path, enrol: list[str],
     assert [(e["speakers"], e["speaker_changes"]) for e in ended] == [(2, 3)]
     assert [e["speaker"] for e in emotion] == expected
     assert [e["cut_reason"] for e in emotion] == ["speaker_change"] * 3 + ["pause"]
+
+
+# CAM++ with its thresholds (docs/conversations.md, "CAM++"), and segmentation-3.0
+CAMPPLUS = {"encoder": "packaged:campplus", "change_threshold": 0.3, "scan_threshold": 0.15,
+            "label_threshold": 0.3}
+
+
+@pytest.fixture(scope="module")
+def campplus() -> SpeakerEncoder:
+    return SpeakerEncoder("packaged:campplus")
+
+
+@pytest.fixture(scope="module")
+def segmentation() -> SpeakerSegmentation:
+    return SpeakerSegmentation()
+
+
+def joined(actor: str, takes: list[str], gap_s: float = GAP_S) -> np.ndarray:
+    """The actor's takes ("EE-SS-RR": emotion, statement, repetition; normal intensity),
+    trimmed, ``gap_s`` apart."""
+    gap = np.zeros(int(gap_s * SAMPLE_RATE), np.float32)
+    clips = []
+    for take in takes:
+        emotion, statement, repetition = take.split("-")
+        clips.append(trim(read_audio_file(
+            RAVDESS / f"Actor_{actor}"
+            / f"03-01-{emotion}-01-{statement}-{repetition}-{actor}.flac")))
+    return np.concatenate([piece for clip in clips for piece in (clip, gap)][:-1])
+
+
+@needs_ravdess
+def test_segmentation_puts_the_cut_at_the_real_change(campplus: SpeakerEncoder,
+                                                      segmentation: SpeakerSegmentation
+                                                      ) -> None:
+    """The case where CAM++ cut early: a pause inside actor 01's first sentence, 0.36 s
+    before the gap, has the next voice in its window and a lower cosine (0.08) than the
+    gap (0.11), so neither the first nor the lowest cosine is the change; segmentation-3.0
+    places the change at the gap, and each cut falls between the turns."""
+    audio, placed = two_speaker_talk()
+    speakers = ChannelSpeakers(campplus, SpeakersConfig(enabled=True, segmentation=True,
+                                                        **CAMPPLUS), segmentation=segmentation)
+    utts = segment(audio, speakers)
+    assert [u.cut_reason for u in utts] == ["speaker_change"] * 3 + ["pause"]
+    for utt, (_, _, end), (_, start, _) in zip(utts, placed, placed[1:], strict=False):
+        assert end - 0.1 <= utt.t_end <= start + 0.1, (utt.t_end, end, start)
+    assert [speakers.label(u.audio) for u in utts] == ["S1", "S2", "S1", "S2"]
+    assert speakers.stats.segment_runs >= 4 and speakers.stats.changes == 3
+    assert [speakers.overlap_s(u.audio) for u in utts] == [0.0] * 4  # turns, no overlap
+    # the same cuts at another pace (live equals offline): runs fall on the frame count
+    again = Segmenter(SegmenterConfig(), change=ChannelSpeakers(
+        campplus, SpeakersConfig(enabled=True, segmentation=True, **CAMPPLUS),
+        segmentation=segmentation).change)
+    whole = [e for e in again.push(audio) + again.flush() if isinstance(e, Utterance)]
+    assert [(u.t_start, u.t_end) for u in whole] == [(u.t_start, u.t_end) for u in utts]
+
+
+def overlapped_talk(overlap_s: float) -> tuple[np.ndarray, float]:
+    """Actor 03's two sentences, then actor 04's starting ``overlap_s`` before 03 stops;
+    the time 04 starts."""
+    first, second = joined("03", ["01-01-01", "01-02-01"]), joined("04", ["01-01-01",
+                                                                          "01-02-01"])
+    start = SAMPLE_RATE // 2 + len(first) - int(overlap_s * SAMPLE_RATE)
+    audio = np.zeros(start + len(second) + SAMPLE_RATE, np.float32)
+    audio[SAMPLE_RATE // 2:SAMPLE_RATE // 2 + len(first)] += first
+    audio[start:start + len(second)] += second
+    return audio, start / SAMPLE_RATE
+
+
+@needs_ravdess
+def test_overlapped_speech_is_flagged_on_the_event(campplus: SpeakerEncoder,
+                                                   segmentation: SpeakerSegmentation) -> None:
+    """0.8 s of two people at once: the utterance holding it says so (``overlap`` on its
+    event, schema-valid), and the talk is cut near where the second voice starts."""
+    audio, second = overlapped_talk(0.8)
+    speakers = ChannelSpeakers(campplus, SpeakersConfig(enabled=True, segmentation=True,
+                                                        **CAMPPLUS), segmentation=segmentation)
+    utts = segment(audio, speakers)
+    assert "speaker_change" in [u.cut_reason for u in utts]
+    assert any(abs(u.t_start - second) < 0.5 for u in utts[1:]), \
+        [(u.t_start, u.t_end) for u in utts]
+    overlaps = [speakers.overlap_s(u.audio) for u in utts]
+    assert 0.3 <= sum(o or 0.0 for o in overlaps) <= 1.2, overlaps
+    holding = [o for u, o in zip(utts, overlaps, strict=True)
+               if u.t_start < second + 0.4 and u.t_end > second]
+    assert holding and max(o or 0.0 for o in holding) >= 0.2
+    transcript = Transcript("kids are talking by the door", words=(), language="en")
+    result = EmotionResult(label="neutral", probabilities={"neutral": 0.7, "sad": 0.3},
+                           confidence=0.7, model_id="test", modalities=("audio",))
+    event = events.utterance_emotion("s", "mic", 0, 0.5, 3.0, "speaker_change", transcript,
+                                     result, events.Latency(0, 0, 0, 0, 0), speaker="S1",
+                                     overlap=max(o or 0.0 for o in holding))
+    events.validate_event(event)
+    assert event["overlap"] >= 0.2
+    without = events.utterance_emotion("s", "mic", 0, 0.5, 3.0, "pause", transcript, result,
+                                       events.Latency(0, 0, 0, 0, 0))
+    events.validate_event(without)
+    assert "overlap" not in without  # segmentation off: the key is absent
+    with pytest.raises(jsonschema.ValidationError, match="-1.0"):
+        events.validate_event({**event, "overlap": -1.0})
+
+
+@needs_ravdess
+@pytest.mark.parametrize("actor", ["01", "02"])
+def test_one_speaker_alone_is_not_cut_with_segmentation(encoder: SpeakerEncoder,
+                                                        segmentation: SpeakerSegmentation,
+                                                        actor: str) -> None:
+    """Four takes of one actor (two moods), 0.1 s apart, with the default encoder and
+    segmentation: no speaker change, no overlap. (CAM++ cuts actor 02 at a pause in the
+    first take, cosine under 0.3, with or without segmentation: the model places cuts,
+    it does not veto them.)"""
+    talk = joined(actor, ["01-01-01", "01-02-01", "02-01-02", "02-02-02"])
+    silence = np.zeros(SAMPLE_RATE // 2, np.float32)
+    audio = np.concatenate([silence, talk, silence, silence])
+    speakers = ChannelSpeakers(encoder, SpeakersConfig(enabled=True, segmentation=True),
+                               segmentation=segmentation)
+    utts = segment(audio, speakers)
+    assert "speaker_change" not in [u.cut_reason for u in utts]
+    assert speakers.stats.segment_runs >= 3  # the model did look
+    assert sum(speakers.overlap_s(u.audio) or 0.0 for u in utts) < 0.2
+
+
+@pytest.mark.slow
+@needs_ravdess
+def test_run_puts_overlap_on_the_events(tmp_path: Path) -> None:
+    """``emotion-stream run`` with speakers.segmentation on the overlapped talk: every
+    emotion event carries ``overlap`` (schema-valid), and the one holding the overlap says
+    at least 0.2 s."""
+    from streamer.pipeline import run_pipeline
+    from streamer.runtime import load_models
+    from streamer.sources import FileSource
+
+    audio, second = overlapped_talk(0.8)
+    path = tmp_path / "overlap.wav"
+    sf.write(path, audio, SAMPLE_RATE)
+    config = load_config(None, [f"source.path={path}", "source.realtime=false",
+                                "websocket.enabled=false", "stdout.enabled=false",
+                                f"jsonl.path={tmp_path / 'events.jsonl'}",
+                                "speakers.enabled=true", "speakers.segmentation=true",
+                                *[f"speakers.{k}={v}" for k, v in CAMPPLUS.items()]])
+    assert isinstance(config, AppConfig)
+    asyncio.run(run_pipeline(config, FileSource(config.source), load_models(config)))
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    for event in lines:
+        events.validate_event(event)
+    emotion = [e for e in lines if e["type"] == "utterance.emotion"]
+    assert emotion and all("overlap" in e for e in emotion)
+    holding = [e["overlap"] for e in emotion if e["t_start"] < second + 0.4
+               and e["t_end"] > second]
+    assert holding and max(holding) >= 0.2, [(e["t_start"], e["overlap"]) for e in emotion]
