@@ -57,6 +57,9 @@ class EmotionInput:
     context: tuple[ContextItem, ...] = ()  # oldest first
     language: str | None = None  # the transcript's language (None: assumed one the model knows)
     band: str = "wideband"  # input kind (models.feature_stats.BANDS): whose statistics apply
+    # This utterance's audio features from ``EmotionModel.encode_audio`` (computed ahead,
+    # e.g. while the end-of-speech hangover runs); None: computed with the batch.
+    audio_features: AudioFeatures | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,26 @@ class EmotionModel:
             updates["functionals"] = functionals(_as_audio(inp.audio), self._prosody)
         return replace(item, **updates)
 
+    @property
+    def encodes_audio(self) -> bool:
+        """The model runs its own audio encoder pass (not the ASR pass's frames), so that
+        pass can be computed ahead with ``encode_audio``."""
+        return not self.uses_whisper_frames
+
+    def encode_audio(self, audios: Sequence[np.ndarray]) -> list[AudioFeatures]:
+        """The audio features ``predict`` would compute for these utterances (give them back
+        as ``EmotionInput.audio_features``). Thread-safe: no state is touched."""
+        return self._audio_features([EmotionInput(audio=a, text="") for a in audios])
+
     def _audio_features(self, batch: Sequence[EmotionInput]) -> list[AudioFeatures]:
+        given = [inp.audio_features for inp in batch]
+        if all(f is not None for f in given):
+            return [f for f in given if f is not None]
+        todo = [i for i, f in enumerate(given) if f is None]
+        computed = dict(zip(todo, self._encode_audio([batch[i] for i in todo]), strict=True))
+        return [computed[i] if f is None else f for i, f in enumerate(given)]
+
+    def _encode_audio(self, batch: Sequence[EmotionInput]) -> list[AudioFeatures]:
         want_layers = self.bundle.config.audio.layers == "all"
         expected = self.bundle.config.audio.dim
         if self.audio_kind == "whisper" and want_layers:

@@ -20,6 +20,7 @@ import numpy as np
 
 from models.asr import Transcript
 from models.audio import SAMPLE_RATE
+from models.encoders import AudioFeatures
 from models.encoders.whisper import WINDOW_FRAMES
 from models.inference import ContextItem, EmotionInput, EmotionPrediction
 from streamer import events, speech_gate
@@ -138,6 +139,7 @@ class PolicyStats:
     speculations_discarded: int = 0  # speech resumed, or a later pause replaced it
     nonspeech: int = 0  # utterances published with speech: false
     redecodes: int = 0  # looping finals decoded again in the full window
+    audio_passes_ahead: int = 0  # the emotion model's audio pass reused from a speculation
 
     def add(self, other: PolicyStats) -> None:
         """Add ``other``'s counts to these (a recognizer's totals over its channels)."""
@@ -271,8 +273,10 @@ class ChannelPolicy:
         return None if reason is None else Abstain(reason)
 
     def emotion_input(self, utterance: Utterance, transcript: Transcript,
-                      with_frames: bool, band: str = "wideband") -> EmotionInput:
-        """The fusion model's input."""
+                      with_frames: bool, band: str = "wideband",
+                      audio_features: AudioFeatures | None = None) -> EmotionInput:
+        """The fusion model's input (``audio_features``: its audio pass, computed ahead on
+        exactly ``utterance.audio``)."""
         self._finalized_index = max(self._finalized_index, utterance.utterance_index)
         return EmotionInput(
             audio=utterance.audio, text=transcript.text, words=transcript.words,
@@ -280,6 +284,7 @@ class ChannelPolicy:
             context=tuple(self._context),  # oldest first; the bundle caps what it uses
             language=transcript.language,
             band=band,
+            audio_features=audio_features,
         )
 
     def on_prediction(self, detected: DetectedUtterance, transcript: Transcript,

@@ -27,6 +27,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from models.asr import AsrEngine, Transcript
+from models.encoders import AudioFeatures
 from models.feature_stats import band_of
 from models.inference import EmotionInput, EmotionModel, EmotionPrediction
 from streamer.batcher import BatchWorker, Timed
@@ -84,6 +85,8 @@ class _ChannelRun:
         self.narrowband = narrowband  # its ASR requests go to asr.model_8k
         self.queue: asyncio.Queue[DetectedUtterance | None] = asyncio.Queue(UTTERANCE_QUEUE)
         self.speculation: asyncio.Task[Timed[Transcript]] | None = None
+        # The emotion model's audio pass on the same speculative audio (audio_worker).
+        self.audio_speculation: asyncio.Task[Timed[AudioFeatures]] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,12 @@ class Inference(Protocol):
 
     @property
     def emotion_worker(self) -> Stage[EmotionInput, EmotionPrediction]: ...
+
+    @property
+    def audio_worker(self) -> Stage[np.ndarray, AudioFeatures] | None:
+        """The emotion model's own audio encoder pass, computed ahead on the speculative
+        final's audio (None: not available, e.g. remote stages)."""
+        ...
 
     async def run(self) -> None:
         """Run whatever the stages need in this process until cancelled."""
@@ -179,11 +188,19 @@ class LocalInference:
         self.emotion_worker: BatchWorker[EmotionInput, EmotionPrediction] = BatchWorker(
             "fusion", emotion.predict, max_batch=config.emotion.max_batch,
             max_wait_ms=config.emotion.max_wait_ms)
+        # A model that runs its own audio encoder pass (the default bundle: every Whisper
+        # layer) runs it beside the ASR: from the first pause with the speculative final (the
+        # end-of-speech hangover hides it), else beside the final pass; on its own thread.
+        self.audio_worker: BatchWorker[np.ndarray, AudioFeatures] | None = BatchWorker(
+            "audio", emotion.encode_audio, max_batch=1, max_wait_ms=0) \
+            if emotion.encodes_audio else None
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.asr_worker.run(), name="asr-worker")
             tg.create_task(self.emotion_worker.run(), name="fusion-worker")
+            if self.audio_worker is not None:
+                tg.create_task(self.audio_worker.run(), name="audio-worker")
 
 
 class Recognizer:
@@ -289,6 +306,9 @@ class Recognizer:
                 run.speculation = run.tg.create_task(
                     self.asr_worker.submit(AsrRequest(command.audio, final=True,
                                                       narrowband=run.narrowband)))
+                audio_worker = self.inference.audio_worker
+                run.audio_speculation = None if audio_worker is None else \
+                    run.tg.create_task(audio_worker.submit(command.audio))
             elif isinstance(command, RequestPartial):
                 run.tg.create_task(self._partial(run, command.progress))
 
@@ -314,10 +334,19 @@ class Recognizer:
 
         plan = run.policy.plan_final(utt)
         speculation, run.speculation = run.speculation, None
+        # Discarded with the transcript's speculation (it then ran to its end for nothing).
+        audio_speculation, run.audio_speculation = run.audio_speculation, None
         if isinstance(plan, Abstain):
             self.bus.publish(run.policy.on_abstain(detected, None, plan, times(0.0)).event)
             return
-        if isinstance(plan, ReuseSpeculation) and speculation is not None:
+        reused = isinstance(plan, ReuseSpeculation) and speculation is not None
+        # The emotion model's own audio pass: the speculation's when it covered exactly these
+        # samples (its final is reused), else started now, beside the final ASR pass (it
+        # does not need the transcript).
+        audio_worker = self.inference.audio_worker
+        audio_pass = audio_speculation if reused else None if audio_worker is None else \
+            run.tg.create_task(audio_worker.submit(utt.audio))
+        if reused and speculation is not None:
             transcript = (await speculation).value
         else:  # a discarded speculation still runs to its end; its result is dropped
             audio = plan.audio if isinstance(plan, TranscribeFinal) else utt.audio
@@ -345,10 +374,14 @@ class Recognizer:
         # overlapped speech (speakers.segmentation), measured alongside, likewise
         overlapping = None if run.speakers is None or not run.speakers.segmenting else \
             run.tg.create_task(asyncio.to_thread(run.speakers.overlap_s, utt.audio))
+        features = None if audio_pass is None else (await audio_pass).value
+        if features is not None and reused:
+            run.policy.stats.audio_passes_ahead += 1
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
             utt, transcript,
             # asr.model_8k's frames are not the emotion model's encoder's: it encodes itself.
-            with_frames=self.facts.uses_whisper_frames and not run.narrowband, band=run.band))
+            with_frames=self.facts.uses_whisper_frames and not run.narrowband, band=run.band,
+            audio_features=features))
         speaker = None if labelling is None else await labelling
         overlap = None if overlapping is None else await overlapping
         self.bus.publish(run.policy.on_prediction(detected, transcript, fusion.value,

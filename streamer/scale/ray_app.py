@@ -165,6 +165,8 @@ class RemoteInference:
     facts: ModelFacts
     asr_worker: RemoteStage[AsrRequest, Transcript]
     emotion_worker: RemoteStage[EmotionInput, EmotionPrediction]
+    # No speculative audio pass: features would cross the network twice for it.
+    audio_worker: None = None
 
     async def run(self) -> None:
         await asyncio.Event().wait()  # nothing runs here: the deployments do the work

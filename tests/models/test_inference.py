@@ -177,6 +177,30 @@ def test_prosody_audio_encoder_bundle(tmp_path: Path, tiny_text_dir: Path) -> No
     assert pred.context_item.audio_embedding.shape == (FRAME_DIM,)
 
 
+def test_audio_features_computed_ahead_serve_as_computed_with_the_batch(
+        tmp_path: Path, tiny_text_dir: Path) -> None:
+    """The recognizer computes a model's own audio pass ahead (at the first pause):
+    ``encode_audio`` then ``predict`` with them gives what ``predict`` computes itself, also
+    in a batch where only some inputs have them; a model on the ASR's frames does not."""
+    from models.encoders.prosody import FRAME_DIM
+
+    path = make_bundle(tmp_path, tiny_text_dir, head="self_mha", audio_ref="prosody",
+                       audio_dim=FRAME_DIM, model_dim=32, num_heads=2)
+    model = EmotionModel.load(path)
+    assert model.encodes_audio
+    rng = np.random.default_rng(0)
+    inputs = [EmotionInput(audio=rng.standard_normal(n).astype(np.float32) * 0.1, text=t)
+              for n, t in ((16000, "hey"), (24000, "so angry"))]
+    ahead = model.encode_audio([inp.audio for inp in inputs])
+    assert [f.frames.shape[1] for f in ahead] == [FRAME_DIM, FRAME_DIM]
+    computed = model.predict(inputs)
+    given = model.predict([inputs[0], dataclasses.replace(inputs[1], audio_features=ahead[1])])
+    for a, b in zip(computed, given, strict=True):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+    frames_model = EmotionModel.load(make_bundle(tmp_path / "frames", tiny_text_dir))
+    assert frames_model.uses_whisper_frames and not frames_model.encodes_audio
+
+
 def test_whisper_frames_computed_when_missing(tmp_path: Path, tiny_text_dir: Path) -> None:
     """With the packaged tiny.en (384-d), frames are computed if the ASR did not pass them."""
     from models.encoders.whisper import WhisperEncoder, load_whisper

@@ -56,6 +56,9 @@ async def test_real_time_with_speculation_equals_fast(models: Models) -> None:
     fast, _ = await finals(models, realtime=False)
     # The live run used the latency devices (else this would prove nothing) ...
     assert live_summary.recognition.speculations_reused >= 4
+    # the emotion model's own audio pass (every Whisper layer) was computed ahead too
+    assert live_summary.recognition.audio_passes_ahead == \
+        live_summary.recognition.speculations_reused
     assert live_summary.recognition.partials_published >= 1
     # ... and published exactly what the offline run did.
     assert len(live) == len(fast) == 8
