@@ -165,6 +165,9 @@ def load_rules(rules: Any, rules_file: str | None,
     except OSError as exc:
         raise ConfigError(f"alerts.rules_file '{path}' cannot be read ({exc}); give an "
                           "existing YAML file holding a list of rules") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"alerts.rules_file '{path}' is not UTF-8 text ({exc.reason} at "
+                          f"byte {exc.start}); save it as UTF-8 YAML") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"alerts.rules_file '{path}' is not valid YAML: {exc}") from exc
     except RecursionError as exc:

@@ -590,6 +590,10 @@ def _resolve_secret(key: str, value: str) -> str:
         except OSError as exc:
             raise ConfigError(f"config key '{key}' = 'file:{path}': cannot read it ({exc})"
                               ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config key '{key}' = 'file:{path}': the file is not UTF-8 "
+                              f"text ({exc.reason} at byte {exc.start}); write the secret "
+                              "as text") from exc
     return value
 
 
@@ -674,6 +678,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file '{p}' does not exist; pass an existing YAML file")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file '{p}' is not UTF-8 text ({exc.reason} at byte "
+                              f"{exc.start}); save it as UTF-8 YAML") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from exc
         except RecursionError as exc:
