@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.asr import AsrEngine, normalize_words  # noqa: E402
 from models.audio import SAMPLE_RATE  # noqa: E402
 from models.encoders.whisper import WINDOW_FRAMES, load_whisper, n_output_frames  # noqa: E402
+from offline_training.metrics import word_error_rate as wer  # noqa: E402
 from streamer.config import AsrConfig  # noqa: E402
 from tests.speech import Turn, synthesize  # noqa: E402
 
@@ -227,16 +228,6 @@ def bucket_frames(n_samples: int) -> int:
         if seconds <= b:
             return b * FRAMES_PER_SECOND
     return WINDOW_FRAMES
-
-
-def wer(ref: str, hyp: str) -> float:
-    import jiwer
-
-    r = " ".join(normalize_words(ref))
-    h = " ".join(normalize_words(hyp))
-    if not h:
-        return 1.0
-    return float(jiwer.wer(r, h))
 
 
 def word_errors(ref: str, hyp: str) -> tuple[int, int]:

@@ -158,3 +158,15 @@ def write_results(rows: dict[str, Summary], per_fold: dict[str, list[Scores]],
                    "per_fold": [asdict(f) for f in per_fold.get(name, [])]}
             for name, s in rows.items()}
     (out_dir / "results.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """WER of ``hypothesis`` against ``reference`` after ``models.asr.normalize_words``
+    (case, punctuation and number words as the ASR checks use them); an empty hypothesis
+    counts as every reference word deleted. One definition for tests and benchmarks."""
+    import jiwer
+
+    from models.asr import normalize_words
+
+    return float(jiwer.wer(" ".join(normalize_words(reference)),
+                           " ".join(normalize_words(hypothesis)) or "<empty>"))

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
-import jiwer
 import numpy as np
 import pytest
 import soxr
@@ -19,6 +18,7 @@ import soxr
 from models.asr import normalize_words
 from models.bundle import BundleConfig, resolve_bundle, save_bundle
 from models.heads import build_head
+from offline_training.metrics import word_error_rate as wer
 from streamer import events
 from streamer.config import AppConfig, load_config
 from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_twilio
@@ -27,6 +27,7 @@ from streamer.service import Service
 from tests.conftest import Broker
 from tests.service import Subscriber, subscribed_service
 from tests.speech import Turn, espeak_available, synthesize
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")]
@@ -87,17 +88,6 @@ async def service(app_config: AppConfig, models: Models, broker: Broker
         app_config.mqtt, enabled=True, port=broker.port, prefix="calls"))
     async with subscribed_service(config, models) as (svc, sub):
         yield svc, sub, config
-
-
-async def wait_until(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(" ".join(normalize_words(reference)),
-                           " ".join(normalize_words(hypothesis)) or "<empty>"))
 
 
 async def test_stereo_call_as_twilio_and_audiohook_gives_per_party_events(

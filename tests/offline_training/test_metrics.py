@@ -54,3 +54,12 @@ def test_results_files_and_confusion_png(tmp_path: Path) -> None:
     assert (tmp_path / "results.md").read_text().startswith("| model |")
     save_confusion_png(np.array([[2, 1], [0, 3]]), ["a", "b"], tmp_path / "c.png", "t")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_word_error_rate_normalises_and_counts_an_empty_hypothesis() -> None:
+    from offline_training.metrics import word_error_rate
+
+    assert word_error_rate("I have been waiting.", "i have been WAITING") == 0.0
+    assert word_error_rate("kids are talking by the door", "kids are walking by the door") \
+        == pytest.approx(1 / 6)
+    assert word_error_rate("two words", "") == 1.0  # every reference word missing

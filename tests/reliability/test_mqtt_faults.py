@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -26,14 +27,13 @@ from streamer.mqtt_publisher import MqttPublisher
 from tests.conftest import Broker
 from tests.streamer.test_bus_and_events import sample_emotion
 from tests.streamer.test_mqtt_publisher import Collector, running
+from tests.waiting import wait_until
 
 TIMEOUT_S = 30.0
 
 
-async def until(condition, timeout: float = TIMEOUT_S) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
+async def until(condition: Callable[[], object], timeout: float = TIMEOUT_S) -> None:
+    await wait_until(condition, timeout)
 
 
 async def test_rejected_and_unencodable_events_are_dead_lettered(make_broker,  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +38,14 @@ from tests.conftest import Broker
 from tests.ingest.test_server import RecordingRecognizer, make_config, started, tone_call
 from tests.streamer.test_bus_and_events import sample_emotion
 from tests.streamer.test_mqtt_publisher import Collector, running
+from tests.waiting import wait_until
 
 TIMEOUT_S = 20.0
 PUBLIC = "wss://calls.example.com"
 
 
-async def until(condition, timeout: float = TIMEOUT_S) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
+async def until(condition: Callable[[], object], timeout: float = TIMEOUT_S) -> None:
+    await wait_until(condition, timeout)
 
 
 # ------------------------------------------------------------------ 1: secrets

@@ -62,6 +62,7 @@ from streamer.service import Service, run_service
 from streamer.ws_server import WebSocketServer
 from tests.conftest import Broker, free_port, wait_for_port
 from tests.speech import espeak_available
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
               pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")]
@@ -280,13 +281,6 @@ async def gateway_running(config: AppConfig) -> AsyncIterator[tuple[Gateway, Sub
         reader.cancel()
         stop.set()
         await asyncio.wait_for(task, 30)
-
-
-async def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def single_process_events(conversation: np.ndarray, ids: dict[str, str],

@@ -31,6 +31,7 @@ from streamer.ingest.clients import CallAudio, send_pcm
 from streamer.runtime import load_models
 from streamer.service import Service, run_service
 from tests.conftest import Broker
+from tests.waiting import wait_until
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
 # v6 labels every neutral and calm clip of actor 11 "sad" at 8 kHz (his calm voice), those of
@@ -77,12 +78,6 @@ class Received:
     def of(self, kind: str, stream_id: str) -> list[tuple[float, dict]]:  # type: ignore[type-arg]
         return [(t, m) for t, m in self.items
                 if m.get("type") == kind and m.get("stream_id") == stream_id]
-
-
-async def wait_until(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
 
 
 async def test_angry_customer_alert_once_on_websocket_and_mqtt_then_cleared(

@@ -11,12 +11,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
 
-from models.asr import normalize_words
+from offline_training.metrics import word_error_rate as wer
 from streamer import events
 from streamer.config import AppConfig, SourceConfig, load_config
 from streamer.errors import AudioInputError, ConfigError
@@ -32,11 +31,6 @@ from tests.speech import Turn, espeak_available, synthesize
 CUSTOMER = Turn("I have been waiting for an hour and nobody helps me with my order.",
                 "en-us+m3", 60, 180, 150)
 AGENT = Turn("I am so sorry, let me look at your account right now.", "en-us+f2", 50, 165, 60)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(" ".join(normalize_words(reference)),
-                           " ".join(normalize_words(hypothesis)) or "<empty>"))
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import aiomqtt
-import jiwer
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from models.asr import normalize_words
+from offline_training.metrics import word_error_rate as wer
 from streamer import events
 from streamer.config import AppConfig, load_config
 from streamer.pipeline import run_pipeline
@@ -37,11 +36,6 @@ TURNS = (
 @pytest.fixture(scope="module")
 def models() -> Models:
     return load_models(AppConfig())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(" ".join(normalize_words(reference)),
-                           " ".join(normalize_words(hypothesis)) or "<empty>"))
 
 
 def make_config(tmp_path: Path, mqtt_port: int | None = None, **extra: str) -> AppConfig:

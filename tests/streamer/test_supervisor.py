@@ -18,6 +18,7 @@ from streamer.config import AlertsConfig, WebSocketConfig
 from streamer.supervisor import Supervisor, install_sighup
 from streamer.ws_server import WebSocketServer
 from tests.dashboard import conversation as conv
+from tests.waiting import wait_until
 
 ANGRY_RULE = ("- {id: customer-angry, kind: label_count, channels: [customer], label: angry,"
               " min_confidence: 0.6, k: 2, n: 3, severity: critical}\n")
@@ -33,12 +34,6 @@ async def recv_until(ws: ClientConnection, kind: str) -> dict:  # type: ignore[t
     while (message := await recv(ws))["type"] != kind:
         pass
     return message
-
-
-async def wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_alerts_replay_requests_and_reloads(tmp_path: Path) -> None:

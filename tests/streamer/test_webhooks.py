@@ -20,6 +20,7 @@ import pytest
 
 from streamer.config import WebhooksConfig
 from streamer.webhooks import WebhookSender, endpoint_name, sign, verify
+from tests.waiting import wait_until
 
 SECRET = "s3cret-for-tests"
 
@@ -84,12 +85,6 @@ def event(kind: str, n: int) -> dict[str, Any]:
             "channel": "customer", "wall_time": 1000.0 + n, "alert_id": f"a/call-1/customer/{n}",
             "rule_id": "a", "severity": "critical"}
     return base
-
-
-async def wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 def config(*urls: str, **kw: Any) -> WebhooksConfig:
