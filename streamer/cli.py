@@ -36,6 +36,7 @@ examples:
   emotion-stream config --show                        # effective configuration
   emotion-stream serve --set ingest.token=secret      # call-center ingest (docs/ingest.md)
   emotion-stream replay call.wav --protocol twilio    # send a recording into a running serve
+  emotion-stream replay call.wav --roles agent,customer   # stereo: channel 0 is the agent
 """
 
 
@@ -69,15 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--channels", choices=("mix", "split"),
                      help="mix: the input's channels mixed to one mono channel (default); "
                           "split: one channel of events per input channel")
-    run.add_argument("--channel-names", metavar="A,B,...",
-                     help="names of the input channels, in order (implies --channels split), "
-                          "e.g. agent,customer; default ch0,ch1,...")
+    run.add_argument("--channel-names", "--roles", dest="channel_names", metavar="A,B,...",
+                     help="names of the input channels (the call's parties), in order "
+                          "(implies --channels split), e.g. agent,customer; default "
+                          "ch0,ch1,...; source.channel_names, the same as replay --roles")
 
     rep = sub.add_parser(
         "replay", help="replay a recording into a running serve as a live call",
         description="Send an audio file to a running `emotion-stream serve` over one of its "
                     "ingest protocols, paced at real time; channel 0 is the customer, "
-                    "channel 1 the agent (a mono file is one party). The audio travels as "
+                    "channel 1 the agent unless --roles names them (a mono file is one "
+                    "party). The audio travels as "
                     "8 kHz telephone audio. The events come out of the server's publishers.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("file", help="audio file (wav/flac/ogg/mp3, any rate, 1-2 channels; "
@@ -94,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--pace", type=float, default=1.0,
                      help="times real time (default 1: live; 4: four times faster)")
     rep.add_argument("--stream-id", help="the call's id (default: the file name)")
+    rep.add_argument("--roles", metavar="A,B",
+                     help="the channels' parties, channel 0 first, one per channel, e.g. "
+                          "agent,customer (the events' channel names; as run --roles). "
+                          "twilio/audiohook carry customer and agent only; raw any names")
 
     serve = sub.add_parser(
         "serve", help="serve live calls (raw PCM, Twilio Media Streams, Genesys AudioHook)",
@@ -254,13 +261,15 @@ def command_gateway(config: AppConfig) -> int:
 
 
 def command_replay(args: argparse.Namespace) -> int:
-    from streamer.replay import replay
+    from streamer.replay import parse_roles, replay
 
+    roles = parse_roles(args.roles) if args.roles is not None else ()
     result = asyncio.run(replay(args.file, args.protocol, url=args.url, token=args.token,
                                 pace=args.pace, stream_id=args.stream_id,
-                                signed_url=args.signed_url))
+                                signed_url=args.signed_url, roles=roles))
+    named = f": {','.join(result.roles)}" if result.roles else ""
     print(f"replayed {result.audio_s:.1f} s ({result.parties} "
-          f"part{'y' if result.parties == 1 else 'ies'}) over {result.protocol} to "
+          f"part{'y' if result.parties == 1 else 'ies'}{named}) over {result.protocol} to "
           f"{result.url}")
     return 0
 

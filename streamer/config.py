@@ -22,6 +22,7 @@ import yaml
 
 from models.asr import AsrOptions
 from streamer.errors import ConfigError
+from streamer.validation import is_identifier
 
 SourceKind = Literal["file", "mic", "stdin"]
 
@@ -721,10 +722,9 @@ def validate(config: AppConfig) -> None:
         (config.source.stdin_sample_rate > 0, "source.stdin_sample_rate must be > 0"),
         (config.source.stdin_channels >= 1, "source.stdin_channels must be >= 1"),
         (config.source.channel_names is None or all(
-            n.strip() and not set(n.strip()) & set("/+#")
-            for n in config.source.channel_names.split(",")),
-         "source.channel_names must be comma-separated non-empty names without / + #, "
-         "e.g. agent,customer"),
+            is_identifier(n.strip()) for n in config.source.channel_names.split(",")),
+         "source.channel_names (--channel-names, --roles) must be comma-separated names of "
+         "1..128 printable characters without / + #, e.g. agent,customer"),
         (config.source.channel_names is None or config.source.channels == "split",
          "source.channel_names needs source.channels=split (--channels split)"),
         (config.asr.beam_size >= 1, "asr.beam_size must be >= 1"),

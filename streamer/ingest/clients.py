@@ -218,16 +218,20 @@ async def send_audiohook(url: str, call: CallAudio, pace: float = 1.0, frame_ms:
 
 
 async def send_pcm(url: str, call: CallAudio, pace: float = 1.0, frame_ms: int = 100,
-                   token: str | None = None, disconnect_at_s: float | None = None
-                   ) -> SendReport:
-    """Replay ``call`` as raw interleaved 16-bit PCM at 8 kHz."""
+                   token: str | None = None, disconnect_at_s: float | None = None,
+                   roles: tuple[str, ...] | None = None) -> SendReport:
+    """Replay ``call`` as raw interleaved 16-bit PCM at 8 kHz; ``roles`` names its parties
+    (None: the server's defaults)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     report = SendReport()
     async with connect(url, additional_headers=headers, open_timeout=REPLY_TIMEOUT_S) as ws:
         reader = asyncio.create_task(_reader(ws, report))
-        await ws.send(json.dumps({"type": "start", "stream_id": call.stream_id,
-                                  "sample_rate": TELEPHONY_RATE,
-                                  "channels": len(call.parties), "encoding": "pcm16le"}))
+        opening: dict[str, Any] = {"type": "start", "stream_id": call.stream_id,
+                                   "sample_rate": TELEPHONY_RATE,
+                                   "channels": len(call.parties), "encoding": "pcm16le"}
+        if roles is not None:
+            opening["roles"] = list(roles)
+        await ws.send(json.dumps(opening))
         n = int(TELEPHONY_RATE * frame_ms / 1000)
         total = len(call.parties[0])
         if disconnect_at_s is not None:
