@@ -25,11 +25,9 @@ hash of the weights it has now.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from models.digests import SHA256_KEY, file_sha256, verify_sha256
 from models.encoders.whisper import AUDIO_WINDOWS
 from models.errors import BundleError
 from models.heads import FusionHead, build_head, head_spec, make_config
@@ -52,7 +51,6 @@ REPORT_JSON = "report.json"
 BUILTIN = {"builtin:default": Path(__file__).parent / "default_bundle",
            "builtin:synthetic": Path(__file__).parent / "synthetic_bundle"}
 LAYER_MODES = ("last", "all")
-SHA256_KEY = "sha256"  # bundle.json: {weight file name: sha256 hex digest}
 WEIGHT_FILES = (WEIGHTS,)  # the files the digests cover
 
 log = logging.getLogger(__name__)
@@ -235,58 +233,7 @@ def stamp_sha256(ref: str | Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ content hashes
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 REEXPORT = "re-export the bundle (emotion-train, offline_training/export.py)"
-_warned_unhashed: set[str] = set()
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(directory: Path, recorded: Any, files: tuple[str, ...], manifest: Path,
-                  error: type[Exception] = BundleError,
-                  rebuild: str = REEXPORT) -> dict[str, str]:
-    """Check ``files`` in ``directory`` against ``recorded`` (the manifest's ``sha256``:
-    ``{file name: hex digest}``); raise ``error`` naming the file, both digests and what to
-    do (``rebuild``, or re-download). ``recorded`` None (a model written before hashes
-    existed): warn once, return {}.
-    Shared by bundles and the text affect model (``models.text_affect``)."""
-    if recorded is None:
-        if str(directory) not in _warned_unhashed:
-            _warned_unhashed.add(str(directory))
-            log.warning("%s has no '%s' entry: the weights in %s are loaded without an "
-                        "integrity check (written before content hashes existed); %s, or "
-                        "record the digests of the files you trust with "
-                        "models.bundle.stamp_sha256", manifest, SHA256_KEY, directory, rebuild)
-        return {}
-    if (not isinstance(recorded, dict) or any(not isinstance(v, str) or not _HEX64.fullmatch(v)
-                                              for v in recorded.values())):
-        raise error(f"{manifest}: '{SHA256_KEY}' must map file names to sha256 hex digests "
-                    f"(64 lowercase hex characters), got {str(recorded)[:200]}; {rebuild}")
-    missing = [name for name in files if name not in recorded]
-    unknown = sorted(set(recorded) - set(files))
-    if missing or unknown:
-        raise error(f"{manifest}: '{SHA256_KEY}' lists {sorted(recorded)}, expected exactly "
-                    f"{list(files)}; {rebuild}")
-    for name in files:
-        try:
-            actual = file_sha256(directory / name)
-        except OSError as exc:
-            raise error(f"{directory / name} cannot be read: {exc}") from exc
-        if actual != recorded[name]:
-            size = (directory / name).stat().st_size
-            raise error(
-                f"{directory / name} does not match its recorded content hash: sha256 "
-                f"expected {recorded[name]} (from {manifest.name}), actual {actual} "
-                f"({size} bytes). The file was changed, replaced or cut short after it was "
-                f"written; {rebuild}, or re-download it.")
-    return dict(recorded)
 
 
 def _read_json(path: Path) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from models.digests import SHA256_KEY, file_sha256, verify_sha256
 from models.errors import ModelFileError
 from models.layers import masked_mean
 
@@ -73,8 +74,6 @@ def save_text_affect(affect: TextAffect, directory: Path, card: dict[str, object
     the weights' sha256, checked by ``load_text_affect``)."""
     from safetensors.torch import save_file
 
-    from models.bundle import SHA256_KEY, file_sha256  # (models.bundle imports this module)
-
     directory.mkdir(parents=True, exist_ok=True)
     save_file({"weight": affect.weight.contiguous(), "bias": affect.bias.contiguous()},
               str(directory / "weights.safetensors"))
@@ -86,8 +85,6 @@ def save_text_affect(affect: TextAffect, directory: Path, card: dict[str, object
 def load_text_affect(directory: str | Path = PACKAGED_TEXT_AFFECT) -> TextAffect:
     from safetensors.torch import load_file
 
-    from models.bundle import SHA256_KEY, verify_sha256  # (models.bundle imports this module)
-
     directory = Path(directory)
     meta_path, weights_path = directory / "text_affect.json", directory / "weights.safetensors"
     if not meta_path.is_file() or not weights_path.is_file():
@@ -95,7 +92,7 @@ def load_text_affect(directory: str | Path = PACKAGED_TEXT_AFFECT) -> TextAffect
             f"text affect model '{directory}' needs text_affect.json and weights.safetensors; "
             "fit one with 'python -m offline_training.text_affect --goemotions DIR --out DIR'")
     meta = json.loads(meta_path.read_text())
-    # the weights' sha256 recorded at fitting (models.bundle.verify_sha256); none: a warning
+    # the weights' sha256 recorded at fitting (models.digests.verify_sha256); none: a warning
     verify_sha256(directory, meta.get(SHA256_KEY), ("weights.safetensors",), meta_path,
                   ModelFileError, "refit it (python -m offline_training.text_affect)")
     tensors = load_file(str(weights_path))

@@ -38,6 +38,7 @@ import yaml
 
 from streamer.errors import ConfigError
 from streamer.events import SCHEMA_VERSION, Event
+from streamer.typed_config import check_nesting, from_dict
 from streamer.validation import is_identifier
 
 Severity = Literal["info", "warning", "critical"]
@@ -102,8 +103,6 @@ def parse_rules(data: Any, where: str = "alerts.rules",
     rule (by id when it has one, else by position) and says what is allowed. ``labels``:
     the emotion model's labels (None: not known yet), which rules' ``label`` must be one of:
     a rule on another label would never fire."""
-    from streamer.config import from_dict  # config imports this module to validate
-
     if data is None:
         return ()
     if not isinstance(data, list | tuple):
@@ -147,8 +146,6 @@ def parse_rules(data: Any, where: str = "alerts.rules",
 def load_rules(rules: Any, rules_file: str | None,
                labels: tuple[str, ...] | None = None) -> tuple[Rule, ...]:
     """The configured rules: inline ``alerts.rules`` or the YAML list in ``rules_file``."""
-    from streamer.config import check_nesting
-
     if rules_file is None:
         check_nesting(rules, "alerts.rules")
         return parse_rules(rules, labels=labels)

@@ -9,19 +9,18 @@ and ``[a, b]`` work).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from models.asr import AsrOptions
+from streamer.alerts import load_rules
 from streamer.errors import ConfigError
+from streamer.typed_config import MAX_CONFIG_DEPTH, check_nesting, from_dict
 from streamer.validation import is_identifier
 
 SourceKind = Literal["file", "mic", "stdin"]
@@ -471,87 +470,6 @@ class AppConfig:
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-T = TypeVar("T")
-
-
-def _describe(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin is tuple:
-        return f"a list of {_describe(get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
-    origin = get_origin(tp)
-    if tp is Any:  # checked by the section's own validation (alerts.rules)
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a mapping of {_describe(tp)} settings")
-        return from_dict(tp, value, prefix=key + ".")  # type: ignore[arg-type]
-    if origin is Literal:
-        if value in get_args(tp):
-            return value
-    elif origin in (typing.Union, types.UnionType):
-        for arg in get_args(tp):
-            try:
-                return _convert(value, arg, key)
-            except ConfigError:
-                continue
-    elif origin is tuple and get_args(tp)[1:] == (Ellipsis,):
-        if isinstance(value, list | tuple):
-            return tuple(_convert(v, get_args(tp)[0], f"{key}[{i}]")
-                         for i, v in enumerate(value))
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"config key '{key}' = {value!r} is invalid: expected a "
-                                  "finite number (not .inf or .nan)")
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:
-        raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}")
-    raise ConfigError(f"config key '{key}' = {value!r} is invalid: expected {_describe(tp)}")
-
-
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and bad values."""
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}'; allowed keys"
-            f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}"
-        )
-    missing = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-               if f.name not in data and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"config key '{prefix}{missing[0]}' is missing; "
-                          f"{prefix.rstrip('.') or 'the config'} needs {', '.join(missing)}")
-    kwargs = {name: _convert(data[name], hints[name], prefix + name) for name in data}
-    return cls(**kwargs)
-
-
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -568,6 +486,9 @@ def _secret_value(config: Any, key: str) -> Any:
     for name in key.split("."):
         config = getattr(config, name)
     return config
+
+
+T = TypeVar("T")
 
 
 def _with_secret(config: T, key: str, value: str) -> T:
@@ -637,27 +558,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
                           f"no setting nests more than {MAX_CONFIG_DEPTH} levels") from exc
     check_nesting(value, f"override '{key.strip()}'")
     return path, value
-
-
-# No setting nests deeper than a few levels (alert rules: 4); deeper input is a mistake or
-# an attack, and would end in a RecursionError somewhere past the loader.
-MAX_CONFIG_DEPTH = 32
-
-
-def check_nesting(data: Any, where: str) -> None:
-    """Refuse lists and mappings nested more than MAX_CONFIG_DEPTH levels (iteratively:
-    the check itself must not recurse)."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if not isinstance(node, dict | list | tuple):
-            continue
-        if depth > MAX_CONFIG_DEPTH:
-            raise ConfigError(f"{where} is nested more than {MAX_CONFIG_DEPTH} levels deep; "
-                              "no setting needs that: check the file's indentation and "
-                              "brackets")
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children)
 
 
 def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
@@ -894,7 +794,6 @@ def validate_alerts(alerts: AlertsConfig) -> None:
     """The alerts section; a bad rule is named in the ConfigError."""
     import regex
 
-    from streamer.alerts import load_rules  # it builds rules with from_dict above
 
     if alerts.reload_check_s <= 0 or alerts.tick_s <= 0 or alerts.summary_interval_s < 0:
         raise ConfigError("alerts.reload_check_s and alerts.tick_s must be > 0, "
