@@ -205,7 +205,7 @@ def load_bundle(ref: str | Path) -> Bundle:
         raise BundleError(f"{path / REPORT_JSON} must hold a JSON object (may be {{}})")
     _check_consistent(config, path)
     digests = verify_sha256(path, raw.get(SHA256_KEY), WEIGHT_FILES, path / BUNDLE_JSON,
-                            BundleError)
+                            BundleError, REEXPORT)
     try:
         weights = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as exc:

@@ -11,8 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from models.errors import BundleError
-
 SHA256_KEY = "sha256"  # manifest key: {weight file name: sha256 hex digest}
 
 log = logging.getLogger(__name__)
@@ -31,9 +29,7 @@ def file_sha256(path: Path) -> str:
 
 
 def verify_sha256(directory: Path, recorded: Any, files: tuple[str, ...], manifest: Path,
-                  error: type[Exception] = BundleError,
-                  rebuild: str = "re-export the bundle (emotion-train, offline_training/export.py)"
-                  ) -> dict[str, str]:
+                  error: type[Exception], rebuild: str) -> dict[str, str]:
     """Check ``files`` in ``directory`` against ``recorded`` (the manifest's ``sha256``:
     ``{file name: hex digest}``); raise ``error`` naming the file, both digests and what to
     do (``rebuild``, or re-download). ``recorded`` None (a model written before hashes

@@ -151,6 +151,14 @@ def batches(items: Sequence[Utterance]) -> list[list[Utterance]]:
     return [list(items[i:i + BATCH_SIZE]) for i in range(0, len(items), BATCH_SIZE)]
 
 
+def frames_settings(audio_ref: str, compute_type: str, window_s: float | None,
+                    layers: bool = False) -> dict[str, Any]:
+    """What a frames cache directory holds (its key, and its meta.json): window_s None is
+    the "fit" window."""
+    return {"audio": audio_ref, "compute_type": compute_type,
+            "window_s": "fit" if window_s is None else window_s, "layers": layers}
+
+
 def prepare_dir(directory: Path, meta: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     meta_path = directory / "meta.json"
@@ -292,9 +300,8 @@ class FeatureCache:
 
     def frames_dir(self, audio_ref: str, compute_type: str, window_s: float | None,
                    layers: bool = False) -> Path:
-        key = digest({"v": CACHE_VERSION, "audio": audio_ref, "compute_type": compute_type,
-                      "window_s": "fit" if window_s is None else window_s, "layers": layers})
-        return self.root / f"frames-{key}"
+        settings = frames_settings(audio_ref, compute_type, window_s, layers)
+        return self.root / f"frames-{digest({'v': CACHE_VERSION, **settings})}"
 
     def audio_dir(self, spec: FeatureSpec) -> Path:
         return self.frames_dir(spec.audio, spec.compute_type, spec.audio_window_s,
@@ -335,8 +342,7 @@ class FeatureCache:
                     spec: FeatureSpec) -> dict[str, Transcript]:
         """ASR transcripts, cached beside the Whisper frames of the same pass."""
         directory = self.frames_dir(spec.asr_ref, spec.compute_type, spec.window_s)
-        prepare_dir(directory, {"audio": spec.asr_ref, "compute_type": spec.compute_type,
-                                "window_s": spec.window_s, "layers": False})
+        prepare_dir(directory, frames_settings(spec.asr_ref, spec.compute_type, spec.window_s))
         stage = AudioStage(spec.asr_ref, spec.compute_type, self.threads, spec.window_s)
 
         def work(batch: list[Utterance]) -> None:
@@ -357,11 +363,9 @@ class FeatureCache:
     def extract_frames(self, utterances: Sequence[Utterance], keys: dict[str, str],
                        spec: FeatureSpec) -> dict[str, Frames]:
         directory = self.audio_dir(spec)
-        window_s = spec.audio_window_s
-        prepare_dir(directory, {"audio": spec.audio, "compute_type": spec.compute_type,
-                                "window_s": "fit" if window_s is None else window_s,
-                                "layers": spec.audio_layers})
-        stage = AudioStage(spec.audio, spec.compute_type, self.threads, window_s,
+        prepare_dir(directory, frames_settings(spec.audio, spec.compute_type,
+                                               spec.audio_window_s, spec.audio_layers))
+        stage = AudioStage(spec.audio, spec.compute_type, self.threads, spec.audio_window_s,
                            layers=spec.audio_layers)
 
         def work(batch: list[Utterance]) -> None:

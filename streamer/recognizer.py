@@ -339,15 +339,17 @@ class Recognizer:
         if isinstance(plan, Abstain):
             self.bus.publish(run.policy.on_abstain(detected, None, plan, times(0.0)).event)
             return
-        reused = isinstance(plan, ReuseSpeculation) and speculation is not None
+        reused = speculation if isinstance(plan, ReuseSpeculation) else None
         # The emotion model's own audio pass: the speculation's when it covered exactly these
         # samples (its final is reused), else started now, beside the final ASR pass (it
         # does not need the transcript).
         audio_worker = self.inference.audio_worker
-        audio_pass = audio_speculation if reused else None if audio_worker is None else \
-            run.tg.create_task(audio_worker.submit(utt.audio))
-        if reused and speculation is not None:
-            transcript = (await speculation).value
+        audio_pass = audio_speculation
+        if reused is None:
+            audio_pass = None if audio_worker is None else \
+                run.tg.create_task(audio_worker.submit(utt.audio))
+        if reused is not None:
+            transcript = (await reused).value
         else:  # a discarded speculation still runs to its end; its result is dropped
             audio = plan.audio if isinstance(plan, TranscribeFinal) else utt.audio
             transcript = (await self.asr_worker.submit(
@@ -375,7 +377,7 @@ class Recognizer:
         overlapping = None if run.speakers is None or not run.speakers.segmenting else \
             run.tg.create_task(asyncio.to_thread(run.speakers.overlap_s, utt.audio))
         features = None if audio_pass is None else (await audio_pass).value
-        if features is not None and reused:
+        if features is not None and reused is not None:
             run.policy.stats.audio_passes_ahead += 1
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
             utt, transcript,
