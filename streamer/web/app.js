@@ -12,6 +12,8 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 10000;
 const NOTICE_MS = 8000;
 const MAX_PLOT_DOTS = 150;       // per series; beyond this only the lines are drawn
+const MAX_ALERT_SPANS = 100;     // per stream, for the party lanes; older ones are dropped
+const LANE_HEIGHT = 26;          // px per party lane
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const LABEL_COLOURS = {
@@ -51,6 +53,7 @@ function newStream(id) {
     offset: 0,               // x offset of the current run (a restarted stream's clock restarts)
     maxX: 0,
     lastT: new Map(),        // channel -> last t_end in this run
+    alerts: [],              // {id, channel, rule, severity, x0, x1, active}: spans on the lanes
     endedAt: null,
   };
 }
@@ -195,6 +198,8 @@ function handleMessage(event) {
     case "stream.ended": onStreamEnded(event); break;
     case "utterance.partial": onPartial(event); break;
     case "utterance.emotion": onEmotion(event); break;
+    case "alert": onAlert(event); break;
+    case "alert.cleared": onAlertCleared(event); break;
     case "subscriber.lagged":
       showNotice(`Missed ${event.dropped} events: the dashboard fell behind.`);
       break;
@@ -282,7 +287,13 @@ function onEmotion(event) {
   stream.lastT.set(event.channel, event.t_end);
   const x = stream.offset + event.t_end;
   stream.maxX = Math.max(stream.maxX, x);
-  records.push({ seq: ++state.seq, kind: "utterance", x, event });
+  records.push({ seq: ++state.seq, kind: "utterance", x, x0: stream.offset + event.t_start, event });
+  // An active alert's span runs on while its party (any party, for call-wide ones) speaks.
+  for (const span of stream.alerts) {
+    if (span.active && (span.channel === event.channel || span.channel === "call")) {
+      span.x1 = Math.max(span.x1, x);
+    }
+  }
   stream.utterances.push(...records);
   if (stream.utterances.length > MAX_UTTERANCES) {
     const dropped = stream.utterances.splice(0, stream.utterances.length - MAX_UTTERANCES);
@@ -302,6 +313,28 @@ function onEmotion(event) {
     render.partials();
     render.plots();
   }
+}
+
+// An alert is drawn as a span on its party's lane (every lane for call-wide alerts), from
+// the first triggering utterance until it clears.
+function onAlert(event) {
+  const stream = streamFor(event.stream_id);
+  const start = isNumber(event.t_start) ? stream.offset + event.t_start : stream.maxX;
+  const end = isNumber(event.t_end) ? stream.offset + event.t_end : stream.maxX;
+  stream.alerts.push({
+    id: event.alert_id, channel: event.channel, rule: event.rule_id, severity: event.severity,
+    message: event.message, x0: start, x1: Math.max(start, end), active: true,
+  });
+  if (stream.alerts.length > MAX_ALERT_SPANS) stream.alerts.splice(0, stream.alerts.length - MAX_ALERT_SPANS);
+  if (selectedStream() === stream) render.plots();
+}
+
+function onAlertCleared(event) {
+  const stream = state.streams.get(event.stream_id);
+  const span = stream && stream.alerts.find((a) => a.id === event.alert_id);
+  if (!span) return;
+  span.active = false;
+  if (selectedStream() === stream) render.plots();
 }
 
 function clearPartials() {
@@ -565,6 +598,7 @@ function renderPlots() {
   }));
   drawChart($("prob-plot"), probSeries, [0, 1]);
   drawLegend($("prob-legend"), probSeries);
+  drawLanes($("lanes-plot"), stream, points);
 
   const dimSeries = ["valence", "arousal", "dominance"].map((key) => ({
     name: key,
@@ -577,6 +611,75 @@ function renderPlots() {
     const values = dimSeries.flatMap((s) => s.points.map((p) => p[1]));
     drawChart($("dim-plot"), dimSeries, [Math.min(0, ...values), Math.max(1, ...values)]);
     drawLegend($("dim-legend"), dimSeries);
+  }
+}
+
+// Party lanes: one row per shown channel on one time axis; each utterance a box from its
+// start to its end, coloured by label, as opaque as the model is confident; alerts as spans.
+function drawLanes(svg, stream, points) {
+  const channels = stream ? stream.channels.filter(channelShown) : [];
+  const margin = { left: 84, right: 10, top: 4, bottom: 20 };
+  const width = Math.max(200, svg.clientWidth || 800);
+  const height = margin.top + margin.bottom + LANE_HEIGHT * Math.max(1, channels.length);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.style.height = `${height}px`;
+  svg.replaceChildren();
+  if (!stream || !points.length) {
+    const empty = svgEl("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty" });
+    empty.textContent = "no utterances yet";
+    svg.append(empty);
+    return;
+  }
+  const xs = points.flatMap((r) => [r.x0, r.x]);
+  let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  if (x1 - x0 < 1) { x0 -= 0.5; x1 += 0.5; }
+  const sx = (x) => margin.left + ((x - x0) / (x1 - x0)) * (width - margin.left - margin.right);
+  const laneY = (i) => margin.top + i * LANE_HEIGHT;
+  channels.forEach((channel, i) => {
+    const lane = svgEl("g", { class: "lane", "data-channel": channel });
+    lane.append(svgEl("line", { x1: margin.left, x2: width - margin.right, y1: laneY(i) + LANE_HEIGHT / 2,
+      y2: laneY(i) + LANE_HEIGHT / 2, class: "grid" }));
+    const name = svgEl("text", { x: margin.left - 6, y: laneY(i) + LANE_HEIGHT / 2 + 4, "text-anchor": "end",
+      class: "lane-name", fill: channelColour(stream, channel) });
+    name.textContent = channel;
+    lane.append(name);
+    for (const span of stream.alerts) {
+      if (span.channel !== channel && span.channel !== "call") continue;
+      const left = sx(Math.max(x0, span.x0));
+      const box = svgEl("rect", {
+        x: left.toFixed(1), y: laneY(i) + 1, height: LANE_HEIGHT - 2,
+        width: Math.max(3, sx(Math.min(x1, span.x1)) - left).toFixed(1),
+        fill: "#d93b3b", "fill-opacity": 0.12, stroke: "#d93b3b",
+        "stroke-dasharray": span.active ? "none" : "4 3", class: "alert-span",
+        "data-alert-id": span.id, "data-state": span.active ? "active" : "cleared",
+      });
+      const title = svgEl("title");
+      title.textContent = `alert ${span.rule} (${span.severity}${span.active ? ", active" : ", cleared"}): ${span.message || ""}`;
+      box.append(title);
+      lane.append(box);
+    }
+    for (const r of points) {
+      if (r.event.channel !== channel) continue;
+      const left = sx(r.x0);
+      const confidence = isNumber(r.event.confidence) ? r.event.confidence : 0;
+      const box = svgEl("rect", {
+        x: left.toFixed(1), y: laneY(i) + 5, height: LANE_HEIGHT - 10, rx: 2,
+        width: Math.max(2, sx(r.x) - left).toFixed(1), fill: labelColour(r.event.label),
+        "fill-opacity": (0.3 + 0.7 * confidence).toFixed(2), class: "lane-utt",
+        "data-utterance-id": r.event.utterance_id, "data-label": r.event.label,
+      });
+      const title = svgEl("title");
+      title.textContent = `${r.event.label} ${percent(confidence)} · ${channel}`
+        + `${r.event.speaker ? ` (${r.event.speaker})` : ""} ${seconds(r.event.t_start)}–${seconds(r.event.t_end)}: ${r.event.text}`;
+      box.append(title);
+      lane.append(box);
+    }
+    svg.append(lane);
+  });
+  for (const x of niceTicks(x0, x1, 8)) {
+    const label = svgEl("text", { x: sx(x), y: height - 4, "text-anchor": "middle", class: "tick" });
+    label.textContent = `${Math.round(x * 10) / 10}`;
+    svg.append(label);
   }
 }
 
