@@ -25,8 +25,13 @@ CALM_DOWN = [
 ]
 
 
+def in_lane(page: Page, channel: str, kind: str = "lane-utt"):  # type: ignore[no-untyped-def]
+    """The utterance boxes (or ``alert-span`` rects) on ``channel``'s lane."""
+    return page.locator(f'#lanes-plot .lane[data-channel="{channel}"] rect.{kind}')
+
+
 async def lane_boxes(page: Page, channel: str) -> list[dict[str, float | str]]:
-    boxes = page.locator(f'#lanes-plot .lane[data-channel="{channel}"] rect.lane-utt')
+    boxes = in_lane(page, channel)
     return list(await boxes.evaluate_all(
         """rects => rects.map(r => ({x: Number(r.getAttribute('x')),
             w: Number(r.getAttribute('width')), label: r.dataset.label,
@@ -55,8 +60,8 @@ async def test_lanes_place_each_party_on_one_time_axis_with_alert_spans(make_ser
     lanes = page.locator("#lanes-plot .lane")
     await expect(lanes).to_have_count(2)
     assert await lanes.evaluate_all("ls => ls.map(l => l.dataset.channel)") == ["customer", "agent"]
-    await expect(page.locator('#lanes-plot .lane[data-channel="customer"] rect.lane-utt')).to_have_count(3)
-    await expect(page.locator('#lanes-plot .lane[data-channel="agent"] rect.lane-utt')).to_have_count(2)
+    await expect(in_lane(page, "customer")).to_have_count(3)
+    await expect(in_lane(page, "agent")).to_have_count(2)
 
     customer = await lane_boxes(page, "customer")
     agent = await lane_boxes(page, "agent")
@@ -79,21 +84,21 @@ async def test_lanes_place_each_party_on_one_time_axis_with_alert_spans(make_ser
     span = page.locator("#lanes-plot rect.alert-span")
     await expect(span).to_have_count(1)
     await expect(span).to_have_attribute("data-state", "active")
-    await expect(page.locator('#lanes-plot .lane[data-channel="customer"] rect.alert-span')).to_have_count(1)
+    await expect(in_lane(page, "customer", "alert-span")).to_have_count(1)
     await expect(span).to_have_attribute("data-alert-id", str(alerts[0]["alert_id"]))
 
     publish(*[conv.emotion_from_row(row) for row in CALM_DOWN])
     assert [a["type"] for a in alerts] == ["alert", "alert.cleared"]
     await expect(span).to_have_attribute("data-state", "cleared")  # cleared, still drawn
-    await expect(page.locator('#lanes-plot .lane[data-channel="customer"] rect.lane-utt')).to_have_count(5)
+    await expect(in_lane(page, "customer")).to_have_count(5)
     await page.screenshot(path=screenshot_path("lanes.png"), full_page=True)
 
     # The channel filter hides a lane; untrusted text only ever becomes text.
     await page.locator('#channels .channel-chip[data-channel="agent"]').click()
     await expect(lanes).to_have_count(1)
-    server.publish(conv.emotion(STREAM, "customer", 5, 24.0, 25.0, '<img src=x onerror="window.pwned=1">',
-                                "sad"))
-    await expect(page.locator('#lanes-plot .lane[data-channel="customer"] rect.lane-utt')).to_have_count(6)
+    untrusted = '<img src=x onerror="window.pwned=1">'
+    server.publish(conv.emotion(STREAM, "customer", 5, 24.0, 25.0, untrusted, "sad"))
+    await expect(in_lane(page, "customer")).to_have_count(6)
     assert await page.locator("#lanes-plot img").count() == 0
     assert await page.evaluate("window.pwned") is None
     assert page.errors == []  # type: ignore[attr-defined]
