@@ -1,4 +1,4 @@
-"""Command line: ``emotion-stream run | serve | replay | config | schema | devices``."""
+"""Command line: ``emotion-stream run | serve | replay | report | config | schema | devices``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ examples:
   emotion-stream serve --set ingest.token=secret      # call-center ingest (docs/ingest.md)
   emotion-stream replay call.wav --protocol twilio    # send a recording into a running serve
   emotion-stream replay call.wav --roles agent,customer   # stereo: channel 0 is the agent
+  emotion-stream report calls/ --out reports/ --roles agent,customer   # offline review files
 """
 
 
@@ -102,6 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
                           "agent,customer (the events' channel names; as run --roles). "
                           "twilio/audiohook carry customer and agent only; raw any names")
 
+    report = sub.add_parser(
+        "report", help="review files for recorded calls (CSV, captions, summary, HTML)",
+        description="Run the pipeline offline (as run --fast) over recordings: files, or\n"
+                    "folders (their audio files, sorted). Per file, a folder in --out named\n"
+                    "after it holds events.jsonl, utterances.csv, captions.vtt, captions.srt,\n"
+                    "summary.json and report.html (docs/report.md). A file that cannot be\n"
+                    "read is named on stderr, the others are still reported; the exit\n"
+                    "status is 1 if any failed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(report)
+    report.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR",
+                        help="audio files (wav/flac/ogg/mp3, any rate) or folders of them")
+    report.add_argument("--out", "-o", required=True, metavar="DIR",
+                        help="where the per-call folders go (created if missing)")
+    report.add_argument("--roles", metavar="A,B,...",
+                        help="the parties of the files' channels, channel 0 first, e.g. "
+                             "agent,customer (as run --roles); without it each file is "
+                             "mixed to one party")
+
     serve = sub.add_parser(
         "serve", help="serve live calls (raw PCM, Twilio Media Streams, Genesys AudioHook)",
         description="Accept calls over WebSocket on ingest.port (default 8766) and publish "
@@ -157,6 +177,36 @@ def serve_overrides(args: argparse.Namespace) -> list[str]:
     if args.json:
         extra.append("stdout.format=json")
     return extra
+
+
+def report_overrides(args: argparse.Namespace) -> list[str]:
+    """``report --roles``: as ``run --roles``, one party per channel."""
+    if args.roles is None:
+        return []
+    from streamer.replay import parse_roles
+
+    names = ",".join(parse_roles(args.roles))
+    return ["source.channels=split", f"source.channel_names={json.dumps(names)}"]
+
+
+def command_report(args: argparse.Namespace, config: AppConfig) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from streamer.report import run_report
+
+    # tqdm.write: the error lines do not break the progress bar on a terminal
+    result = run_report(config, args.inputs, Path(args.out),
+                        on_error=lambda line: tqdm.write(f"emotion-stream: error: {line}",
+                                                         file=sys.stderr))
+    done = [f for f in result.files if f.out_dir is not None]
+    for f in done:
+        print(f"{f.path}: {f.utterances} utterances -> {f.out_dir}")
+    if result.failed:
+        print(f"emotion-stream: {len(done)} reported, {result.failed} failed (see above)",
+              file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 def command_run(config: AppConfig) -> int:
@@ -302,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             return command_replay(args)
         extra = (source_overrides(args) if args.command == "run"
-                 else serve_overrides(args) if args.command == "serve" else [])
+                 else serve_overrides(args) if args.command == "serve"
+                 else report_overrides(args) if args.command == "report" else [])
         config = load_config(args.config, args.overrides + extra)
         logging.basicConfig(level=config.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -318,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_serve(config)
         if args.command == "gateway":
             return command_gateway(config)
+        if args.command == "report":
+            return command_report(args, config)
         return command_run(config)
     except StreamerError as exc:
         print(f"emotion-stream: error: {exc}", file=sys.stderr)
