@@ -17,6 +17,11 @@ Two layers:
 Reads (the ``/api/alerts`` page) use their own connection on the event loop: the file is
 in WAL mode, so a reader never waits for the writer, and a page is at most
 ``MAX_PAGE`` rows through an index.
+
+Migrations: a file written by an older version is upgraded in place when it is opened,
+only by adding what is missing (``MIGRATIONS``: the ``alerts.utterances`` column, the
+triggering utterances as JSON; NULL in older rows, which the API shows as ``[]``). Nothing
+is dropped or rewritten, so an older version still reads the file (it ignores the column).
 """
 
 from __future__ import annotations
@@ -80,6 +85,13 @@ CREATE TABLE IF NOT EXISTS summaries (
 );
 CREATE INDEX IF NOT EXISTS summaries_newest ON summaries (wall_time DESC);
 """
+# Columns added since the first schema: (table, column, declaration), applied by
+# ``migrate`` to files that lack them. Only ever append here; never drop or rename.
+MIGRATIONS: tuple[tuple[str, str, str], ...] = (
+    # The utterances that made the alert fire: a JSON list of {utterance_id, channel,
+    # text, label, confidence, t_start, t_end} (streamer.alert_feed keeps them).
+    ("alerts", "utterances", "TEXT"),
+)
 
 
 @dataclass(frozen=True)
@@ -179,7 +191,28 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
     conn.executescript(SCHEMA)
+    migrate(conn)
     return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Add the ``MIGRATIONS`` columns a file lacks (an older version wrote it). Safe when
+    two connections race (the writer's and the reader's): a column the other one added
+    first is taken as done."""
+    for table, column, declaration in MIGRATIONS:
+        if column in table_columns(conn, table):
+            continue
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            log.info("alert store: added the column %s.%s (a file of an older version)",
+                     table, column)
+        except sqlite3.OperationalError:
+            if column not in table_columns(conn, table):  # not the race: a real failure
+                raise
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 class AlertStore:
@@ -193,19 +226,22 @@ class AlertStore:
 
     # -- writes
 
-    def record(self, event: Event, snoozed: bool = False) -> None:
+    def record(self, event: Event, snoozed: bool = False,
+               utterances: tuple[dict[str, Any], ...] | None = None) -> None:
         """File one event (other types are ignored). ``snoozed``: the alert fired while its
-        call was snoozed."""
+        call was snoozed; ``utterances``: an alert's triggering utterances (None: not
+        known)."""
         kind = event.get("type")
         with self.conn:
             if kind == "alert":
                 self.conn.execute(
                     "INSERT INTO alerts (alert_id, stream_id, channel, rule_id, severity, "
-                    "fired_at, snoozed, event) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "fired_at, snoozed, event, utterances) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (alert_id) DO NOTHING",
                     (event["alert_id"], event["stream_id"], event["channel"], event["rule_id"],
                      event["severity"], float(event["wall_time"]), int(snoozed),
-                     json.dumps(event)))
+                     json.dumps(event),
+                     json.dumps(list(utterances)) if utterances is not None else None))
             elif kind == "alert.cleared":
                 self.conn.execute(
                     "UPDATE alerts SET cleared_at = ?, clear_reason = ? WHERE alert_id = ?",
@@ -293,8 +329,11 @@ class AlertStore:
 
 
 def row_dict(row: sqlite3.Row) -> dict[str, Any]:
-    """An alert row as the API shows it."""
+    """An alert row as the API shows it. ``utterances``: the triggering utterances the feed
+    still held when the alert fired (text, label, confidence), in ``utterance_ids`` order;
+    [] for rows of older versions and for rules without utterances (silence)."""
     event = json.loads(row["event"])
+    kept = row["utterances"] if "utterances" in row.keys() else None  # noqa: SIM118
     ack = ({"by": row["acked_by"], "at": row["acked_at"], "note": row["ack_note"]}
            if row["acked_at"] is not None else None)
     return {"alert_id": row["alert_id"], "stream_id": row["stream_id"],
@@ -305,6 +344,7 @@ def row_dict(row: sqlite3.Row) -> dict[str, Any]:
             "cleared_at": row["cleared_at"], "clear_reason": row["clear_reason"],
             "snoozed": bool(row["snoozed"]), "ack": ack,
             "utterance_ids": event.get("utterance_ids", []),
+            "utterances": json.loads(kept) if kept else [],
             "t_start": event.get("t_start"), "t_end": event.get("t_end")}
 
 
@@ -315,6 +355,7 @@ def row_dict(row: sqlite3.Row) -> dict[str, Any]:
 class Write:
     event: Event
     snoozed: bool = False
+    utterances: tuple[dict[str, Any], ...] | None = None  # an alert's triggering utterances
 
 
 class StoreWriter:
@@ -374,7 +415,7 @@ class StoreWriter:
                 try:
                     if item is None:
                         return
-                    store.record(item.event, item.snoozed)
+                    store.record(item.event, item.snoozed, item.utterances)
                     self.written += 1
                     now = time.time()
                     if now >= next_prune:
@@ -401,4 +442,4 @@ def store_path(setting: str, persist_by_default: bool, temp_dir: Path) -> Path:
 
 
 __all__ = ["AlertStore", "AlertQuery", "AlertPage", "Retention", "Snooze", "StoreWriter",
-           "Write", "connect", "parse_query", "store_path", "STORED_TYPES"]
+           "Write", "connect", "migrate", "parse_query", "store_path", "STORED_TYPES"]

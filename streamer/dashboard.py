@@ -3,8 +3,10 @@
 Routes (plain HTTP GET, registered with ``WebSocketServer.add_http``):
 
 - ``/`` and ``/dashboard``: the page (``streamer/web/index.html``); ``/wall`` opens it on
-  the supervisor wall;
-- ``/static/app.js``, ``/static/wall.js``, ``/static/style.css``: its scripts and style sheet;
+  the supervisor wall, ``/alerts`` on the alert feed (whose data, ``/api/alerts``, the alert
+  feed registers: ``streamer.alert_feed``);
+- ``/static/app.js``, ``/static/wall.js``, ``/static/alerts.js``, ``/static/style.css``: its
+  scripts and style sheet;
 - ``/api/streams``: the active streams and channels as JSON (guarded by
   ``websocket.token`` like ``/events``).
 
@@ -31,10 +33,12 @@ from streamer.ws_server import WebSocketServer
 
 log = logging.getLogger(__name__)
 
-PAGE_PATHS = ("/", "/dashboard", "/wall")  # /wall opens the supervisor wall (wall.js)
+# /wall opens the supervisor wall (wall.js), /alerts the alert feed (alerts.js)
+PAGE_PATHS = ("/", "/dashboard", "/wall", "/alerts")
 ASSETS = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/wall.js": ("wall.js", "text/javascript; charset=utf-8"),
+    "/static/alerts.js": ("alerts.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 # The page loads only its own files and talks only to its own origin (ws: included).

@@ -6,6 +6,8 @@
 // and call.summary (authoritative state: on connect the page sends summary.request, so a
 // reconnecting wall is filled at once). Tiles are kept per call and updated in place; the
 // order is recomputed only when a severity, an alert or the filters change.
+// The alert feed (alerts.js) gets every event from here too and is shown beside the wall
+// ("Alert feed" button) or alone (the "alerts" view: /alerts, the Alerts button).
 "use strict";
 
 const WALL_SPARK_POINTS = 30;    // per party, as in call.summary's "recent"
@@ -72,6 +74,7 @@ function callSeverity(call) {
 // ---------------------------------------------------------------- events
 
 function wallEvent(event) {
+  feedEvent(event);
   switch (event.type) {
     case "hello": wallHello(event); break;
     case "stream.started": {
@@ -347,13 +350,21 @@ function openCall(id) {
   selectStream(id);
 }
 
+// Views: "detail" (one call), "wall" (every call, the feed beside it when opened) and
+// "alerts" (the feed alone).
 function showView(view) {
   state.view = view;
+  $("board").hidden = view === "detail";
   $("wall").hidden = view !== "wall";
-  document.querySelector(".layout").hidden = view === "wall";
+  document.querySelector(".layout").hidden = view !== "detail";
   $("view-wall").setAttribute("aria-pressed", String(view === "wall"));
+  $("view-alerts").setAttribute("aria-pressed", String(view === "alerts"));
   $("view-detail").setAttribute("aria-pressed", String(view === "detail"));
-  if (view === "wall") {
+  document.body.dataset.view = view;
+  feedShow();
+  if (view === "alerts") {
+    if (!/\/alerts$/.test(location.pathname)) history.replaceState(null, "", "#alerts");
+  } else if (view === "wall") {
     history.replaceState(null, "", "#wall");
     for (const call of wall.calls.values()) wall.dirty.add(call.id);
     wall.orderDirty = true;
@@ -364,7 +375,9 @@ function showView(view) {
 }
 
 function startWall() {
+  startFeed();
   $("view-wall").addEventListener("click", () => showView("wall"));
+  $("view-alerts").addEventListener("click", () => showView("alerts"));
   $("view-detail").addEventListener("click", () => {
     showView("detail");
     if (state.selected !== null) history.replaceState(null, "", `#stream=${encodeURIComponent(state.selected)}`);
@@ -372,6 +385,7 @@ function startWall() {
   $("wall-queue").addEventListener("change", (e) => setWallFilter("queue", e.target.value));
   $("wall-role").addEventListener("change", (e) => setWallFilter("role", e.target.value));
   $("wall-alerting").addEventListener("change", (e) => setWallFilter("alertingOnly", e.target.checked));
+  const alerts = location.hash === "#alerts" || /\/alerts$/.test(location.pathname);
   const wanted = location.hash === "#wall" || /\/wall$/.test(location.pathname);
-  showView(wanted ? "wall" : "detail");
+  showView(alerts ? "alerts" : wanted ? "wall" : "detail");
 }

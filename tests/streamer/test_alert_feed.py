@@ -83,6 +83,9 @@ async def test_list_ack_snooze_webhooks_and_restart(tmp_path: Path) -> None:
                     assert listed["alert_id"] == alert["alert_id"] and listed["ack"] is None
                     assert listed["rule_id"] == "customer-angry" and listed["channel"] == \
                         "customer"
+                    # With the utterances that made it fire (text, label, confidence).
+                    assert [(u["text"], u["label"]) for u in listed["utterances"]] == [
+                        (conv.BILLING_CALL[0][5], "angry"), (conv.BILLING_CALL[2][5], "angry")]
 
                     # Acknowledged on one wall: every wall sees it, the webhook gets it.
                     await wall_a.send(json.dumps({"type": "alert.ack",
@@ -151,3 +154,51 @@ async def test_list_ack_snooze_webhooks_and_restart(tmp_path: Path) -> None:
             assert first["ack"]["by"] == "sam"
     finally:
         receiver.close()
+
+
+def test_feed_files_the_triggering_utterances_and_lists_snoozes(tmp_path: Path) -> None:
+    """The feed remembers speech utterances (not non-speech ones, not in the store by
+    themselves) and files those an alert names with its row; the list answer carries the
+    calls snoozed now."""
+    from streamer.alert_feed import AlertFeed, UtteranceCache
+    from streamer.alert_store import AlertQuery
+
+    now = __import__("time").time()  # the writer prunes older rows (the retention)
+    bus = EventBus(replay_events=0)
+    feed = AlertFeed(AlertsConfig(store=str(tmp_path / "a.sqlite3")), bus,
+                     tmp_path / "a.sqlite3")
+    try:
+        rows = [conv.emotion_from_row(r) for r in conv.BILLING_CALL[:3]]
+        for event in rows:
+            feed.handle(event, now)
+        alert = {"schema": "emotion-stream/4", "type": "alert", "stream_id": "call-billing",
+                 "channel": "customer", "wall_time": now,
+                 "alert_id": "customer-angry/call-billing/customer/1",
+                 "rule_id": "customer-angry", "kind": "label_count", "severity": "critical",
+                 "message": "m", "value": 2.0,
+                 "utterance_ids": [rows[0]["utterance_id"], rows[2]["utterance_id"],
+                                   "call-billing/customer/99"],  # the last one: never heard
+                 "t_start": 0.4, "t_end": 10.5, "trigger_wall_time": now}
+        feed.handle(alert, now)
+        feed.writer.stop()
+        [row] = feed.reader.query(AlertQuery()).alerts
+        assert [(u["text"], u["label"], u["confidence"]) for u in row["utterances"]] == [
+            (conv.BILLING_CALL[0][5], "angry", 0.72), (conv.BILLING_CALL[2][5], "angry", 0.64)]
+        assert row["utterances"][0]["channel"] == "customer"
+        assert row["utterance_ids"][-1] == "call-billing/customer/99"
+
+        feed.snooze("call-billing", 10, "sam", "known issue", now)
+        request = type("R", (), {"path": "/api/alerts?limit=5"})()
+        answer = json.loads(feed.list_handler(request).body)  # type: ignore[arg-type]
+        assert [s["stream_id"] for s in answer["snoozes"]] == ["call-billing"]
+        assert answer["snoozes"][0]["by"] == "sam"
+    finally:
+        feed.close()
+
+    cache = UtteranceCache(calls=2, per_party=2)
+    for n, sid in enumerate(["a", "a", "a", "b", "c"]):
+        cache.add({"stream_id": sid, "channel": "x", "utterance_id": f"{sid}/x/{n}",
+                   "text": "t", "label": "sad", "confidence": 0.5, "speech": True})
+    cache.add({"stream_id": "c", "channel": "x", "utterance_id": "c/x/9", "speech": False})
+    assert len(cache) == 2 and cache.find("a", ["a/x/0"]) == ()  # the oldest call forgotten
+    assert [u["utterance_id"] for u in cache.find("c", ["c/x/4", "c/x/9"])] == ["c/x/4"]

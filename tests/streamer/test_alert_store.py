@@ -140,3 +140,62 @@ def test_auto_path_is_in_the_state_directory_only_for_serve(tmp_path: Path,
         tmp_path / "state" / "emotion-stream" / "alerts.sqlite3"
     assert store_path("auto", False, tmp_path / "tmp") == tmp_path / "tmp" / "alerts.sqlite3"
     assert store_path("~/x.db", True, tmp_path) == Path("~/x.db").expanduser()
+
+
+OLD_SCHEMA = """
+CREATE TABLE alerts (alert_id TEXT PRIMARY KEY, stream_id TEXT NOT NULL, channel TEXT NOT NULL,
+    rule_id TEXT NOT NULL, severity TEXT NOT NULL, fired_at REAL NOT NULL, cleared_at REAL,
+    clear_reason TEXT, snoozed INTEGER NOT NULL DEFAULT 0, acked_by TEXT, acked_at REAL,
+    ack_note TEXT, event TEXT NOT NULL);
+"""  # the first version's alerts table: no utterances column
+
+
+def test_triggering_utterances_are_kept_and_an_old_file_is_upgraded(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(str(path))
+    old.executescript(OLD_SCHEMA)
+    old.execute("INSERT INTO alerts (alert_id, stream_id, channel, rule_id, severity, fired_at,"
+                " event) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ("angry/call-1/customer/0", "call-1", "customer", "angry", "critical", 1000.0,
+                 json.dumps(alert(0))))
+    old.commit()
+    old.close()
+
+    store = AlertStore(connect(path))  # the upgrade: a column added, the old row kept
+    connect(path).close()  # a second open finds the column in place
+    old_row = store.get("angry/call-1/customer/0")
+    assert old_row is not None and old_row["utterances"] == []
+    said = {"utterance_id": "call-1/customer/1", "channel": "customer",
+            "text": "this is outrageous", "label": "angry", "confidence": 0.93,
+            "t_start": 1.0, "t_end": 2.0}
+    store.record(alert(1), utterances=(said,))
+    store.record(alert(2))  # fired with none known
+    store.close()
+
+    again = AlertStore(connect(path))
+    row = again.get("angry/call-1/customer/1")
+    assert row is not None and row["utterances"] == [said]
+    assert row["utterance_ids"] == ["call-1/customer/1"]
+    assert (again.get("angry/call-1/customer/2") or {})["utterances"] == []
+    assert [r["alert_id"] for r in again.query(AlertQuery()).alerts] == [
+        "angry/call-1/customer/2", "angry/call-1/customer/1", "angry/call-1/customer/0"]
+    # What an older version reads (its SELECT * ignores the extra column) still works.
+    columns = [row[1] for row in again.conn.execute("PRAGMA table_info(alerts)")]
+    assert columns[:13] == ["alert_id", "stream_id", "channel", "rule_id", "severity",
+                            "fired_at", "cleared_at", "clear_reason", "snoozed", "acked_by",
+                            "acked_at", "ack_note", "event"] and columns[13] == "utterances"
+
+
+async def test_writer_files_the_utterances_of_a_write(tmp_path: Path) -> None:
+    path = tmp_path / "w.sqlite3"
+    writer = StoreWriter(path, Retention(30, 1000), maxsize=10)
+    writer.start()
+    said = {"utterance_id": "call-1/customer/0", "channel": "customer", "text": "no",
+            "label": "angry", "confidence": 0.8, "t_start": 0.0, "t_end": 1.0}
+    assert writer.offer(Write(alert(0, at=time.time()), utterances=(said,)))
+    writer.stop()
+    rows = AlertStore(connect(path)).query(AlertQuery()).alerts
+    assert rows[0]["utterances"] == [said]
