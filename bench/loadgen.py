@@ -47,6 +47,7 @@ from streamer.config import SegmenterConfig, load_config  # noqa: E402
 from streamer.ingest.clients import (  # noqa: E402
     CallAudio,
     SendReport,
+    client_ids,
     send_audiohook,
     send_pcm,
     send_twilio,
@@ -209,6 +210,9 @@ async def run_level(n: int, call: np.ndarray, args: argparse.Namespace,
         ids = [f"00000000-0000-4000-8000-{level_tag}{i:04d}".ljust(36, "0")[:36] for i in
                range(n)]
     reports: dict[str, SendReport] = {}
+    # Event stream id -> the call's id: events carry <protocol>:<id> (ingest.namespace_
+    # stream_ids, the default) or <id> (off); either is matched.
+    of_call = client_ids(args.protocol, ids)
 
     async def one(stream_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -230,18 +234,18 @@ async def run_level(n: int, call: np.ndarray, args: argparse.Namespace,
     await asyncio.gather(*(one(s, rng.uniform(0, stagger)) for s in ids))
     cpu1, me1, wall1 = *sampler.cpu(), time.monotonic()
     deadline = time.monotonic() + args.drain_s
-    while (sum(1 for e in collector.ended[first_ended:] if e["stream_id"] in reports) < 2 * n
+    while (sum(1 for e in collector.ended[first_ended:] if e["stream_id"] in of_call) < 2 * n
            and time.monotonic() < deadline):
         await asyncio.sleep(0.2)
     cpu2, wall2 = sampler.cpu()[0], time.monotonic()  # the server may still be catching up
 
-    events = [(t, e) for t, e in collector.emotions[first_event:] if e["stream_id"] in reports]
+    events = [(t, e) for t, e in collector.emotions[first_event:] if e["stream_id"] in of_call]
     server_ms = [float(e["latency"]["total_ms"]) for _, e in events]
-    client_ms = [(t - (reports[e["stream_id"]].t0 + e["t_end"] / args.pace)) * 1000
+    client_ms = [(t - (reports[of_call[e["stream_id"]]].t0 + e["t_end"] / args.pace)) * 1000
                  for t, e in events]
     got: dict[tuple[str, str], int] = defaultdict(int)
     for _, e in events:
-        got[(e["stream_id"], e["channel"])] += 1
+        got[(of_call[e["stream_id"]], e["channel"])] += 1
     dropped = sum(max(0, want - got[(s, ch)]) for s in ids for ch, want in expected.items())
     extra = sum(max(0, got[(s, ch)] - want) for s in ids for ch, want in expected.items())
     late = sum(1 for v in server_ms if v > args.late_ms)

@@ -64,6 +64,7 @@ from streamer.config import load_config  # noqa: E402
 from streamer.ingest.clients import (  # noqa: E402
     CallAudio,
     SendReport,
+    client_ids,
     send_audiohook,
     send_pcm,
     send_twilio,
@@ -637,7 +638,10 @@ async def run_soak(settings: SoakSettings) -> dict[str, Any]:
         if bad_tasks:
             await asyncio.wait(bad_tasks, timeout=BAD_TIMEOUT_S + 10)
 
-        good_ids = {c.stream_id for c in calls}
+        # Event stream id -> the good call's own id: events carry <protocol>:<id>
+        # (ingest.namespace_stream_ids, the default) or <id> (off).
+        good_ids = {event_id: c.stream_id for c in calls
+                    for event_id in client_ids(c.protocol, [c.stream_id])}
         want_ended = 2 * len(calls)
         deadline = time.monotonic() + settings.drain_s
         while time.monotonic() < deadline:  # a loaded server may still work off a backlog
@@ -663,9 +667,9 @@ async def run_soak(settings: SoakSettings) -> dict[str, Any]:
         latency: list[tuple[float, float]] = []  # (seconds since t0, server total ms)
         for at, e in collector.emotions:
             if e["stream_id"] in good_ids:
-                got[(e["stream_id"], e["channel"])] += 1
+                got[(good_ids[e["stream_id"]], e["channel"])] += 1
                 latency.append((at - t0, float(e["latency"]["total_ms"])))
-        ended = {(e["stream_id"], e["channel"]): e for e in collector.ended
+        ended = {(good_ids[e["stream_id"]], e["channel"]): e for e in collector.ended
                  if e["stream_id"] in good_ids}
         # Per channel of a good call: "ok"; "lost" (it ended, and fewer events arrived
         # than stream.ended counts, or a call that closed normally has fewer than the

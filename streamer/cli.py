@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "as wss://)")
     rep.add_argument("--pace", type=float, default=1.0,
                      help="times real time (default 1: live; 4: four times faster)")
-    rep.add_argument("--stream-id", help="the call's id (default: the file name)")
+    rep.add_argument("--stream-id", help="the call's id (default: the file name); its events "
+                     "carry <route>:<id> (pcm:, twilio:, audiohook:) unless the server runs "
+                     "with ingest.namespace_stream_ids=false")
     rep.add_argument("--roles", metavar="A,B",
                      help="the channels' parties, channel 0 first, one per channel, e.g. "
                           "agent,customer (the events' channel names; as run --roles). "

@@ -104,6 +104,18 @@ def utterance_emotion(stream_id: str, channel: str, index: int, t_start: float, 
     }
 
 
+def speaker_revised(stream_id: str, channel: str,
+                    revisions: list[tuple[int, str, str]]) -> Event:
+    """Earlier utterances of the channel whose ``speaker`` changed (``speakers.revise_window``):
+    each ``(utterance index, speaker it was published with or last revised to, new
+    speaker)``. Published right after the ``utterance.emotion`` whose arrival revised them;
+    a consumer replaces the speaker of each listed ``utterance_id``."""
+    return {**_common("speaker.revised", stream_id, channel),
+            "revisions": [{"utterance_id": utterance_id(stream_id, channel, index),
+                           "speaker": speaker, "revised": revised}
+                          for index, speaker, revised in revisions]}
+
+
 def no_claim(model_id: str) -> EmotionResult:
     """The result of an utterance that was not speech: no label, no probabilities."""
     return EmotionResult(label="unknown", probabilities={}, confidence=0.0, model_id=model_id)

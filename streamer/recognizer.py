@@ -30,6 +30,7 @@ from models.asr import AsrEngine, Transcript
 from models.encoders import AudioFeatures
 from models.feature_stats import band_of
 from models.inference import EmotionInput, EmotionModel, EmotionPrediction
+from streamer import events
 from streamer.batcher import BatchWorker, Timed
 from streamer.bus import EventBus
 from streamer.channel import Channel
@@ -260,8 +261,9 @@ class Recognizer:
             if speakers is not None:
                 stats = speakers.stats
                 log.info("%s/%s speakers: %d change decisions (%d cuts, %.0f ms), %d labels "
-                         "(%.0f ms)", channel.stream_id, channel.channel, stats.decisions,
-                         stats.changes, stats.change_ms, stats.labels, stats.label_ms)
+                         "(%.0f ms), %d revised (%.0f ms)", channel.stream_id, channel.channel,
+                         stats.decisions, stats.changes, stats.change_ms, stats.labels,
+                         stats.label_ms, stats.revisions, stats.revise_ms)
                 if speakers.segmenting:
                     log.info("%s/%s segmentation: %d windows for changes (%.0f ms), %d for "
                              "overlap (%.0f ms)", channel.stream_id, channel.channel,
@@ -370,9 +372,11 @@ class Recognizer:
                                                    times(asr_ms)).event)
             return
         # The speaker label is embedded while the fusion model runs (no added latency); it is
-        # awaited before the next utterance of the channel, so labels stay in order.
+        # awaited before the next utterance of the channel, so labels (and the revisions of
+        # earlier ones, speakers.revise_window) stay in order.
         labelling = None if run.speakers is None else \
-            run.tg.create_task(asyncio.to_thread(run.speakers.label, utt.audio))
+            run.tg.create_task(asyncio.to_thread(run.speakers.label_utterance, utt.audio,
+                                                 utt.utterance_index))
         # overlapped speech (speakers.segmentation), measured alongside, likewise
         overlapping = None if run.speakers is None or not run.speakers.segmenting else \
             run.tg.create_task(asyncio.to_thread(run.speakers.overlap_s, utt.audio))
@@ -384,11 +388,16 @@ class Recognizer:
             # asr.model_8k's frames are not the emotion model's encoder's: it encodes itself.
             with_frames=self.facts.uses_whisper_frames and not run.narrowband, band=run.band,
             audio_features=features))
-        speaker = None if labelling is None else await labelling
+        labelled = None if labelling is None else await labelling
         overlap = None if overlapping is None else await overlapping
-        self.bus.publish(run.policy.on_prediction(detected, transcript, fusion.value,
-                                                  times(asr_ms, fusion), speaker,
-                                                  overlap).event)
+        self.bus.publish(run.policy.on_prediction(
+            detected, transcript, fusion.value, times(asr_ms, fusion),
+            None if labelled is None else labelled.speaker, overlap).event)
+        if labelled is not None and labelled.revisions:
+            # right after the event whose arrival revised them
+            self.bus.publish(events.speaker_revised(
+                run.policy.stream_id, run.policy.channel,
+                [(r.key, r.speaker, r.revised) for r in labelled.revisions]))
 
 
 __all__ = ["NARROWBAND_MAX_RATE", "AsrBatch", "AsrRequest", "Inference", "LocalInference",

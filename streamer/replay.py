@@ -5,7 +5,8 @@ agent,customer``); without it the server's defaults apply (channel 0 the custome
 agent; a mono file is one party). It is converted once to 8 kHz telephone audio and sent
 with the load generator's clients (``streamer.ingest.clients``: raw PCM, Twilio Media
 Streams, Genesys AudioHook) at ``pace`` times real time; the server publishes the events as
-for any call.
+for any call, under the stream id ``<route>:<stream_id>`` (``pcm:call``, ``twilio:call``,
+``audiohook:call``) unless it runs with ``ingest.namespace_stream_ids: false``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from streamer.audio_io import open_audio_file
 from streamer.config import IngestConfig
 from streamer.errors import AudioInputError, StreamerError
 from streamer.ingest.clients import CallAudio, SendReport, send_audiohook, send_pcm, send_twilio
+from streamer.ingest.protocol import published_stream_id
 from streamer.sources import resolve_source_path
 from streamer.telephony import TELEPHONY_RATE
 from streamer.validation import InvalidClientString, check_identifier
@@ -31,6 +33,12 @@ from streamer.validation import InvalidClientString, check_identifier
 ReplayProtocol = Literal["raw", "twilio", "audiohook"]
 PROTOCOLS: tuple[ReplayProtocol, ...] = ("raw", "twilio", "audiohook")
 MAX_PARTIES = {"raw": 8, "twilio": 2, "audiohook": 2}  # Twilio tracks, AudioHook channels
+ROUTE: dict[ReplayProtocol, str] = {"raw": "pcm", "twilio": "twilio", "audiohook": "audiohook"}
+
+
+def replayed_stream_id(protocol: ReplayProtocol, stream_id: str, namespaced: bool = True) -> str:
+    """The stream id the server's events carry for a call replayed as ``stream_id``."""
+    return published_stream_id(ROUTE[protocol], stream_id, namespaced)
 NORMAL_CLOSE = 1000
 # The parties Twilio (inbound, outbound) and AudioHook (external, internal) carry, in the
 # order the clients send them; the server names them ingest.customer_role / agent_role.

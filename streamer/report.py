@@ -164,8 +164,15 @@ class Utterance:
 
 
 def utterances(events: Iterable[Event]) -> list[Utterance]:
-    """The final utterances in time order (parties interleaved)."""
-    found = [Utterance.of(e) for e in events if e.get("type") == "utterance.emotion"]
+    """The final utterances in time order (parties interleaved), each with its speaker as
+    last revised (``speaker.revised`` events, applied in order)."""
+    events = list(events)
+    speaker: dict[str, str] = {}
+    for event in events:
+        if event.get("type") == "speaker.revised":
+            speaker.update({r["utterance_id"]: r["revised"] for r in event["revisions"]})
+    found = [dataclasses.replace(u, speaker=speaker.get(str(e["utterance_id"]), u.speaker))
+             for e in events if e.get("type") == "utterance.emotion" for u in [Utterance.of(e)]]
     return sorted(found, key=lambda u: (u.start, u.end, u.party))
 
 

@@ -7,7 +7,10 @@ the pauses near it). ``SpeakerTracker`` is a sans-I/O online
 clustering of one channel's utterance embeddings into labels ``S1``, ``S2``, ... that stay
 stable within the stream: the nearest known speaker's running mean when its cosine is at
 least ``speakers.label_threshold``, else a new speaker (after ``max_speakers``, the
-nearest). Both are causal: nothing later in the stream changes an earlier label.
+nearest). Both are causal. With ``speakers.revise_window`` (> 0) the tracker's
+``SpeakerReviser`` (``streamer/speaker_clusters.py``) clusters the channel's last utterances
+again after each one and revises the labels of those it now places with another speaker
+(``Labelled.revisions``; the ``speaker.revised`` event).
 
 ``speakers.enrol`` names known parties: each is a ``Party``, the mean embedding of
 recordings of their voice, that the tracker starts with, so their utterances are labelled
@@ -31,6 +34,7 @@ import numpy as np
 from models.speaker_encoder import SpeakerEncoder
 from models.speaker_segmentation import FRAME_SIZE, SpeakerSegmentation
 from streamer.config import SpeakersConfig
+from streamer.speaker_clusters import Anchor, Revision, SpeakerReviser
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,17 @@ class SpeakerStats:
     segment_ms: float = 0.0
     overlap_runs: int = 0  # segmentation-3.0 calls for overlap (the recognize loop's)
     overlap_ms: float = 0.0
+    revisions: int = 0  # earlier utterances relabelled (speakers.revise_window)
+    revise_ms: float = 0.0  # clustering the window again (the recognize loop's thread)
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """An utterance's speaker, and the earlier utterances of the channel whose label its
+    arrival revised (``Revision.key``: their utterance index), oldest first."""
+
+    speaker: str
+    revisions: tuple[Revision, ...] = ()
 
 
 def timed_embed(encoder: SpeakerEncoder, *clips: np.ndarray) -> tuple[list[np.ndarray], float]:
@@ -151,24 +166,35 @@ class SpeakerChange:
 
 
 class SpeakerTracker:
-    """Online speaker labels for one channel (sans-I/O: give it embeddings)."""
+    """Online speaker labels for one channel (sans-I/O: give it embeddings).
+
+    ``revise_window`` > 0: a ``SpeakerReviser`` re-clusters the last that many labelled
+    utterances after each one (``label``), and the utterances whose label it changes move
+    between the speakers' running means; a label left with no utterance is dropped (its
+    number is not given again)."""
 
     def __init__(self, threshold: float, max_speakers: int,
-                 parties: Sequence[Party] = ()) -> None:
+                 parties: Sequence[Party] = (), revise_window: int = 0) -> None:
         self._threshold = threshold
         self._max = max_speakers
-        # per speaker, the label and the sum of its embeddings; enrolled parties first,
-        # weighted by their recordings so that a few utterances adapt but do not replace them
+        # per speaker, the label, the sum of its embeddings and its utterances; enrolled
+        # parties first, weighted by their recordings so that a few utterances adapt but do
+        # not replace them
         self._labels = [party.name for party in parties]
         self._sums = [party.embedding.astype(np.float64) * party.recordings
                       for party in parties]
-        self._enrolled = len(parties)
-        self._given: set[str] = set()
+        self._counts = [0] * len(parties)
+        self._parties = frozenset(self._labels)
+        self._numbered = 0  # S labels given so far (S1, S2, ...; never given twice)
+        self._reviser = None if revise_window <= 0 else SpeakerReviser(
+            revise_window, threshold, max_speakers,
+            [Anchor(party.name, party.embedding, float(party.recordings)) for party in parties])
 
     @property
     def speakers(self) -> int:
-        """The labels given so far (an enrolled party counts once they have spoken)."""
-        return len(self._given)
+        """The labels that hold utterances (an enrolled party counts once they have
+        spoken; a label that revisions emptied does not count)."""
+        return sum(count > 0 for count in self._counts)
 
     def assign(self, embedding: np.ndarray) -> str:
         """The label of the speaker of ``embedding`` (L2-normalised); updates its mean."""
@@ -178,12 +204,50 @@ class SpeakerTracker:
             best = int(np.argmax(similarity))
             if similarity[best] >= self._threshold or len(self._sums) >= self._max:
                 self._sums[best] = self._sums[best] + embedding
-                self._given.add(self._labels[best])
+                self._counts[best] += 1
                 return self._labels[best]
-        self._labels.append(f"S{len(self._labels) - self._enrolled + 1}")
+        label = self._new_label()
+        self._labels.append(label)
         self._sums.append(embedding.astype(np.float64).copy())
-        self._given.add(self._labels[-1])
-        return self._labels[-1]
+        self._counts.append(1)
+        return label
+
+    def label(self, embedding: np.ndarray, key: int) -> tuple[str, list[Revision]]:
+        """The label of utterance ``key`` (keys increase) and, with a revise window, the
+        earlier utterances whose label changed (``SpeakerReviser``)."""
+        label = self.assign(embedding)
+        if self._reviser is None:
+            return label, []
+        totals = dict(zip(self._labels, self._counts, strict=True))
+        revisions = self._reviser.add(key, embedding, label, totals, self._new_label)
+        for revision in revisions:
+            self._move(self._reviser.embedding(revision.key), revision.speaker,
+                       revision.revised)
+        self._drop_empty()
+        final = next((r.revised for r in revisions if r.key == key), label)
+        return final, [r for r in revisions if r.key != key]
+
+    def _new_label(self) -> str:
+        self._numbered += 1
+        return f"S{self._numbered}"
+
+    def _move(self, embedding: np.ndarray, old: str, new: str) -> None:
+        if new not in self._labels:
+            self._labels.append(new)
+            self._sums.append(np.zeros_like(self._sums[self._labels.index(old)]))
+            self._counts.append(0)
+        source, target = self._labels.index(old), self._labels.index(new)
+        self._sums[source] = self._sums[source] - embedding
+        self._counts[source] -= 1
+        self._sums[target] = self._sums[target] + embedding
+        self._counts[target] += 1
+
+    def _drop_empty(self) -> None:
+        keep = [i for i, label in enumerate(self._labels)
+                if self._counts[i] > 0 or label in self._parties]
+        self._labels = [self._labels[i] for i in keep]
+        self._sums = [self._sums[i] for i in keep]
+        self._counts = [self._counts[i] for i in keep]
 
 
 class ChannelSpeakers:
@@ -195,7 +259,8 @@ class ChannelSpeakers:
         self.stats = SpeakerStats()
         self.change = SpeakerChange(encoder, config, self.stats, segmentation)
         self._encoder = encoder
-        self._tracker = SpeakerTracker(config.label_threshold, config.max_speakers, parties)
+        self._tracker = SpeakerTracker(config.label_threshold, config.max_speakers, parties,
+                                       config.revise_window)
         self._segmentation = segmentation
         self._overlap_min_s = config.overlap_min_s
 
@@ -208,14 +273,23 @@ class ChannelSpeakers:
         """Whether the segmentation model is on (``overlap_s`` measures)."""
         return self._segmentation is not None
 
-    def label(self, audio: np.ndarray) -> str:
-        """The utterance's speaker; called in utterance order (one recognize loop per
-        channel), so labels are causal."""
+    def label(self, audio: np.ndarray, index: int | None = None) -> str:
+        """The utterance's speaker (``label_utterance`` without the revisions)."""
+        return self.label_utterance(audio, index).speaker
+
+    def label_utterance(self, audio: np.ndarray, index: int | None = None) -> Labelled:
+        """The speaker of the utterance numbered ``index`` (default: the next number) and
+        the earlier ones whose label changed; called in utterance order (one recognize loop
+        per channel), so the labels and revisions depend only on the channel's audio."""
         [embedding], ms = timed_embed(self._encoder, audio)
-        label = self._tracker.assign(embedding)
+        started = time.perf_counter()
+        key = self.stats.labels if index is None else index
+        label, revisions = self._tracker.label(embedding, key)
+        self.stats.revise_ms += (time.perf_counter() - started) * 1000
         self.stats.label_ms += ms
         self.stats.labels += 1
-        return label
+        self.stats.revisions += len(revisions)
+        return Labelled(label, tuple(revisions))
 
     def overlap_s(self, audio: np.ndarray) -> float | None:
         """Seconds of the utterance where two people talk at once (runs of at least

@@ -39,7 +39,6 @@ from streamer.ingest.protocol import (
     Pause,
     ProtocolViolation,
     Reply,
-    check_stream_id,
     client_identifier,
     client_text,
     parse_json_object,
@@ -148,9 +147,9 @@ class AudioHookProtocol(IngestProtocol):
         if conversation == NULL_UUID:
             self.state = "probe"  # connection probe: no call, the client closes next
             return
-        check_stream_id(conversation, "open.conversationId")
+        stream_id = self._stream_id(conversation, "open.conversationId")
         self.state = "active"
-        self._emit(CallStart(conversation, self.roles, TELEPHONY_RATE,
+        self._emit(CallStart(stream_id, self.roles, TELEPHONY_RATE,
                              f"audiohook:{self.session_id}{self._caller(parameters)}"))
 
     def _caller(self, parameters: dict[str, Any]) -> str:

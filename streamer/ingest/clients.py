@@ -3,6 +3,10 @@
 Used by the tests and by ``bench/loadgen.py``. Each sender paces audio at ``pace`` times
 real time (1.0 = live: a frame is sent once it has been "spoken"), and returns a
 ``SendReport`` with the wall-clock time of stream time 0 and what the server answered.
+
+``CallAudio.stream_id`` is the client's own id (raw PCM ``stream_id``, Twilio ``callSid``,
+AudioHook ``conversationId``); the call's events carry ``<route>:<id>`` unless the server
+runs with ``ingest.namespace_stream_ids: false``. ``client_ids`` maps either back.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from streamer.ingest.audiohook import duration
+from streamer.ingest.protocol import published_stream_id
 from streamer.ingest.twilio import twilio_signature
 from streamer.telephony import TELEPHONY_RATE, ulaw_encode
 
@@ -36,6 +41,14 @@ class CallAudio:
     @property
     def seconds(self) -> float:
         return len(self.parties[0]) / TELEPHONY_RATE
+
+
+def client_ids(route: str, ids: list[str] | tuple[str, ...] | set[str]) -> dict[str, str]:
+    """The stream ids the events of calls sent on ``route`` ("pcm", "twilio", "audiohook")
+    with the clients' ``ids`` may carry -> the client's id: ``<route>:<id>`` (the default)
+    and ``<id>`` (``ingest.namespace_stream_ids: false``), so a load generator matches the
+    events of a server whatever its setting."""
+    return {**{i: i for i in ids}, **{published_stream_id(route, i): i for i in ids}}
 
 
 @dataclass

@@ -9,7 +9,13 @@ error reply (if it has one) followed by ``Failure``; after that the parser ignor
 everything except what the protocol allows to close the session.
 
 Every string a client sends is checked with ``streamer.validation`` before it is used
-(a bad one closes with 1007). A bug in a parser (any other exception) is logged with its
+(a bad one closes with 1007).
+
+Stream ids are namespaced by route (``published_stream_id``): the id a call's events carry
+is ``<protocol>:<the client's id>`` (``pcm:call-1``, ``twilio:CA...``,
+``audiohook:<conversationId>``), so a client of one route cannot take (squat) the id of
+another route's call; ``Limits.namespace_stream_ids`` off (``ingest.namespace_stream_ids:
+false``) keeps the client's id as it is. A bug in a parser (any other exception) is logged with its
 traceback, counted in ``IngestProtocol.internal_errors`` and closes that one connection
 with 1011; the fuzz tests (tests/reliability/test_fuzz_protocols.py) assert it never
 happens. Close codes a parser may produce: ``PARSER_CLOSE_CODES``.
@@ -24,7 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from streamer.validation import InvalidClientString, check_identifier, check_text, shown
+from streamer.validation import (
+    MAX_IDENTIFIER_CHARS,
+    InvalidClientString,
+    check_identifier,
+    check_text,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +49,28 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011  # a bug in the server: never expected (fuzz-tested)
 PARSER_CLOSE_CODES = frozenset({CLOSE_UNSUPPORTED, CLOSE_INVALID, CLOSE_POLICY})
 
+# Between the route and the client's id in a published stream id. Allowed by the edge
+# identifier rule, left as it is in MQTT topic levels (``mqtt_publisher.topic_part``), and
+# not in any route name, so the first one splits the id; unlike '-' it is rare inside ids
+# (call-1, UUIDs), so a queue pattern written for raw ids does not read the route as a queue.
+STREAM_ID_SEPARATOR = ":"
+ROUTES = ("pcm", "twilio", "audiohook")  # IngestProtocol.name of each route
+
+
+def published_stream_id(protocol: str, client_id: str, namespaced: bool = True) -> str:
+    """The stream id a call's events carry: ``<protocol>:<client_id>`` (``pcm:call-1``,
+    ``twilio:CA...``), or ``client_id`` itself when namespacing is off."""
+    return f"{protocol}{STREAM_ID_SEPARATOR}{client_id}" if namespaced else client_id
+
+
+def split_stream_id(stream_id: str) -> tuple[str | None, str]:
+    """(route, the client's id) of a namespaced ingest stream id; (None, ``stream_id``) for
+    any other id (``run``'s, or ``ingest.namespace_stream_ids: false``)."""
+    route, sep, client_id = stream_id.partition(STREAM_ID_SEPARATOR)
+    if sep and route in ROUTES and client_id:
+        return route, client_id
+    return None, stream_id
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -48,13 +82,15 @@ class Limits:
     # Caller numbers (AudioHook participant ani/dnis) in ``CallStart.source``, which goes
     # into stream.started events and INFO logs; personal data, so off unless turned on.
     include_caller_numbers: bool = False
+    # Published stream ids carry the route (``published_stream_id``); off: the client's id.
+    namespace_stream_ids: bool = True
 
 
 @dataclass(frozen=True)
 class CallStart:
     """The call's audio format is known: start one recognizer channel per party."""
 
-    stream_id: str
+    stream_id: str  # as published (``published_stream_id``): the key of the live calls
     channels: tuple[str, ...]  # role names, one per party, in the protocol's order
     sample_rate: int  # of the ChannelAudio samples that follow
     source: str  # human-readable origin, e.g. "twilio:MZ123 call CA456 track inbound"
@@ -127,9 +163,17 @@ def require(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], wh
     return value
 
 
-def check_stream_id(stream_id: object, where: str) -> str:
-    """A stream id (it becomes part of MQTT topics): the edge identifier rule."""
-    return client_identifier(stream_id, f"{where}: stream id")
+def stream_id_of(protocol: str, client_id: object, where: str, namespaced: bool) -> str:
+    """The published stream id of a call whose client named it ``client_id``: the client's
+    id is checked with the edge identifier rule, short enough that the published id still
+    fits it (``MAX_IDENTIFIER_CHARS`` less the route's prefix)."""
+    prefix = len(published_stream_id(protocol, "", namespaced))
+    try:
+        check_identifier(client_id, f"{where}: stream id", MAX_IDENTIFIER_CHARS - prefix)
+    except InvalidClientString as exc:
+        raise ProtocolViolation(str(exc), CLOSE_INVALID) from exc
+    assert isinstance(client_id, str)
+    return published_stream_id(protocol, client_id, namespaced)
 
 
 def client_identifier(value: object, what: str) -> str:
@@ -200,6 +244,10 @@ class IngestProtocol:
                           "(1011). This is a bug: please report it with the message above",
                           self.name, shown(payload))
             self._out.append(Failure(CLOSE_INTERNAL, "internal server error"))
+
+    def _stream_id(self, client_id: object, where: str) -> str:
+        """``stream_id_of`` for this route with the server's ``Limits``."""
+        return stream_id_of(self.name, client_id, where, self.limits.namespace_stream_ids)
 
     def _check_audio_ms(self, samples: int, rate: int) -> None:
         ms = samples * 1000 / rate

@@ -9,7 +9,9 @@ text message::
 
 ``encoding`` is ``pcm16le`` (default, 16-bit signed little-endian) or ``mulaw``;
 ``roles`` names the channels (default: 1 channel = customer, 2 = customer, agent).
-The server answers ``{"type": "started", ...}``. Then send binary messages of
+The server answers ``{"type": "started", ...}`` with ``published_stream_id``, the id the
+call's events carry (``pcm:call-1``; ``call-1`` with ``ingest.namespace_stream_ids`` off).
+Then send binary messages of
 interleaved samples, each a whole number of frames (a frame = one sample per channel).
 End with ``{"type": "stop"}`` (answered ``{"type": "stopped"}``) or just close.
 A malformed message is answered ``{"type": "error", "message": ...}`` and the connection
@@ -33,7 +35,6 @@ from streamer.ingest.protocol import (
     Limits,
     ProtocolViolation,
     Reply,
-    check_stream_id,
     client_identifier,
     parse_json_object,
 )
@@ -92,7 +93,7 @@ class RawPcmProtocol(IngestProtocol):
         stream_id = message.get("stream_id")
         if not isinstance(stream_id, str):
             raise ProtocolViolation("start: 'stream_id' (a string) is required", CLOSE_INVALID)
-        check_stream_id(stream_id, "start")
+        published = self._stream_id(stream_id, "start")
         rate, channels = message.get("sample_rate", 16000), message.get("channels", 1)
         if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= MAX_RATE:
             raise ProtocolViolation(f"start: 'sample_rate' must be an integer 8000..{MAX_RATE}, "
@@ -117,9 +118,10 @@ class RawPcmProtocol(IngestProtocol):
                                     CLOSE_INVALID)
         self.sample_rate, self.encoding, self.roles = rate, encoding, tuple(roles)
         self._emit(Reply(json.dumps({"type": "started", "stream_id": stream_id,
+                                     "published_stream_id": published,
                                      "channels": list(self.roles), "sample_rate": rate,
                                      "encoding": encoding})))
-        self._emit(CallStart(stream_id, self.roles, rate,
+        self._emit(CallStart(published, self.roles, rate,
                              f"pcm:{encoding}/{rate}Hz/{channels}ch"))
 
     def _default_roles(self, channels: int) -> list[str]:

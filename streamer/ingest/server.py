@@ -17,10 +17,14 @@ connections, calls and auth failures are audit lines (``streamer.audit`` logger)
 Each connection runs ``serve_connection``: it only moves data between the WebSocket,
 the protocol's sans-I/O parser and the call's ``CallSession``. A malformed message ends
 that one connection (the protocol's error, then a close code); other calls are not
-affected. An unexpected error in one call is logged with its stream id, counted
-(``IngestStats.call_errors``) and closes that connection with 1011. When a client
-disconnects, even mid-utterance, the audio it sent is still recognized and published,
-then the call's state is dropped.
+affected. Live calls are keyed by their published stream id, which carries the route
+(``pcm:call-1``, ``twilio:CA...``, ``audiohook:<conversationId>``; see
+``protocol.published_stream_id``): a second connection for a live id is refused (1008),
+never merged, and ids of different routes never meet. Each route has one shared
+credential (no per-client identity to namespace by). An unexpected error in one call is
+logged with its stream id, counted (``IngestStats.call_errors``) and closes that
+connection with 1011. When a client disconnects, even mid-utterance, the audio it sent
+is still recognized and published, then the call's state is dropped.
 """
 
 from __future__ import annotations
@@ -131,7 +135,10 @@ class IngestServer:
         self.draining = False  # set by ``drain``: no new calls
         self._cutting = False  # the drain deadline passed: calls still open end as "shutdown"
         self.limits = Limits(config.max_audio_ms_per_message, config.customer_role,
-                             config.agent_role, config.include_caller_numbers)
+                             config.agent_role, config.include_caller_numbers,
+                             config.namespace_stream_ids)
+        # Live calls by published stream id (``<protocol>:<client id>`` unless
+        # ingest.namespace_stream_ids is off): a second connection for one is refused.
         self.calls: dict[str, CallSession] = {}
         self.connections = 0
         self.by_protocol: Counter[str] = Counter()  # open connections per protocol
@@ -170,6 +177,11 @@ class IngestServer:
             if secret is None:
                 log.warning("%s is not set: that ingest route accepts anyone who can reach "
                             "%s:%d", name, config.host, config.port)
+        if not config.namespace_stream_ids:
+            log.warning("ingest.namespace_stream_ids is off: stream ids are the clients' own, "
+                        "shared by the three routes, so a client of one route can take a "
+                        "call's id first and have the other route's call with that id "
+                        "refused (1008)")
 
     @property
     def port(self) -> int:
@@ -422,7 +434,7 @@ class IngestServer:
     def _start_call(self, start: CallStart, tg: asyncio.TaskGroup,
                     ws: ServerConnection) -> CallSession | None:
         assert self.recognizer is not None  # not_accepting() was checked first
-        if start.stream_id in self.calls:
+        if start.stream_id in self.calls:  # refused, never merged into the live call
             log.warning("ingest: refusing a second connection for active stream %s",
                         start.stream_id)
             return None

@@ -37,7 +37,6 @@ from streamer.ingest.protocol import (
     IngestProtocol,
     Limits,
     ProtocolViolation,
-    check_stream_id,
     client_identifier,
     client_text,
     parse_json_object,
@@ -153,8 +152,7 @@ class TwilioProtocol(IngestProtocol):
             raise ProtocolViolation(
                 f"start.mediaFormat {shown(fmt)} is not supported; Media Streams send "
                 "audio/x-mulaw, 8000 Hz, 1 channel", CLOSE_UNSUPPORTED)
-        stream_id = call_sid if call_sid else stream_sid
-        check_stream_id(stream_id, "start")
+        stream_id = self._stream_id(call_sid if call_sid else stream_sid, "start")
         self.stream_sid = stream_sid
         role_of = {"inbound": self.limits.customer_role, "outbound": self.limits.agent_role}
         self.roles = {t: role_of[t] for t in tracks}

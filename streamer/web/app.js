@@ -198,6 +198,7 @@ function handleMessage(event) {
     case "stream.ended": onStreamEnded(event); break;
     case "utterance.partial": onPartial(event); break;
     case "utterance.emotion": onEmotion(event); break;
+    case "speaker.revised": onSpeakerRevised(event); break;
     case "alert": onAlert(event); break;
     case "alert.cleared": onAlertCleared(event); break;
     case "subscriber.lagged":
@@ -311,6 +312,25 @@ function onEmotion(event) {
   } else {
     records.forEach(appendTimelineRow);
     render.partials();
+    render.plots();
+  }
+}
+
+// speakers.revise_window: the streamer re-clustered the channel's recent utterances and
+// moved some to another speaker; the rows and lanes show the revised label.
+function onSpeakerRevised(event) {
+  const stream = state.streams.get(event.stream_id);
+  if (!stream) return;
+  const revised = new Map(event.revisions.map((r) => [r.utterance_id, r.revised]));
+  let changed = false;
+  for (const record of stream.utterances) {
+    if (record.kind === "utterance" && revised.has(record.event.utterance_id)) {
+      record.event = { ...record.event, speaker: revised.get(record.event.utterance_id) };
+      changed = true;
+    }
+  }
+  if (changed && selectedStream() === stream) {
+    render.timeline();
     render.plots();
   }
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page, expect
 
+from streamer import events
 from streamer.alerts import AlertEngine, LabelCount
 from streamer.events import Event
 from tests.dashboard import conversation as conv
@@ -101,4 +102,23 @@ async def test_lanes_place_each_party_on_one_time_axis_with_alert_spans(make_ser
     await expect(in_lane(page, "customer")).to_have_count(6)
     assert await page.locator("#lanes-plot img").count() == 0
     assert await page.evaluate("window.pwned") is None
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_speaker_revision_relabels_the_shown_utterances(make_server, page) -> None:  # type: ignore[no-untyped-def]
+    server = await make_server()
+    server.publish(conv.started("mono-call", "mono"))
+    await page.goto(server.url("/"))
+    await expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    server.publish(conv.emotion("mono-call", "mono", 0, 0.5, 2.0, "Hello there.", "neutral",
+                                speaker="S1"),
+                   conv.emotion("mono-call", "mono", 1, 2.5, 4.0, "Hi, how are you?", "happy",
+                                speaker="S1"))
+    speakers = page.locator("#timeline .utt .speaker")
+    await expect(speakers).to_have_text(["S1", "S1"])
+    # The second utterance was another voice: the streamer revises it.
+    server.publish(conv.checked(events.speaker_revised("mono-call", "mono", [(1, "S1", "S2")])))
+    await expect(speakers).to_have_text(["S1", "S2"])
+    second = page.locator('#lanes-plot rect.lane-utt[data-utterance-id="mono-call/mono/1"]')
+    await expect(second.locator("title")).to_contain_text("mono (S2)")
     assert page.errors == []  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from offline_training.metrics import word_error_rate as wer
 from streamer import events
 from streamer.config import AppConfig, load_config
 from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_twilio
+from streamer.ingest.protocol import published_stream_id
 from streamer.runtime import Models, load_models
 from streamer.service import Service
 from tests.conftest import Broker
@@ -113,7 +114,9 @@ async def test_stereo_call_as_twilio_and_audiohook_gives_per_party_events(
         send_twilio(f"{base}/ingest/twilio", twilio_call, pace=3),
         send_audiohook(f"{base}/ingest/audiohook", hook_call, pace=3, api_key="ah-api-key"))
     assert [m["type"] for m in reports[1].replies] == ["opened", "closed"]
-    ids = [twilio_call.stream_id, hook_call.stream_id]
+    # The events carry the route (ingest.namespace_stream_ids): twilio:<callSid>, ...
+    ids = [published_stream_id("twilio", twilio_call.stream_id),
+           published_stream_id("audiohook", hook_call.stream_id)]
     await wait_until(lambda: len(sub.of("stream.ended")) == 4, 120)
     await wait_until(lambda: sum(e.get("type") == "stream.ended" for _, e in mqtt_messages) == 4,
                      30)
@@ -148,11 +151,11 @@ async def test_client_disconnecting_mid_utterance_still_gets_its_events(
     report = await send_twilio(f"ws://127.0.0.1:{svc.ingest.port}/ingest/twilio", call,
                                pace=3, disconnect_at_s=cut_at)
     assert report.sent_s == pytest.approx(cut_at, abs=0.05)
-    await wait_until(lambda: len(sub.of("stream.ended", "CAcut1")) == 2, 60)
-    (emotion,) = sub.of("utterance.emotion", "CAcut1")
+    await wait_until(lambda: len(sub.of("stream.ended", "twilio:CAcut1")) == 2, 60)
+    (emotion,) = sub.of("utterance.emotion", "twilio:CAcut1")
     assert emotion["channel"] == "customer" and emotion["cut_reason"] == "end_of_stream"
     assert normalize_words(emotion["text"])[:2] == ["i", "have"]
-    ended = {e["channel"]: e for e in sub.of("stream.ended", "CAcut1")}
+    ended = {e["channel"]: e for e in sub.of("stream.ended", "twilio:CAcut1")}
     assert ended["customer"]["utterances"] == 1 and ended["agent"]["utterances"] == 0
     assert {e["reason"] for e in ended.values()} == {"client_closed"}
     await wait_until(lambda: svc.ingest.calls == {}, 5)
@@ -166,6 +169,8 @@ async def test_twenty_concurrent_calls_every_utterance_accounted_for(
     customer, agent = turns[0][: int(1.6 * 8000)], turns[1][: int(1.6 * 8000)]
     calls = [two_party_call(f"load{i:02d}", customer, agent, gap_s=0.6) for i in range(20)]
     senders = []
+    routes = ("twilio", "audiohook", "pcm")  # call i comes on routes[i % 3]
+    ids = {published_stream_id(routes[i % 3], c.stream_id) for i, c in enumerate(calls)}
     for i, call in enumerate(calls):
         if i % 3 == 0:
             senders.append(send_twilio(f"{base}/ingest/twilio", call, pace=2))
@@ -176,11 +181,11 @@ async def test_twenty_concurrent_calls_every_utterance_accounted_for(
             senders.append(send_pcm(f"{base}/ingest/pcm", call, pace=2, token="pcm-token"))
     await asyncio.gather(*senders)
     await wait_until(lambda: len([e for e in sub.of("stream.ended")
-                                  if e["stream_id"].startswith("load")]) == 40, 400)
-    emotions = [e for e in sub.of("utterance.emotion") if e["stream_id"].startswith("load")]
+                                  if e["stream_id"] in ids]) == 40, 400)
+    emotions = [e for e in sub.of("utterance.emotion") if e["stream_id"] in ids]
     counts = Counter((e["stream_id"], e["channel"]) for e in emotions)
-    assert counts == {(c.stream_id, ch): 1 for c in calls for ch in ("customer", "agent")}
-    ended = [e for e in sub.of("stream.ended") if e["stream_id"].startswith("load")]
+    assert counts == {(s, ch): 1 for s in ids for ch in ("customer", "agent")}
+    ended = [e for e in sub.of("stream.ended") if e["stream_id"] in ids]
     assert all(e["utterances"] == 1 and e["reason"] == "end_of_input" for e in ended)
     assert not sub.of("subscriber.lagged")
     assert svc.ingest.calls == {} and svc.ingest.stats.protocol_failures == 0

@@ -8,10 +8,12 @@ import json
 import numpy as np
 
 from streamer.ingest.audiohook import NULL_UUID, AudioHookProtocol
+from streamer.ingest.clients import client_ids
 from streamer.ingest.protocol import (
     CLOSE_INVALID,
     CLOSE_POLICY,
     CLOSE_UNSUPPORTED,
+    ROUTES,
     CallEnd,
     CallStart,
     ChannelAudio,
@@ -19,6 +21,8 @@ from streamer.ingest.protocol import (
     Limits,
     Pause,
     Reply,
+    published_stream_id,
+    split_stream_id,
 )
 from streamer.ingest.raw_pcm import RawPcmProtocol
 from streamer.ingest.twilio import TwilioProtocol, signature_ok, twilio_signature
@@ -53,7 +57,7 @@ def test_twilio_tracks_become_customer_and_agent_with_known_pcm() -> None:
     p.receive_text(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
     p.receive_text(twilio_start())
     (start,) = p.poll()
-    assert start == CallStart("CA1", ("customer", "agent"), 8000,
+    assert start == CallStart("twilio:CA1", ("customer", "agent"), 8000,
                               "twilio:MZ1 tracks inbound,outbound")
     p.receive_text(twilio_media("inbound", CODES))
     p.receive_text(twilio_media("outbound", CODES[::-1]))
@@ -157,7 +161,7 @@ def test_audiohook_open_selects_stereo_pcmu_and_splits_channels() -> None:
     assert opened["parameters"]["media"] == [
         {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000}]
     starts = [e for e in events if isinstance(e, CallStart)]
-    assert starts[0].stream_id == "conv-1" and starts[0].channels == ("customer", "agent")
+    assert starts[0].stream_id == "audiohook:conv-1" and starts[0].channels == ("customer", "agent")
     interleaved = bytes(b for pair in zip(CODES, CODES[::-1], strict=True) for b in pair)
     c.p.receive_bytes(interleaved)
     ext, internal = c.p.poll()
@@ -226,7 +230,9 @@ def test_raw_pcm_start_message_and_interleaved_frames() -> None:
                                "channels": 2}))
     started, start = p.poll()
     assert json.loads(started.text)["channels"] == ["customer", "agent"]
-    assert start == CallStart("call-1", ("customer", "agent"), 8000, "pcm:pcm16le/8000Hz/2ch")
+    assert json.loads(started.text)["stream_id"] == "call-1"
+    assert json.loads(started.text)["published_stream_id"] == "pcm:call-1"
+    assert start == CallStart("pcm:call-1", ("customer", "agent"), 8000, "pcm:pcm16le/8000Hz/2ch")
     frames = np.array([[1000, -1000], [2000, -2000]], dtype="<i2")
     p.receive_bytes(frames.tobytes())
     a, b = p.poll()
@@ -265,3 +271,38 @@ def test_raw_pcm_errors_reply_then_fail() -> None:
     p.poll()
     p.receive_bytes(b"\x00\x00\x00")
     assert p.poll()[-1].close_code == CLOSE_INVALID
+
+
+# --------------------------------------------------------- stream id namespaces
+def test_stream_ids_carry_their_route_unless_namespacing_is_off() -> None:
+    """The published id is <route>:<client id> (round 3, item 2); the client's id is kept
+    short enough that the published one passes the edge identifier rule (128 chars)."""
+    for namespaced, want in ((True, ["pcm:CA1", "twilio:CA1", "audiohook:CA1"]),
+                             (False, ["CA1", "CA1", "CA1"])):
+        limits = Limits(namespace_stream_ids=namespaced)
+        pcm = RawPcmProtocol(limits, {"stream_id": "CA1"})
+        twilio = TwilioProtocol(limits)
+        twilio.receive_text(twilio_start())
+        audiohook = AudioHookProtocol(limits)
+        audiohook.receive_text(json.dumps({
+            "version": "2", "id": "sess-1", "type": "open", "seq": 1, "serverseq": 0,
+            "position": "PT0S", "parameters": open_params("CA1")}))
+        got = [next(e for e in p.poll() if isinstance(e, CallStart)).stream_id
+               for p in (pcm, twilio, audiohook)]
+        assert got == want
+    assert RawPcmProtocol(LIMITS, {"stream_id": "a" * 124}).poll()[-1].stream_id == \
+        "pcm:" + "a" * 124
+    failed = RawPcmProtocol(LIMITS, {"stream_id": "a" * 125}).poll()[-1]
+    assert isinstance(failed, Failure) and failed.close_code == CLOSE_INVALID
+    assert "at most 124" in failed.message
+    assert RawPcmProtocol(Limits(namespace_stream_ids=False),
+                          {"stream_id": "a" * 128}).poll()[-1].stream_id == "a" * 128
+    assert ROUTES == tuple(p.name for p in (RawPcmProtocol, TwilioProtocol, AudioHookProtocol))
+    assert split_stream_id("twilio:CA1") == ("twilio", "CA1")
+    assert split_stream_id("pcm:a:b") == ("pcm", "a:b")
+    assert split_stream_id("CA1") == (None, "CA1")
+    assert split_stream_id("sales:1") == (None, "sales:1")  # not a route: an id of its own
+    assert published_stream_id("audiohook", "c-1") == "audiohook:c-1"
+    assert published_stream_id("audiohook", "c-1", namespaced=False) == "c-1"
+    # What the load generator and the soak match events by, under either setting.
+    assert client_ids("pcm", ["a", "b"]) == {"a": "a", "b": "b", "pcm:a": "a", "pcm:b": "b"}

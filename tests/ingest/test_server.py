@@ -103,13 +103,14 @@ async def test_twilio_both_tracks_decode_to_the_right_parties() -> None:
         report = await send_twilio(f"{base}/ingest/twilio", call, pace=20,
                                    auth_token="tw-secret",
                                    signed_url="wss://calls.example.com/ingest/twilio")
-        await wait_for(lambda: rec.channels.get(("CA-twilio", "agent"), Recorded("")).done)
+        await wait_for(lambda: rec.channels.get(("twilio:CA-twilio", "agent"), Recorded("")).done)
     finally:
         await server.__aexit__()
     assert report.close_code in (1000, None) or report.close_code == 1000
-    assert_close(rec.audio("CA-twilio", "customer"), expected_16k(call.parties[0]))
-    assert_close(rec.audio("CA-twilio", "agent"), expected_16k(call.parties[1]))
-    assert "tracks inbound,outbound party customer" in rec.channels[("CA-twilio",
+    # The events carry the route: twilio:<callSid> (ingest.namespace_stream_ids).
+    assert_close(rec.audio("twilio:CA-twilio", "customer"), expected_16k(call.parties[0]))
+    assert_close(rec.audio("twilio:CA-twilio", "agent"), expected_16k(call.parties[1]))
+    assert "tracks inbound,outbound party customer" in rec.channels[("twilio:CA-twilio",
                                                                      "customer")].source
     assert server.calls == {} and server.stats.calls_finished == 1
 
@@ -127,8 +128,9 @@ async def test_audiohook_session_decodes_stereo_and_closes() -> None:
         await server.__aexit__()
     types = [m["type"] for m in report.replies]
     assert types == ["opened", "closed"]
-    assert_close(rec.audio(call.stream_id, "customer"), expected_16k(call.parties[0]))
-    assert_close(rec.audio(call.stream_id, "agent"), expected_16k(call.parties[1]))
+    stream_id = f"audiohook:{call.stream_id}"  # audiohook:<conversationId>
+    assert_close(rec.audio(stream_id, "customer"), expected_16k(call.parties[0]))
+    assert_close(rec.audio(stream_id, "agent"), expected_16k(call.parties[1]))
 
 
 async def test_raw_pcm_call() -> None:
@@ -142,9 +144,11 @@ async def test_raw_pcm_call() -> None:
     finally:
         await server.__aexit__()
     assert [m["type"] for m in report.replies] == ["started", "stopped"]
+    assert report.replies[0]["stream_id"] == "pcm-1"
+    assert report.replies[0]["published_stream_id"] == "pcm:pcm-1"
     pcm = np.round(call.parties[0] * 32767).astype(np.float32) / 32768
     want = soxr.resample(pcm, 8000, 16000, quality="HQ")
-    assert_close(rec.audio("pcm-1", "customer"), want)
+    assert_close(rec.audio("pcm:pcm-1", "customer"), want)
 
 
 @pytest.mark.parametrize("path,headers", [
@@ -207,11 +211,11 @@ async def test_malformed_call_is_closed_without_affecting_another() -> None:
             assert message["type"] == "disconnect" and message["parameters"]["reason"] == "error"
             await ah.wait_closed()
         report = await good
-        await wait_for(lambda: rec.channels.get(("CA-good", "agent"), Recorded("")).done)
+        await wait_for(lambda: rec.channels.get(("twilio:CA-good", "agent"), Recorded("")).done)
     finally:
         await server.__aexit__()
     assert report.close_code == 1000
-    assert len(rec.audio("CA-good", "customer")) == pytest.approx(32000, abs=64)
+    assert len(rec.audio("twilio:CA-good", "customer")) == pytest.approx(32000, abs=64)
     assert server.stats.protocol_failures == 2
 
 
@@ -229,7 +233,7 @@ async def test_disconnect_mid_call_ends_the_call_and_frees_it() -> None:
     finally:
         await server.__aexit__()
     assert report.sent_s == pytest.approx(0.7, abs=0.03)
-    assert len(rec.audio("CA-cut", "customer")) == pytest.approx(0.7 * 16000, abs=400)
+    assert len(rec.audio("twilio:CA-cut", "customer")) == pytest.approx(0.7 * 16000, abs=400)
     assert {r.end_reason for r in rec.channels.values()} == {"client_closed"}
 
 
@@ -243,7 +247,7 @@ async def test_slow_recognizer_pushes_back_instead_of_buffering() -> None:
             r.done for r in rec.channels.values()), timeout=20)
     finally:
         await server.__aexit__()
-    assert len(rec.audio("pcm-slow", "agent")) == pytest.approx(48000, abs=64)  # nothing lost
+    assert len(rec.audio("pcm:pcm-slow", "agent")) == pytest.approx(48000, abs=64)  # nothing lost
 
 
 async def test_health_endpoint() -> None:
@@ -292,10 +296,11 @@ async def test_audiohook_pause_reaches_the_recognizer_as_a_pause() -> None:
             r.done for r in rec.channels.values()))
     finally:
         await server.__aexit__()
-    audio = rec.audio("conv-pause", "agent")
+    audio = rec.audio("audiohook:conv-pause", "agent")
     assert len(audio) == pytest.approx((0.1 + 0.1) * 16000, abs=64)  # no silence injected
     # The pause arrives after the loud 100 ms (all of it, drained from the upsampler).
-    assert rec.channels[("conv-pause", "agent")].pauses_at == [pytest.approx(1600, abs=64)]
+    pauses = rec.channels[("audiohook:conv-pause", "agent")].pauses_at
+    assert pauses == [pytest.approx(1600, abs=64)]
 
 
 async def test_idle_connection_and_duplicate_stream_are_closed() -> None:

@@ -63,7 +63,7 @@ async def test_hostile_roles_close_that_call_only(roles: list[str]) -> None:
         answer, code, reason = await pcm_start_reply(
             base, {"type": "start", "stream_id": "hostile", "channels": 1, "roles": roles})
         report = await asyncio.wait_for(good, TIMEOUT_S)
-        await wait_for(lambda: rec.channels.get(("CA-good", "agent"), Recorded("")).done)
+        await wait_for(lambda: rec.channels.get(("twilio:CA-good", "agent"), Recorded("")).done)
     finally:
         await server.__aexit__()
     assert answer["type"] == "error" and "role" in answer["message"]
@@ -196,7 +196,8 @@ async def test_one_protocol_cannot_take_every_slot() -> None:
     assert refused.value.response.status_code == 503
     assert b"ingest.max_pcm_calls" in refused.value.response.body
     assert twilio.close_code == 1000 and audiohook.close_code in (1000, None)
-    assert ("CA-ok", "customer") in rec.channels and ("AH-ok", "customer") in rec.channels
+    assert ("twilio:CA-ok", "customer") in rec.channels
+    assert ("audiohook:AH-ok", "customer") in rec.channels
 
 
 async def test_per_address_and_handshake_rate_limits() -> None:
@@ -324,7 +325,7 @@ async def test_caller_numbers_only_when_turned_on_and_audit_lines(
                 await wait_for(lambda r=rec: len(r.channels) == 2)
         finally:
             await server.__aexit__()
-        sources[on] = rec.channels[(f"AH-{on}", "customer")].source
+        sources[on] = rec.channels[(f"audiohook:AH-{on}", "customer")].source
     ani = "+15550100"  # what streamer.ingest.clients sends as participant.ani
     assert ani not in sources[False] and f"ani={ani}" in sources[True]
     info_off = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
@@ -332,7 +333,8 @@ async def test_caller_numbers_only_when_turned_on_and_audit_lines(
     assert info_off and not any(ani in line for line in info_off)
     audit = [r.getMessage() for r in caplog.records if r.name == "streamer.audit"]
     assert any(a.startswith("ingest connection accepted route='audiohook'") for a in audit)
-    assert any(a.startswith("ingest call started stream='AH-False'") for a in audit)
+    assert any(a.startswith("ingest call started stream='audiohook:AH-False'")
+               for a in audit)
     assert any(a.startswith("auth failure route='/ingest/audiohook'") for a in audit)
     assert not any("ah-key" in a or "wrong" in a for a in audit)  # never the secret
 
@@ -341,7 +343,7 @@ class FailingRecognizer(RecordingRecognizer):
     """Raises inside one call's recognizer channel (stream id 'boom'), like a bug would."""
 
     async def run_channel(self, channel):  # type: ignore[no-untyped-def]
-        if channel.stream_id == "boom":
+        if channel.stream_id == "pcm:boom":
             raise RuntimeError("recognizer bug on this call")
         return await super().run_channel(channel)
 
@@ -357,9 +359,9 @@ async def test_an_error_inside_one_call_ends_that_call_only(
                            open_timeout=TIMEOUT_S) as ws:
             await asyncio.wait_for(ws.wait_closed(), TIMEOUT_S)
         report = await asyncio.wait_for(good, TIMEOUT_S)
-        await wait_for(lambda: rec.channels.get(("CA-fine", "agent"), Recorded("")).done)
+        await wait_for(lambda: rec.channels.get(("twilio:CA-fine", "agent"), Recorded("")).done)
     finally:
         await server.__aexit__()
     assert ws.close_code == 1011 and report.close_code == 1000
-    assert server.stats.call_errors == 1 and "boom" not in server.calls
-    assert any("call boom failed" in r.getMessage() for r in caplog.records)
+    assert server.stats.call_errors == 1 and "pcm:boom" not in server.calls
+    assert any("call pcm:boom failed" in r.getMessage() for r in caplog.records)

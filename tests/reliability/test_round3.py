@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -26,7 +27,7 @@ from streamer.bus import EventBus
 from streamer.config import AlertsConfig, MqttConfig, WebSocketConfig, load_config
 from streamer.errors import ConfigError
 from streamer.health import ReadinessInputs, readiness
-from streamer.ingest.clients import send_audiohook
+from streamer.ingest.clients import CallAudio, SendReport, send_audiohook, send_pcm, send_twilio
 from streamer.ingest.protocol import CallStart, ChannelAudio, Limits
 from streamer.ingest.twilio import TwilioProtocol, twilio_signature
 from streamer.mqtt_publisher import MqttPublisher, event_topic, topic_part
@@ -35,7 +36,14 @@ from streamer.summary import CallSummaries
 from streamer.supervisor import Supervisor
 from streamer.ws_server import WebSocketServer
 from tests.conftest import Broker
-from tests.ingest.test_server import RecordingRecognizer, make_config, started, tone_call
+from tests.ingest.test_server import (
+    RecordingRecognizer,
+    assert_close,
+    expected_16k,
+    make_config,
+    started,
+    tone_call,
+)
 from tests.streamer.test_bus_and_events import sample_emotion
 from tests.streamer.test_mqtt_publisher import Collector, running
 from tests.waiting import wait_until
@@ -78,6 +86,86 @@ async def test_an_empty_twilio_key_verifies_no_signature() -> None:
     finally:
         await server.__aexit__()
     assert refused.value.response.status_code == 401
+
+
+# ------------------------------------------------ 2: stream ids namespaced by route
+def tones(stream_id: str, seconds: float, hz: tuple[float, float]) -> CallAudio:
+    t = np.arange(int(8000 * seconds)) / 8000
+    return CallAudio(stream_id, tuple((0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32)
+                                      for f in hz))
+
+
+def send_on(route: str, base: str, call: CallAudio, pace: float) -> asyncio.Task[SendReport]:
+    if route == "twilio":
+        sender = send_twilio(f"{base}/ingest/twilio", call, pace, auth_token="tw-secret",
+                             signed_url=f"{PUBLIC}/ingest/twilio")
+    else:
+        sender = send_pcm(f"{base}/ingest/pcm", call, pace, token="pcm-secret")
+    return asyncio.create_task(sender)
+
+
+def expected_on(route: str, party: np.ndarray) -> np.ndarray:
+    """What the server hands on for ``party`` sent over ``route`` (16 kHz)."""
+    if route == "twilio":
+        return expected_16k(party)
+    pcm = np.clip(np.round(party * 32768), -32768, 32767).astype(np.float32) / 32768
+    return soxr.resample(pcm, 8000, 16000, quality="HQ").astype(np.float32)
+
+
+@pytest.mark.parametrize("first", ["twilio", "pcm"])
+async def test_one_id_on_two_routes_is_two_calls_and_a_second_connection_is_refused(
+        first: str) -> None:
+    """A Twilio call with callSid CA1 and a raw PCM call with stream_id CA1 (either one
+    live first) are two calls: events twilio:CA1 and pcm:CA1, each party with exactly its
+    own audio. A second connection on the live call's own route with CA1 is refused with
+    1008 (never merged). Before the fix the second route's call was refused: one route's
+    client could take (squat) another route's call id."""
+    other = "pcm" if first == "twilio" else "twilio"
+    live_call, other_call = tones("CA1", 3.0, (300, 700)), tones("CA1", 0.5, (1100, 1900))
+    rec = RecordingRecognizer()
+    server, base = await started(make_config(), rec)
+    try:
+        live = send_on(first, base, live_call, pace=2)  # 1.5 s: live while the others run
+        await until(lambda: len(server.calls) == 1)
+        second = await asyncio.wait_for(send_on(other, base, other_call, pace=10), TIMEOUT_S)
+        duplicate = await asyncio.wait_for(
+            send_on(first, base, tones("CA1", 0.5, (500, 500)), pace=10), TIMEOUT_S)
+        live_meanwhile = set(server.calls)  # the first call is still live
+        reports = {first: await asyncio.wait_for(live, TIMEOUT_S), other: second}
+        await until(lambda: all(r.done for r in rec.channels.values()))
+    finally:
+        await server.__aexit__()
+    assert second.close_code in (1000, None), \
+        f"the {other} call CA1 was refused: {second.close_code} {second.close_reason!r}"
+    assert live_meanwhile == {f"{first}:CA1"}
+    assert duplicate.close_code == 1008 and "already active" in duplicate.close_reason
+    assert server.edge.refused["duplicate_stream"] == 1
+    assert all(r.close_code in (1000, None) for r in reports.values()), reports
+    assert set(rec.channels) == {(f"{route}:CA1", party) for route in ("twilio", "pcm")
+                                 for party in ("customer", "agent")}
+    for route, call in ((first, live_call), (other, other_call)):
+        for i, party in enumerate(("customer", "agent")):  # nothing of the other call in it
+            assert_close(rec.audio(f"{route}:CA1", party), expected_on(route, call.parties[i]))
+    assert server.calls == {} and server.stats.calls_finished == 2
+
+
+async def test_without_namespaces_ids_are_shared_by_the_routes() -> None:
+    """ingest.namespace_stream_ids=false: the clients' own ids, as before the fix, so the
+    second route's call with a live id is refused (the squatting caveat, documented)."""
+    rec = RecordingRecognizer()
+    server, base = await started(make_config(namespace_stream_ids=False), rec)
+    try:
+        live = send_on("pcm", base, tones("CA1", 2.0, (300, 700)), pace=2)
+        await until(lambda: "CA1" in server.calls)
+        refused = await asyncio.wait_for(
+            send_on("twilio", base, tones("CA1", 0.5, (1100, 1900)), pace=10), TIMEOUT_S)
+        await asyncio.wait_for(live, TIMEOUT_S)
+        await until(lambda: len(rec.channels) == 2 and all(r.done for r in
+                                                           rec.channels.values()))
+    finally:
+        await server.__aexit__()
+    assert refused.close_code == 1008 and "already active" in refused.close_reason
+    assert set(rec.channels) == {("CA1", "customer"), ("CA1", "agent")}
 
 
 # ------------------------------------------------------- 3: broker outage != password
@@ -138,7 +226,7 @@ async def test_two_protocols_cannot_lock_the_third_out() -> None:
         await server.__aexit__()
     assert len(held) == 4 and len(refusals) == 2
     assert all(b"ingest.reserved_calls_per_protocol" in body for body in refusals)
-    assert report.close_code in (1000, None) and ("AH-room", "customer") in rec.channels
+    assert report.close_code in (1000, None) and ("audiohook:AH-room", "customer") in rec.channels
 
 
 # --------------------------------------------------------- 5, 6, 12: the config loader

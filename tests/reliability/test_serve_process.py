@@ -121,6 +121,6 @@ def test_hostile_call_sigterm_and_mqtt_auth_failure(password_broker: Broker,
     assert "events lost" in log and "Traceback" not in log
     assert "evil" not in out and "good-call" in out
     events = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert {e["stream_id"] for e in events} == {"good-call"}
+    assert {e["stream_id"] for e in events} == {"pcm:good-call"}
     assert {e["type"] for e in events} >= {"stream.started", "stream.ended"}
     assert stat.S_IMODE(os.stat(jsonl).st_mode) == 0o600

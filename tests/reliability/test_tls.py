@@ -100,7 +100,7 @@ async def test_wss_ingest(pki: Pki) -> None:
     finally:
         await server.__aexit__()
     assert base.startswith("ws://")  # the helper's URL; the server itself speaks wss only
-    assert reply["type"] == "started" and ("tls-call", "customer") in rec.channels
+    assert reply["type"] == "started" and ("pcm:tls-call", "customer") in rec.channels
 
 
 async def test_bad_certificate_is_a_clear_error(tmp_path: Path, pki: Pki) -> None:

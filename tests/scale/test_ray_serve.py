@@ -50,6 +50,7 @@ from streamer.ingest.clients import (
     send_pcm,
     send_twilio,
 )
+from streamer.ingest.protocol import published_stream_id
 from streamer.runtime import load_models
 from streamer.scale.ray_app import (
     CLOSE_SERVICE_RESTART,
@@ -330,12 +331,14 @@ async def test_calls_through_ray_serve_equal_single_process_serve(
                                          for p, s in ids.items()))
         assert all(r.close_code == 1000 for r in reports), [
             (r.close_code, r.close_reason) for r in reports]
-        await wait_until(lambda: all(len(subscriber.ended(s)) == 2 for s in ids.values()), 60,
+        await wait_until(lambda: all(len(subscriber.ended(published_stream_id(p, s))) == 2
+                                     for p, s in ids.items()), 60,
                          "stream.ended of every party on the gateway")
         assert gateway.stats.malformed == 0
     mqtt_task.cancel()
     reference = await single_process_events(conversation, ids)
-    for protocol, stream_id in ids.items():
+    for protocol, client_id in ids.items():
+        stream_id = published_stream_id(protocol, client_id)  # e.g. twilio:tw-1a2b3c4d
         want = per_party(reference, stream_id)
         assert set(want) == {"customer", "agent"} and all(want.values()), protocol
         through_ray = per_party(subscriber.events, stream_id)
@@ -362,7 +365,8 @@ async def test_killing_an_ingest_replica_ends_its_calls_only(
         app: AppConfig, conversation: np.ndarray) -> None:
     async with gateway_running(app) as (gateway, subscriber):
         base = f"ws://127.0.0.1:{app.ray.http_port}"
-        ids = [f"kill-{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+        sent_ids = [f"kill-{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+        ids = [published_stream_id("twilio", s) for s in sent_ids]  # as events carry them
         before = ingest_replicas()
         assert len(before) == 2
 
@@ -370,7 +374,7 @@ async def test_killing_an_ingest_replica_ends_its_calls_only(
             await asyncio.sleep(0.4 * i)
             return await send("twilio", base, call_of(stream_id, conversation), pace=1.0)
 
-        calls = [asyncio.create_task(one(i, s)) for i, s in enumerate(ids)]
+        calls = [asyncio.create_task(one(i, s)) for i, s in enumerate(sent_ids)]
         await wait_until(lambda: sum(len(c) for c in gateway.lost.replicas.values()) == 4,
                          30, "every call in some replica's presence")
         await asyncio.sleep(4.0)  # mid-call: utterances published, more to come
@@ -401,8 +405,9 @@ async def test_killing_an_ingest_replica_ends_its_calls_only(
         assert gateway.stats.lost_calls_ended == 2 * len(lost)
 
         # New calls are served while (and after) Serve replaces the replica.
-        late = f"late-{uuid.uuid4().hex[:6]}"
-        report = await send("pcm", base, call_of(late, conversation[: 8 * 8000]), pace=PACE)
+        late_id = f"late-{uuid.uuid4().hex[:6]}"
+        late = published_stream_id("pcm", late_id)
+        report = await send("pcm", base, call_of(late_id, conversation[: 8 * 8000]), pace=PACE)
         assert report.close_code == 1000
         await wait_until(lambda: len(subscriber.ended(late)) == 2, 60, "the late call's end")
         assert {e["reason"] for e in subscriber.ended(late).values()} == {"end_of_input"}
@@ -431,10 +436,11 @@ async def test_asr_model_8k_transcribes_8k_calls_on_ray_as_in_serve(
         report = await send("pcm", f"ws://127.0.0.1:{app.ray.http_port}",
                             call_of(ids["pcm"], conversation))
         assert report.close_code == 1000, report
-        await wait_until(lambda: len(subscriber.ended(ids["pcm"])) == 2, 120,
+        stream_id = published_stream_id("pcm", ids["pcm"])  # pcm:pcm8k-...
+        await wait_until(lambda: len(subscriber.ended(stream_id)) == 2, 120,
                          "stream.ended of both parties")
     assert await asr.narrowband_requests.remote() > 0
     reference = await single_process_events(conversation, ids, ("asr.model_8k=packaged:base",))
-    want = per_party(reference, ids["pcm"])
+    want = per_party(reference, stream_id)
     assert set(want) == {"customer", "agent"} and all(want.values())
-    assert_equal_but_wording(per_party(subscriber.events, ids["pcm"]), want, "model_8k")
+    assert_equal_but_wording(per_party(subscriber.events, stream_id), want, "model_8k")

@@ -28,6 +28,7 @@ from models.bundle import resolve_bundle
 from streamer.config import load_config
 from streamer.events import validate_event
 from streamer.ingest.clients import CallAudio, send_pcm
+from streamer.ingest.protocol import published_stream_id
 from streamer.runtime import load_models
 from streamer.service import Service, run_service
 from tests.conftest import Broker
@@ -41,6 +42,10 @@ NEUTRAL = ("Actor_21/03-01-01-01-01-01-21.flac", "Actor_20/03-01-01-01-01-01-20.
            "Actor_21/03-01-01-01-02-01-21.flac", "Actor_21/03-01-01-01-02-02-21.flac")
 ANGRY = ("Actor_21/03-01-05-02-01-01-21.flac", "Actor_11/03-01-05-02-02-01-11.flac",
          "Actor_21/03-01-05-02-02-02-21.flac")
+# The ids the PCM clients send, and the ids the calls' events carry (ingest namespaces them).
+ANGRY_CLIENT, CALM_CLIENT = "angry-1", "calm-1"
+ANGRY_CALL = published_stream_id("pcm", ANGRY_CLIENT)
+CALM_CALL = published_stream_id("pcm", CALM_CLIENT)
 AGENT = ("Actor_01/03-01-01-01-01-01-01.flac", "Actor_01/03-01-01-01-02-01-01.flac")
 RULES = ("[{id: customer-angry, kind: label_count, channels: [customer], label: angry, "
          "min_confidence: 0.6, k: 2, n: 3, severity: critical, cooldown_s: 60}]")
@@ -87,11 +92,11 @@ async def test_angry_customer_alert_once_on_websocket_and_mqtt_then_cleared(
         "ingest.token=pcm-token", f"alerts.rules={RULES}", "alerts.summary_interval_s=2",
         "mqtt.enabled=true", f"mqtt.port={broker.port}", "mqtt.prefix=calls"])
     models = load_models(config)
-    angry_call = call_audio("angry-1", [
+    angry_call = call_audio(ANGRY_CLIENT, [
         ("customer", NEUTRAL[0]), ("agent", AGENT[0]), ("customer", ANGRY[0]),
         ("customer", ANGRY[1]), ("customer", ANGRY[2]), ("customer", NEUTRAL[1]),
         ("customer", NEUTRAL[2]), ("agent", AGENT[1])])
-    calm_call = call_audio("calm-1", [("customer", NEUTRAL[3]), ("agent", AGENT[0]),
+    calm_call = call_audio(CALM_CLIENT, [("customer", NEUTRAL[3]), ("agent", AGENT[0]),
                                       ("customer", NEUTRAL[1])])
     ws_seen, mqtt_seen = Received(), Received()
     ready: asyncio.Queue[Service] = asyncio.Queue(maxsize=1)
@@ -124,10 +129,10 @@ async def test_angry_customer_alert_once_on_websocket_and_mqtt_then_cleared(
         url = f"ws://127.0.0.1:{svc.ingest.port}/ingest/pcm"
         await asyncio.gather(send_pcm(url, angry_call, token="pcm-token"),
                              send_pcm(url, calm_call, token="pcm-token"))
-        await wait_until(lambda: len(ws_seen.of("call.summary", "angry-1")) > 0
-                         and ws_seen.of("call.summary", "angry-1")[-1][1]["reason"] == "ended",
+        await wait_until(lambda: len(ws_seen.of("call.summary", ANGRY_CALL)) > 0
+                         and ws_seen.of("call.summary", ANGRY_CALL)[-1][1]["reason"] == "ended",
                          120)
-        await wait_until(lambda: len(mqtt_seen.of("alert.cleared", "angry-1")) >= 1, 30)
+        await wait_until(lambda: len(mqtt_seen.of("alert.cleared", ANGRY_CALL)) >= 1, 30)
         await asyncio.sleep(1.0)  # anything duplicated would have arrived by now
     finally:
         stop.set()
@@ -137,7 +142,7 @@ async def test_angry_customer_alert_once_on_websocket_and_mqtt_then_cleared(
 
     for _, message in ws_seen.items:
         validate_event(message)
-    emotions = [m for _, m in ws_seen.of("utterance.emotion", "angry-1")
+    emotions = [m for _, m in ws_seen.of("utterance.emotion", ANGRY_CALL)
                 if m["channel"] == "customer"]
     labels = [(m["label"], m["confidence"]) for m in emotions]
     # The third angry clip comes out angry or (at 8 kHz, with context) happy: either way the
@@ -146,26 +151,26 @@ async def test_angry_customer_alert_once_on_websocket_and_mqtt_then_cleared(
     assert len(names) == 6 and names[:3] == ["neutral", "angry", "angry"], labels
     assert names[4:] == ["neutral", "neutral"], labels
     for seen in (ws_seen, mqtt_seen):
-        [(alert_at, alert)] = seen.of("alert", "angry-1")
-        [(_, cleared)] = seen.of("alert.cleared", "angry-1")
+        [(alert_at, alert)] = seen.of("alert", ANGRY_CALL)
+        [(_, cleared)] = seen.of("alert.cleared", ANGRY_CALL)
         assert alert["rule_id"] == "customer-angry" and alert["channel"] == "customer"
-        assert alert["utterance_ids"] == ["angry-1/customer/1", "angry-1/customer/2"]
+        assert alert["utterance_ids"] == [f"{ANGRY_CALL}/customer/1", f"{ANGRY_CALL}/customer/2"]
         assert cleared["alert_id"] == alert["alert_id"]
         assert cleared["reason"] == "condition_ended"
-        assert seen.of("alert", "calm-1") == [] and seen.of("alert.cleared", "calm-1") == []
-    [final] = [m for _, m in ws_seen.of("call.summary", "angry-1") if m["reason"] == "ended"]
+        assert seen.of("alert", CALM_CALL) == [] and seen.of("alert.cleared", CALM_CALL) == []
+    [final] = [m for _, m in ws_seen.of("call.summary", ANGRY_CALL) if m["reason"] == "ended"]
     assert final["parties"]["customer"]["share"]["angry"] > 0.3 and final["alerts"] == []
 
     # Latency from the triggering utterance's event to the alert, on both clocks.
-    _, alert = ws_seen.of("alert", "angry-1")[0]
-    [(trigger_at, trigger)] = [(t, m) for t, m in ws_seen.of("utterance.emotion", "angry-1")
-                               if m["utterance_id"] == "angry-1/customer/2"]
+    _, alert = ws_seen.of("alert", ANGRY_CALL)[0]
+    [(trigger_at, trigger)] = [(t, m) for t, m in ws_seen.of("utterance.emotion", ANGRY_CALL)
+                               if m["utterance_id"] == f"{ANGRY_CALL}/customer/2"]
     server_ms = 1000 * (alert["wall_time"] - alert["trigger_wall_time"])
     assert alert["trigger_wall_time"] == trigger["wall_time"]
-    ws_ms = 1000 * (ws_seen.of("alert", "angry-1")[0][0] - trigger_at)
-    [(mqtt_trigger_at, _)] = [(t, m) for t, m in mqtt_seen.of("utterance.emotion", "angry-1")
-                              if m["utterance_id"] == "angry-1/customer/2"]
-    mqtt_ms = 1000 * (mqtt_seen.of("alert", "angry-1")[0][0] - mqtt_trigger_at)
+    ws_ms = 1000 * (ws_seen.of("alert", ANGRY_CALL)[0][0] - trigger_at)
+    [(mqtt_trigger_at, _)] = [(t, m) for t, m in mqtt_seen.of("utterance.emotion", ANGRY_CALL)
+                              if m["utterance_id"] == f"{ANGRY_CALL}/customer/2"]
+    mqtt_ms = 1000 * (mqtt_seen.of("alert", ANGRY_CALL)[0][0] - mqtt_trigger_at)
     figures = {"server_ms": round(server_ms, 2), "websocket_ms": round(ws_ms, 2),
                "mqtt_ms": round(mqtt_ms, 2),
                "trigger_end_of_speech_ms": trigger["latency"]["total_ms"],

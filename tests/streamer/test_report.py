@@ -25,6 +25,7 @@ import soundfile as sf
 
 from streamer.alerts import parse_rules
 from streamer.cli import main
+from streamer.events import speaker_revised, validate_event
 from streamer.report import (
     OUTPUTS,
     Utterance,
@@ -190,6 +191,17 @@ def test_html_is_self_contained_and_escaped() -> None:
 def test_utterances_are_in_time_order_across_parties() -> None:
     events = [emotion(5, 6, "sad", 0.5, channel="b"), emotion(1, 2, "happy", 0.5, channel="a")]
     assert [u.party for u in utterances(events)] == ["a", "b"]
+
+
+def test_utterances_carry_their_speaker_as_last_revised() -> None:
+    first, second, third = (emotion(i, i + 1, "neutral", 0.5, index=i) for i in range(3))
+    first["speaker"], second["speaker"], third["speaker"] = "S1", "S1", "S2"
+    revised = speaker_revised("c", "mono", [(0, "S1", "S2")])
+    again = speaker_revised("c", "mono", [(0, "S2", "S1"), (1, "S1", "S2")])
+    events = [first, second, revised, third, again]
+    validate_event(revised)
+    validate_event(again)
+    assert [u.speaker for u in utterances(events)] == ["S1", "S2", "S2"]
 
 
 # ---------------------------------------------------------------- the real pipeline

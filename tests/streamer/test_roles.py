@@ -25,7 +25,14 @@ from streamer.cli import build_parser, main, source_overrides
 from streamer.config import load_config
 from streamer.errors import AudioInputError, ConfigError
 from streamer.pipeline import run_pipeline
-from streamer.replay import ReplayError, ReplayProtocol, load_call, parse_roles, replay
+from streamer.replay import (
+    ReplayError,
+    ReplayProtocol,
+    load_call,
+    parse_roles,
+    replay,
+    replayed_stream_id,
+)
 from streamer.runtime import Models, load_models
 from streamer.service import Service
 from streamer.sources import make_source
@@ -137,9 +144,10 @@ async def test_replay_roles_name_the_events_channels(
     calls: tuple[tuple[ReplayProtocol, str, str | None], ...] = (
         ("raw", f"{base}/ingest/pcm", "pcm-token"), ("twilio", f"{base}/ingest/twilio", None))
     for protocol, url, token in calls:
-        stream_id = f"roles-{protocol}"
+        client_id = f"roles-{protocol}"
         result = await replay(str(stereo_wav), protocol, url=url, token=token, pace=4,
-                              stream_id=stream_id, roles=("agent", "customer"))
+                              stream_id=client_id, roles=("agent", "customer"))
+        stream_id = replayed_stream_id(protocol, client_id)
         assert result.roles == ("agent", "customer")
         async with asyncio.timeout(120):
             while not sub.of("stream.ended", stream_id):

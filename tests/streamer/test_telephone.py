@@ -35,7 +35,7 @@ from streamer.audio_io import read_audio_file
 from streamer.config import AppConfig, load_config
 from streamer.ingest.session import ChannelFeed
 from streamer.recognizer import LocalInference, input_rate
-from streamer.replay import replay
+from streamer.replay import ReplayProtocol, replay, replayed_stream_id
 from streamer.runtime import Models, Runtime, load_asr, load_models
 from streamer.service import Service
 from streamer.sources import FileSource, SplitSource, StdinSource
@@ -108,12 +108,13 @@ async def service(models: Models) -> AsyncIterator[tuple[Service, Subscriber]]:
         yield svc, sub
 
 
-async def replayed(svc: Service, sub: Subscriber, path: Path, protocol: str,
-                   stream_id: str) -> list[dict[str, Any]]:
+async def replayed(svc: Service, sub: Subscriber, path: Path, protocol: ReplayProtocol,
+                   client_id: str) -> list[dict[str, Any]]:
     base = f"ws://127.0.0.1:{svc.ingest.port}"
     url = {"raw": f"{base}/ingest/pcm", "twilio": f"{base}/ingest/twilio"}[protocol]
     await replay(str(path), protocol, url=url, token="pcm-token" if protocol == "raw" else None,
-                 pace=3, stream_id=stream_id)
+                 pace=3, stream_id=client_id)
+    stream_id = replayed_stream_id(protocol, client_id)
     async with asyncio.timeout(120):
         while not sub.of("stream.ended", stream_id):
             await asyncio.sleep(0.05)
