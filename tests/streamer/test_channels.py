@@ -20,7 +20,7 @@ from streamer import events
 from streamer.config import AppConfig, SourceConfig, load_config
 from streamer.errors import AudioInputError, ConfigError
 from streamer.pipeline import run_pipeline
-from streamer.replay import ReplayError, default_url, replay
+from streamer.replay import ReplayError, default_url, replay, replayed_stream_id
 from streamer.runtime import Models, load_models
 from streamer.service import Service
 from streamer.sources import FileSource, SplitSource, StdinSource, make_source
@@ -209,7 +209,8 @@ async def test_replay_into_serve_over_twilio_and_raw(
             await asyncio.sleep(0.05)
     for message in messages:
         events.validate_event(message)
-    for stream_id in ("CAreplay", "raw-replay"):
+    for stream_id in (replayed_stream_id("twilio", "CAreplay"),
+                      replayed_stream_id("raw", "raw-replay")):
         emotions = {m["channel"]: m for m in messages
                     if m["type"] == "utterance.emotion" and m["stream_id"] == stream_id}
         assert set(emotions) == {"customer", "agent"}, stream_id

@@ -23,6 +23,7 @@ from websockets.exceptions import InvalidStatus
 
 from streamer.health import ReadinessInputs, readiness
 from streamer.ingest.clients import send_pcm
+from streamer.ingest.protocol import published_stream_id
 from streamer.runtime import Models, load_models
 from streamer.service import Service, run_service
 from tests.conftest import Broker, free_port
@@ -197,7 +198,8 @@ async def test_sigterm_drains_a_real_serve_process(
     log = log_path.read_text()
     assert returncode == 0, log[-3000:]
     assert report.close_code == 1001 and report.sent_s < call.seconds  # cut at the deadline
-    assert "cutting them: sigterm-call" in log and "Traceback" not in log
+    assert f"cutting them: {published_stream_id('pcm', 'sigterm-call')}" in log
+    assert "Traceback" not in log
     events = [json.loads(line) for line in
               wait_for_file_text(jsonl, "stream.ended", 1).splitlines()]
     ended = {e["channel"]: e for e in events if e["type"] == "stream.ended"}
