@@ -5,7 +5,8 @@ seconds, keeps ``--calls`` good two-party calls going at real-time pace (each sl
 one call after another, rotating Twilio, AudioHook and raw PCM), while every
 ``--bad-every`` seconds one bad client from ``BAD_CLIENTS`` runs from another loopback
 address: malformed frames, the wrong protocol on a route, floods (handshakes, audio
-messages, an oversized message), abrupt disconnects, a subscriber that never reads.
+messages, an oversized message), abrupt disconnects, a subscriber that never reads, an idle
+socket that never sends its handshake, a squatter that takes a live good call's id.
 
 Measured and checked:
 - lost events: every good call's utterances (the same segmenter run offline on the same
@@ -168,11 +169,14 @@ def pcm_start(stream_id: str, **extra: Any) -> str:
 class BadClients:
     """Each method is one bad client; returns what the server answered."""
 
-    def __init__(self, ingest: str, events: str, speech: np.ndarray) -> None:
+    def __init__(self, ingest: str, events: str, speech: np.ndarray,
+                 live_calls: Callable[[], list[tuple[str, str]]] = list) -> None:
         self.ingest = ingest  # ws://127.0.0.1:P
         self.events = events  # ws://127.0.0.1:Q/events
         self.speech = speech  # one party's speech, 8 kHz, for the abrupt disconnects
+        self.live_calls = live_calls  # (protocol, client id) of the good calls running now
         self.n = 0
+        self.squats = 0
 
     def sid(self, kind: str) -> str:
         self.n += 1
@@ -324,6 +328,44 @@ class BadClients:
             ws.transport.abort()
         return "aborted"
 
+    async def squatter(self) -> Outcome:
+        """A raw PCM client that takes the id of a live good call and speaks: on another
+        route it is a call of its own (stream ids carry their route), so nothing reaches
+        the good call (the accounting counts extra events); on the same route it is
+        refused 1008."""
+        live = [(protocol, sid) for protocol, sid in self.live_calls()
+                if protocol in ("twilio", "pcm")]
+        if not live:
+            return "no live call"
+        self.squats += 1  # alternately another route's call and a call of the same route
+        wanted = ("twilio", "pcm")[self.squats % 2]
+        protocol, sid = next((c for c in live if c[0] == wanted), live[0])
+        async with await bad_ws(f"{self.ingest}/ingest/pcm?token={PCM_TOKEN}") as ws:
+            await ws.send(pcm_start(sid))
+            if protocol == "pcm":
+                return f"pcm: {await until_closed(ws)}"
+            pcm = np.clip(np.round(self.speech[: int(2.5 * TELEPHONY_RATE)] * 32767),
+                          -32768, 32767).astype("<i2")
+            step = TELEPHONY_RATE // 10
+            for start in range(0, len(pcm), step):
+                await ws.send(pcm[start:start + step].tobytes())
+                await asyncio.sleep(0.1)
+            await ws.close()
+            return f"{protocol}: own call, {close_outcome(ws)}"
+
+    async def idle_socket(self) -> Outcome:
+        """A TCP connection to the ingest port that never sends its handshake."""
+        host, port = self.ingest.split("://", 1)[1].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port),
+                                                       local_addr=(BAD_ADDRESS, 0))
+        try:
+            answer = await asyncio.wait_for(reader.read(200), BAD_TIMEOUT_S - 10)
+        except TimeoutError:
+            return "held"
+        finally:
+            writer.close()
+        return "closed" if not answer else "other"
+
     async def started_then_silent_abort(self) -> Outcome:
         async with await bad_ws(f"{self.ingest}/ingest/pcm?token={PCM_TOKEN}") as ws:
             await ws.send(pcm_start(self.sid("silent")))
@@ -386,6 +428,9 @@ def expected_outcomes() -> dict[str, Callable[[Outcome], bool]]:
         "handshake_flood": lambda o: o == "http 401+429",
         "abrupt_disconnect": lambda o: o == "aborted",
         "started_then_silent_abort": lambda o: o == "aborted",
+        "squatter": lambda o: o in ("twilio: own call, close 1000", "pcm: close 1008",
+                                    "no live call"),
+        "idle_socket": lambda o: o == "closed",
         "stalled_subscriber": lambda o: o in ("held 20 s, aborted", "close 1008"),
         "subscriber_garbage": lambda o: o == "400/error/error/error",
     }
@@ -601,7 +646,9 @@ async def run_soak(settings: SoakSettings) -> dict[str, Any]:
                     good.error = f"{type(exc).__name__}: {exc}"
                 k += 1
 
-        bad = BadClients(ingest, events_url, call[:, 0][np.abs(call[:, 0]) > 0][:4 * 8000])
+        bad = BadClients(ingest, events_url, call[:, 0][np.abs(call[:, 0]) > 0][:4 * 8000],
+                         lambda: [(c.protocol, c.stream_id) for c in calls
+                                  if c.report is None and not c.error])
         checks = expected_outcomes()
         kinds = list(checks)
         rng.shuffle(kinds)
