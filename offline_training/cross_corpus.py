@@ -723,6 +723,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="human speech in other languages: the word gate is fitted to drop "
                              "their transcripts (default nemo)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pool-layers", default="",
+                        help="FROM:TO: pool only the encoder's hidden states FROM..TO-1 "
+                             "(e.g. 2:6 for Whisper base's middle four); default: every layer")
 
 
 def command(args: argparse.Namespace, data: Any) -> int:
@@ -730,7 +733,8 @@ def command(args: argparse.Namespace, data: Any) -> int:
     from offline_training.pipeline import open_corpus
 
     corpus = open_corpus(data)
-    table, head, words_of = pooled_table(data, corpus)
+    table, head, words_of = pooled_table(data, corpus, pool_layers=parse_pool_layers(
+        args.pool_layers))
     gate_report: dict[str, Any] = {}
     if args.word_gate == "fit":
         # Fitted on human speech only: synthetic voices' words are less sure, a training
@@ -782,7 +786,22 @@ def command(args: argparse.Namespace, data: Any) -> int:
     return 0
 
 
-def pooled_table(data: Any, corpus: Corpus, chunk: int = TABLE_CHUNK
+def parse_pool_layers(text: str) -> tuple[int, int]:
+    """'2:6' -> (2, 6); '' -> (0, 0): every layer."""
+    if not text:
+        return 0, 0
+    first, sep, last = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return int(first), int(last)
+    except ValueError as exc:
+        raise TrainingError(f"--pool-layers '{text}': give FROM:TO, e.g. 2:6 (hidden states "
+                            "2 to 5)") from exc
+
+
+def pooled_table(data: Any, corpus: Corpus, chunk: int = TABLE_CHUNK,
+                 pool_layers: tuple[int, int] = (0, 0)
                  ) -> tuple[Table, Any, dict[str, Any]]:
     """The corpus pooled by the probe head, ``chunk`` utterances' features in memory at a
     time (every layer of 9,000 utterances would not fit: ~2 MB each for Whisper base);
@@ -798,7 +817,7 @@ def pooled_table(data: Any, corpus: Corpus, chunk: int = TABLE_CHUNK
         part = replace(corpus, utterances=corpus.utterances[start:start + chunk])
         features = extract(data, part, ["linear_probe_affect"])
         if head is None:
-            head = probe_head_for(features, len(corpus.classes))
+            head = probe_head_for(features, len(corpus.classes), pool_layers)
         tables.append(build_table(part, features, head, encoder, WordGate(0.0, 1)))
         words.update({i: features.items[i].words for i in tables[-1].ids})
         del features
@@ -816,7 +835,8 @@ def concat_tables(tables: Sequence[Table]) -> Table:
                    corpus=stack("corpus"), band=stack("band"), speaker=stack("speaker"))
 
 
-def probe_head_for(features: Any, num_classes: int) -> Any:
+def probe_head_for(features: Any, num_classes: int, pool_layers: tuple[int, int] = (0, 0)
+                   ) -> Any:
     """The linear_probe_affect that pools these features (the default bundle's head)."""
     from models.heads import build_head
     from models.text_affect import PACKAGED_TEXT_AFFECT, load_text_affect
@@ -825,9 +845,14 @@ def probe_head_for(features: Any, num_classes: int) -> Any:
     if example.audio_layers is None:
         raise TrainingError("cross-corpus: the features need every encoder layer "
                             "(--audio-layers all)")
-    head: Any = build_head("linear_probe_affect", {
-        "audio_dim": features.audio_dim, "text_dim": features.text_dim, "num_classes": num_classes,
-        "audio_layers": int(example.audio_layers.shape[0]), "affect_scale": 8.0})
+    try:
+        head: Any = build_head("linear_probe_affect", {
+            "audio_dim": features.audio_dim, "text_dim": features.text_dim,
+            "num_classes": num_classes,
+            "audio_layers": int(example.audio_layers.shape[0]), "affect_scale": 8.0,
+            "pool_layers_from": pool_layers[0], "pool_layers_to": pool_layers[1]})
+    except ValueError as exc:  # e.g. a --pool-layers range outside the layers
+        raise TrainingError(f"cross-corpus: {exc}") from exc
     head.set_text_affect(load_text_affect(PACKAGED_TEXT_AFFECT))
     return head.eval()
 

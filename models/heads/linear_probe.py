@@ -1,12 +1,13 @@
 """linear_probe: the floor every head must beat.
 
 Mean + std pooled audio frames (of every encoder layer when the features carry them:
-``audio_layers`` > 1), mean + std pooled text token states when the probe uses text, and the
-28 GoEmotions label scores of the words (models/text_affect.py) when it uses ``affect``,
-standardised with the training fold's mean and std (buffers, so a bundle carries them),
-then one linear layer. The trainer fits it in closed form (scikit-learn logistic regression,
-``offline_training.train.fit_linear_probe``) and copies the solution into ``standardise_*`` and
-``classifier``; it is an ordinary ``nn.Module`` too, so it also serves and trains like any head.
+``audio_layers`` > 1, or of the range ``pool_layers_from``..``pool_layers_to``), mean + std
+pooled text token states when the probe uses text, and the 28 GoEmotions label scores of the
+words (models/text_affect.py) when it uses ``affect``, standardised with the training fold's
+mean and std (buffers, so a bundle carries them), then one linear layer. The trainer fits it
+in closed form (scikit-learn logistic regression, ``offline_training.train.fit_linear_probe``)
+and copies the solution into ``standardise_*`` and ``classifier``; it is an ordinary
+``nn.Module`` too, so it also serves and trains like any head.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ MODALITIES = ("audio", "text", "audio+text", "affect", "audio+affect")
 class LinearProbeConfig(HeadConfig):
     modalities: str = "audio+text"  # which pooled features the probe reads
     audio_layers: int = 1  # La the audio features carry (all hidden layers: each is pooled)
+    # The layers pooled: [pool_layers_from, pool_layers_to) of the La (to = 0: through the
+    # last). Whisper base's middle layers transfer across corpora better than its first and
+    # last (docs/transfer.md); older bundles pool every layer.
+    pool_layers_from: int = 0
+    pool_layers_to: int = 0
     affect_labels: int = len(GOEMOTIONS_LABELS)  # text affect scores read with "affect"
     # The trainer weighs the standardised affect scores by this against the audio dimensions
     # (less L2 shrinkage for the few text scores; folded into standardise_std when fitted).
@@ -64,8 +70,14 @@ class LinearProbeHead(FusionHead):
         self.use_text = "text" in config.modalities
         self.use_affect = "affect" in config.modalities
         self.audio_layers = config.audio_layers
+        self.pooled_layers = range(config.pool_layers_from,
+                                   config.pool_layers_to or config.audio_layers)
+        if not self.pooled_layers or self.pooled_layers.stop > config.audio_layers:
+            raise ValueError(f"linear_probe: pool_layers_from={config.pool_layers_from}, "
+                             f"pool_layers_to={config.pool_layers_to} is not a range of layers "
+                             f"of the {config.audio_layers} the features carry")
         affect = config.affect_labels if self.use_affect else 0
-        dim = 2 * (config.audio_dim * config.audio_layers * self.use_audio
+        dim = 2 * (config.audio_dim * len(self.pooled_layers) * self.use_audio
                    + config.text_dim * self.use_text) + affect
         self.feature_dim = dim
         # The text affect regressions (set_text_affect), part of the bundle like the rest;
@@ -74,7 +86,7 @@ class LinearProbeHead(FusionHead):
             self.register_buffer("affect_weight", torch.zeros(affect, config.text_dim))
             self.register_buffer("affect_bias", torch.zeros(affect))
         # Identity until fitted; stored in the state dict, hence in the bundle.
-        self.audio_feature_dim = 2 * config.audio_dim * config.audio_layers * self.use_audio
+        self.audio_feature_dim = 2 * config.audio_dim * len(self.pooled_layers) * self.use_audio
         self.domain_standardise = config.domain_standardise
         if config.domain_standardise:
             from models.feature_stats import BANDS
@@ -106,7 +118,7 @@ class LinearProbeHead(FusionHead):
                 raise ValueError(f"linear_probe: audio_layers={self.audio_layers} but "
                                  f"the batch has {layers.shape[1]} layer(s)")
             audio = torch.cat([masked_mean_std(layers[:, i].float(), batch.audio_mask)
-                               for i in range(layers.shape[1])], dim=-1)
+                               for i in self.pooled_layers], dim=-1)
         parts = []
         if self.use_text:
             parts.append(masked_mean_std(batch.text.float(), batch.text_mask))

@@ -67,6 +67,26 @@ def test_probe_fits_in_closed_form_and_matches_sklearn() -> None:
                                model.predict_proba(scaler.transform(x)), atol=1e-4)
 
 
+def test_probe_pools_only_its_layer_range() -> None:
+    """pool_layers_from/to: the pooled features are those of the chosen hidden states, the
+    same as an all-layer probe's columns of those layers; a range outside is refused."""
+    gen = torch.Generator().manual_seed(0)
+    layers = torch.randn(5, 7, 6, generator=gen)  # (L, T, D)
+    item = HeadItem(audio=layers[-1], text=torch.randn(2, 4, generator=gen), label=0,
+                    audio_layers=layers)
+    config = {"audio_dim": 6, "text_dim": 4, "num_classes": 2, "audio_layers": 5}
+    every = build_head("linear_probe_audio", config)
+    middle = build_head("linear_probe_audio", {**config, "pool_layers_from": 1,
+                                               "pool_layers_to": 4})
+    batch = collate([item])
+    width = 2 * 6  # mean + std per layer
+    assert middle.feature_dim == 3 * width
+    torch.testing.assert_close(middle.probe_features(batch),
+                               every.probe_features(batch)[:, width:4 * width])
+    with pytest.raises(ValueError, match="not a range of layers"):
+        build_head("linear_probe_audio", {**config, "pool_layers_from": 3, "pool_layers_to": 6})
+
+
 def test_probe_with_classes_missing_from_training() -> None:
     items = random_items(40, [1, 3])  # two of four classes: sklearn keeps one row
     result = fit(items, [f"spk{i % 4}" for i in range(40)])
