@@ -203,9 +203,9 @@ class EmotionModel:
             updates["context_audio"] = _stack([c.audio_embedding for c in past], config.audio.dim)
             updates["context_text"] = _stack([c.text_embedding for c in past], config.text.dim)
         if self.head.needs_ctc:
-            from models.heads.mmer import text_to_ctc_ids
+            from models.heads.mmer import ctc_target
 
-            updates["ctc_target"] = torch.tensor(text_to_ctc_ids(inp.text), dtype=torch.long)
+            updates["ctc_target"] = ctc_target(inp.text)
         if self.head.needs_functionals:
             from models.encoders.prosody import ProsodyEncoder, functionals
 

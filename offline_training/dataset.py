@@ -37,14 +37,6 @@ def pooled(features: FeatureSet, ids: Sequence[str], dim_audio: int, dim_text: i
     return audio, text
 
 
-def ctc_target(transcript: str) -> Tensor:
-    """Character ids of the transcript for CTC heads (at least one id: CTC needs a target)."""
-    from models.heads.mmer import CTC_ALPHABET, text_to_ctc_ids
-
-    ids = text_to_ctc_ids(transcript) or [CTC_ALPHABET.index(" ")]
-    return torch.tensor(ids, dtype=torch.long)
-
-
 def build_items(utterances: Sequence[Utterance], features: FeatureSet, classes: Sequence[str],
                 head_cls: type, context_size: int = 0) -> dict[str, object]:
     """HeadItems keyed by utterance id, with what ``head_cls`` declares it needs."""
@@ -78,6 +70,8 @@ def build_items(utterances: Sequence[Utterance], features: FeatureSet, classes: 
                                         "extract with this head in --heads")
             extra["functionals"] = feats.functionals
         if needs_ctc:
+            from models.heads.mmer import ctc_target
+
             extra["ctc_target"] = ctc_target(feats.transcript)
         items[utt.id] = HeadItem(
             audio=feats.audio, text=feats.text, label=label_index[utt.label],

@@ -39,6 +39,13 @@ def text_to_ctc_ids(text: str) -> list[int]:
     return [CTC_ALPHABET.index(c) for c in cleaned if c in CTC_ALPHABET[1:]]
 
 
+def ctc_target(text: str) -> Tensor:
+    """The CTC target of a transcript, the same in training and serving: its character ids,
+    or one space for a transcript with none (CTC needs a target)."""
+    ids = text_to_ctc_ids(text) or [CTC_ALPHABET.index(" ")]
+    return torch.tensor(ids, dtype=torch.long)
+
+
 @dataclass(frozen=True, kw_only=True)
 class MMERConfig(HeadConfig):
     model_dim: int = 384  # d (paper: 768, wav2vec2-base / RoBERTa-base width)

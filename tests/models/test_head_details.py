@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from head_inputs import random_items, tiny_head
 
 from models.heads import HEADS, collate
-from models.heads.mmer import CTC_ALPHABET, text_to_ctc_ids
+from models.heads.mmer import CTC_ALPHABET, ctc_target, text_to_ctc_ids
 from models.layers import concat_in_time, masked_mean, stat_pool
 
 torch.set_num_threads(1)
@@ -36,6 +36,9 @@ def test_ctc_ids() -> None:
     assert "".join(CTC_ALPHABET[i] for i in ids) == "HI THERE 42"
     assert 0 not in ids  # 0 is the blank
     assert text_to_ctc_ids("") == []
+    # Training and serving build the same target; an empty transcript is one space.
+    assert ctc_target("Hi,  there! 42").tolist() == ids
+    assert ctc_target("").tolist() == ctc_target(" ?! ").tolist() == [CTC_ALPHABET.index(" ")]
 
 
 def test_shared_qk_weights_are_shared_and_saved_once() -> None:
