@@ -46,12 +46,12 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.speech import Turn, synthesize  # noqa: E402
 from models.asr import AsrEngine, normalize_words  # noqa: E402
 from models.audio import SAMPLE_RATE  # noqa: E402
 from models.encoders.whisper import WINDOW_FRAMES, load_whisper, n_output_frames  # noqa: E402
 from offline_training.metrics import word_error_rate as wer  # noqa: E402
 from streamer.config import AsrConfig  # noqa: E402
-from tests.speech import Turn, synthesize  # noqa: E402
 
 FRAMES_PER_SECOND = 100  # mel frames
 BUCKETS_S = (5, 10, 15)

@@ -350,9 +350,9 @@ def main() -> int:
                                 (o.split("=", 1) for o in args.overrides)})
     if not args.ravdess.is_dir():
         raise SystemExit(f"RAVDESS not found at {args.ravdess}; pass --ravdess DIR")
+    from harness.speech import Turn, synthesize
     from models.asr import AsrEngine, AsrOptions
     from models.encoders.whisper import load_whisper
-    from tests.speech import Turn, synthesize
 
     asr = AsrEngine(AsrOptions(), load_whisper("packaged:tiny.en", cpu_threads=2))
     rng = random.Random(11)

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.net import free_port  # noqa: E402
 from streamer.config import SegmenterConfig, load_config  # noqa: E402
 from streamer.ingest.clients import (  # noqa: E402
     CallAudio,
@@ -62,7 +62,7 @@ LATE_MS = 1000.0
 # ------------------------------------------------------------------ audio
 def synthesize_call(seconds: float) -> np.ndarray:
     """A two-party espeak-ng conversation, (N, 2) float32 at 8 kHz, about ``seconds`` long."""
-    from tests.speech import Turn, synthesize
+    from harness.speech import Turn, synthesize
 
     lines = [
         ("Hello, I am calling because my internet has been down since yesterday.", 0),
@@ -112,12 +112,6 @@ def expected_utterances(party: np.ndarray, protocol: str, config: SegmenterConfi
 
 
 # ----------------------------------------------------------------- server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(overrides: list[str], ingest_port: int, events_port: int,
                  log_path: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "streamer.cli", "serve", "--set", f"ingest.port={ingest_port}",

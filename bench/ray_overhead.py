@@ -40,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import loadgen  # noqa: E402  (bench/loadgen.py, beside this file)
 
+from harness.broker import Broker  # noqa: E402
+from harness.net import wait_for_port  # noqa: E402
 from streamer.config import load_config  # noqa: E402
 from streamer.scale.ray_app import PREFER_LOCAL_ENV, PROXY_CALLBACK, PROXY_CALLBACK_ENV  # noqa: E402
-from tests.conftest import Broker, wait_for_port  # noqa: E402
 
 RAY_ENV = {PROXY_CALLBACK_ENV: PROXY_CALLBACK, PREFER_LOCAL_ENV: "0",
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}

@@ -49,6 +49,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
 from bench.speech_gate import RAVDESS, ravdess_clips, signals  # noqa: E402
+from harness.speech import SAMPLE_TURNS, conversation  # noqa: E402
 from models.asr import AsrEngine  # noqa: E402
 from models.audio import SAMPLE_RATE  # noqa: E402
 from offline_training.audio import load_audio  # noqa: E402
@@ -58,7 +59,6 @@ from streamer.config import AppConfig, load_config  # noqa: E402
 from streamer.messages import Utterance  # noqa: E402
 from streamer.runtime import load_asr  # noqa: E402
 from streamer.segmenter import Segmenter  # noqa: E402
-from tests.speech import SAMPLE_TURNS, conversation  # noqa: E402
 
 CHUNK = 512  # Silero's window at 16 kHz: 32 ms
 CHUNK_MS = 1000 * CHUNK / SAMPLE_RATE

@@ -30,6 +30,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.speech import SAMPLE_TURNS, conversation  # noqa: E402
 from models.audio import SAMPLE_RATE  # noqa: E402
 from offline_training.audio import load_audio  # noqa: E402
 from offline_training.records import Utterance as CorpusUtterance  # noqa: E402
@@ -38,7 +39,6 @@ from streamer.config import load_config  # noqa: E402
 from streamer.pipeline import run_pipeline  # noqa: E402
 from streamer.runtime import Models, load_models  # noqa: E402
 from streamer.sources import FileSource  # noqa: E402
-from tests.speech import SAMPLE_TURNS, conversation  # noqa: E402
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
 

@@ -59,6 +59,7 @@ from bench.asr_window import (  # noqa: E402
     wer,
     wer_diff_ci,
 )
+from harness.speech import Turn, synthesize  # noqa: E402
 from models.asr import AsrEngine, Transcript  # noqa: E402
 from models.audio import SAMPLE_RATE  # noqa: E402
 from models.encoders.whisper import WhisperEncoder, load_whisper  # noqa: E402
@@ -68,7 +69,6 @@ from streamer.audio_io import read_audio_file  # noqa: E402
 from streamer.config import AsrConfig, GateConfig  # noqa: E402
 from streamer.policy import FULL_WINDOW_S  # noqa: E402
 from streamer.telephony import TELEPHONY_RATE, ChannelUpsampler  # noqa: E402
-from tests.speech import Turn, synthesize  # noqa: E402
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
 RAVDESS_STATEMENTS = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}

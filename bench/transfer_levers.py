@@ -99,6 +99,15 @@ VARIANTS: dict[str, tuple[range, str]] = {
 }
 
 
+def summary(row: dict[str, Any], results: list[Any]) -> dict[str, Any]:
+    """A summary row's UA, its spread and neutral recall, and each fold's UA."""
+    key = (row["setting"], row["test"], row["normalisation"])
+    return {**{k: row[k] for k in ("setting", "test", "normalisation", "ua", "ua_std")},
+            "neutral": row["recall"].get("neutral"),
+            "folds": [r.ua for r in results
+                      if (r.setting, r.test_corpus, r.normalisation) == key]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,17 +134,12 @@ def main() -> None:
         results, _ = cc.run_protocol(sub, probe_head(len(table.classes)), options,
                                      lambda _: None)
         kept = [r for r in results if r.gate]
-        rows = cc.summary_rows(kept)
-        out[name + args.suffix] = [{k: row[k] for k in ("setting", "test", "normalisation", "ua", "ua_std")}
-                     | {"neutral": row["recall"].get("neutral"),
-                        "folds": [r.ua for r in kept if (r.setting, r.test_corpus,
-                                  r.normalisation) == (row["setting"], row["test"],
-                                                       row["normalisation"])]}
-                     for row in rows]
-        for row in out[name + args.suffix]:
-            print(f"{name + args.suffix:28s} {row['setting']:14s} {row['test']:8s} {row['normalisation']:9s} "
-                  f"UA {row['ua']:.3f} ± {row['ua_std']:.3f} neutral {row['neutral']:.2f}",
-                  flush=True)
+        label = name + args.suffix
+        out[label] = [summary(row, kept) for row in cc.summary_rows(kept)]
+        for row in out[label]:
+            print(f"{label:28s} {row['setting']:14s} {row['test']:8s} "
+                  f"{row['normalisation']:9s} UA {row['ua']:.3f} ± {row['ua_std']:.3f} "
+                  f"neutral {row['neutral']:.2f}", flush=True)
         args.out.write_text(json.dumps(out, indent=1))
 
 

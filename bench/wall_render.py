@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playwright.async_api import async_playwright  # noqa: E402
 
+from harness import conversation as conv  # noqa: E402
+from harness.dashboard import CHROMIUM, CHROMIUM_ARGS, DashboardServer  # noqa: E402
+from harness.wall import RULES, call_events, call_id  # noqa: E402
 from streamer.config import AlertsConfig  # noqa: E402
 from streamer.supervisor import Supervisor  # noqa: E402
-from tests.dashboard import conversation as conv  # noqa: E402
-from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, DashboardServer  # noqa: E402
-from tests.dashboard.test_wall import RULES, call_events, call_id  # noqa: E402
 
 STATS = "() => ({...window.wallStats, alertToPaintMs: [...window.wallStats.alertToPaintMs]})"
 

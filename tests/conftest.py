@@ -1,64 +1,13 @@
-"""Shared fixtures: real Mosquitto brokers, synthesised speech, loaded models."""
+"""Shared fixtures: real Mosquitto brokers (``harness.broker``), loaded models, tiny encoders."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-class Broker:
-    """A real Mosquitto broker on a loopback port; can be stopped and restarted."""
-
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            raise RuntimeError("mosquitto is not installed: apt-get install mosquitto")
-        self.binary = binary
-        self.port = port or free_port()
-        self.conf = workdir / f"mosquitto-{self.port}.conf"
-        # Persistence keeps subscribers' sessions (and their queued QoS 1 messages) across a
-        # broker restart, so tests can tell publisher losses from subscriber reconnect races.
-        store = workdir / f"mosquitto-{self.port}"
-        store.mkdir(exist_ok=True)
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {store}/\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Broker:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
+from harness.broker import Broker
 
 
 @pytest.fixture

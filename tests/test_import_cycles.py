@@ -1,7 +1,11 @@
 """No import cycles among the packages' modules (issue 32): an import of one module by
 another, followed around, never comes back to where it started. Imports inside functions
 count too: deferring an import hides a cycle from Python, not from a reader. Read from the
-source with ``ast``."""
+source with ``ast``.
+
+And who may import whom at the top (docs/design.md): the shipped packages import none of
+``tests``, ``bench`` and ``harness`` (the helpers both share); ``harness`` imports neither
+``tests`` nor ``bench``; ``bench`` never imports ``tests``."""
 
 from __future__ import annotations
 
@@ -9,7 +13,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("models", "streamer", "offline_training")
+PACKAGES = ("models", "streamer", "offline_training", "harness")
+# Top-level package -> the top-level packages of ours it must never import (at any depth,
+# deferred imports included).
+FORBIDDEN = {
+    "models": {"tests", "bench", "harness"},
+    "streamer": {"tests", "bench", "harness"},
+    "offline_training": {"tests", "bench", "harness"},
+    "harness": {"tests", "bench"},
+    "bench": {"tests"},
+}
 
 
 def module_name(path: Path) -> str:
@@ -53,3 +66,25 @@ def test_no_import_cycles() -> None:
         if name not in state:
             visit(name, [name])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The top-level names of the absolute imports anywhere in ``path``."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_import_rules() -> None:
+    broken = []
+    for package, forbidden in FORBIDDEN.items():
+        files = sorted((ROOT / package).rglob("*.py"))
+        assert files, f"no modules found in {package}/"
+        for path in files:
+            for name in sorted(top_level_imports(path) & forbidden):
+                broken.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not broken, "import rules broken (docs/design.md): " + "; ".join(broken)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from playwright.async_api import async_playwright
 
-from tests.conftest import wait_for_port
-from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, REPO
+from harness.dashboard import CHROMIUM, CHROMIUM_ARGS
+from harness.net import wait_for_port
+from tests.dashboard.conftest import REPO
 
 
 async def capture(out: Path, port: int, extra: list[str]) -> int:

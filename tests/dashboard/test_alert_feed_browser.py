@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
+from harness import conversation as conv
+from harness.dashboard import DashboardServer
 from streamer.alert_feed import AlertFeed
 from streamer.alert_store import AlertQuery
 from streamer.config import AlertsConfig, AppConfig, WebSocketConfig
@@ -28,9 +30,8 @@ from streamer.dashboard import add_dashboard
 from streamer.runtime import open_feed, settle_feed
 from streamer.supervisor import Supervisor
 from streamer.ws_server import WebSocketServer
-from tests.dashboard import conversation as conv
 from tests.dashboard import test_wall
-from tests.dashboard.conftest import DashboardServer, screenshot_path
+from tests.dashboard.conftest import screenshot_path
 
 pytestmark = pytest.mark.slow
 

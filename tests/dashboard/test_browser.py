@@ -11,7 +11,7 @@ import re
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.dashboard import conversation as conv
+from harness import conversation as conv
 from tests.dashboard.conftest import screenshot_path
 
 pytestmark = pytest.mark.slow

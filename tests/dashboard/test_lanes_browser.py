@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page, expect
 
+from harness import conversation as conv
 from streamer import events
 from streamer.alerts import AlertEngine, LabelCount
 from streamer.events import Event
-from tests.dashboard import conversation as conv
 from tests.dashboard.conftest import screenshot_path
 
 pytestmark = pytest.mark.slow

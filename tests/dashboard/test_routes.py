@@ -8,10 +8,10 @@ import json
 import urllib.error
 import urllib.request
 
+from harness import conversation as conv
 from streamer.bus import EventBus
 from streamer.config import AppConfig, load_config
 from streamer.runtime import open_publishers
-from tests.dashboard import conversation as conv
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

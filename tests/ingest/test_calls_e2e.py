@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import soxr
 
+from harness.broker import Broker
+from harness.speech import Turn, espeak_available, synthesize
 from models.asr import normalize_words
 from models.bundle import BundleConfig, resolve_bundle, save_bundle
 from models.heads import build_head
@@ -25,9 +27,7 @@ from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_tw
 from streamer.ingest.protocol import published_stream_id
 from streamer.runtime import Models, load_models
 from streamer.service import Service
-from tests.conftest import Broker
 from tests.service import Subscriber, subscribed_service
-from tests.speech import Turn, espeak_available, synthesize
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow,

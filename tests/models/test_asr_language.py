@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.speech import Turn, synthesize
 from models.asr import AsrEngine, AsrOptions
 from models.encoders.whisper import load_whisper
-from tests.speech import Turn, synthesize
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import Broker
+from harness.broker import Broker
 
 settings.register_profile("default", max_examples=200, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow], print_blob=True)

@@ -21,10 +21,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from harness.broker import Broker
 from streamer.bus import EventBus
 from streamer.config import MqttConfig
 from streamer.mqtt_publisher import MqttPublisher
-from tests.conftest import Broker
 from tests.streamer.test_bus_and_events import sample_emotion
 from tests.streamer.test_mqtt_publisher import Collector, running
 from tests.waiting import wait_until

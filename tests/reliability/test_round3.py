@@ -22,6 +22,7 @@ import soxr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from harness.broker import Broker
 from streamer.alerts import parse_rules
 from streamer.bus import EventBus
 from streamer.config import AlertsConfig, MqttConfig, WebSocketConfig, load_config
@@ -35,7 +36,6 @@ from streamer.replay import ReplayError, replay
 from streamer.summary import CallSummaries
 from streamer.supervisor import Supervisor
 from streamer.ws_server import WebSocketServer
-from tests.conftest import Broker
 from tests.ingest.test_server import (
     RecordingRecognizer,
     assert_close,

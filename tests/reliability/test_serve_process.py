@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from harness.broker import Broker
+from harness.net import free_port
 from streamer.cli import HARD_STOP_S, main
 from streamer.ingest.clients import CallAudio, send_pcm
-from tests.conftest import Broker, free_port
 
 EMOTION_STREAM = [sys.executable, "-m", "streamer.cli"]
 START_TIMEOUT_S = 240.0  # model loading on a loaded 2-core machine

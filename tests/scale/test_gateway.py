@@ -13,6 +13,7 @@ import aiomqtt
 import pytest
 from websockets.asyncio.client import connect
 
+from harness.broker import Broker
 from streamer import events
 from streamer.bus import EventBus
 from streamer.config import AppConfig, load_config
@@ -20,7 +21,6 @@ from streamer.gateway import Gateway, run_gateway
 from streamer.mqtt_publisher import MqttPublisher
 from streamer.scale.presence import LostCalls, ReplicaPresence, presence_payload
 from streamer.ws_server import WebSocketServer
-from tests.conftest import Broker
 
 
 def started(stream_id: str, channel: str) -> dict[str, Any]:

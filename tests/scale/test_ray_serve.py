@@ -40,6 +40,9 @@ from ray import serve
 from websockets.asyncio.client import connect
 
 from bench.loadgen import synthesize_call
+from harness.broker import Broker
+from harness.net import free_port, wait_for_port
+from harness.speech import espeak_available
 from models.asr import normalize_words
 from streamer.config import AppConfig, load_config
 from streamer.gateway import Gateway, run_gateway
@@ -61,8 +64,6 @@ from streamer.scale.ray_app import (
 )
 from streamer.service import Service, run_service
 from streamer.ws_server import WebSocketServer
-from tests.conftest import Broker, free_port, wait_for_port
-from tests.speech import espeak_available
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),

@@ -17,12 +17,12 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+from harness import conversation as conv
 from streamer.bus import EventBus
 from streamer.config import AlertsConfig, AppConfig, WebhooksConfig, WebSocketConfig
 from streamer.runtime import open_feed
 from streamer.supervisor import Supervisor
 from streamer.ws_server import WebSocketServer
-from tests.dashboard import conversation as conv
 from tests.streamer.test_supervisor import ANGRY_RULE, recv_until, wait_until
 from tests.streamer.test_webhooks import SECRET, Receiver
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import conversation as conv
 from streamer.alerts import (
     AlertEngine,
     BothParties,
@@ -19,7 +20,6 @@ from streamer.alerts import (
 from streamer.config import load_config
 from streamer.errors import ConfigError
 from streamer.events import Event, validate_event
-from tests.dashboard import conversation as conv
 
 ANGRY_2_OF_3 = LabelCount(id="customer-angry", channels=("customer",), label="angry",
                           min_confidence=0.7, k=2, n=3, severity="critical", cooldown_s=30)

@@ -24,6 +24,7 @@ import soundfile as sf
 import soxr
 from websockets.asyncio.client import connect
 
+from harness.broker import Broker
 from models.bundle import resolve_bundle
 from streamer.config import load_config
 from streamer.events import validate_event
@@ -31,7 +32,6 @@ from streamer.ingest.clients import CallAudio, send_pcm
 from streamer.ingest.protocol import published_stream_id
 from streamer.runtime import load_models
 from streamer.service import Service, run_service
-from tests.conftest import Broker
 from tests.waiting import wait_until
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from harness.net import free_port
+from harness.speech import Turn, espeak_available, synthesize
 from offline_training.metrics import word_error_rate as wer
 from streamer import events
 from streamer.config import AppConfig, SourceConfig, load_config
@@ -24,9 +26,7 @@ from streamer.replay import ReplayError, default_url, replay, replayed_stream_id
 from streamer.runtime import Models, load_models
 from streamer.service import Service
 from streamer.sources import FileSource, SplitSource, StdinSource, make_source
-from tests.conftest import free_port
 from tests.service import subscribed_service
-from tests.speech import Turn, espeak_available, synthesize
 
 CUSTOMER = Turn("I have been waiting for an hour and nobody helps me with my order.",
                 "en-us+m3", 60, 180, 150)

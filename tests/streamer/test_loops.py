@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.speech import write_wav
 from streamer import events
 from streamer.config import AppConfig, load_config
 from streamer.pipeline import run_pipeline
 from streamer.runtime import Models, load_models
 from streamer.sources import FileSource
-from tests.speech import write_wav
 
 pytestmark = pytest.mark.slow
 

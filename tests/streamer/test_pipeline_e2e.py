@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from harness.broker import Broker
+from harness.speech import SAMPLE_TURNS, Turn, conversation, espeak_available, write_wav
 from offline_training.metrics import word_error_rate as wer
 from streamer import events
 from streamer.config import AppConfig, load_config
 from streamer.pipeline import run_pipeline
 from streamer.runtime import Models, load_models
 from streamer.sources import FileSource
-from tests.conftest import Broker
-from tests.speech import SAMPLE_TURNS, Turn, conversation, espeak_available, write_wav
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")]

@@ -115,7 +115,7 @@ def test_rejects_multichannel_input() -> None:
 
 @pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
 def test_real_speech_with_webrtcvad() -> None:
-    from tests.speech import Turn, conversation
+    from harness.speech import Turn, conversation
 
     turns = [Turn("The weather is nice today."), Turn("I would like a cup of tea please."),
              Turn("See you tomorrow morning.")]
@@ -224,7 +224,7 @@ def test_best_cut_without_any_pause_is_the_quietest_frame_of_the_final_third() -
 def test_real_talk_is_cut_between_phrases() -> None:
     """espeak-ng phrases 180 ms apart (one long turn to a 300 ms hangover), real webrtcvad:
     every cut lies in a gap between phrases, none inside one, all well before 15 s."""
-    from tests.speech import Turn, synthesize
+    from harness.speech import Turn, synthesize
 
     phrases = ["we looked at the numbers for the last quarter", "and the costs went up again",
                "mostly because of the new building", "so we want to move the team next year",

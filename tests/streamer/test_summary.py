@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from harness import conversation as conv
 from streamer.alerts import AlertEngine, LabelCount
 from streamer.events import validate_event
 from streamer.summary import RECENT_VALUES, CallSummaries
-from tests.dashboard import conversation as conv
 
 
 def billing_call(summaries: CallSummaries, now: float = 100.0) -> None:

@@ -1,6 +1,7 @@
 """Speech with known words for tests and the bundled sample, synthesised with espeak-ng.
 
-Run ``python tests/speech.py`` to rebuild ``streamer/assets/sample_conversation.wav``.
+Run ``.venv/bin/python -m harness.speech`` (from the repository root) to rebuild
+``streamer/assets/sample_conversation.wav``.
 """
 
 from __future__ import annotations
