@@ -315,16 +315,20 @@ class BadClients:
         await asyncio.gather(*(one() for _ in range(FLOOD_HANDSHAKES)))
         return "http " + "+".join(sorted(statuses))
 
+    async def speak(self, ws: ClientConnection, seconds: float = 2.5) -> None:
+        """Send ``seconds`` of speech as raw PCM in real time, 100 ms a message."""
+        pcm = np.clip(np.round(self.speech[: int(seconds * TELEPHONY_RATE)] * 32767),
+                      -32768, 32767).astype("<i2")
+        step = TELEPHONY_RATE // 10
+        for start in range(0, len(pcm), step):
+            await ws.send(pcm[start:start + step].tobytes())
+            await asyncio.sleep(0.1)
+
     async def abrupt_disconnect(self) -> Outcome:
         """A real call that vanishes mid-utterance (TCP gone, no close frame)."""
         async with await bad_ws(f"{self.ingest}/ingest/pcm?token={PCM_TOKEN}") as ws:
             await ws.send(pcm_start(self.sid("abrupt")))
-            pcm = np.clip(np.round(self.speech[: int(2.5 * TELEPHONY_RATE)] * 32767),
-                          -32768, 32767).astype("<i2")
-            step = TELEPHONY_RATE // 10
-            for start in range(0, len(pcm), step):
-                await ws.send(pcm[start:start + step].tobytes())
-                await asyncio.sleep(0.1)
+            await self.speak(ws)
             ws.transport.abort()
         return "aborted"
 
@@ -344,12 +348,7 @@ class BadClients:
             await ws.send(pcm_start(sid))
             if protocol == "pcm":
                 return f"pcm: {await until_closed(ws)}"
-            pcm = np.clip(np.round(self.speech[: int(2.5 * TELEPHONY_RATE)] * 32767),
-                          -32768, 32767).astype("<i2")
-            step = TELEPHONY_RATE // 10
-            for start in range(0, len(pcm), step):
-                await ws.send(pcm[start:start + step].tobytes())
-                await asyncio.sleep(0.1)
+            await self.speak(ws)
             await ws.close()
             return f"{protocol}: own call, {close_outcome(ws)}"
 

@@ -41,17 +41,26 @@ async def browser():  # type: ignore[no-untyped-def]
         await chromium.close()
 
 
-@pytest.fixture
-async def page(browser):  # type: ignore[no-untyped-def]
-    """A fresh page; ``page.errors`` collects uncaught exceptions and console errors."""
+async def new_page(browser, console_errors: bool = True):  # type: ignore[no-untyped-def]
+    """A page in a browser context of its own (storage, sockets: another person's browser);
+    ``page.errors`` collects uncaught exceptions (and console errors with
+    ``console_errors``). Close ``page.context`` when done."""
     context = await browser.new_context(viewport={"width": 1280, "height": 860})
     page = await context.new_page()
     page.errors = []
     page.on("pageerror", lambda exc: page.errors.append(f"pageerror: {exc}"))
-    page.on("console", lambda msg: page.errors.append(f"console: {msg.text}")
-            if msg.type == "error" else None)
+    if console_errors:
+        page.on("console", lambda msg: page.errors.append(f"console: {msg.text}")
+                if msg.type == "error" else None)
+    return page
+
+
+@pytest.fixture
+async def page(browser):  # type: ignore[no-untyped-def]
+    """A fresh page; ``page.errors`` collects uncaught exceptions and console errors."""
+    page = await new_page(browser)
     yield page
-    await context.close()
+    await page.context.close()
 
 
 def screenshot_path(name: str) -> Path:

@@ -31,7 +31,7 @@ from streamer.runtime import open_feed, settle_feed
 from streamer.supervisor import Supervisor
 from streamer.ws_server import WebSocketServer
 from tests.dashboard import test_wall
-from tests.dashboard.conftest import screenshot_path
+from tests.dashboard.conftest import new_page, screenshot_path
 
 pytestmark = pytest.mark.slow
 
@@ -115,12 +115,9 @@ async def feed_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[F
 @pytest.fixture
 async def second_page(browser):  # type: ignore[no-untyped-def]
     """Another wall: its own browser context (storage, socket), like another supervisor."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 860})
-    page = await context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(f"pageerror: {exc}"))
+    page = await new_page(browser, console_errors=False)
     yield page
-    await context.close()
+    await page.context.close()
 
 
 def feed_row(page: Page, rule: str, call: str):  # type: ignore[no-untyped-def]
