@@ -265,6 +265,10 @@ class Runtime:
             if self.adaptation is not None:
                 self._background.append(tg.create_task(self.adaptation.run(),
                                                        name="adaptation"))
+            if self.supervisor is None and self.publishers.server is not None:
+                # alerts.enabled=false: no summaries, but the dashboard still asks for them
+                # on connect; it gets none, not an error.
+                self.publishers.server.add_request("summary.request", lambda message: [])
             if self.supervisor is not None:
                 if self.publishers.server is not None:
                     self.publishers.server.add_request("summary.request",

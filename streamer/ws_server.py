@@ -340,7 +340,13 @@ class WebSocketServer:
                              sub: Any) -> None:
         async for raw in ws:
             message = _request(raw)
-            handler = self._requests.get(str(message.get("type"))) if message else None
+            kind = message.get("type") if message else None
+            handler = self._requests.get(str(kind)) if message else None
+            if message is not None and handler is None and kind != "subscribe":
+                known = ", ".join(["subscribe", *sorted(self._requests)])
+                await ws.send(to_json(control("error", message=(
+                    f"bad request: unknown type {shown(kind)}; this server takes {known}"))))
+                continue
             if handler is None or message is None:
                 await ws.send(to_json(subscribe_reply(filt, raw)))
                 continue

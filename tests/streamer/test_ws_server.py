@@ -55,6 +55,12 @@ async def test_query_string_filter_and_bad_requests() -> None:
             assert err["type"] == "error" and "bad request" in err["message"]
             await ws.send(json.dumps({"type": "subscribe", "streams": "everything"}))
             assert (await recv_json(ws))["type"] == "error"
+            # A request this server has no handler for is named, with what it takes.
+            await ws.send(json.dumps({"type": "summary.request", "streams": "*"}))
+            err = await recv_json(ws)
+            assert err["type"] == "error"
+            assert err["message"] == ("bad request: unknown type 'summary.request'; this "
+                                      "server takes subscribe")
 
 
 async def test_token_is_required_when_configured() -> None:
