@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.asr import AsrEngine
+from models.asr import AsrEngine, Transcript
 from models.audio import SAMPLE_RATE
 from models.encoders.whisper import load_whisper
 from models.errors import ModelError
@@ -154,20 +154,37 @@ def load_emotion(config: AppConfig, whisper: Any) -> EmotionModel:
         raise ModelLoadError(str(exc)) from exc
 
 
+def warm_audio() -> np.ndarray:
+    """One second of quiet noise: what every warm-up runs through a model."""
+    rng = np.random.default_rng(0)
+    return (0.05 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
+
+
+def warm_asr(*engines: AsrEngine | None) -> Transcript | None:
+    """One final transcription per engine (the first call pays for allocations); the first
+    engine's transcript."""
+    transcripts = [engine.transcribe(warm_audio(), final=True)
+                   for engine in engines if engine is not None]
+    return transcripts[0] if transcripts else None
+
+
+def warm_emotion(emotion: EmotionModel, transcript: Transcript | None = None) -> None:
+    """One prediction, with ``transcript``'s words and encoder frames when there is one;
+    never observed by the deployment statistics (it is not the deployment's audio)."""
+    frames = transcript.encoder_frames if transcript is not None \
+        and emotion.uses_whisper_frames else None
+    emotion.predict([EmotionInput(
+        audio=warm_audio(), text=(transcript.text if transcript else "") or "hello",
+        words=transcript.words if transcript else (), whisper_frames=frames)], observe=False)
+
+
 def warm_up(models: Models) -> float:
     """Run one utterance through ASR and fusion so the first call does not pay for it."""
     started = time.monotonic()
-    rng = np.random.default_rng(0)
-    audio = (0.05 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
-    transcript = models.asr.transcribe(audio, final=True)
-    if models.asr_8k is not None:
-        models.asr_8k.transcribe(audio, final=True)
+    transcript = warm_asr(models.asr, models.asr_8k)
     if models.speakers is not None:
-        models.speakers.encoder.embed(audio)
-    models.emotion.predict([EmotionInput(
-        audio=audio, text=transcript.text or "hello", words=transcript.words,
-        whisper_frames=transcript.encoder_frames if models.emotion.uses_whisper_frames
-        else None)], observe=False)  # not the deployment's audio
+        models.speakers.encoder.embed(warm_audio())
+    warm_emotion(models.emotion, transcript)
     return time.monotonic() - started
 
 

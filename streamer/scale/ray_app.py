@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import numpy as np
 import ray
 from fastapi import FastAPI, WebSocket
 from ray import serve
@@ -55,7 +54,6 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.asr import Transcript
-from models.audio import SAMPLE_RATE
 from models.inference import EmotionInput, EmotionPrediction
 from streamer.batcher import Timed
 from streamer.config import AppConfig, from_dict, load_config, to_dict
@@ -64,7 +62,7 @@ from streamer.http_edge import websocket_path
 from streamer.ingest.protocol import CLOSE_POLICY
 from streamer.ingest.server import CLOSE_TRY_AGAIN, IngestServer
 from streamer.recognizer import AsrBatch, AsrRequest, ModelFacts
-from streamer.runtime import Runtime, load_asr, load_asr_8k, load_emotion
+from streamer.runtime import Runtime, load_asr, load_asr_8k, load_emotion, warm_asr, warm_emotion
 from streamer.scale.asgi import AsgiConnection, close_reason
 from streamer.scale.presence import ReplicaPresence
 from streamer.scale.stages import Arrived, BatchRunner, RemoteStage, handle_call
@@ -74,11 +72,6 @@ log = logging.getLogger(__name__)
 CLOSE_SERVICE_RESTART = 1012  # the replica holding the call was lost
 READY_TIMEOUT_S = 120.0  # a call arriving at a replica still starting waits this long
 LOST_REPLICA_REASON = "the ingest replica serving this call was lost; call again"
-
-
-def _warm_audio() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return (0.05 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
 
 
 # ----------------------------------------------------------------- inference
@@ -97,9 +90,7 @@ class AsrDeployment:
         self.transcribe_batch.set_max_batch_size(config.ray.asr_max_batch)  # type: ignore[attr-defined]
         self.transcribe_batch.set_batch_wait_timeout_s(config.ray.asr_batch_wait_ms / 1000)  # type: ignore[attr-defined]
         if config.ingest.warmup:
-            for warmed in (engine, asr_8k):
-                if warmed is not None:
-                    warmed.transcribe(_warm_audio(), final=True)
+            warm_asr(engine, asr_8k)
 
     def facts(self) -> tuple[float, bool]:
         """The encoder window (s) and whether ``asr.model_8k`` is loaded (``ModelFacts``)."""
@@ -140,8 +131,7 @@ class FusionDeployment:
         self.predict_batch.set_max_batch_size(config.emotion.max_batch)  # type: ignore[attr-defined]
         self.predict_batch.set_batch_wait_timeout_s(config.emotion.max_wait_ms / 1000)  # type: ignore[attr-defined]
         if config.ingest.warmup:
-            self.emotion.predict([EmotionInput(audio=_warm_audio(), text="hello")],
-                                 observe=False)
+            warm_emotion(self.emotion)
 
     def facts(self) -> tuple[str, tuple[str, ...], bool]:
         """model_id, labels, uses_whisper_frames (``ModelFacts`` without the ASR window)."""
