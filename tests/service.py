@@ -13,6 +13,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from streamer.config import AppConfig
+from streamer.events import validate_event
 from streamer.runtime import Models
 from streamer.service import Service, run_service
 
@@ -33,6 +34,18 @@ class Subscriber:
     def of(self, kind: str, stream_id: str | None = None) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["type"] == kind
                 and (stream_id is None or m["stream_id"] == stream_id)]
+
+    async def emotions_when_ended(self, stream_id: str, timeout: float = 120.0
+                                  ) -> list[dict[str, Any]]:
+        """Once ``stream_id`` has ended: every message so far checked against the event
+        schema, and the stream's ``utterance.emotion`` events."""
+        async with asyncio.timeout(timeout):
+            while not self.of("stream.ended", stream_id):
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the subscriber's last messages
+        for message in self.messages:
+            validate_event(message)
+        return self.of("utterance.emotion", stream_id)
 
 
 @contextlib.asynccontextmanager

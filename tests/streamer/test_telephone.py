@@ -16,7 +16,6 @@ own encoder.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import io
 from collections.abc import AsyncIterator
@@ -30,7 +29,6 @@ import soundfile as sf
 
 from models.asr import normalize_words
 from offline_training.corpora.telephone import telephone_band
-from streamer import events
 from streamer.audio_io import read_audio_file
 from streamer.config import AppConfig, load_config
 from streamer.ingest.session import ChannelFeed
@@ -114,14 +112,7 @@ async def replayed(svc: Service, sub: Subscriber, path: Path, protocol: ReplayPr
     url = {"raw": f"{base}/ingest/pcm", "twilio": f"{base}/ingest/twilio"}[protocol]
     await replay(str(path), protocol, url=url, token="pcm-token" if protocol == "raw" else None,
                  pace=3, stream_id=client_id)
-    stream_id = replayed_stream_id(protocol, client_id)
-    async with asyncio.timeout(120):
-        while not sub.of("stream.ended", stream_id):
-            await asyncio.sleep(0.05)
-    await asyncio.sleep(0.2)  # the subscriber's last messages
-    for message in sub.messages:
-        events.validate_event(message)
-    return sub.of("utterance.emotion", stream_id)
+    return await sub.emotions_when_ended(replayed_stream_id(protocol, client_id))
 
 
 def call_wer(got: list[dict[str, Any]]) -> float:
