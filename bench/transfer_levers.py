@@ -26,6 +26,7 @@ from offline_training.cli import build_parser, data_settings
 
 LAYER_WIDTH = 512  # Whisper base
 LAYERS = 7  # hidden states: the embedding output + 6 blocks
+TEXT_WIDTH = 384  # MiniLM
 GATE = cc.WordGate(0.688, 1)
 
 
@@ -57,18 +58,6 @@ def load_table(manifest: str, cache: str, path: Path) -> cc.Table:
              corpus=table.corpus, band=table.band, speaker=table.speaker,
              classes=np.array(table.classes))
     return table
-
-
-def probe_head(num_classes: int) -> Any:
-    """The default's head: only its affect column weighting matters to the probe's fit."""
-    from models.heads import build_head
-    from models.text_affect import PACKAGED_TEXT_AFFECT, load_text_affect
-
-    head: Any = build_head("linear_probe_affect", {
-        "audio_dim": LAYER_WIDTH, "text_dim": 384, "num_classes": num_classes,
-        "audio_layers": LAYERS, "affect_scale": 8.0})
-    head.set_text_affect(load_text_affect(PACKAGED_TEXT_AFFECT))
-    return head
 
 
 def columns(layers: range, stats: str) -> np.ndarray:
@@ -128,11 +117,12 @@ def main() -> None:
     options = cc.Options(normalisations=tuple(args.normalisations.split(",")),
                          streams=("acted",), chunks=(0,), cs=(args.c,))
     out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    # Only the head's affect column weighting matters to the probe's fit.
+    head = cc.affect_probe_head(LAYER_WIDTH, TEXT_WIDTH, LAYERS, len(table.classes))
     for name in args.variants.split(","):
         layers, stats = VARIANTS[name]
         sub = replace(table, audio=table.audio[:, columns(layers, stats)])
-        results, _ = cc.run_protocol(sub, probe_head(len(table.classes)), options,
-                                     lambda _: None)
+        results, _ = cc.run_protocol(sub, head, options, lambda _: None)
         kept = [r for r in results if r.gate]
         label = name + args.suffix
         out[label] = [summary(row, kept) for row in cc.summary_rows(kept)]

@@ -838,18 +838,24 @@ def concat_tables(tables: Sequence[Table]) -> Table:
 def probe_head_for(features: Any, num_classes: int, pool_layers: tuple[int, int] = (0, 0)
                    ) -> Any:
     """The linear_probe_affect that pools these features (the default bundle's head)."""
-    from models.heads import build_head
-    from models.text_affect import PACKAGED_TEXT_AFFECT, load_text_affect
-
     example = next(iter(features.items.values()))
     if example.audio_layers is None:
         raise TrainingError("cross-corpus: the features need every encoder layer "
                             "(--audio-layers all)")
+    return affect_probe_head(features.audio_dim, features.text_dim,
+                             int(example.audio_layers.shape[0]), num_classes, pool_layers)
+
+
+def affect_probe_head(audio_dim: int, text_dim: int, audio_layers: int, num_classes: int,
+                      pool_layers: tuple[int, int] = (0, 0)) -> Any:
+    """A linear_probe_affect with the packaged text affect, as the default bundle's."""
+    from models.heads import build_head
+    from models.text_affect import PACKAGED_TEXT_AFFECT, load_text_affect
+
     try:
         head: Any = build_head("linear_probe_affect", {
-            "audio_dim": features.audio_dim, "text_dim": features.text_dim,
-            "num_classes": num_classes,
-            "audio_layers": int(example.audio_layers.shape[0]), "affect_scale": 8.0,
+            "audio_dim": audio_dim, "text_dim": text_dim, "num_classes": num_classes,
+            "audio_layers": audio_layers, "affect_scale": 8.0,
             "pool_layers_from": pool_layers[0], "pool_layers_to": pool_layers[1]})
     except ValueError as exc:  # e.g. a --pool-layers range outside the layers
         raise TrainingError(f"cross-corpus: {exc}") from exc
