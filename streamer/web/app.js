@@ -696,11 +696,7 @@ function drawLanes(svg, stream, points) {
     }
     svg.append(lane);
   });
-  for (const x of niceTicks(x0, x1, 8)) {
-    const label = svgEl("text", { x: sx(x), y: height - 4, "text-anchor": "middle", class: "tick" });
-    label.textContent = `${Math.round(x * 10) / 10}`;
-    svg.append(label);
-  }
+  drawTimeTicks(svg, x0, x1, sx, height);
 }
 
 function drawLegend(box, series) {
@@ -758,6 +754,11 @@ function drawAxes(svg, { x0, x1, y0, y1, sx, sy, width, height, margin }) {
     label.textContent = String(Math.round(y * 100) / 100);
     svg.append(label);
   }
+  drawTimeTicks(svg, x0, x1, sx, height);
+}
+
+// Stream seconds along the bottom of a chart.
+function drawTimeTicks(svg, x0, x1, sx, height) {
   for (const x of niceTicks(x0, x1, 8)) {
     const label = svgEl("text", { x: sx(x), y: height - 4, "text-anchor": "middle", class: "tick" });
     label.textContent = `${Math.round(x * 10) / 10}`;
