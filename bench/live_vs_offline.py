@@ -26,8 +26,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamer.config import AppConfig, load_config  # noqa: E402
+from streamer.loading import Models, load_models  # noqa: E402
 from streamer.pipeline import run_pipeline  # noqa: E402
-from streamer.runtime import Models, load_models  # noqa: E402
 from streamer.sources import make_source  # noqa: E402
 
 

@@ -56,8 +56,8 @@ from offline_training.audio import load_audio  # noqa: E402
 from offline_training.records import Utterance as CorpusUtterance  # noqa: E402
 from streamer import speech_gate  # noqa: E402
 from streamer.config import AppConfig, load_config  # noqa: E402
+from streamer.loading import load_asr  # noqa: E402
 from streamer.messages import Utterance  # noqa: E402
-from streamer.runtime import load_asr  # noqa: E402
 from streamer.segmenter import Segmenter  # noqa: E402
 
 CHUNK = 512  # Silero's window at 16 kHz: 32 ms

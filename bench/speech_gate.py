@@ -36,8 +36,8 @@ from offline_training.audio import load_audio  # noqa: E402
 from offline_training.records import Utterance as CorpusUtterance  # noqa: E402
 from streamer import speech_gate  # noqa: E402
 from streamer.config import load_config  # noqa: E402
+from streamer.loading import Models, load_models  # noqa: E402
 from streamer.pipeline import run_pipeline  # noqa: E402
-from streamer.runtime import Models, load_models  # noqa: E402
 from streamer.sources import FileSource  # noqa: E402
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"

@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamer.audio_io import read_audio_file  # noqa: E402
 from streamer.config import load_config  # noqa: E402
+from streamer.loading import Models, load_models  # noqa: E402
 from streamer.pipeline import run_pipeline  # noqa: E402
-from streamer.runtime import Models, load_models  # noqa: E402
 from streamer.sources import FileSource  # noqa: E402
 
 RATE = 16_000

@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.http11 import Request, Response
 
+from streamer.alert_rules import HISTORY_PER_PARTY
 from streamer.alert_store import (
     STORED_TYPES,
     AlertStore,
@@ -57,7 +58,6 @@ from streamer.alert_store import (
     connect,
     parse_query,
 )
-from streamer.alerts import HISTORY_PER_PARTY
 from streamer.bus import EventBus
 from streamer.config import AlertsConfig
 from streamer.events import SCHEMA_VERSION, Event

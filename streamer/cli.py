@@ -212,8 +212,8 @@ def command_report(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def command_run(config: AppConfig) -> int:
+    from streamer.loading import load_models
     from streamer.pipeline import run_pipeline
-    from streamer.runtime import load_models
 
     source = make_source(config.source)
     logging.getLogger(__name__).info("loading models ...")
@@ -242,7 +242,7 @@ def hard_stop_s(config: AppConfig) -> float:
 def command_serve(config: AppConfig) -> int:
     import signal
 
-    from streamer.runtime import Models, load_models
+    from streamer.loading import Models, load_models
     from streamer.service import run_service
 
     log = logging.getLogger(__name__)

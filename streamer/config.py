@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from models.asr import AsrOptions
-from streamer.alerts import load_rules
+from streamer.alert_rules import load_rules
 from streamer.errors import ConfigError
 from streamer.typed_config import MAX_CONFIG_DEPTH, check_nesting, from_dict
 from streamer.validation import is_identifier

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from streamer.bus import EventBus
 from streamer.channel import Channel
 from streamer.config import AppConfig
+from streamer.loading import Models
 from streamer.policy import PolicyStats
-from streamer.runtime import Models, Runtime
+from streamer.runtime import Runtime
 from streamer.sources import SplitSource
 from streamer.ws_server import WebSocketServer
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.alerts import AlertEngine, Rule, describe_rule, load_rules, parse_rules
+from streamer.alert_rules import Rule, describe_rule, load_rules, parse_rules
+from streamer.alerts import AlertEngine
 from streamer.bus import EventBus, Subscription
 from streamer.config import AppConfig
 from streamer.errors import StreamerError
@@ -46,7 +47,7 @@ from streamer.validation import TOPIC_RESERVED
 from streamer.ws_server import WebSocketServer
 
 if TYPE_CHECKING:  # streamer.runtime loads torch: only when a report runs
-    from streamer.runtime import Models
+    from streamer.loading import Models
 
 log = logging.getLogger(__name__)
 
@@ -700,7 +701,7 @@ def run_report(config: AppConfig, args: Sequence[str], out: Path,
     given. ``on_error`` gets each failure's one line as it happens."""
     from tqdm import tqdm
 
-    from streamer.runtime import load_models
+    from streamer.loading import load_models
 
     say = on_error or (lambda line: tqdm.write(line, file=sys.stderr))
     inputs, problems = collect_inputs(args)

@@ -25,8 +25,9 @@ from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.health import Health
 from streamer.ingest.server import IngestServer
+from streamer.loading import Models, warm_up
 from streamer.recognizer import Recognizer
-from streamer.runtime import Models, Runtime, warm_up
+from streamer.runtime import Runtime
 from streamer.ws_server import WebSocketServer
 
 log = logging.getLogger(__name__)

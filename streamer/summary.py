@@ -23,7 +23,8 @@ from typing import Literal
 
 import regex
 
-from streamer.alerts import CALL_CHANNEL, SEVERITY_RANK, slope_per_min
+from streamer.alert_rules import CALL_CHANNEL, SEVERITY_RANK
+from streamer.alerts import slope_per_min
 from streamer.events import SCHEMA_VERSION, Event
 
 log = logging.getLogger(__name__)

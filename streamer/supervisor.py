@@ -27,7 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streamer.alerts import AlertEngine, load_rules
+from streamer.alert_rules import load_rules
+from streamer.alerts import AlertEngine
 from streamer.bus import EventBus
 from streamer.config import AlertsConfig
 from streamer.errors import ConfigError

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from streamer.config import AppConfig
 from streamer.events import validate_event
-from streamer.runtime import Models
+from streamer.loading import Models
 from streamer.service import Service, run_service
 
 

@@ -61,8 +61,9 @@ from streamer.errors import ConfigError
 from streamer.http_edge import websocket_path
 from streamer.ingest.protocol import CLOSE_POLICY
 from streamer.ingest.server import CLOSE_TRY_AGAIN, IngestServer
+from streamer.loading import load_asr, load_asr_8k, load_emotion, warm_asr, warm_emotion
 from streamer.recognizer import AsrBatch, AsrRequest, ModelFacts
-from streamer.runtime import Runtime, load_asr, load_asr_8k, load_emotion, warm_asr, warm_emotion
+from streamer.runtime import Runtime
 from streamer.scale.asgi import AsgiConnection, close_reason
 from streamer.scale.presence import ReplicaPresence
 from streamer.scale.stages import Arrived, BatchRunner, RemoteStage, handle_call

@@ -12,7 +12,8 @@ from playwright.async_api import Page, expect
 
 from harness import conversation as conv
 from streamer import events
-from streamer.alerts import AlertEngine, LabelCount
+from streamer.alert_rules import LabelCount
+from streamer.alerts import AlertEngine
 from streamer.events import Event
 from tests.dashboard.conftest import screenshot_path
 

@@ -25,7 +25,7 @@ from streamer import events
 from streamer.config import AppConfig, load_config
 from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_twilio
 from streamer.ingest.protocol import published_stream_id
-from streamer.runtime import Models, load_models
+from streamer.loading import Models, load_models
 from streamer.service import Service
 from tests.service import Subscriber, subscribed_service
 from tests.waiting import wait_until

@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from harness.broker import Broker
-from streamer.alerts import parse_rules
+from streamer.alert_rules import parse_rules
 from streamer.bus import EventBus
 from streamer.config import AlertsConfig, MqttConfig, WebSocketConfig, load_config
 from streamer.errors import ConfigError
@@ -446,7 +446,7 @@ def test_a_catastrophic_queue_pattern_is_stopped() -> None:
 
 # ------------------------------------------------------------------ 16: enrolment
 def test_a_nan_enrolment_recording_is_invalid_not_silent(tmp_path: Path) -> None:
-    from streamer.runtime import enrolment_audio
+    from streamer.loading import enrolment_audio
 
     path = tmp_path / "nan.wav"
     sf.write(path, np.full(32000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")

@@ -54,7 +54,7 @@ from streamer.ingest.clients import (
     send_twilio,
 )
 from streamer.ingest.protocol import published_stream_id
-from streamer.runtime import load_models
+from streamer.loading import load_models
 from streamer.scale.ray_app import (
     CLOSE_SERVICE_RESTART,
     PREFER_LOCAL_ENV,

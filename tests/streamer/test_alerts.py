@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import conversation as conv
-from streamer.alerts import (
-    AlertEngine,
+from streamer.alert_rules import (
     BothParties,
     LabelCount,
     Silence,
@@ -17,6 +16,7 @@ from streamer.alerts import (
     load_rules,
     parse_rules,
 )
+from streamer.alerts import AlertEngine
 from streamer.config import load_config
 from streamer.errors import ConfigError
 from streamer.events import Event, validate_event

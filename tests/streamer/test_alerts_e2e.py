@@ -30,7 +30,7 @@ from streamer.config import load_config
 from streamer.events import validate_event
 from streamer.ingest.clients import CallAudio, send_pcm
 from streamer.ingest.protocol import published_stream_id
-from streamer.runtime import load_models
+from streamer.loading import load_models
 from streamer.service import Service, run_service
 from tests.waiting import wait_until
 

@@ -21,9 +21,9 @@ from offline_training.metrics import word_error_rate as wer
 from streamer import events
 from streamer.config import AppConfig, SourceConfig, load_config
 from streamer.errors import AudioInputError, ConfigError
+from streamer.loading import Models, load_models
 from streamer.pipeline import run_pipeline
 from streamer.replay import ReplayError, default_url, replay, replayed_stream_id
-from streamer.runtime import Models, load_models
 from streamer.service import Service
 from streamer.sources import FileSource, SplitSource, StdinSource, make_source
 from tests.service import subscribed_service

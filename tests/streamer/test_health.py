@@ -27,7 +27,7 @@ from harness.speech import espeak_available
 from streamer.health import ReadinessInputs, readiness
 from streamer.ingest.clients import send_pcm
 from streamer.ingest.protocol import published_stream_id
-from streamer.runtime import Models, load_models
+from streamer.loading import Models, load_models
 from streamer.service import Service, run_service
 from tests.ingest.test_calls_e2e import turns, two_party_call, wait_until
 from tests.reliability.test_serve_process import START_TIMEOUT_S, serve_args

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from streamer.config import load_config
+from streamer.loading import Models, load_models
 from streamer.pipeline import RunSummary, run_pipeline
-from streamer.runtime import Models, load_models
 from streamer.sources import FileSource
 
 pytestmark = pytest.mark.slow

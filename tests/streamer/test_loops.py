@@ -13,8 +13,8 @@ import pytest
 from harness.speech import write_wav
 from streamer import events
 from streamer.config import AppConfig, load_config
+from streamer.loading import Models, load_models
 from streamer.pipeline import run_pipeline
-from streamer.runtime import Models, load_models
 from streamer.sources import FileSource
 
 pytestmark = pytest.mark.slow

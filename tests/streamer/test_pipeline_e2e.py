@@ -19,8 +19,8 @@ from harness.speech import SAMPLE_TURNS, Turn, conversation, espeak_available, w
 from offline_training.metrics import word_error_rate as wer
 from streamer import events
 from streamer.config import AppConfig, load_config
+from streamer.loading import Models, load_models
 from streamer.pipeline import run_pipeline
-from streamer.runtime import Models, load_models
 from streamer.sources import FileSource
 
 pytestmark = [pytest.mark.slow,

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.alerts import parse_rules
+from streamer.alert_rules import parse_rules
 from streamer.cli import main
 from streamer.events import speaker_revised, validate_event
 from streamer.report import (

@@ -22,6 +22,7 @@ from streamer.bus import EventBus, Subscription
 from streamer.cli import build_parser, main, source_overrides
 from streamer.config import load_config
 from streamer.errors import AudioInputError, ConfigError
+from streamer.loading import Models, load_models
 from streamer.pipeline import run_pipeline
 from streamer.replay import (
     ReplayError,
@@ -31,7 +32,6 @@ from streamer.replay import (
     replay,
     replayed_stream_id,
 )
-from streamer.runtime import Models, load_models
 from streamer.service import Service
 from streamer.sources import make_source
 from streamer.telephony import TELEPHONY_RATE

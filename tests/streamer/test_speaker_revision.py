@@ -266,8 +266,8 @@ def test_run_publishes_speaker_revised(tmp_path: Path) -> None:
     """``emotion-stream run --fast`` on five takes, 1 s apart, with revision on: valid
     ``speaker.revised`` events, each right after an ``utterance.emotion``, naming utterances
     published before with the speaker shown until then; applied, they set actor 01 apart."""
+    from streamer.loading import load_models
     from streamer.pipeline import run_pipeline
-    from streamer.runtime import load_models
     from streamer.sources import FileSource
 
     silence = np.zeros(SAMPLE_RATE, np.float32)

@@ -217,7 +217,7 @@ def test_enrolment_mistakes_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="3 parties but max_speakers is 2"):
         load_config(None, ["speakers.max_speakers=2", "speakers.enrol=[{name: a, files: [x]}, "
                            "{name: b, files: [x]}, {name: c, files: [x]}]"])
-    from streamer.runtime import load_speakers
+    from streamer.loading import load_speakers
 
     sf.write(tmp_path / "short.wav", np.full(SAMPLE_RATE // 2, 0.1, np.float32), SAMPLE_RATE)
     sf.write(tmp_path / "silent.wav", np.zeros(2 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
@@ -279,8 +279,8 @@ def test_run_publishes_speaker_labels(tmp_path: Path, enrol: list[str],
     """``emotion-stream run`` on the two-speaker file with speakers.enabled: one event per
     turn, labelled S1/S2/S1/S2 (or by name where the voice is enrolled), valid against the
     schema (emotion-stream/4)."""
+    from streamer.loading import load_models
     from streamer.pipeline import run_pipeline
-    from streamer.runtime import load_models
     from streamer.sources import FileSource
 
     audio, _ = two_speaker_talk()
@@ -430,8 +430,8 @@ def test_run_puts_overlap_on_the_events(tmp_path: Path) -> None:
     """``emotion-stream run`` with speakers.segmentation on the overlapped talk: every
     emotion event carries ``overlap`` (schema-valid), and the one holding the overlap says
     at least 0.2 s."""
+    from streamer.loading import load_models
     from streamer.pipeline import run_pipeline
-    from streamer.runtime import load_models
     from streamer.sources import FileSource
 
     audio, second = overlapped_talk(0.8)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness import conversation as conv
-from streamer.alerts import AlertEngine, LabelCount
+from streamer.alert_rules import LabelCount
+from streamer.alerts import AlertEngine
 from streamer.events import validate_event
 from streamer.summary import RECENT_VALUES, CallSummaries
 

@@ -32,9 +32,10 @@ from offline_training.corpora.telephone import telephone_band
 from streamer.audio_io import read_audio_file
 from streamer.config import AppConfig, load_config
 from streamer.ingest.session import ChannelFeed
+from streamer.loading import Models, load_asr, load_models
 from streamer.recognizer import LocalInference, input_rate
 from streamer.replay import ReplayProtocol, replay, replayed_stream_id
-from streamer.runtime import Models, Runtime, load_asr, load_models
+from streamer.runtime import Runtime
 from streamer.service import Service
 from streamer.sources import FileSource, SplitSource, StdinSource
 from streamer.telephony import TELEPHONY_RATE, ulaw_decode, ulaw_encode
