@@ -51,7 +51,7 @@ from models.asr import AsrEngine, normalize_words  # noqa: E402
 from models.audio import SAMPLE_RATE  # noqa: E402
 from models.encoders.whisper import WINDOW_FRAMES, load_whisper, n_output_frames  # noqa: E402
 from offline_training.metrics import word_error_rate as wer  # noqa: E402
-from streamer.config import AsrConfig  # noqa: E402
+from streamer.core.config import AsrConfig  # noqa: E402
 
 FRAMES_PER_SECOND = 100  # mel frames
 BUCKETS_S = (5, 10, 15)

@@ -13,14 +13,14 @@ where its words are. Per configuration it reports:
 - utterances holding speech of both speakers (>= 0.3 s of each), on the mono mix;
 - speaker changes with an utterance boundary within 0.5 s of them;
 - the segmenter's CPU time per audio second;
-- with ``--speakers``: the speaker change detector and labels (streamer/speakers.py,
+- with ``--speakers``: the speaker change detector and labels (streamer/engine/speakers.py,
   Resemblyzer's encoder) in the loop: label accuracy (each utterance's label against its
   dominant speaker, labels mapped to speakers by majority) and the encoder's CPU time.
   ``--pairing same`` pairs two actors of the same sex (the hard case), ``mixed`` (default)
   one male and one female. Changes where the next speaker starts before the last one
   stops (overlaps) are counted apart. Each conversation's first actor also talks alone
   (16 other clips, the same gaps): every ``speaker_change`` cut there is a false one.
-- ``--whitening FILE`` (from ``bench/speaker_wccn.py --save``): the encoder's embeddings
+- ``--whitening FILE`` (from ``bench/experiments/speaker_wccn.py --save``): the encoder's embeddings
   whitened by a within-speaker covariance fitted on actors 13-24 (not integrated in the
   streamer; an experiment). ``--actors 13-24`` assembles the conversations from those
   actors instead, to choose thresholds on speakers the evaluation (01-12) never sees.
@@ -64,10 +64,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.audio import SAMPLE_RATE  # noqa: E402
-from streamer.audio_io import read_audio_file  # noqa: E402
-from streamer.config import SegmenterConfig  # noqa: E402
-from streamer.messages import Utterance  # noqa: E402
-from streamer.segmenter import Segmenter  # noqa: E402
+from streamer.audio.audio_io import read_audio_file  # noqa: E402
+from streamer.audio.segmenter import Segmenter  # noqa: E402
+from streamer.core.config import SegmenterConfig  # noqa: E402
+from streamer.core.messages import Utterance  # noqa: E402
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
 # The actor pairs of the conversations (RAVDESS: odd actors are male, even ones female)
@@ -333,7 +333,7 @@ def main() -> int:
     parser.add_argument("--speaker-set", dest="speaker_overrides", action="append",
                         default=[], metavar="KEY=VALUE", help="a speakers setting")
     parser.add_argument("--whitening", type=Path, metavar="NPZ",
-                        help="whiten the embeddings (bench/speaker_wccn.py --save)")
+                        help="whiten the embeddings (bench/experiments/speaker_wccn.py --save)")
     parser.add_argument("--actors", choices=("1-12", "13-24"), default="1-12",
                         help="the actors of the conversations (13-24: to tune on)")
     parser.add_argument("--corpus", choices=("ravdess", "nemo"), default="ravdess",
@@ -371,8 +371,8 @@ def main() -> int:
     speakers_config = None
     if args.speakers:
         from models.speaker_encoder import SpeakerEncoder
-        from streamer.config import SpeakersConfig
-        from streamer.speakers import ChannelSpeakers, Party, enrol
+        from streamer.core.config import SpeakersConfig
+        from streamer.engine.speakers import ChannelSpeakers, Party, enrol
 
         speakers_config = SpeakersConfig(enabled=True, **{
             k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.speaker_overrides)})

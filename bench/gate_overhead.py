@@ -48,8 +48,8 @@ def main() -> None:
     from models.asr import AsrEngine, AsrOptions
     from models.bundle import load_bundle
     from models.encoders.whisper import load_whisper
-    from streamer import speech_gate
-    from streamer.config import GateConfig
+    from streamer.audio import speech_gate
+    from streamer.core.config import GateConfig
 
     torch.set_num_threads(1)
     gate = GateConfig()

@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.speech import Turn, conversation, synthesize, write_wav  # noqa: E402
 from models.inference import EmotionInput  # noqa: E402
-from streamer.config import load_config  # noqa: E402
-from streamer.loading import Models, load_models  # noqa: E402
-from streamer.pipeline import run_pipeline  # noqa: E402
-from streamer.sources import FileSource  # noqa: E402
+from streamer.apps.pipeline import run_pipeline  # noqa: E402
+from streamer.core.config import load_config  # noqa: E402
+from streamer.engine.loading import Models, load_models  # noqa: E402
+from streamer.sources.local import FileSource  # noqa: E402
 
 # Fixed utterances from about 1 s to about 10 s.
 TURNS = (

@@ -87,7 +87,7 @@ def pool(states: np.ndarray) -> np.ndarray:
 def extract(name: str, ref: str, clips: list[Clip], cache: Path, batch_size: int,
             transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Pooled:
     """Pooled hidden states of every clip (cached under ``name``); ``transform`` changes
-    each clip's audio first (bench/augment_probe.py: speed-perturbed copies)."""
+    each clip's audio first (bench/experiments/augment_probe.py: speed-perturbed copies)."""
     import soundfile as sf
 
     from models.encoders.whisper import DEFAULT_WINDOW_S

@@ -43,7 +43,10 @@ from websockets.asyncio.client import connect
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.net import free_port  # noqa: E402
-from streamer.config import SegmenterConfig, load_config  # noqa: E402
+from streamer.audio.segmenter import Segmenter  # noqa: E402
+from streamer.audio.telephony import TELEPHONY_RATE, ulaw_decode, ulaw_encode  # noqa: E402
+from streamer.core.config import SegmenterConfig, load_config  # noqa: E402
+from streamer.core.messages import Utterance  # noqa: E402
 from streamer.ingest.clients import (  # noqa: E402
     CallAudio,
     SendReport,
@@ -52,9 +55,6 @@ from streamer.ingest.clients import (  # noqa: E402
     send_pcm,
     send_twilio,
 )
-from streamer.messages import Utterance  # noqa: E402
-from streamer.segmenter import Segmenter  # noqa: E402
-from streamer.telephony import TELEPHONY_RATE, ulaw_decode, ulaw_encode  # noqa: E402
 
 LATE_MS = 1000.0
 
@@ -131,7 +131,7 @@ async def wait_for_ready(port: int, proc: subprocess.Popen[bytes] | None,
             raise SystemExit(f"the server exited with code {proc.returncode}; see its log")
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            # ready, not just alive: models loaded and warmed (streamer/health.py)
+            # ready, not just alive: models loaded and warmed (streamer/ops/health.py)
             writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
             data = await reader.read(4096)
             writer.close()

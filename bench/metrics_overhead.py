@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from streamer.metrics import ServiceMetrics
+from streamer.ops.metrics import ServiceMetrics
 
 UTTERANCE = {"type": "utterance.emotion", "speech": True, "abstain_reason": None,
              "latency": {"vad_hangover_ms": 300.0, "queue_ms": 12.0, "asr_ms": 210.0,

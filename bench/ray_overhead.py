@@ -42,7 +42,7 @@ import loadgen  # noqa: E402  (bench/loadgen.py, beside this file)
 
 from harness.broker import Broker  # noqa: E402
 from harness.net import wait_for_port  # noqa: E402
-from streamer.config import load_config  # noqa: E402
+from streamer.core.config import load_config  # noqa: E402
 from streamer.scale.ray_app import PREFER_LOCAL_ENV, PROXY_CALLBACK, PROXY_CALLBACK_ENV  # noqa: E402
 
 RAY_ENV = {PROXY_CALLBACK_ENV: PROXY_CALLBACK, PREFER_LOCAL_ENV: "0",

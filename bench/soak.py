@@ -61,7 +61,8 @@ from bench.loadgen import (  # noqa: E402
     synthesize_call,
     wait_for_ready,
 )
-from streamer.config import load_config  # noqa: E402
+from streamer.audio.telephony import TELEPHONY_RATE, ulaw_encode  # noqa: E402
+from streamer.core.config import load_config  # noqa: E402
 from streamer.ingest.clients import (  # noqa: E402
     CallAudio,
     SendReport,
@@ -72,7 +73,6 @@ from streamer.ingest.clients import (  # noqa: E402
 )
 from streamer.ingest.protocol import PARSER_CLOSE_CODES  # noqa: E402
 from streamer.ingest.twilio import twilio_signature  # noqa: E402
-from streamer.telephony import TELEPHONY_RATE, ulaw_encode  # noqa: E402
 
 PCM_TOKEN, TWILIO_TOKEN, AUDIOHOOK_KEY = "soak-pcm", "soak-twilio", "soak-audiohook"
 GOOD_ADDRESS = "127.0.0.1"

@@ -96,7 +96,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from models.speaker_encoder import SpeakerEncoder
-    from streamer.audio_io import read_audio_file
+    from streamer.audio.audio_io import read_audio_file
 
     rng = random.Random(29)
     sets = {"ravdess": ravdess(CORPORA / "ravdess", args.clips, rng),

@@ -34,11 +34,11 @@ from harness.speech import SAMPLE_TURNS, conversation  # noqa: E402
 from models.audio import SAMPLE_RATE  # noqa: E402
 from offline_training.audio import load_audio  # noqa: E402
 from offline_training.records import Utterance as CorpusUtterance  # noqa: E402
-from streamer import speech_gate  # noqa: E402
-from streamer.config import load_config  # noqa: E402
-from streamer.loading import Models, load_models  # noqa: E402
-from streamer.pipeline import run_pipeline  # noqa: E402
-from streamer.sources import FileSource  # noqa: E402
+from streamer.apps.pipeline import run_pipeline  # noqa: E402
+from streamer.audio import speech_gate  # noqa: E402
+from streamer.core.config import load_config  # noqa: E402
+from streamer.engine.loading import Models, load_models  # noqa: E402
+from streamer.sources.local import FileSource  # noqa: E402
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
 

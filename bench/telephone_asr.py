@@ -6,7 +6,7 @@ config's decoding: 10 s encoder window, greedy, word timestamps):
 
 - telephone: 16 kHz -> 8 kHz (soxr HQ) -> G.711 mu-law bytes -> decoded with the streamer's
   codec (``offline_training.corpora.telephone.telephone_band``), then back to 16 kHz with
-  the resampler a Twilio or 8 kHz raw-PCM party goes through (``streamer.telephony``'s
+  the resampler a Twilio or 8 kHz raw-PCM party goes through (``streamer.audio.telephony``'s
   ``ChannelUpsampler``: soxr HQ, streamed);
 - as the streamer publishes it: a final that loops (``speech_gate.looks_looped``) is decoded
   again in Whisper's 30 s window (``asr.redecode_loops``), and one the speech gate would
@@ -64,11 +64,11 @@ from models.asr import AsrEngine, Transcript  # noqa: E402
 from models.audio import SAMPLE_RATE  # noqa: E402
 from models.encoders.whisper import WhisperEncoder, load_whisper  # noqa: E402
 from offline_training.corpora.telephone import telephone_band  # noqa: E402
-from streamer import speech_gate  # noqa: E402
-from streamer.audio_io import read_audio_file  # noqa: E402
-from streamer.config import AsrConfig, GateConfig  # noqa: E402
-from streamer.policy import FULL_WINDOW_S  # noqa: E402
-from streamer.telephony import TELEPHONY_RATE, ChannelUpsampler  # noqa: E402
+from streamer.audio import speech_gate  # noqa: E402
+from streamer.audio.audio_io import read_audio_file  # noqa: E402
+from streamer.audio.telephony import TELEPHONY_RATE, ChannelUpsampler  # noqa: E402
+from streamer.core.config import AsrConfig, GateConfig  # noqa: E402
+from streamer.engine.policy import FULL_WINDOW_S  # noqa: E402
 
 RAVDESS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ravdess"
 RAVDESS_STATEMENTS = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
@@ -225,7 +225,7 @@ def main() -> None:
     summary = summarise(rows, list(engines))
     result = {
         "benchmark": "telephone_asr",
-        "telephone": "16 kHz -> 8 kHz soxr HQ -> G.711 mu-law (streamer.telephony) -> 16 kHz "
+        "telephone": "16 kHz -> 8 kHz soxr HQ -> G.711 mu-law (streamer.audio.telephony) -> 16 kHz "
                      "ChannelUpsampler",
         "asr_options": {"window_s": cfg.window_s, "redecode_loops": cfg.redecode_loops,
                         "beam_size": cfg.beam_size,

@@ -34,8 +34,8 @@ from playwright.async_api import async_playwright  # noqa: E402
 from harness import conversation as conv  # noqa: E402
 from harness.dashboard import CHROMIUM, CHROMIUM_ARGS, DashboardServer  # noqa: E402
 from harness.wall import RULES, call_events, call_id  # noqa: E402
-from streamer.config import AlertsConfig  # noqa: E402
-from streamer.supervisor import Supervisor  # noqa: E402
+from streamer.core.config import AlertsConfig  # noqa: E402
+from streamer.supervise.supervisor import Supervisor  # noqa: E402
 
 STATS = "() => ({...window.wallStats, alertToPaintMs: [...window.wallStats.alertToPaintMs]})"
 

@@ -40,11 +40,11 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamer.audio_io import read_audio_file  # noqa: E402
-from streamer.config import load_config  # noqa: E402
-from streamer.loading import Models, load_models  # noqa: E402
-from streamer.pipeline import run_pipeline  # noqa: E402
-from streamer.sources import FileSource  # noqa: E402
+from streamer.apps.pipeline import run_pipeline  # noqa: E402
+from streamer.audio.audio_io import read_audio_file  # noqa: E402
+from streamer.core.config import load_config  # noqa: E402
+from streamer.engine.loading import Models, load_models  # noqa: E402
+from streamer.sources.local import FileSource  # noqa: E402
 
 RATE = 16_000
 MONOLOGUE_ACTOR = "ravdess-Actor_01"

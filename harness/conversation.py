@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from models.asr import Transcript, Word
-from streamer import events
-from streamer.messages import EmotionResult
+from streamer.core import events
+from streamer.core.messages import EmotionResult
 
 LABELS = ("neutral", "happy", "sad", "angry")
 MODEL_ID = "test-model"

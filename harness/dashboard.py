@@ -7,11 +7,11 @@ import os
 from urllib.parse import urlencode
 
 from harness.net import free_port
-from streamer.bus import EventBus
-from streamer.config import WebSocketConfig
-from streamer.dashboard import add_dashboard
-from streamer.events import Event
-from streamer.ws_server import WebSocketServer
+from streamer.core.config import WebSocketConfig
+from streamer.core.events import Event
+from streamer.publish.bus import EventBus
+from streamer.publish.ws_server import WebSocketServer
+from streamer.supervise.dashboard import add_dashboard
 
 CHROMIUM = os.environ.get("EMOTION_STREAM_CHROMIUM", "/usr/bin/chromium")
 # Debian's Chromium on a machine without a display, a sandbox or an open network.

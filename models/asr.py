@@ -91,7 +91,7 @@ class AsrEngine:
             beam_size=c.beam_size, best_of=1, patience=1.0, length_penalty=1.0,
             repetition_penalty=1.0, no_repeat_ngram_size=0, log_prob_threshold=-1.0,
             # No skipping inside faster-whisper: transcribe() applies the same rule itself
-            # so that the no-speech evidence is kept (streamer.speech_gate uses it).
+            # so that the no-speech evidence is kept (streamer.audio.speech_gate uses it).
             no_speech_threshold=None, compression_ratio_threshold=2.4,
             condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
             # One temperature: a fallback re-decode would double the worst-case latency.

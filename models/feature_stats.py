@@ -14,7 +14,7 @@ normalised into neutral (measured in docs/transfer.md). A deployment's statistic
 thousands of utterances of many callers, so no one caller moves them much.
 
 Sans-I/O: ``DeploymentStats`` is plain arrays; ``to_bytes``/``load_bytes`` let the caller
-persist it (``streamer.adaptation`` writes it to a file and reads it back at start).
+persist it (``streamer.engine.adaptation`` writes it to a file and reads it back at start).
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from importlib import resources
 
 import yaml
 
-from streamer.config import AppConfig, load_config, redacted
-from streamer.errors import StreamerError
-from streamer.sources import BUILTIN_SAMPLE, make_source
+from streamer.core.config import AppConfig, load_config, redacted
+from streamer.core.errors import StreamerError
+from streamer.sources.local import BUILTIN_SAMPLE, make_source
 
 DESCRIPTION = """\
 Streaming speech emotion recognition. Audio in (file, microphone or raw PCM on
@@ -185,7 +185,7 @@ def report_overrides(args: argparse.Namespace) -> list[str]:
     """``report --roles``: as ``run --roles``, one party per channel."""
     if args.roles is None:
         return []
-    from streamer.replay import parse_roles
+    from streamer.sources.replay import parse_roles
 
     names = ",".join(parse_roles(args.roles))
     return ["source.channels=split", f"source.channel_names={json.dumps(names)}"]
@@ -196,7 +196,7 @@ def command_report(args: argparse.Namespace, config: AppConfig) -> int:
 
     from tqdm import tqdm
 
-    from streamer.report import run_report
+    from streamer.apps.report import run_report
 
     # tqdm.write: the error lines do not break the progress bar on a terminal
     result = run_report(config, args.inputs, Path(args.out),
@@ -212,8 +212,8 @@ def command_report(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def command_run(config: AppConfig) -> int:
-    from streamer.loading import load_models
-    from streamer.pipeline import run_pipeline
+    from streamer.apps.pipeline import run_pipeline
+    from streamer.engine.loading import load_models
 
     source = make_source(config.source)
     logging.getLogger(__name__).info("loading models ...")
@@ -232,7 +232,7 @@ HARD_STOP_S = 30.0  # the least
 def hard_stop_s(config: AppConfig) -> float:
     """The drain deadline, then the cut calls' handlers (``http_edge.STOP_TIMEOUT_S``) and
     the MQTT flush (``runtime.DRAIN_TIMEOUT_S``), and a margin: 40 s by default."""
-    from streamer.http_edge import STOP_TIMEOUT_S
+    from streamer.publish.http_edge import STOP_TIMEOUT_S
     from streamer.runtime import DRAIN_TIMEOUT_S
 
     return max(HARD_STOP_S, config.operations.drain_timeout_s + STOP_TIMEOUT_S
@@ -242,8 +242,8 @@ def hard_stop_s(config: AppConfig) -> float:
 def command_serve(config: AppConfig) -> int:
     import signal
 
-    from streamer.loading import Models, load_models
-    from streamer.service import run_service
+    from streamer.apps.service import run_service
+    from streamer.engine.loading import Models, load_models
 
     log = logging.getLogger(__name__)
     models: Models | Callable[[], Models]
@@ -299,7 +299,7 @@ def command_serve_ray(config: AppConfig) -> int:
 def command_gateway(config: AppConfig) -> int:
     import signal
 
-    from streamer.gateway import run_gateway
+    from streamer.apps.gateway import run_gateway
 
     async def gateway() -> None:
         stop = asyncio.Event()
@@ -313,7 +313,7 @@ def command_gateway(config: AppConfig) -> int:
 
 
 def command_replay(args: argparse.Namespace) -> int:
-    from streamer.replay import parse_roles, replay
+    from streamer.sources.replay import parse_roles, replay
 
     roles = parse_roles(args.roles) if args.roles is not None else ()
     result = asyncio.run(replay(args.file, args.protocol, url=args.url, token=args.token,
@@ -327,7 +327,7 @@ def command_replay(args: argparse.Namespace) -> int:
 
 
 def command_devices() -> int:
-    from streamer.sources import _import_sounddevice
+    from streamer.sources.local import _import_sounddevice
 
     sd = _import_sounddevice()
     devices = sd.query_devices()

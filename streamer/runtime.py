@@ -1,6 +1,6 @@
 """The one runtime of ``run`` and ``serve``: models, bus, recognizer, publishers, drain.
 
-``streamer/loading.py`` loads the models once per process. ``Runtime`` is an async
+``streamer/engine/loading.py`` loads the models once per process. ``Runtime`` is an async
 context manager that wires everything between the channels and the subscribers
 once: the event bus, the ``Recognizer`` with its shared ASR and fusion workers,
 and the configured publishers (WebSocket subscribers and dashboard, MQTT, JSONL,
@@ -23,21 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from streamer.adaptation import AdaptationStore, open_store
-from streamer.alert_feed import AlertFeed
-from streamer.alert_store import store_path
-from streamer.bus import EventBus
-from streamer.config import AppConfig
-from streamer.dashboard import add_dashboard
-from streamer.errors import ConfigError
-from streamer.http_edge import token_guard
-from streamer.loading import Models, load_speakers
-from streamer.mqtt_publisher import MqttPublisher
-from streamer.recognizer import Inference, LocalInference, Recognizer
-from streamer.sinks import JsonlSink, StdoutSink
-from streamer.supervisor import Supervisor, install_sighup
-from streamer.webhooks import WebhookSender
-from streamer.ws_server import WebSocketServer
+from streamer.core.config import AppConfig
+from streamer.core.errors import ConfigError
+from streamer.engine.adaptation import AdaptationStore, open_store
+from streamer.engine.loading import Models, load_speakers
+from streamer.engine.recognizer import Inference, LocalInference, Recognizer
+from streamer.publish.bus import EventBus
+from streamer.publish.http_edge import token_guard
+from streamer.publish.mqtt_publisher import MqttPublisher
+from streamer.publish.sinks import JsonlSink, StdoutSink
+from streamer.publish.ws_server import WebSocketServer
+from streamer.supervise.alert_feed import AlertFeed
+from streamer.supervise.alert_store import store_path
+from streamer.supervise.dashboard import add_dashboard
+from streamer.supervise.supervisor import Supervisor, install_sighup
+from streamer.supervise.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Runtime:
                      if isinstance(models, Models) else models)
         speakers = models.speakers if isinstance(models, Models) else load_speakers(config)
         self.recognizer = Recognizer(config, inference, self.bus, speakers)
-        # Alerts and call summaries (streamer/supervisor.py), fed from the bus; rules on
+        # Alerts and call summaries (streamer/supervise/supervisor.py), fed from the bus; rules on
         # labels the model does not have are refused here, at start.
         self.supervisor = Supervisor(config.alerts, self.bus, self.recognizer.facts.labels) \
             if config.alerts.enabled else None

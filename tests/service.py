@@ -12,10 +12,10 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from streamer.config import AppConfig
-from streamer.events import validate_event
-from streamer.loading import Models
-from streamer.service import Service, run_service
+from streamer.apps.service import Service, run_service
+from streamer.core.config import AppConfig
+from streamer.core.events import validate_event
+from streamer.engine.loading import Models
 
 
 class Subscriber:

@@ -1,5 +1,5 @@
 """Cut each manifest row to the speech the streamer would hear: the span of the utterances
-that the streamer's own segmenter (``streamer.segmenter``, served settings) finds in it.
+that the streamer's own segmenter (``streamer.audio.segmenter``, served settings) finds in it.
 
 Acted corpora keep up to a second of silence before and after each sentence (RAVDESS clips
 are 3-4 s with about 1.5 s of speech). The served model never sees that silence: the
@@ -30,9 +30,9 @@ from models.audio import SAMPLE_RATE
 from offline_training.audio import load_audio
 from offline_training.corpora.manifest import read_rows, row_to_utterance
 from offline_training.records import Utterance
-from streamer.config import SegmenterConfig
-from streamer.messages import Utterance as Segment
-from streamer.segmenter import Segmenter
+from streamer.audio.segmenter import Segmenter
+from streamer.core.config import SegmenterConfig
+from streamer.core.messages import Utterance as Segment
 
 
 @dataclass(frozen=True)

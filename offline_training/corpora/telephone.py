@@ -2,7 +2,7 @@
 
 Each row's audio (its own start/end applied) goes 16 kHz -> 8 kHz (soxr, which band-limits
 to below 4 kHz) -> mu-law bytes -> decoded back with the streamer's own codec
-(``streamer.telephony``), and is written as an 8 kHz FLAC. The trainer reads it back at
+(``streamer.audio.telephony``), and is written as an 8 kHz FLAC. The trainer reads it back at
 16 kHz (soxr), as the streamer upsamples a Twilio or AudioHook party. The copy keeps the
 row's speaker, label and text, so speaker-independent folds hold out both versions of a
 speaker; its id gets ``-tel`` and ``extra.corpus`` gets ``-telephone`` (per-corpus scores
@@ -25,7 +25,7 @@ import soxr
 from models.audio import SAMPLE_RATE
 from offline_training.corpora.derived import derived_rows, run_tool
 from offline_training.corpora.speech_spans import Item
-from streamer.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode, ulaw_encode
+from streamer.audio.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode, ulaw_encode
 
 
 def telephone_band(audio: np.ndarray) -> np.ndarray:

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from streamer.audio.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode
+from streamer.core.validation import shown
 from streamer.ingest.protocol import (
     CLOSE_INVALID,
     CallEnd,
@@ -44,8 +46,6 @@ from streamer.ingest.protocol import (
     parse_json_object,
     require,
 )
-from streamer.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode
-from streamer.validation import shown
 
 VERSION = "2"
 NULL_UUID = "00000000-0000-0000-0000-000000000000"

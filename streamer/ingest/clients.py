@@ -23,10 +23,10 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from streamer.audio.telephony import TELEPHONY_RATE, ulaw_encode
 from streamer.ingest.audiohook import duration
 from streamer.ingest.protocol import published_stream_id
 from streamer.ingest.twilio import twilio_signature
-from streamer.telephony import TELEPHONY_RATE, ulaw_encode
 
 REPLY_TIMEOUT_S = 60.0  # handshake and protocol replies; generous for a loaded server
 

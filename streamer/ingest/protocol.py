@@ -8,7 +8,7 @@ the protocol). Parsers never raise on bad input: a violation becomes the protoco
 error reply (if it has one) followed by ``Failure``; after that the parser ignores
 everything except what the protocol allows to close the session.
 
-Every string a client sends is checked with ``streamer.validation`` before it is used
+Every string a client sends is checked with ``streamer.core.validation`` before it is used
 (a bad one closes with 1007).
 
 Stream ids are namespaced by route (``published_stream_id``): the id a call's events carry
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.validation import (
+from streamer.core.validation import (
     MAX_IDENTIFIER_CHARS,
     InvalidClientString,
     check_identifier,

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from streamer.audio.telephony import pcm16_to_unit, ulaw_decode
+from streamer.core.validation import shown
 from streamer.ingest.protocol import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
@@ -38,8 +40,6 @@ from streamer.ingest.protocol import (
     client_identifier,
     parse_json_object,
 )
-from streamer.telephony import pcm16_to_unit, ulaw_decode
-from streamer.validation import shown
 
 ENCODINGS = {"pcm16le": 2, "mulaw": 1}  # bytes per sample
 MAX_CHANNELS = 8

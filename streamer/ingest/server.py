@@ -10,7 +10,7 @@ take every slot,
 (429: ``ingest.handshakes_per_minute_per_address``), no models yet or draining (503).
 Each refusal says which limit and is counted by reason on the edge (``edge.refused``, the
 ``refused_connections`` metric). ``GET /healthz`` answers with the server's counters.
-Listening, routing and the JSON refusals are ``streamer.http_edge.HttpEdge``'s. Accepted
+Listening, routing and the JSON refusals are ``streamer.publish.http_edge.HttpEdge``'s. Accepted
 connections, calls and auth failures are audit lines (``streamer.audit`` logger).
 ``drain`` is the graceful stop (SIGTERM): no new calls, a deadline for the open ones.
 
@@ -44,19 +44,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamer.config import IngestConfig
-from streamer.http_edge import (
-    TOKEN_HINT,
-    HttpEdge,
-    Listen,
-    Refusal,
-    audit,
-    json_response,
-    peer_host,
-    secret_matches,
-    token_ok,
-    websocket_path,
-)
+from streamer.core.config import IngestConfig
+from streamer.engine.recognizer import Recognizer
 from streamer.ingest.audiohook import AudioHookProtocol
 from streamer.ingest.protocol import (
     CLOSE_INTERNAL,
@@ -74,7 +63,18 @@ from streamer.ingest.protocol import (
 from streamer.ingest.raw_pcm import RawPcmProtocol
 from streamer.ingest.session import CallSession
 from streamer.ingest.twilio import TwilioProtocol, signature_ok
-from streamer.recognizer import Recognizer
+from streamer.publish.http_edge import (
+    TOKEN_HINT,
+    HttpEdge,
+    Listen,
+    Refusal,
+    audit,
+    json_response,
+    peer_host,
+    secret_matches,
+    token_ok,
+    websocket_path,
+)
 
 log = logging.getLogger(__name__)
 

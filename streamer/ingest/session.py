@@ -1,4 +1,4 @@
-"""One call: per party a bounded audio feed, a ``streamer.channel.Channel`` for
+"""One call: per party a bounded audio feed, a ``streamer.core.channel.Channel`` for
 ``Recognizer.run_channel``.
 
 ``CallSession`` owns everything a call needs (resamplers, queues, the per-channel
@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from streamer.channel import EndReason
+from streamer.audio.telephony import ChannelUpsampler
+from streamer.core.channel import EndReason
+from streamer.core.messages import AudioChunk, AudioPause
+from streamer.engine.recognizer import Recognizer
 from streamer.ingest.protocol import CallStart
-from streamer.messages import AudioChunk, AudioPause
-from streamer.recognizer import Recognizer
-from streamer.telephony import ChannelUpsampler
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ChannelFeed:
         self.stream_id = stream_id
         self.channel = channel
         self._source = source
-        self.input_rate = in_rate  # the call's rate (picks asr.model_8k, streamer.recognizer)
+        self.input_rate = in_rate  # the call's rate (picks asr.model_8k: engine.recognizer)
         self._upsampler = ChannelUpsampler(stream_id, channel, in_rate, chunk_ms)
         self._queue: asyncio.Queue[AudioChunk | AudioPause | None] = asyncio.Queue(maxsize)
         self._closed = False

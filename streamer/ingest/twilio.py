@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from streamer.audio.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode
+from streamer.core.validation import shown
 from streamer.ingest.protocol import (
     CLOSE_INVALID,
     CLOSE_UNSUPPORTED,
@@ -42,8 +44,6 @@ from streamer.ingest.protocol import (
     parse_json_object,
     require,
 )
-from streamer.telephony import TELEPHONY_RATE, pcm16_to_unit, ulaw_decode
-from streamer.validation import shown
 
 log = logging.getLogger(__name__)
 

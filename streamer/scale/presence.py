@@ -28,10 +28,15 @@ from typing import Any
 
 import aiomqtt
 
-from streamer.backoff import Backoff
-from streamer.config import MqttConfig
-from streamer.events import SCHEMA_VERSION, Event, stream_ended
-from streamer.mqtt_publisher import PUBLISH_TIMEOUT_S, mqtt_tls, refused_credentials, topic_part
+from streamer.core.backoff import Backoff
+from streamer.core.config import MqttConfig
+from streamer.core.events import SCHEMA_VERSION, Event, stream_ended
+from streamer.publish.mqtt_publisher import (
+    PUBLISH_TIMEOUT_S,
+    mqtt_tls,
+    refused_credentials,
+    topic_part,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Three deployments, each scaled and placed by the ``ray`` config section:
   ``IngestServer`` handlers ``serve`` uses (handshake checks, protocol parsers, per-party
   ``CallSession``). Each replica runs the same ``streamer.runtime.Runtime`` as ``serve``
   (bus, ``Recognizer``, MQTT publisher), with ``RemoteStage``s instead of local workers,
-  and publishes every event to the one MQTT broker; ``streamer.gateway`` serves
+  and publishes every event to the one MQTT broker; ``streamer.apps.gateway`` serves
   subscribers and the dashboard from there. A call lives on one replica for its whole
   length (one WebSocket = one ongoing request: ``max_ongoing_requests`` is
   ``ingest.max_calls``; autoscaling targets ``ray.ingest_target_calls``).
@@ -55,14 +55,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.asr import Transcript
 from models.inference import EmotionInput, EmotionPrediction
-from streamer.batcher import Timed
-from streamer.config import AppConfig, from_dict, load_config, to_dict
-from streamer.errors import ConfigError
-from streamer.http_edge import websocket_path
+from streamer.core.config import AppConfig, from_dict, load_config, to_dict
+from streamer.core.errors import ConfigError
+from streamer.engine.batcher import Timed
+from streamer.engine.loading import load_asr, load_asr_8k, load_emotion, warm_asr, warm_emotion
+from streamer.engine.recognizer import AsrBatch, AsrRequest, ModelFacts
 from streamer.ingest.protocol import CLOSE_POLICY
 from streamer.ingest.server import CLOSE_TRY_AGAIN, IngestServer
-from streamer.loading import load_asr, load_asr_8k, load_emotion, warm_asr, warm_emotion
-from streamer.recognizer import AsrBatch, AsrRequest, ModelFacts
+from streamer.publish.http_edge import websocket_path
 from streamer.runtime import Runtime
 from streamer.scale.asgi import AsgiConnection, close_reason
 from streamer.scale.presence import ReplicaPresence
@@ -151,7 +151,7 @@ class FusionDeployment:
 
 @dataclass
 class RemoteInference:
-    """``streamer.recognizer.Inference`` on the ``asr`` and ``fusion`` deployments."""
+    """``streamer.engine.recognizer.Inference`` on the ``asr`` and ``fusion`` deployments."""
 
     facts: ModelFacts
     asr_worker: RemoteStage[AsrRequest, Transcript]

@@ -1,4 +1,4 @@
-"""Remote inference stages: the ``Stage`` seam of ``streamer.recognizer`` over a Ray Serve
+"""Remote inference stages: the ``Stage`` seam of ``streamer.engine.recognizer`` over a Ray Serve
 deployment handle, and the batch side that runs in the ASR and fusion deployments.
 
 ``RemoteStage.submit`` sends one request to the deployment (Ray Serve routes it to a
@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from streamer.batcher import Timed
+from streamer.engine.batcher import Timed
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -61,7 +61,7 @@ class BatchRunner(Generic[In, Out]):
 
 
 class RemoteStage(Generic[In, Out]):
-    """``streamer.recognizer.Stage`` over ``call``: one request to a deployment, awaited."""
+    """``streamer.engine.recognizer.Stage`` over ``call``: one request to a deployment, awaited."""
 
     def __init__(self, name: str, call: Callable[[In], Awaitable[Timed[Out]]]) -> None:
         self.name = name

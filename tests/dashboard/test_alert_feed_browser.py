@@ -1,11 +1,11 @@
 """The alert feed in headless Chromium, against the real server with the real rule engine
-(``streamer.supervisor``) and the real alert feed on a SQLite file in tmp_path (wired as the
-runtime wires it, ``streamer.runtime.open_feed``): an alert raised and cleared while the page
-is open stays listed with its triggering utterance; an acknowledgement (and a snooze) made
-on one wall shows on a second open wall within 1 s; a reload keeps the alert, its state and
-the acknowledgement (on /wall and on /alerts); the filters; and the 500-call wall with the
-feed open and 200+ alerts in it, within test_wall.py's budget, measured beside the same
-wall without the feed (test-output/dashboard/wall_feed.json, wall_feed.png).
+(``streamer.supervise.supervisor``) and the real alert feed on a SQLite file in tmp_path
+(wired as the runtime wires it, ``streamer.runtime.open_feed``): an alert raised and cleared
+while the page is open stays listed with its triggering utterance; an acknowledgement (and a
+snooze) made on one wall shows on a second open wall within 1 s; a reload keeps the alert,
+its state and the acknowledgement (on /wall and on /alerts); the filters; and the 500-call
+wall with the feed open and 200+ alerts in it, within test_wall.py's budget, measured beside
+the same wall without the feed (test-output/dashboard/wall_feed.json, wall_feed.png).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from playwright.async_api import Page, expect
 
 from harness import conversation as conv
 from harness.dashboard import DashboardServer
-from streamer.alert_feed import AlertFeed
-from streamer.alert_store import AlertQuery
-from streamer.config import AlertsConfig, AppConfig, WebSocketConfig
-from streamer.dashboard import add_dashboard
+from streamer.core.config import AlertsConfig, AppConfig, WebSocketConfig
+from streamer.publish.ws_server import WebSocketServer
 from streamer.runtime import open_feed, settle_feed
-from streamer.supervisor import Supervisor
-from streamer.ws_server import WebSocketServer
+from streamer.supervise.alert_feed import AlertFeed
+from streamer.supervise.alert_store import AlertQuery
+from streamer.supervise.dashboard import add_dashboard
+from streamer.supervise.supervisor import Supervisor
 from tests.dashboard import test_wall
 from tests.dashboard.conftest import new_page, screenshot_path
 

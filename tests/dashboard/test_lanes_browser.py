@@ -11,10 +11,10 @@ import pytest
 from playwright.async_api import Page, expect
 
 from harness import conversation as conv
-from streamer import events
-from streamer.alert_rules import LabelCount
-from streamer.alerts import AlertEngine
-from streamer.events import Event
+from streamer.core import events
+from streamer.core.alert_rules import LabelCount
+from streamer.core.events import Event
+from streamer.supervise.alerts import AlertEngine
 from tests.dashboard.conftest import screenshot_path
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import urllib.error
 import urllib.request
 
 from harness import conversation as conv
-from streamer.bus import EventBus
-from streamer.config import AppConfig, load_config
+from streamer.core.config import AppConfig, load_config
+from streamer.publish.bus import EventBus
 from streamer.runtime import open_publishers
 
 

@@ -1,6 +1,6 @@
 """The supervisor wall in headless Chromium: 500 synthetic calls published on a real bus,
-alerts raised by the real rule engine (``streamer.supervisor``), summaries requested by the
-page. Checks the order by severity, the badge of a new alert (within 1 s), clearing, the
+alerts raised by the real rule engine (``streamer.supervise.supervisor``), summaries requested
+by the page. Checks the order by severity, the badge of a new alert (within 1 s), clearing, the
 queue and party filters and the way into the detailed view; records the render figures
 (test-output/dashboard/wall.json; docs/alerts.md) and the screenshot
 (test-output/dashboard/wall.png; docs/img/wall.png too with EMOTION_STREAM_DOC_SCREENSHOTS=1).
@@ -18,8 +18,8 @@ from playwright.async_api import Page, expect
 
 from harness import conversation as conv
 from harness.wall import QUEUES, RULES, call_events, call_id
-from streamer.config import AlertsConfig
-from streamer.supervisor import Supervisor
+from streamer.core.config import AlertsConfig
+from streamer.supervise.supervisor import Supervisor
 from tests.dashboard.conftest import REPO, screenshot_path
 
 pytestmark = pytest.mark.slow

@@ -21,12 +21,12 @@ from models.asr import normalize_words
 from models.bundle import BundleConfig, resolve_bundle, save_bundle
 from models.heads import build_head
 from offline_training.metrics import word_error_rate as wer
-from streamer import events
-from streamer.config import AppConfig, load_config
+from streamer.apps.service import Service
+from streamer.core import events
+from streamer.core.config import AppConfig, load_config
+from streamer.engine.loading import Models, load_models
 from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_twilio
 from streamer.ingest.protocol import published_stream_id
-from streamer.loading import Models, load_models
-from streamer.service import Service
 from tests.service import Subscriber, subscribed_service
 from tests.waiting import wait_until
 

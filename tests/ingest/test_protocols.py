@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from streamer.audio.telephony import ulaw_decode
 from streamer.ingest.audiohook import NULL_UUID, AudioHookProtocol
 from streamer.ingest.clients import client_ids
 from streamer.ingest.protocol import (
@@ -26,7 +27,6 @@ from streamer.ingest.protocol import (
 )
 from streamer.ingest.raw_pcm import RawPcmProtocol
 from streamer.ingest.twilio import TwilioProtocol, signature_ok, twilio_signature
-from streamer.telephony import ulaw_decode
 
 LIMITS = Limits()
 CODES = bytes([0x00, 0x80, 0x70, 0xF0, 0xFF, 0x0F])  # known PCM: -32124 32124 -120 120 0 -16764

@@ -17,12 +17,12 @@ import soxr
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from streamer.channel import Channel
-from streamer.config import IngestConfig
+from streamer.audio.telephony import ulaw_decode, ulaw_encode
+from streamer.core.channel import Channel
+from streamer.core.config import IngestConfig
+from streamer.core.messages import AudioChunk, AudioPause
 from streamer.ingest.clients import CallAudio, send_audiohook, send_pcm, send_twilio
 from streamer.ingest.server import IngestServer
-from streamer.messages import AudioChunk, AudioPause
-from streamer.telephony import ulaw_decode, ulaw_encode
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamer.telephony import ChannelUpsampler, ulaw_decode, ulaw_encode
+from streamer.audio.telephony import ChannelUpsampler, ulaw_decode, ulaw_encode
 
 # (mu-law code, 16-bit PCM) pairs from the G.711 tables (audioop.ulaw2lin gives the same).
 KNOWN = [(0x00, -32124), (0x80, 32124), (0x7F, 0), (0xFF, 0), (0x70, -120), (0xF0, 120),

@@ -17,7 +17,7 @@ import torch
 from models.campplus import EMBEDDING_DIM, MIN_SAMPLES, CAMPPlus, Fbank, load_campplus
 from models.errors import ModelFileError
 from models.speaker_encoder import PACKAGED_CAMPPLUS, SpeakerEncoder, resolve_speaker_weights
-from streamer.audio_io import read_audio_file
+from streamer.audio.audio_io import read_audio_file
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
 needs_ravdess = pytest.mark.needs_corpus("ravdess")

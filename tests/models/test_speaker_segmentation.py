@@ -17,7 +17,7 @@ from models.speaker_segmentation import (
     SpeakerSegmentation,
     resolve_segmentation_model,
 )
-from streamer.audio_io import read_audio_file
+from streamer.audio.audio_io import read_audio_file
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
 needs_ravdess = pytest.mark.needs_corpus("ravdess")

@@ -178,8 +178,8 @@ def test_layouts_that_are_not_understood_are_named(tmp_path: Path) -> None:
 
 
 def test_layer_mask_keeps_padding_out_of_attention() -> None:
-    # Fine-tuning a layer on padded batches (bench/partial_finetune.py) passes a mask: a short
-    # item's frames must come out as if it were alone.
+    # Fine-tuning a layer on padded batches (bench/experiments/partial_finetune.py) passes a
+    # mask: a short item's frames must come out as if it were alone.
     import torch
 
     from models.encoders.whisper_torch import _Layer

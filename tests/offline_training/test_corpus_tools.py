@@ -13,9 +13,9 @@ import soundfile as sf
 from harness.speech import Turn, espeak_available, synthesize
 from models.audio import SAMPLE_RATE
 from offline_training.corpora import speech_spans, speed, telephone
-from streamer.config import SegmenterConfig
-from streamer.segmenter import Segmenter
-from streamer.telephony import TELEPHONY_RATE
+from streamer.audio.segmenter import Segmenter
+from streamer.audio.telephony import TELEPHONY_RATE
+from streamer.core.config import SegmenterConfig
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")
 

@@ -12,7 +12,7 @@ import pytest
 
 from offline_training.cli import main as train_main
 from offline_training.corpora.speech_spans import cut_rows, manifest_items
-from streamer.config import SegmenterConfig
+from streamer.core.config import SegmenterConfig
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 LABEL_MAP = Path("configs/label_maps/ravdess-4class-calm-as-neutral.json")

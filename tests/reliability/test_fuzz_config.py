@@ -18,8 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.config import AppConfig, load_config
-from streamer.errors import ConfigError
+from streamer.core.config import AppConfig, load_config
+from streamer.core.errors import ConfigError
 
 
 def dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:

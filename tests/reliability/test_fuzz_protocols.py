@@ -8,7 +8,7 @@ that are valid except for one fuzzed field, in arbitrary order. Whatever comes i
   and a reason that encodes as UTF-8;
 - every ``Reply`` is JSON that encodes as UTF-8;
 - a ``CallStart`` has a stream id and channel names that pass the edge rule
-  (``streamer.validation``), and a printable source;
+  (``streamer.core.validation``), and a printable source;
 - audio goes only to announced channels, as finite float32 samples in [-1, 1].
 """
 
@@ -23,6 +23,7 @@ from hypothesis import event as label
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamer.core.validation import is_identifier
 from streamer.ingest.audiohook import AudioHookProtocol
 from streamer.ingest.protocol import (
     PARSER_CLOSE_CODES,
@@ -35,7 +36,6 @@ from streamer.ingest.protocol import (
 )
 from streamer.ingest.raw_pcm import RawPcmProtocol
 from streamer.ingest.twilio import TwilioProtocol
-from streamer.validation import is_identifier
 
 LIMITS = Limits()
 

@@ -17,9 +17,9 @@ from hypothesis import event as label
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.events import to_json
-from streamer.validation import is_identifier
-from streamer.ws_server import MAX_FILTER_ITEMS, SubscriberFilter, subscribe_reply
+from streamer.core.events import to_json
+from streamer.core.validation import is_identifier
+from streamer.publish.ws_server import MAX_FILTER_ITEMS, SubscriberFilter, subscribe_reply
 from tests.reliability.test_fuzz_protocols import json_values, strings
 
 names = st.lists(st.one_of(strings, st.sampled_from(["call-1", "customer", "agent"])),

@@ -21,13 +21,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from streamer import events
-from streamer.bus import EventBus
-from streamer.config import WebSocketConfig
-from streamer.errors import EventEncodingError
+from streamer.core import events
+from streamer.core.config import WebSocketConfig
+from streamer.core.errors import EventEncodingError
 from streamer.ingest.clients import send_audiohook, send_pcm, send_twilio
-from streamer.sinks import JsonlSink, StdoutSink
-from streamer.ws_server import WebSocketServer
+from streamer.publish.bus import EventBus
+from streamer.publish.sinks import JsonlSink, StdoutSink
+from streamer.publish.ws_server import WebSocketServer
 from tests.ingest.test_server import (
     Recorded,
     RecordingRecognizer,

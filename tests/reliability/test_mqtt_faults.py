@@ -22,9 +22,9 @@ import aiomqtt
 import pytest
 
 from harness.broker import Broker
-from streamer.bus import EventBus
-from streamer.config import MqttConfig
-from streamer.mqtt_publisher import MqttPublisher
+from streamer.core.config import MqttConfig
+from streamer.publish.bus import EventBus
+from streamer.publish.mqtt_publisher import MqttPublisher
 from tests.streamer.test_bus_and_events import sample_emotion
 from tests.streamer.test_mqtt_publisher import Collector, running
 from tests.waiting import wait_until
@@ -87,7 +87,7 @@ async def test_wrong_password_is_an_authentication_error(password_broker: Broker
     publisher = MqttPublisher(MqttConfig(
         enabled=True, port=password_broker.port, prefix="emo", username="streamer",
         password="wrong", reconnect_min_s=0.1, reconnect_max_s=0.5), bus)
-    with caplog.at_level(logging.ERROR, logger="streamer.mqtt_publisher"):
+    with caplog.at_level(logging.ERROR, logger="streamer.publish.mqtt_publisher"):
         async with running(publisher.run()):
             bus.publish(sample_emotion("s1", "mono", 0))
             await until(lambda: publisher.auth_failed)
@@ -116,9 +116,9 @@ async def test_last_will_is_not_older_than_online(broker: Broker, tmp_path: Path
     script = tmp_path / "publisher.py"
     script.write_text(
         "import asyncio\n"
-        "from streamer.bus import EventBus\n"
-        "from streamer.config import MqttConfig\n"
-        "from streamer.mqtt_publisher import MqttPublisher\n"
+        "from streamer.publish.bus import EventBus\n"
+        "from streamer.core.config import MqttConfig\n"
+        "from streamer.publish.mqtt_publisher import MqttPublisher\n"
         f"p = MqttPublisher(MqttConfig(enabled=True, port={broker.port}, prefix='emo', "
         "keepalive_s=5), EventBus())\n"
         "asyncio.run(p.run())\n")

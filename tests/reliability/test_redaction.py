@@ -6,12 +6,12 @@ import io
 import json
 
 from models.asr import Transcript, Word
-from streamer import events
-from streamer.bus import EventBus
-from streamer.config import AppConfig, load_config
-from streamer.messages import EmotionResult
-from streamer.redaction import redact_digits
-from streamer.sinks import StdoutSink
+from streamer.core import events
+from streamer.core.config import AppConfig, load_config
+from streamer.core.messages import EmotionResult
+from streamer.core.redaction import redact_digits
+from streamer.publish.bus import EventBus
+from streamer.publish.sinks import StdoutSink
 
 
 def test_runs_of_digits_are_masked_keeping_their_shape() -> None:

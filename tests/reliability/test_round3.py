@@ -23,19 +23,19 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from harness.broker import Broker
-from streamer.alert_rules import parse_rules
-from streamer.bus import EventBus
-from streamer.config import AlertsConfig, MqttConfig, WebSocketConfig, load_config
-from streamer.errors import ConfigError
-from streamer.health import ReadinessInputs, readiness
+from streamer.core.alert_rules import parse_rules
+from streamer.core.config import AlertsConfig, MqttConfig, WebSocketConfig, load_config
+from streamer.core.errors import ConfigError
 from streamer.ingest.clients import CallAudio, SendReport, send_audiohook, send_pcm, send_twilio
 from streamer.ingest.protocol import CallStart, ChannelAudio, Limits
 from streamer.ingest.twilio import TwilioProtocol, twilio_signature
-from streamer.mqtt_publisher import MqttPublisher, event_topic, topic_part
-from streamer.replay import ReplayError, replay
-from streamer.summary import CallSummaries
-from streamer.supervisor import Supervisor
-from streamer.ws_server import WebSocketServer
+from streamer.ops.health import ReadinessInputs, readiness
+from streamer.publish.bus import EventBus
+from streamer.publish.mqtt_publisher import MqttPublisher, event_topic, topic_part
+from streamer.publish.ws_server import WebSocketServer
+from streamer.sources.replay import ReplayError, replay
+from streamer.supervise.summary import CallSummaries
+from streamer.supervise.supervisor import Supervisor
 from tests.ingest.test_server import (
     RecordingRecognizer,
     assert_close,
@@ -332,7 +332,7 @@ async def test_topic_levels_are_escaped_reversibly(broker: Broker) -> None:
 # ------------------------------------------------------- 9, 10, 11: subscribers
 def test_subscribers_beyond_localhost_without_token_are_warned(
         caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="streamer.ws_server"):
+    with caplog.at_level(logging.WARNING, logger="streamer.publish.ws_server"):
         WebSocketServer(WebSocketConfig(host="0.0.0.0", port=0), EventBus())
         assert "without websocket.token" in caplog.text
         caplog.clear()
@@ -382,7 +382,7 @@ async def test_a_dropped_subscriber_is_reported_with_its_lost_events(
         caplog: pytest.LogCaptureFixture) -> None:
     bus = EventBus(default_queue_size=50)
     server = WebSocketServer(WebSocketConfig(port=0, send_timeout_s=1.0), bus)
-    with caplog.at_level(logging.WARNING, logger="streamer.ws_server"):
+    with caplog.at_level(logging.WARNING, logger="streamer.publish.ws_server"):
         async with server:
             sock = await stalled_subscriber(server.port)
             await until(lambda: server.subscribers == 1)
@@ -402,7 +402,7 @@ async def test_a_subscriber_that_vanishes_is_reported_with_its_lost_events(
     """Its connection is reset while events wait for it: logged with the count."""
     bus = EventBus(default_queue_size=50)
     server = WebSocketServer(WebSocketConfig(port=0, send_timeout_s=30.0), bus)
-    with caplog.at_level(logging.WARNING, logger="streamer.ws_server"):
+    with caplog.at_level(logging.WARNING, logger="streamer.publish.ws_server"):
         async with server:
             sock = await stalled_subscriber(server.port)
             await until(lambda: server.subscribers == 1)
@@ -446,7 +446,7 @@ def test_a_catastrophic_queue_pattern_is_stopped() -> None:
 
 # ------------------------------------------------------------------ 16: enrolment
 def test_a_nan_enrolment_recording_is_invalid_not_silent(tmp_path: Path) -> None:
-    from streamer.loading import enrolment_audio
+    from streamer.engine.loading import enrolment_audio
 
     path = tmp_path / "nan.wav"
     sf.write(path, np.full(32000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from streamer.cli import main
-from streamer.config import load_config
-from streamer.errors import ConfigError
+from streamer.core.config import load_config
+from streamer.core.errors import ConfigError
 
 
 def test_secrets_from_env_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

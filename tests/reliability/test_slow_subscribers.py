@@ -15,9 +15,9 @@ import socket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from streamer.bus import EventBus
-from streamer.config import WebSocketConfig
-from streamer.ws_server import WebSocketServer
+from streamer.core.config import WebSocketConfig
+from streamer.publish.bus import EventBus
+from streamer.publish.ws_server import WebSocketServer
 from tests.streamer.test_bus_and_events import sample_emotion
 
 TIMEOUT_S = 30.0

@@ -17,11 +17,11 @@ from websockets.asyncio.client import connect
 
 from harness.broker import Broker
 from harness.net import free_port, wait_for_port
-from streamer.bus import EventBus
-from streamer.config import MqttConfig, WebSocketConfig
-from streamer.errors import PublisherError
-from streamer.mqtt_publisher import MqttPublisher
-from streamer.ws_server import WebSocketServer
+from streamer.core.config import MqttConfig, WebSocketConfig
+from streamer.core.errors import PublisherError
+from streamer.publish.bus import EventBus
+from streamer.publish.mqtt_publisher import MqttPublisher
+from streamer.publish.ws_server import WebSocketServer
 from tests.ingest.test_server import RecordingRecognizer, make_config, started
 from tests.streamer.test_bus_and_events import sample_emotion
 from tests.streamer.test_mqtt_publisher import Collector, running

@@ -14,13 +14,13 @@ import pytest
 from websockets.asyncio.client import connect
 
 from harness.broker import Broker
-from streamer import events
-from streamer.bus import EventBus
-from streamer.config import AppConfig, load_config
-from streamer.gateway import Gateway, run_gateway
-from streamer.mqtt_publisher import MqttPublisher
+from streamer.apps.gateway import Gateway, run_gateway
+from streamer.core import events
+from streamer.core.config import AppConfig, load_config
+from streamer.publish.bus import EventBus
+from streamer.publish.mqtt_publisher import MqttPublisher
+from streamer.publish.ws_server import WebSocketServer
 from streamer.scale.presence import LostCalls, ReplicaPresence, presence_payload
-from streamer.ws_server import WebSocketServer
 
 
 def started(stream_id: str, channel: str) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.config import load_config
-from streamer.errors import ConfigError
+from streamer.core.config import load_config
+from streamer.core.errors import ConfigError
 from streamer.scale.ray_app import app_from_args, build_app, replica_config
 
 

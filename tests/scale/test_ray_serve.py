@@ -44,8 +44,10 @@ from harness.broker import Broker
 from harness.net import free_port, wait_for_port
 from harness.speech import espeak_available
 from models.asr import normalize_words
-from streamer.config import AppConfig, load_config
-from streamer.gateway import Gateway, run_gateway
+from streamer.apps.gateway import Gateway, run_gateway
+from streamer.apps.service import Service, run_service
+from streamer.core.config import AppConfig, load_config
+from streamer.engine.loading import load_models
 from streamer.ingest.clients import (
     CallAudio,
     SendReport,
@@ -54,7 +56,7 @@ from streamer.ingest.clients import (
     send_twilio,
 )
 from streamer.ingest.protocol import published_stream_id
-from streamer.loading import load_models
+from streamer.publish.ws_server import WebSocketServer
 from streamer.scale.ray_app import (
     CLOSE_SERVICE_RESTART,
     PREFER_LOCAL_ENV,
@@ -62,8 +64,6 @@ from streamer.scale.ray_app import (
     PROXY_CALLBACK_ENV,
     start_serve,
 )
-from streamer.service import Service, run_service
-from streamer.ws_server import WebSocketServer
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
-from streamer.config import AppConfig, load_config
-from streamer.loading import Models, load_models
+from streamer.core.config import AppConfig, load_config
+from streamer.engine.loading import Models, load_models
 
 # The small shipped bundle and one thread each: fast to load on a 2-core machine.
 BASE_OVERRIDES = ["emotion.bundle=builtin:synthetic", "asr.cpu_threads=1",

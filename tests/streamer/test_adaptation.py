@@ -13,9 +13,9 @@ from models.bundle import AudioEncoderSpec, BundleConfig, TextEncoderSpec, save_
 from models.feature_stats import AdaptationSettings
 from models.heads import build_head, make_config
 from models.inference import EmotionInput, EmotionModel
-from streamer.adaptation import AdaptationStore, open_store, state_path
-from streamer.config import load_config
-from streamer.errors import ConfigError, ModelLoadError
+from streamer.core.config import load_config
+from streamer.core.errors import ConfigError, ModelLoadError
+from streamer.engine.adaptation import AdaptationStore, open_store, state_path
 
 LABELS = ("angry", "happy", "neutral", "sad")
 

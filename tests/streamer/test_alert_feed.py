@@ -18,11 +18,11 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from harness import conversation as conv
-from streamer.bus import EventBus
-from streamer.config import AlertsConfig, AppConfig, WebhooksConfig, WebSocketConfig
+from streamer.core.config import AlertsConfig, AppConfig, WebhooksConfig, WebSocketConfig
+from streamer.publish.bus import EventBus
+from streamer.publish.ws_server import WebSocketServer
 from streamer.runtime import open_feed
-from streamer.supervisor import Supervisor
-from streamer.ws_server import WebSocketServer
+from streamer.supervise.supervisor import Supervisor
 from tests.streamer.test_supervisor import ANGRY_RULE, recv_until, wait_until
 from tests.streamer.test_webhooks import SECRET, Receiver
 
@@ -160,8 +160,8 @@ def test_feed_files_the_triggering_utterances_and_lists_snoozes(tmp_path: Path) 
     """The feed remembers speech utterances (not non-speech ones, not in the store by
     themselves) and files those an alert names with its row; the list answer carries the
     calls snoozed now."""
-    from streamer.alert_feed import AlertFeed, UtteranceCache
-    from streamer.alert_store import AlertQuery
+    from streamer.supervise.alert_feed import AlertFeed, UtteranceCache
+    from streamer.supervise.alert_store import AlertQuery
 
     now = __import__("time").time()  # the writer prunes older rows (the retention)
     bus = EventBus(replay_events=0)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from streamer.alert_store import (
+from streamer.supervise.alert_store import (
     AlertQuery,
     AlertStore,
     Retention,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import conversation as conv
-from streamer.alert_rules import (
+from streamer.core.alert_rules import (
     BothParties,
     LabelCount,
     Silence,
@@ -16,10 +16,10 @@ from streamer.alert_rules import (
     load_rules,
     parse_rules,
 )
-from streamer.alerts import AlertEngine
-from streamer.config import load_config
-from streamer.errors import ConfigError
-from streamer.events import Event, validate_event
+from streamer.core.config import load_config
+from streamer.core.errors import ConfigError
+from streamer.core.events import Event, validate_event
+from streamer.supervise.alerts import AlertEngine
 
 ANGRY_2_OF_3 = LabelCount(id="customer-angry", channels=("customer",), label="angry",
                           min_confidence=0.7, k=2, n=3, severity="critical", cooldown_s=30)

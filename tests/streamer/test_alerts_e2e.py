@@ -26,12 +26,12 @@ from websockets.asyncio.client import connect
 
 from harness.broker import Broker
 from models.bundle import resolve_bundle
-from streamer.config import load_config
-from streamer.events import validate_event
+from streamer.apps.service import Service, run_service
+from streamer.core.config import load_config
+from streamer.core.events import validate_event
+from streamer.engine.loading import load_models
 from streamer.ingest.clients import CallAudio, send_pcm
 from streamer.ingest.protocol import published_stream_id
-from streamer.loading import load_models
-from streamer.service import Service, run_service
 from tests.waiting import wait_until
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.audio_io import read_audio_file
-from streamer.config import SourceConfig
-from streamer.errors import AudioInputError
-from streamer.sources import FileSource, MicSource, StdinSource
+from streamer.audio.audio_io import read_audio_file
+from streamer.core.config import SourceConfig
+from streamer.core.errors import AudioInputError
+from streamer.sources.local import FileSource, MicSource, StdinSource
 
 
 def sine(rate: int, seconds: float, channels: int = 1) -> np.ndarray:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from streamer.batcher import BatchPolicy, BatchWorker
+from streamer.engine.batcher import BatchPolicy, BatchWorker
 
 
 def test_policy_ready_on_size_or_deadline() -> None:

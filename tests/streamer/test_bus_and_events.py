@@ -4,9 +4,9 @@ import jsonschema
 import pytest
 
 from models.asr import Transcript, Word
-from streamer import events
-from streamer.bus import EventBus
-from streamer.messages import EmotionResult
+from streamer.core import events
+from streamer.core.messages import EmotionResult
+from streamer.publish.bus import EventBus
 
 
 def sample_emotion(stream: str = "s1", channel: str = "mono", index: int = 0) -> dict:

@@ -18,14 +18,14 @@ import soundfile as sf
 from harness.net import free_port
 from harness.speech import Turn, espeak_available, synthesize
 from offline_training.metrics import word_error_rate as wer
-from streamer import events
-from streamer.config import AppConfig, SourceConfig, load_config
-from streamer.errors import AudioInputError, ConfigError
-from streamer.loading import Models, load_models
-from streamer.pipeline import run_pipeline
-from streamer.replay import ReplayError, default_url, replay, replayed_stream_id
-from streamer.service import Service
-from streamer.sources import FileSource, SplitSource, StdinSource, make_source
+from streamer.apps.pipeline import run_pipeline
+from streamer.apps.service import Service
+from streamer.core import events
+from streamer.core.config import AppConfig, SourceConfig, load_config
+from streamer.core.errors import AudioInputError, ConfigError
+from streamer.engine.loading import Models, load_models
+from streamer.sources.local import FileSource, SplitSource, StdinSource, make_source
+from streamer.sources.replay import ReplayError, default_url, replay, replayed_stream_id
 from tests.service import subscribed_service
 
 CUSTOMER = Turn("I have been waiting for an hour and nobody helps me with my order.",

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamer.config import AppConfig, load_config, to_dict
-from streamer.errors import ConfigError
+from streamer.core.config import AppConfig, load_config, to_dict
+from streamer.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.events import validate_event
+from streamer.core.events import validate_event
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
 CLIPS = (("Actor_11/03-01-01-01-01-01-11.flac", "neutral"),

@@ -24,11 +24,11 @@ from websockets.exceptions import InvalidStatus
 from harness.broker import Broker
 from harness.net import free_port
 from harness.speech import espeak_available
-from streamer.health import ReadinessInputs, readiness
+from streamer.apps.service import Service, run_service
+from streamer.engine.loading import Models, load_models
 from streamer.ingest.clients import send_pcm
 from streamer.ingest.protocol import published_stream_id
-from streamer.loading import Models, load_models
-from streamer.service import Service, run_service
+from streamer.ops.health import ReadinessInputs, readiness
 from tests.ingest.test_calls_e2e import turns, two_party_call, wait_until
 from tests.reliability.test_serve_process import START_TIMEOUT_S, serve_args
 from tests.streamer.ops import (

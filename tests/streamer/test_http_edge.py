@@ -14,8 +14,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
 
-from streamer.errors import PublisherError
-from streamer.http_edge import (
+from streamer.core.errors import PublisherError
+from streamer.publish.http_edge import (
     TOKEN_HINT,
     HttpEdge,
     Listen,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from streamer.config import load_config
-from streamer.loading import Models, load_models
-from streamer.pipeline import RunSummary, run_pipeline
-from streamer.sources import FileSource
+from streamer.apps.pipeline import RunSummary, run_pipeline
+from streamer.core.config import load_config
+from streamer.engine.loading import Models, load_models
+from streamer.sources.local import FileSource
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from harness.speech import write_wav
-from streamer import events
-from streamer.config import AppConfig, load_config
-from streamer.loading import Models, load_models
-from streamer.pipeline import run_pipeline
-from streamer.sources import FileSource
+from streamer.apps.pipeline import run_pipeline
+from streamer.core import events
+from streamer.core.config import AppConfig, load_config
+from streamer.engine.loading import Models, load_models
+from streamer.sources.local import FileSource
 
 pytestmark = pytest.mark.slow
 

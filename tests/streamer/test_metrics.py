@@ -14,9 +14,9 @@ from websockets.exceptions import InvalidStatus
 
 from harness.broker import Broker
 from harness.speech import espeak_available
+from streamer.engine.loading import Models
 from streamer.ingest.clients import CallAudio, send_pcm, send_twilio
-from streamer.loading import Models
-from streamer.metrics import ServiceMetrics
+from streamer.ops.metrics import ServiceMetrics
 from tests.ingest.test_calls_e2e import Subscriber, turns, two_party_call, wait_until
 from tests.reliability.test_slow_subscribers import big_event, small_buffer_client
 from tests.service import running_service

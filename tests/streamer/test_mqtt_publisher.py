@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import aiomqtt
 
 from harness.broker import Broker
-from streamer import events
-from streamer.bus import EventBus
-from streamer.config import MqttConfig
-from streamer.mqtt_publisher import MqttPublisher, event_topic, topic_part
+from streamer.core import events
+from streamer.core.config import MqttConfig
+from streamer.publish.bus import EventBus
+from streamer.publish.mqtt_publisher import MqttPublisher, event_topic, topic_part
 from tests.streamer.test_bus_and_events import sample_emotion
 
 

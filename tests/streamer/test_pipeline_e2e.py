@@ -17,11 +17,11 @@ from websockets.asyncio.client import connect
 from harness.broker import Broker
 from harness.speech import SAMPLE_TURNS, Turn, conversation, espeak_available, write_wav
 from offline_training.metrics import word_error_rate as wer
-from streamer import events
-from streamer.config import AppConfig, load_config
-from streamer.loading import Models, load_models
-from streamer.pipeline import run_pipeline
-from streamer.sources import FileSource
+from streamer.apps.pipeline import run_pipeline
+from streamer.core import events
+from streamer.core.config import AppConfig, load_config
+from streamer.engine.loading import Models, load_models
+from streamer.sources.local import FileSource
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")]

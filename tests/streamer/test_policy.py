@@ -1,4 +1,4 @@
-"""Every rule of ``streamer.policy.ChannelPolicy``, without I/O or models."""
+"""Every rule of ``streamer.engine.policy.ChannelPolicy``, without I/O or models."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 
 from models.asr import Transcript, Word
 from models.inference import ContextItem, EmotionPrediction
-from streamer.events import validate_event
-from streamer.messages import SpeechPaused, SpeechProgress, SpeechStarted, Utterance
-from streamer.policy import (
+from streamer.core.events import validate_event
+from streamer.core.messages import SpeechPaused, SpeechProgress, SpeechStarted, Utterance
+from streamer.engine.policy import (
     Abstain,
     ChannelPolicy,
     DetectedUtterance,
@@ -289,7 +289,7 @@ def test_no_words_or_whisper_silence_abstains_and_stays_out_of_context() -> None
 
 
 def test_gate_disabled_claims_everything() -> None:
-    from streamer.config import GateConfig
+    from streamer.core.config import GateConfig
 
     p = policy(gate=GateConfig(enabled=False))
     utt = Utterance(0, 0.0, 1.0, np.zeros(16000, dtype=np.float32), "pause", 1.3)
@@ -315,8 +315,8 @@ def test_repetition_loop_is_not_speech() -> None:
 
 
 def test_schema_lists_every_abstain_reason() -> None:
-    from streamer.events import load_schema
-    from streamer.speech_gate import REASONS
+    from streamer.audio.speech_gate import REASONS
+    from streamer.core.events import load_schema
 
     emotion = load_schema()["$defs"]["utterance_emotion"]
     assert emotion["properties"]["abstain_reason"]["enum"] == [None, *REASONS]
@@ -335,7 +335,7 @@ def test_schema_lists_every_abstain_reason() -> None:
     ("", None),
 ])
 def test_repeated_phrases_are_found(text: str, loop: tuple[str, int] | None) -> None:
-    from streamer.speech_gate import repeated_ngram
+    from streamer.audio.speech_gate import repeated_ngram
 
     assert repeated_ngram(text) == loop
 

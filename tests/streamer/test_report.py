@@ -23,10 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.alert_rules import parse_rules
-from streamer.cli import main
-from streamer.events import speaker_revised, validate_event
-from streamer.report import (
+from streamer.apps.report import (
     OUTPUTS,
     Utterance,
     build_summary,
@@ -41,6 +38,9 @@ from streamer.report import (
     vtt_text,
     with_alerts,
 )
+from streamer.cli import main
+from streamer.core.alert_rules import parse_rules
+from streamer.core.events import speaker_revised, validate_event
 
 ASSETS = Path(str(resources.files("streamer") / "assets"))
 SAMPLE = ASSETS / "sample_ravdess.flac"  # 8 acted clips, 4 speakers, 35 s

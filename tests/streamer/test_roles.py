@@ -17,14 +17,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.audio_io import read_audio_file
-from streamer.bus import EventBus, Subscription
+from streamer.apps.pipeline import run_pipeline
+from streamer.apps.service import Service
+from streamer.audio.audio_io import read_audio_file
+from streamer.audio.telephony import TELEPHONY_RATE
 from streamer.cli import build_parser, main, source_overrides
-from streamer.config import load_config
-from streamer.errors import AudioInputError, ConfigError
-from streamer.loading import Models, load_models
-from streamer.pipeline import run_pipeline
-from streamer.replay import (
+from streamer.core.config import load_config
+from streamer.core.errors import AudioInputError, ConfigError
+from streamer.engine.loading import Models, load_models
+from streamer.publish.bus import EventBus, Subscription
+from streamer.publish.ws_server import WebSocketServer
+from streamer.sources.local import make_source
+from streamer.sources.replay import (
     ReplayError,
     ReplayProtocol,
     load_call,
@@ -32,10 +36,6 @@ from streamer.replay import (
     replay,
     replayed_stream_id,
 )
-from streamer.service import Service
-from streamer.sources import make_source
-from streamer.telephony import TELEPHONY_RATE
-from streamer.ws_server import WebSocketServer
 from tests.service import Subscriber, subscribed_service
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"

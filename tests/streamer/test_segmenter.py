@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from models.audio import SAMPLE_RATE
-from streamer.config import SegmenterConfig
-from streamer.messages import SpeechProgress, SpeechStarted, Utterance
-from streamer.segmenter import Segmenter
+from streamer.audio.segmenter import Segmenter
+from streamer.core.config import SegmenterConfig
+from streamer.core.messages import SpeechProgress, SpeechStarted, Utterance
 
 
 class EnergyDetector:
@@ -128,7 +128,7 @@ def test_real_speech_with_webrtcvad() -> None:
 
 
 def test_pause_is_announced_before_the_hangover_ends() -> None:
-    from streamer.messages import SpeechPaused
+    from streamer.core.messages import SpeechPaused
 
     # A 150 ms gap inside speech (shorter than the hangover), then the real end.
     signal = np.concatenate([silence(0.5), tone(1.0), silence(0.15), tone(1.0), silence(1.0)])
@@ -149,7 +149,7 @@ def test_utterance_audio_is_the_speculative_audio(chunk: int) -> None:
     """At a pause the utterance's audio is exactly the last SpeechPaused's (speech plus the
     speculative pause), whatever the chunking: a reused speculation transcribed the same
     samples the final would have, so real time and --fast publish the same transcript."""
-    from streamer.messages import SpeechPaused
+    from streamer.core.messages import SpeechPaused
 
     signal = np.concatenate([silence(0.5), tone(1.0), silence(0.15), tone(0.8), silence(1.0)])
     events = run(signal, CFG, chunk=chunk)
@@ -209,7 +209,7 @@ def test_at_the_limit_the_cut_is_at_the_best_pause() -> None:
 
 
 def test_best_cut_without_any_pause_is_the_quietest_frame_of_the_final_third() -> None:
-    from streamer.segmenter import best_cut
+    from streamer.audio.segmenter import best_cut
 
     voiced = [True] * 30
     energy = [1.0] * 30

@@ -1,4 +1,4 @@
-"""Speaker label revision (issue 29): ``streamer.speaker_clusters.SpeakerReviser`` behind
+"""Speaker label revision (issue 29): ``streamer.engine.speaker_clusters.SpeakerReviser`` behind
 ``SpeakerTracker.label``, on synthetic embeddings (directions in a plane, a little noise in
 the other dimensions), the ``speaker.revised`` event, and real voices (Resemblyzer on
 RAVDESS actors 01 and 02, as tests/streamer/test_speakers.py)."""
@@ -18,17 +18,17 @@ import soundfile as sf
 
 from models.audio import SAMPLE_RATE
 from models.speaker_encoder import SpeakerEncoder
-from streamer import events
-from streamer.audio_io import read_audio_file
-from streamer.config import AppConfig, ConfigError, SpeakersConfig, load_config
-from streamer.speaker_clusters import (
+from streamer.audio.audio_io import read_audio_file
+from streamer.core import events
+from streamer.core.config import AppConfig, ConfigError, SpeakersConfig, load_config
+from streamer.engine.speaker_clusters import (
     Anchor,
     Revision,
     SpeakerReviser,
     agglomerate,
     best_assignment,
 )
-from streamer.speakers import ChannelSpeakers, Party, SpeakerTracker
+from streamer.engine.speakers import ChannelSpeakers, Party, SpeakerTracker
 
 # Speaker A's utterances point at 0 degrees, B's at 70 (cosine 0.34, under the 0.6
 # threshold); an utterance of A at 30 degrees has cosine 0.87 with A and 0.77 with B.
@@ -266,9 +266,9 @@ def test_run_publishes_speaker_revised(tmp_path: Path) -> None:
     """``emotion-stream run --fast`` on five takes, 1 s apart, with revision on: valid
     ``speaker.revised`` events, each right after an ``utterance.emotion``, naming utterances
     published before with the speaker shown until then; applied, they set actor 01 apart."""
-    from streamer.loading import load_models
-    from streamer.pipeline import run_pipeline
-    from streamer.sources import FileSource
+    from streamer.apps.pipeline import run_pipeline
+    from streamer.engine.loading import load_models
+    from streamer.sources.local import FileSource
 
     silence = np.zeros(SAMPLE_RATE, np.float32)
     audio = np.concatenate([piece for name in TALK for piece in (silence, take(name))]

@@ -29,12 +29,18 @@ from models.speaker_encoder import (
     resolve_speaker_weights,
 )
 from models.speaker_segmentation import SpeakerSegmentation
-from streamer import events
-from streamer.audio_io import read_audio_file
-from streamer.config import AppConfig, ConfigError, SegmenterConfig, SpeakersConfig, load_config
-from streamer.messages import EmotionResult, Utterance
-from streamer.segmenter import Segmenter
-from streamer.speakers import ChannelSpeakers, Party, SpeakerTracker, enrol
+from streamer.audio.audio_io import read_audio_file
+from streamer.audio.segmenter import Segmenter
+from streamer.core import events
+from streamer.core.config import (
+    AppConfig,
+    ConfigError,
+    SegmenterConfig,
+    SpeakersConfig,
+    load_config,
+)
+from streamer.core.messages import EmotionResult, Utterance
+from streamer.engine.speakers import ChannelSpeakers, Party, SpeakerTracker, enrol
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
 # (actor, file): neutral and calm statements, the same two sentences for both actors
@@ -217,7 +223,7 @@ def test_enrolment_mistakes_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="3 parties but max_speakers is 2"):
         load_config(None, ["speakers.max_speakers=2", "speakers.enrol=[{name: a, files: [x]}, "
                            "{name: b, files: [x]}, {name: c, files: [x]}]"])
-    from streamer.loading import load_speakers
+    from streamer.engine.loading import load_speakers
 
     sf.write(tmp_path / "short.wav", np.full(SAMPLE_RATE // 2, 0.1, np.float32), SAMPLE_RATE)
     sf.write(tmp_path / "silent.wav", np.zeros(2 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
@@ -279,9 +285,9 @@ def test_run_publishes_speaker_labels(tmp_path: Path, enrol: list[str],
     """``emotion-stream run`` on the two-speaker file with speakers.enabled: one event per
     turn, labelled S1/S2/S1/S2 (or by name where the voice is enrolled), valid against the
     schema (emotion-stream/4)."""
-    from streamer.loading import load_models
-    from streamer.pipeline import run_pipeline
-    from streamer.sources import FileSource
+    from streamer.apps.pipeline import run_pipeline
+    from streamer.engine.loading import load_models
+    from streamer.sources.local import FileSource
 
     audio, _ = two_speaker_talk()
     path = tmp_path / "talk.wav"
@@ -430,9 +436,9 @@ def test_run_puts_overlap_on_the_events(tmp_path: Path) -> None:
     """``emotion-stream run`` with speakers.segmentation on the overlapped talk: every
     emotion event carries ``overlap`` (schema-valid), and the one holding the overlap says
     at least 0.2 s."""
-    from streamer.loading import load_models
-    from streamer.pipeline import run_pipeline
-    from streamer.sources import FileSource
+    from streamer.apps.pipeline import run_pipeline
+    from streamer.engine.loading import load_models
+    from streamer.sources.local import FileSource
 
     audio, second = overlapped_talk(0.8)
     path = tmp_path / "overlap.wav"

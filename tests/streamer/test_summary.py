@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from harness import conversation as conv
-from streamer.alert_rules import LabelCount
-from streamer.alerts import AlertEngine
-from streamer.events import validate_event
-from streamer.summary import RECENT_VALUES, CallSummaries
+from streamer.core.alert_rules import LabelCount
+from streamer.core.events import validate_event
+from streamer.supervise.alerts import AlertEngine
+from streamer.supervise.summary import RECENT_VALUES, CallSummaries
 
 
 def billing_call(summaries: CallSummaries, now: float = 100.0) -> None:

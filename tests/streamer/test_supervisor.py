@@ -13,11 +13,11 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 
 from harness import conversation as conv
-from streamer import events
-from streamer.bus import EventBus
-from streamer.config import AlertsConfig, WebSocketConfig
-from streamer.supervisor import Supervisor, install_sighup
-from streamer.ws_server import WebSocketServer
+from streamer.core import events
+from streamer.core.config import AlertsConfig, WebSocketConfig
+from streamer.publish.bus import EventBus
+from streamer.publish.ws_server import WebSocketServer
+from streamer.supervise.supervisor import Supervisor, install_sighup
 from tests.waiting import wait_until
 
 ANGRY_RULE = ("- {id: customer-angry, kind: label_count, channels: [customer], label: angry,"

@@ -29,16 +29,16 @@ import soundfile as sf
 
 from models.asr import normalize_words
 from offline_training.corpora.telephone import telephone_band
-from streamer.audio_io import read_audio_file
-from streamer.config import AppConfig, load_config
+from streamer.apps.service import Service
+from streamer.audio.audio_io import read_audio_file
+from streamer.audio.telephony import TELEPHONY_RATE, ulaw_decode, ulaw_encode
+from streamer.core.config import AppConfig, load_config
+from streamer.engine.loading import Models, load_asr, load_models
+from streamer.engine.recognizer import LocalInference, input_rate
 from streamer.ingest.session import ChannelFeed
-from streamer.loading import Models, load_asr, load_models
-from streamer.recognizer import LocalInference, input_rate
-from streamer.replay import ReplayProtocol, replay, replayed_stream_id
 from streamer.runtime import Runtime
-from streamer.service import Service
-from streamer.sources import FileSource, SplitSource, StdinSource
-from streamer.telephony import TELEPHONY_RATE, ulaw_decode, ulaw_encode
+from streamer.sources.local import FileSource, SplitSource, StdinSource
+from streamer.sources.replay import ReplayProtocol, replay, replayed_stream_id
 from tests.service import Subscriber, subscribed_service
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"

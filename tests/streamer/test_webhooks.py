@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from streamer.config import WebhooksConfig
-from streamer.webhooks import WebhookSender, endpoint_name, sign, verify
+from streamer.core.config import WebhooksConfig
+from streamer.supervise.webhooks import WebhookSender, endpoint_name, sign, verify
 from tests.waiting import wait_until
 
 SECRET = "s3cret-for-tests"
@@ -172,8 +172,8 @@ async def test_a_full_queue_drops_the_oldest() -> None:
     (["alerts.retention_days=0"], "alerts.retention_days must be > 0"),
 ])
 def test_webhook_config_errors(overrides: list[str], problem: str) -> None:
-    from streamer.config import load_config
-    from streamer.errors import ConfigError
+    from streamer.core.config import load_config
+    from streamer.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=problem):
         load_config(overrides=overrides)
@@ -181,7 +181,7 @@ def test_webhook_config_errors(overrides: list[str], problem: str) -> None:
 
 def test_webhook_secret_from_the_environment_and_hidden(monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    from streamer.config import load_config, redacted
+    from streamer.core.config import load_config, redacted
 
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     config = load_config(overrides=["alerts.webhooks.urls=[https://hooks.example.com/a]",

@@ -9,10 +9,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from streamer import events
-from streamer.bus import EventBus
-from streamer.config import WebSocketConfig
-from streamer.ws_server import WebSocketServer
+from streamer.core import events
+from streamer.core.config import WebSocketConfig
+from streamer.publish.bus import EventBus
+from streamer.publish.ws_server import WebSocketServer
 from tests.streamer.test_bus_and_events import sample_emotion
 
 

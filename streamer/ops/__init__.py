@@ -1,0 +1,1 @@
+"""Operating a service: Prometheus metrics and the health/readiness endpoints."""
