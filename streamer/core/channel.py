@@ -35,6 +35,12 @@ class Channel(Protocol):
     def chunks(self) -> AsyncIterator[AudioChunk | AudioPause]: ...
 
     @property
+    def input_rate(self) -> int | None:
+        """The audio's sample rate at its source, before the 16 kHz resampling at the edge
+        (8 kHz channels go to ``asr.model_8k``); None when unknown."""
+        ...
+
+    @property
     def end_reason(self) -> EndReason:
         """Why ``chunks()`` ended; read once it is exhausted."""
         ...

@@ -109,6 +109,11 @@ class Stage(Protocol[In, Out]):
     @property
     def idle(self) -> bool: ...
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting or not yet answered (the metrics' queue depth)."""
+        ...
+
     async def submit(self, item: In) -> Timed[Out]: ...
 
 
@@ -164,13 +169,6 @@ def model_facts(asr: AsrEngine, emotion: EmotionModel,
                 asr_8k: AsrEngine | None = None) -> ModelFacts:
     return ModelFacts(emotion.model_id, emotion.labels, emotion.uses_whisper_frames,
                       asr.config.window_s, narrowband_model=asr_8k is not None)
-
-
-def input_rate(channel: Channel) -> int | None:
-    """The sample rate the channel's audio had at its source (before the 16 kHz resampling
-    at the edge): ``input_rate`` of the sources and call parties; None when unknown."""
-    rate = getattr(channel, "input_rate", None)
-    return int(rate) if rate is not None else None
 
 
 class LocalInference:
@@ -241,7 +239,7 @@ class Recognizer:
         reason, error = "end_of_input", None
         try:
             async with asyncio.TaskGroup() as tg:
-                rate = input_rate(channel)
+                rate = channel.input_rate
                 narrowband = self.facts.narrowband_model and rate is not None \
                     and rate <= NARROWBAND_MAX_RATE
                 segmenter = Segmenter(self.config.segmenter,
@@ -401,4 +399,4 @@ class Recognizer:
 
 
 __all__ = ["NARROWBAND_MAX_RATE", "AsrBatch", "AsrRequest", "Inference", "LocalInference",
-           "ModelFacts", "Recognizer", "Stage", "Timed", "input_rate", "model_facts"]
+           "ModelFacts", "Recognizer", "Stage", "Timed", "model_facts"]

@@ -183,9 +183,7 @@ class ServiceCollector(Collector):
                       ("publisher", "reason"), dropped)
         recognizer = runtime.recognizer
         for queue, stage in (("asr", recognizer.asr_worker), ("fusion", recognizer.emotion_worker)):
-            queued = getattr(stage, "queued", None)  # local BatchWorkers; remote stages: none
-            if isinstance(queued, int):
-                depth.append(Sample({"queue": queue}, queued))
+            depth.append(Sample({"queue": queue}, stage.queued))
         depth.append(Sample({"queue": "ingest_audio"},
                             sum(call.queued_chunks for call in list(ingest.calls.values()))))
         yield _family("gauge", "queue_depth", "Items waiting, by queue (asr/fusion: requests; "

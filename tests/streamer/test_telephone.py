@@ -34,7 +34,7 @@ from streamer.audio.audio_io import read_audio_file
 from streamer.audio.telephony import TELEPHONY_RATE, ulaw_decode, ulaw_encode
 from streamer.core.config import AppConfig, load_config
 from streamer.engine.loading import Models, load_asr, load_models
-from streamer.engine.recognizer import LocalInference, input_rate
+from streamer.engine.recognizer import LocalInference
 from streamer.ingest.session import ChannelFeed
 from streamer.runtime import Runtime
 from streamer.sources.local import FileSource, SplitSource, StdinSource
@@ -168,11 +168,11 @@ def test_every_source_and_call_party_tells_its_input_rate(tmp_path: Path) -> Non
     sf.write(narrow, np.zeros((800, 2), dtype=np.int16), TELEPHONY_RATE)
     config = load_config(None, [f"source.path={narrow}", "source.stdin_sample_rate=8000"])
     file_source = FileSource(config.source)
-    assert input_rate(file_source) == TELEPHONY_RATE
+    assert file_source.input_rate == TELEPHONY_RATE
     split = SplitSource(file_source, ("agent", "customer"), 100)
-    assert [input_rate(channel) for channel in split.channels] == [TELEPHONY_RATE] * 2
-    assert input_rate(StdinSource(config.source, stream=io.BytesIO())) == TELEPHONY_RATE
-    assert input_rate(ChannelFeed("call", "customer", "twilio", TELEPHONY_RATE, 30, 4)) \
+    assert [channel.input_rate for channel in split.channels] == [TELEPHONY_RATE] * 2
+    assert StdinSource(config.source, stream=io.BytesIO()).input_rate == TELEPHONY_RATE
+    assert ChannelFeed("call", "customer", "twilio", TELEPHONY_RATE, 30, 4).input_rate \
         == TELEPHONY_RATE
     wide = load_config(None, ["source.path=builtin:sample"]).source
-    assert input_rate(FileSource(wide)) == 16000
+    assert FileSource(wide).input_rate == 16000
