@@ -3,9 +3,12 @@
 ``EmotionModel.feature_items`` (serving) and ``offline_training.features``
 (the trainer's cache) both build text features with ``text_features`` and
 word spans with ``word_frames``, and both read audio references with
-``parse_audio_ref`` / ``load_frame_encoder``. A change to tokenisation, word
-alignment, layers or pooling is made here once, so training and serving cannot
-silently disagree (tests/offline_training/test_parity.py checks it on real clips).
+``parse_audio_ref`` / ``load_frame_encoder``; serving (``EmotionModel``) and
+training (``offline_training.dataset.build_items``) both assemble a head's
+input with ``head_item``. A change to tokenisation, word alignment, layers,
+pooling or what a head is given is made here once, so training and serving
+cannot silently disagree (tests/offline_training/test_parity.py checks it on
+real clips).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from models.asr import Word
 from models.audio import FRAMES_PER_SECOND
 from models.encoders.text import TextEncoder
 from models.errors import ModelError
+from models.heads import FusionHead, HeadItem
+from models.heads.mmer import ctc_target
 
 AUDIO_KINDS = ("whisper", "hf", "prosody")
 
@@ -134,3 +139,31 @@ def text_features(encoder: TextEncoder, transcripts: Sequence[HasWords],
             text_layers=None if encoding.layers is None else encoding.layers[i, :, :n_tokens],
             word_text=word_text, word_spans=word_spans))
     return out
+
+
+def head_item(head: type[FusionHead] | FusionHead, audio: Tensor, text: TextFeatures,
+              transcript: str, *, audio_layers: Tensor | None = None,
+              context: tuple[Tensor, Tensor] | None = None, functionals: Tensor | None = None,
+              label: int | None = None) -> HeadItem:
+    """One utterance's input to ``head``, in training and serving alike: exactly the
+    features the head declares it needs (``needs_*``), and nothing else, so a head never
+    sees in serving what it was not trained with. ``context`` is (pooled audio, pooled text)
+    of the past utterances; the CTC target is built from ``transcript``."""
+    missing = [name for name, needed, value in (
+        ("word features (word_text, word_spans)", head.needs_words, text.word_text),
+        ("context", head.needs_context, context),
+        ("prosody functionals", head.needs_functionals, functionals)) if needed and value is None]
+    if missing:
+        name = head.__name__ if isinstance(head, type) else type(head).__name__
+        raise ModelError(f"head {name} needs "
+                         f"{', '.join(missing)}, which were not computed for it")
+    return HeadItem(
+        audio=audio, text=text.text, label=label,
+        audio_layers=audio_layers if head.needs_audio_layers else None,
+        text_layers=text.text_layers if head.needs_text_layers else None,
+        word_text=text.word_text if head.needs_words else None,
+        word_spans=text.word_spans if head.needs_words else None,
+        context_audio=context[0] if context is not None and head.needs_context else None,
+        context_text=context[1] if context is not None and head.needs_context else None,
+        functionals=functionals if head.needs_functionals else None,
+        ctc_target=ctc_target(transcript) if head.needs_ctc else None)

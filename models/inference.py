@@ -32,6 +32,7 @@ from models.feature_stats import AdaptationSettings, DeploymentStats
 from models.features import (
     AudioRef,
     TextFeatures,
+    head_item,
     load_frame_encoder,
     parse_audio_ref,
     text_features,
@@ -192,27 +193,21 @@ class EmotionModel:
 
     def _item(self, inp: EmotionInput, feats: AudioFeatures, text: TextFeatures) -> HeadItem:
         config = self.bundle.config
-        item = HeadItem(audio=feats.frames, text=text.text, audio_layers=feats.layers,
-                        text_layers=text.text_layers)
-        updates: dict[str, Any] = {}
-        if text.word_text is not None and text.word_spans is not None:
-            updates["word_text"] = text.word_text
-            updates["word_spans"] = text.word_spans
+        context = None
         if self.head.needs_context:
             past = inp.context[-config.context_size:] if config.context_size > 0 else ()
-            updates["context_audio"] = _stack([c.audio_embedding for c in past], config.audio.dim)
-            updates["context_text"] = _stack([c.text_embedding for c in past], config.text.dim)
-        if self.head.needs_ctc:
-            from models.heads.mmer import ctc_target
-
-            updates["ctc_target"] = ctc_target(inp.text)
+            context = (_stack([c.audio_embedding for c in past], config.audio.dim),
+                       _stack([c.text_embedding for c in past], config.text.dim))
+        functionals = None
         if self.head.needs_functionals:
-            from models.encoders.prosody import ProsodyEncoder, functionals
+            from models.encoders.prosody import ProsodyEncoder
+            from models.encoders.prosody import functionals as prosody_functionals
 
             if self._prosody is None:
                 self._prosody = ProsodyEncoder()
-            updates["functionals"] = functionals(_as_audio(inp.audio), self._prosody)
-        return replace(item, **updates)
+            functionals = prosody_functionals(_as_audio(inp.audio), self._prosody)
+        return head_item(self.head, feats.frames, text, inp.text, audio_layers=feats.layers,
+                         context=context, functionals=functionals)
 
     @property
     def encodes_audio(self) -> bool:

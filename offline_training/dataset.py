@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from models.features import TextFeatures, head_item
+from models.heads import FusionHead, HeadItem
 from offline_training.errors import FeatureCacheError
 from offline_training.features import FeatureSet
 from offline_training.records import Utterance
@@ -38,46 +40,29 @@ def pooled(features: FeatureSet, ids: Sequence[str], dim_audio: int, dim_text: i
 
 
 def build_items(utterances: Sequence[Utterance], features: FeatureSet, classes: Sequence[str],
-                head_cls: type, context_size: int = 0) -> dict[str, object]:
-    """HeadItems keyed by utterance id, with what ``head_cls`` declares it needs."""
-    from models.heads import HeadItem
-
+                head_cls: type[FusionHead], context_size: int = 0) -> dict[str, HeadItem]:
+    """HeadItems keyed by utterance id, with what ``head_cls`` declares it needs
+    (``models.features.head_item``, as serving builds them)."""
     missing = [u.id for u in utterances if u.id not in features.items]
     if missing:
         raise FeatureCacheError(f"{len(missing)} utterance(s) have no cached features, e.g. "
                                 f"'{missing[0]}'; run 'emotion-train extract' for this corpus")
     label_index = {name: i for i, name in enumerate(classes)}
-    needs_words = bool(getattr(head_cls, "needs_words", False))
-    needs_context = bool(getattr(head_cls, "needs_context", False))
-    needs_layers = bool(getattr(head_cls, "needs_text_layers", False))
-    needs_audio_layers = bool(getattr(head_cls, "needs_audio_layers", False))
-    needs_functionals = bool(getattr(head_cls, "needs_functionals", False))
-    needs_ctc = bool(getattr(head_cls, "needs_ctc", False))
-    past = context_index(utterances, context_size) if needs_context else {}
-    items: dict[str, object] = {}
+    past = context_index(utterances, context_size) if head_cls.needs_context else {}
+    items: dict[str, HeadItem] = {}
     for utt in utterances:
         feats = features.items[utt.id]
-        if needs_words and feats.word_text is None:
+        if head_cls.needs_words and feats.word_text is None:
             raise FeatureCacheError(f"head {head_cls.__name__} needs word features; extract "
                                     "with --words")
-        extra: dict[str, object] = {}
-        if needs_context:
-            extra["context_audio"], extra["context_text"] = pooled(
-                features, past[utt.id], features.audio_dim, features.text_dim)
-        if needs_functionals:
-            if feats.functionals is None:
-                raise FeatureCacheError(f"head {head_cls.__name__} needs prosody functionals; "
-                                        "extract with this head in --heads")
-            extra["functionals"] = feats.functionals
-        if needs_ctc:
-            from models.heads.mmer import ctc_target
-
-            extra["ctc_target"] = ctc_target(feats.transcript)
-        items[utt.id] = HeadItem(
-            audio=feats.audio, text=feats.text, label=label_index[utt.label],
-            text_layers=feats.text_layers if needs_layers else None,
-            audio_layers=feats.audio_layers if needs_audio_layers else None,
-            word_text=feats.word_text if needs_words else None,
-            word_spans=feats.word_spans if needs_words else None,
-            **extra)  # type: ignore[arg-type]
+        if head_cls.needs_functionals and feats.functionals is None:
+            raise FeatureCacheError(f"head {head_cls.__name__} needs prosody functionals; "
+                                    "extract with this head in --heads")
+        context = pooled(features, past[utt.id], features.audio_dim, features.text_dim) \
+            if head_cls.needs_context else None
+        text = TextFeatures(text=feats.text, text_layers=feats.text_layers,
+                            word_text=feats.word_text, word_spans=feats.word_spans)
+        items[utt.id] = head_item(head_cls, feats.audio, text, feats.transcript,
+                                  audio_layers=feats.audio_layers, context=context,
+                                  functionals=feats.functionals, label=label_index[utt.label])
     return items

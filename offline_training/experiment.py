@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from models.heads import HeadItem
 from offline_training.corpora.base import Corpus
 from offline_training.dataset import build_items
 from offline_training.distributed import is_main_process
@@ -73,7 +74,7 @@ def head_class(name: str) -> type:
 
 
 def train_fold(corpus: Corpus, features: FeatureSet, fold: Fold, config: TrainConfig,
-               items: dict[str, object], verbose: bool,
+               items: dict[str, HeadItem], verbose: bool,
                progress: bool = False) -> tuple[TrainResult, FoldResult]:
     from tqdm import tqdm
 
@@ -119,7 +120,7 @@ def run_head(corpus: Corpus, features: FeatureSet, folds: Sequence[Fold], config
         raise TrainingError("the protocol gave no fold to run")
     head_dir = out_dir / config.head
     head_dir.mkdir(parents=True, exist_ok=True)
-    items: dict[str, object] | None = None  # built when a fold has to be trained
+    items: dict[str, HeadItem] | None = None  # built when a fold has to be trained
     results: list[FoldResult] = []
     histories: dict[str, list[dict[str, Any]]] = {}
     pooled = np.zeros((len(corpus.classes), len(corpus.classes)), dtype=np.int64)

@@ -66,8 +66,20 @@ def test_features_batch_shapes(tmp_path: Path, tiny_text_dir: Path) -> None:
     hb = model.features([utterance(1.0, "hello"), utterance(2.0, "hello there you")])
     assert hb.audio.shape == (2, 100, AUDIO_DIM) and hb.audio_mask.sum(1).tolist() == [50, 100]
     assert hb.text.shape[0] == 2 and hb.text.shape[2] == 32
-    assert hb.text_layers is not None and hb.text_layers.shape[1] == 3
+    # A head gets what it declares it needs, as in training (models.features.head_item):
+    # cross_mha reads no text layers, so it gets none though the bundle keeps them all.
+    assert hb.text_layers is None
     assert hb.labels is None
+
+
+def test_a_head_that_needs_text_layers_gets_them(tmp_path: Path, tiny_text_dir: Path) -> None:
+    model = EmotionModel.load(make_bundle(tmp_path, tiny_text_dir, head="context_mmt",
+                                          past_context=4, keep_text_layers="all",
+                                          text_layers=3))
+    hb = model.features([utterance(1.0, "hello"), utterance(2.0, "hello there you")])
+    assert hb.text_layers is not None and hb.text_layers.shape[1] == 3
+    # no past utterances yet: context is given, all of it masked
+    assert hb.context_mask is not None and not hb.context_mask.any()
 
 
 def test_regression_outputs(tmp_path: Path, tiny_text_dir: Path) -> None:
