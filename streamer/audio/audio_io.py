@@ -27,7 +27,8 @@ def to_mono(block: np.ndarray) -> np.ndarray:
     """(N,) or (N, C) -> (N,) float32 by averaging channels."""
     if block.ndim == 1:
         return block.astype(np.float32, copy=False)
-    return block.mean(axis=1, dtype=np.float32)
+    mono: np.ndarray = block.mean(axis=1, dtype=np.float32)
+    return mono
 
 
 class MonoResampler:
@@ -46,7 +47,8 @@ class MonoResampler:
         mono = to_mono(block)
         if self._stream is None:
             return mono
-        return self._stream.resample_chunk(mono, last=last)
+        out: np.ndarray = self._stream.resample_chunk(mono, last=last)
+        return out
 
 
 class Resampler:
@@ -72,7 +74,7 @@ class Resampler:
         block = np.ascontiguousarray(block, dtype=np.float32)
         if self._stream is None:
             return block
-        out = self._stream.resample_chunk(block, last=last)
+        out: np.ndarray = self._stream.resample_chunk(block, last=last)
         return out.reshape(-1, self.channels)
 
 

@@ -115,13 +115,15 @@ class ChangeDetector(Protocol):
 def make_vad(aggressiveness: int) -> VoiceDetector:
     import webrtcvad
 
-    return webrtcvad.Vad(aggressiveness)
+    vad: VoiceDetector = webrtcvad.Vad(aggressiveness)
+    return vad
 
 
 def to_int16_bytes(samples: np.ndarray) -> bytes:
     # NaN/inf (a broken float file) must not crash the VAD; the speech gate rejects them.
     clipped = np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
-    return (clipped * 32767.0).astype("<i2").tobytes()
+    pcm: bytes = (clipped * 32767.0).astype("<i2").tobytes()
+    return pcm
 
 
 class Segmenter:

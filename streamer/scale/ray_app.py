@@ -55,8 +55,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.asr import Transcript
 from models.inference import EmotionInput, EmotionPrediction
-from streamer.core.config import AppConfig, from_dict, load_config, to_dict
+from streamer.core.config import AppConfig, load_config, to_dict
 from streamer.core.errors import ConfigError
+from streamer.core.typed_config import from_dict
 from streamer.engine.batcher import Timed
 from streamer.engine.loading import load_asr, load_asr_8k, load_emotion, warm_asr, warm_emotion
 from streamer.engine.recognizer import AsrBatch, AsrRequest, ModelFacts
