@@ -22,6 +22,7 @@ from models.asr import Transcript
 from models.audio import SAMPLE_RATE
 from models.encoders import AudioFeatures
 from models.encoders.whisper import WINDOW_FRAMES
+from models.feature_stats import band_of
 from models.inference import ContextItem, EmotionInput, EmotionPrediction
 from streamer.audio import speech_gate
 from streamer.core import events
@@ -49,6 +50,27 @@ class PolicyConfig:
 
 
 FULL_WINDOW_S = WINDOW_FRAMES / 100  # Whisper's own window (10 ms mel frames)
+NARROWBAND_MAX_RATE = 8000  # a channel at this rate or below is telephone audio
+
+
+@dataclass(frozen=True)
+class ChannelRouting:
+    """Where one channel's work goes, decided once from its input rate."""
+
+    narrowband: bool  # its ASR requests go to asr.model_8k (loaded only when configured)
+    band: str  # its input kind for the emotion model's statistics (models.feature_stats)
+    asr_frames: bool  # the emotion model takes the ASR pass's encoder frames
+
+
+def route_channel(input_rate: int | None, narrowband_model: bool,
+                  uses_whisper_frames: bool) -> ChannelRouting:
+    """An 8 kHz channel is transcribed by ``asr.model_8k`` when one is loaded; that model's
+    encoder frames are not the emotion model's encoder's, so the emotion model then encodes
+    the audio itself. The band follows the rate whatever the ASR (unknown: wideband)."""
+    narrowband = narrowband_model and input_rate is not None \
+        and input_rate <= NARROWBAND_MAX_RATE
+    return ChannelRouting(narrowband=narrowband, band=band_of(input_rate),
+                          asr_frames=uses_whisper_frames and not narrowband)
 
 
 @dataclass(frozen=True)

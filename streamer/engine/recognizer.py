@@ -28,7 +28,6 @@ import numpy as np
 
 from models.asr import AsrEngine, Transcript
 from models.encoders import AudioFeatures
-from models.feature_stats import band_of
 from models.inference import EmotionInput, EmotionModel, EmotionPrediction
 from streamer.audio.segmenter import Segmenter
 from streamer.core import events
@@ -40,6 +39,7 @@ from streamer.engine.policy import (
     FULL_WINDOW_S,
     Abstain,
     ChannelPolicy,
+    ChannelRouting,
     Command,
     DetectedUtterance,
     PolicyConfig,
@@ -51,6 +51,7 @@ from streamer.engine.policy import (
     StageTimes,
     StartSpeculation,
     TranscribeFinal,
+    route_channel,
 )
 from streamer.engine.speakers import ChannelSpeakers, Voices
 from streamer.publish.bus import EventBus
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 
 UTTERANCE_QUEUE = 8
 # Channels whose source audio is at most this rate are transcribed by asr.model_8k.
-NARROWBAND_MAX_RATE = 8000
 In = TypeVar("In", contravariant=True)
 Out = TypeVar("Out")
 
@@ -75,15 +75,13 @@ class AsrRequest:
 class _ChannelRun:
     """One channel's driver state: its policy, segmenter, queue and speculation task."""
 
-    def __init__(self, policy: ChannelPolicy, segmenter: Segmenter,
-                 tg: asyncio.TaskGroup, narrowband: bool = False,
-                 speakers: ChannelSpeakers | None = None, band: str = "wideband") -> None:
+    def __init__(self, policy: ChannelPolicy, segmenter: Segmenter, tg: asyncio.TaskGroup,
+                 routing: ChannelRouting, speakers: ChannelSpeakers | None = None) -> None:
         self.policy = policy
-        self.band = band  # input kind (models.feature_stats): the emotion model's statistics
+        self.routing = routing  # 8 kHz model, band, whose encoder frames (policy.route_channel)
         self.segmenter = segmenter
         self.speakers = speakers  # speaker turns and labels (speakers.enabled)
         self.tg = tg
-        self.narrowband = narrowband  # its ASR requests go to asr.model_8k
         self.queue: asyncio.Queue[DetectedUtterance | None] = asyncio.Queue(UTTERANCE_QUEUE)
         self.speculation: asyncio.Task[Timed[Transcript]] | None = None
         # The emotion model's audio pass on the same speculative audio (audio_worker).
@@ -239,12 +237,11 @@ class Recognizer:
         reason, error = "end_of_input", None
         try:
             async with asyncio.TaskGroup() as tg:
-                rate = channel.input_rate
-                narrowband = self.facts.narrowband_model and rate is not None \
-                    and rate <= NARROWBAND_MAX_RATE
+                routing = route_channel(channel.input_rate, self.facts.narrowband_model,
+                                        self.facts.uses_whisper_frames)
                 segmenter = Segmenter(self.config.segmenter,
                                       change=speakers.change if speakers else None)
-                run = _ChannelRun(policy, segmenter, tg, narrowband, speakers, band_of(rate))
+                run = _ChannelRun(policy, segmenter, tg, routing, speakers)
                 tg.create_task(self._recognize_loop(run), name=f"recognize:{channel.stream_id}")
                 await self._segment_loop(run, channel)
                 await run.queue.put(None)  # end of channel: the recognizer finishes the queue
@@ -305,7 +302,7 @@ class Recognizer:
             elif isinstance(command, StartSpeculation):
                 run.speculation = run.tg.create_task(
                     self.asr_worker.submit(AsrRequest(command.audio, final=True,
-                                                      narrowband=run.narrowband)))
+                                                      narrowband=run.routing.narrowband)))
                 audio_worker = self.inference.audio_worker
                 run.audio_speculation = None if audio_worker is None else \
                     run.tg.create_task(audio_worker.submit(command.audio))
@@ -314,7 +311,7 @@ class Recognizer:
 
     async def _partial(self, run: _ChannelRun, progress: SpeechProgress) -> None:
         timed = await self.asr_worker.submit(AsrRequest(progress.audio, final=False,
-                                                        narrowband=run.narrowband))
+                                                        narrowband=run.routing.narrowband))
         await self._execute(run, run.policy.on_partial(progress, timed.value.text))
 
     async def _recognize_loop(self, run: _ChannelRun) -> None:
@@ -353,12 +350,12 @@ class Recognizer:
         else:  # a discarded speculation still runs to its end; its result is dropped
             audio = plan.audio if isinstance(plan, TranscribeFinal) else utt.audio
             transcript = (await self.asr_worker.submit(
-                AsrRequest(audio, final=True, narrowband=run.narrowband))).value
+                AsrRequest(audio, final=True, narrowband=run.routing.narrowband))).value
         redecode = run.policy.plan_redecode(utt, transcript)
         if redecode is not None:
             again = await self.asr_worker.submit(AsrRequest(redecode.audio, final=True,
                                                             full_window=True,
-                                                            narrowband=run.narrowband))
+                                                            narrowband=run.routing.narrowband))
             log.info("%s/%s utterance %d looped (%r); decoded again in the full window: %r",
                      run.policy.stream_id, run.policy.channel, utt.utterance_index,
                      transcript.text[:80], again.value.text[:80])
@@ -383,8 +380,7 @@ class Recognizer:
             run.policy.stats.audio_passes_ahead += 1
         fusion = await self.emotion_worker.submit(run.policy.emotion_input(
             utt, transcript,
-            # asr.model_8k's frames are not the emotion model's encoder's: it encodes itself.
-            with_frames=self.facts.uses_whisper_frames and not run.narrowband, band=run.band,
+            with_frames=run.routing.asr_frames, band=run.routing.band,
             audio_features=features))
         labelled = None if labelling is None else await labelling
         overlap = None if overlapping is None else await overlapping
@@ -398,5 +394,5 @@ class Recognizer:
                 [(r.key, r.speaker, r.revised) for r in labelled.revisions]))
 
 
-__all__ = ["NARROWBAND_MAX_RATE", "AsrBatch", "AsrRequest", "Inference", "LocalInference",
+__all__ = ["AsrBatch", "AsrRequest", "Inference", "LocalInference",
            "ModelFacts", "Recognizer", "Stage", "Timed", "model_facts"]

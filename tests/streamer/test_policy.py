@@ -12,6 +12,7 @@ from streamer.core.messages import SpeechPaused, SpeechProgress, SpeechStarted, 
 from streamer.engine.policy import (
     Abstain,
     ChannelPolicy,
+    ChannelRouting,
     DetectedUtterance,
     PolicyConfig,
     Publish,
@@ -21,6 +22,7 @@ from streamer.engine.policy import (
     StageTimes,
     StartSpeculation,
     TranscribeFinal,
+    route_channel,
 )
 
 LABELS = ("angry", "happy", "neutral", "sad")
@@ -364,3 +366,15 @@ def test_no_redecode_when_the_first_pass_had_the_full_window() -> None:
     assert policy().plan_redecode(utterance(t_end=12.0), looped) is None  # > 10 s: 30 s window
     assert policy(asr_window_s=30.0).plan_redecode(utterance(), looped) is None
     assert policy(redecode_loops=False).plan_redecode(utterance(), looped) is None
+
+
+def test_an_8khz_channel_goes_to_the_8khz_model_and_its_emotion_model_encodes_itself() -> None:
+    assert route_channel(8000, narrowband_model=True, uses_whisper_frames=True) == \
+        ChannelRouting(narrowband=True, band="telephone", asr_frames=False)
+    # no asr.model_8k loaded: the one ASR model serves it, and its frames are the model's
+    assert route_channel(8000, narrowband_model=False, uses_whisper_frames=True) == \
+        ChannelRouting(narrowband=False, band="telephone", asr_frames=True)
+    assert route_channel(16000, narrowband_model=True, uses_whisper_frames=True) == \
+        ChannelRouting(narrowband=False, band="wideband", asr_frames=True)
+    assert route_channel(None, narrowband_model=True, uses_whisper_frames=False) == \
+        ChannelRouting(narrowband=False, band="wideband", asr_frames=False)
