@@ -37,10 +37,17 @@ class Subscriber:
 
     async def emotions_when_ended(self, stream_id: str, timeout: float = 120.0
                                   ) -> list[dict[str, Any]]:
-        """Once ``stream_id`` has ended: every message so far checked against the event
-        schema, and the stream's ``utterance.emotion`` events."""
+        """Once ``stream_id`` has ended (every channel that started has its
+        ``stream.ended``: a call's parties end one by one): every message so far checked
+        against the event schema, and the stream's ``utterance.emotion`` events."""
+
+        def ended() -> bool:
+            started = {m["channel"] for m in self.of("stream.started", stream_id)}
+            finished = {m["channel"] for m in self.of("stream.ended", stream_id)}
+            return bool(finished) and started <= finished
+
         async with asyncio.timeout(timeout):
-            while not self.of("stream.ended", stream_id):
+            while not ended():
                 await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)  # the subscriber's last messages
         for message in self.messages:
