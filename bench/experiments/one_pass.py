@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.asr_window import trim_silence
+from bench.asr_window import SENTENCES as ASR_SENTENCES
+from bench.asr_window import VOICES, trim_silence
 from harness.speech import Turn, synthesize
 from models.asr import AsrEngine, AsrOptions, Transcript, normalize_words
 from models.audio import SAMPLE_RATE
@@ -68,42 +69,7 @@ RAVDESS_TEXT = {"01": "Kids are talking by the door", "02": "Dogs are sitting by
 RAVDESS_4CLASS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
 NEMO_4CLASS = {"neutral": "neutral", "happiness": "happy", "sadness": "sad", "anger": "angry"}
 
-# Everyday sentences, short to long (words only: the reference needs no normalisation), and
-# bench/asr_window.py's voices.
-SENTENCES = (
-    "Yes, please.",
-    "No, thank you.",
-    "Good morning.",
-    "Can you hear me now?",
-    "I will call you back later.",
-    "Where did you park the car?",
-    "The meeting has been moved to Friday.",
-    "Please send me the invoice by email.",
-    "It is raining again, so take an umbrella.",
-    "My internet connection keeps dropping every evening.",
-    "We ran out of milk, could you buy some on the way home?",
-    "I would like to change the delivery address on my order.",
-    "The train was late and I missed the first half of the film.",
-    "Thank you for waiting, I have found your account details.",
-    "She told me the new restaurant on the corner is very good.",
-    "Could you please explain why my bill is higher this month?",
-    "I have already restarted the router twice and nothing has changed.",
-    "The children are playing in the garden while the soup is cooking.",
-    "If you press the green button, the machine will start again.",
-    "I am really happy with the service, everyone was very friendly.",
-    "Let me transfer you to a colleague who can help with that question.",
-    "We should leave early tomorrow because the roads will be busy.",
-    "I cannot find my keys anywhere, have you seen them on the table?",
-    "The doctor said I need to rest for a few days and drink more water.",
-    "He forgot to lock the door when he left the office last night.",
-    "Your package will arrive on Monday between nine and twelve in the morning.",
-    "I am sorry, but I do not understand what you are asking me to do.",
-    "This is the third time I have called about the same problem this week.",
-    "The weather forecast says it will be sunny and warm for the whole weekend.",
-    "Could you speak a little louder, the line is very bad and I can barely hear you.",
-)
-VOICES = (("en-us+m3", 50, 165), ("en-us+f2", 60, 175), ("en-gb+m7", 40, 150),
-          ("en-gb-x-rp+f4", 55, 185), ("en-029+m1", 45, 160), ("en-us-nyc+f3", 65, 170))
+SENTENCES = ASR_SENTENCES[:30]  # bench/asr_window.py's first 30 (short to long)
 
 
 # --- the shared pass --------------------------------------------------------------------------

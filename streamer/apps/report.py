@@ -21,6 +21,7 @@ import asyncio
 import colorsys
 import csv
 import dataclasses
+import functools
 import hashlib
 import html
 import io
@@ -31,6 +32,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -424,11 +426,14 @@ def build_summary(timeline: Sequence[Event], source: str, rules: Sequence[Rule]
 
 # ---------------------------------------------------------------- HTML
 
-LABEL_COLOURS = {
-    "angry": "#d62728", "frustrated": "#e4572e", "disgust": "#8c564b", "fear": "#9467bd",
-    "fearful": "#9467bd", "sad": "#1f77b4", "happy": "#f2b701", "excited": "#ff7f0e",
-    "surprise": "#e377c2", "surprised": "#e377c2", "neutral": "#8a8a8a", "calm": "#17becf",
-    "unknown": "#d0d0d0"}
+
+
+@functools.cache
+def label_colours() -> dict[str, str]:
+    """The dashboard's label colours (streamer/web/palette.js, a JSON object after '='), so
+    a report and the live dashboard colour a label alike."""
+    text = (resources.files("streamer") / "web" / "palette.js").read_text("utf-8")
+    return dict(json.loads(text.split("=", 1)[1].strip().rstrip(";")))
 SEVERITY_COLOURS = {"info": "#1f77b4", "warning": "#ff7f0e", "critical": "#d62728"}
 LANE_H, LANE_GAP, LEFT, RIGHT, TOP = 34, 10, 110, 20, 24
 WIDTH = 1100
@@ -436,8 +441,9 @@ WIDTH = 1100
 
 def colour(label: str) -> str:
     """A fixed colour per label; labels not listed get a stable one from their name."""
-    if label in LABEL_COLOURS:
-        return LABEL_COLOURS[label]
+    known = label_colours().get(label.lower())
+    if known is not None:
+        return known
     hue = int(hashlib.sha256(label.encode()).hexdigest()[:4], 16) / 0xFFFF
     r, g, b = colorsys.hls_to_rgb(hue, 0.5, 0.6)
     return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"

@@ -5,8 +5,8 @@ Routes (plain HTTP GET, registered with ``WebSocketServer.add_http``):
 - ``/`` and ``/dashboard``: the page (``streamer/web/index.html``); ``/wall`` opens it on
   the supervisor wall, ``/alerts`` on the alert feed (whose data, ``/api/alerts``, the alert
   feed registers: ``streamer.supervise.alert_feed``);
-- ``/static/app.js``, ``/static/wall.js``, ``/static/alerts.js``, ``/static/style.css``: its
-  scripts and style sheet;
+- ``/static/palette.js``, ``/static/app.js``, ``/static/wall.js``, ``/static/alerts.js``,
+  ``/static/style.css``: its scripts and style sheet;
 - ``/api/streams``: the active streams and channels as JSON (guarded by
   ``websocket.token`` like ``/events``).
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # /wall opens the supervisor wall (wall.js), /alerts the alert feed (alerts.js)
 PAGE_PATHS = ("/", "/dashboard", "/wall", "/alerts")
 ASSETS = {
+    "/static/palette.js": ("palette.js", "text/javascript; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/wall.js": ("wall.js", "text/javascript; charset=utf-8"),
     "/static/alerts.js": ("alerts.js", "text/javascript; charset=utf-8"),

@@ -16,14 +16,7 @@ const MAX_ALERT_SPANS = 100;     // per stream, for the party lanes; older ones 
 const LANE_HEIGHT = 26;          // px per party lane
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-const LABEL_COLOURS = {
-  neutral: "#8b949e", calm: "#5fa8d3",
-  happy: "#f2b705", happiness: "#f2b705", joy: "#f2b705", excited: "#e8590c",
-  sad: "#3b6fd8", sadness: "#3b6fd8",
-  angry: "#d93b3b", anger: "#d93b3b", frustrated: "#f76707", frustration: "#f76707",
-  fear: "#8e4ec6", fearful: "#8e4ec6", disgust: "#2f9e44", disgusted: "#2f9e44",
-  surprise: "#0ca678", surprised: "#0ca678", contempt: "#a0785a", other: "#adb5bd",
-};
+// LABEL_COLOURS: palette.js (shared with the HTML report).
 const DIMENSION_COLOURS = { valence: "#0b7285", arousal: "#e8590c", dominance: "#5c940d" };
 const CHANNEL_COLOURS = ["#364fc7", "#c2255c", "#2b8a3e", "#862e9c", "#d9480f", "#0b7285"];
 
