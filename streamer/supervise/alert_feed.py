@@ -12,12 +12,10 @@ and the feed files it from there like any other event.
 Snooze: while a call is snoozed its alerts still fire and are published and kept (marked
 ``snoozed``), but no webhook is sent for them.
 
-Triggering utterances: the feed also takes the ``utterance.emotion`` events and keeps, per
-call party, the last ``HISTORY_PER_PARTY`` speech utterances (what the rule engine can cite;
-``UtteranceCache``, for at most ``CACHED_CALLS`` calls, least recently heard forgotten
-first). When an alert fires, the utterances of its ``utterance_ids`` (text, label,
-confidence, times) are filed with its row and listed by ``/api/alerts`` as ``utterances``.
-An utterance the cache no longer holds is left out (its id stays in ``utterance_ids``).
+Triggering utterances: an ``alert`` event cites the utterances that made its condition hold
+(``utterances``: id, party, text, label, confidence, times; the rule engine keeps them, so
+the feed keeps no history of its own); they are filed with the alert's row and listed by
+``/api/alerts`` as ``utterances``.
 
 Overflow policy: the feed's bus queue holds ``QUEUE_SIZE`` events; beyond that the oldest
 are dropped and counted (``dropped``), as for any subscriber: their rows and webhooks are
@@ -47,7 +45,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.http11 import Request, Response
 
-from streamer.core.alert_rules import HISTORY_PER_PARTY
 from streamer.core.config import AlertsConfig
 from streamer.core.events import SCHEMA_VERSION, Event
 from streamer.core.faults import FaultLog
@@ -73,56 +70,6 @@ RECENT_ALERTS = 10000  # alerts remembered in memory for acks before their row i
 MAX_NOTE_CHARS = 500
 MAX_SNOOZE_MIN = 24 * 60.0
 CALL_CHANNEL = "call"
-CACHED_CALLS = 2000  # calls whose recent utterances the feed keeps for the alerts' rows
-MAX_CACHED_TEXT = 1000  # characters of a transcript kept
-FEED_TYPES = STORED_TYPES | {"utterance.emotion"}
-
-
-class UtteranceCache:
-    """The last ``HISTORY_PER_PARTY`` speech utterances of each party of the last
-    ``CACHED_CALLS`` calls heard: what an alert's ``utterance_ids`` can name."""
-
-    def __init__(self, calls: int = CACHED_CALLS, per_party: int = HISTORY_PER_PARTY) -> None:
-        self.calls = calls
-        self.per_party = per_party
-        self._calls: collections.OrderedDict[
-            str, dict[str, collections.deque[dict[str, Any]]]] = collections.OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def add(self, event: Event) -> None:
-        """Keep a speech ``utterance.emotion`` (non-speech ones no rule counts)."""
-        if event.get("speech") is False:
-            return
-        stream_id, channel = str(event["stream_id"]), str(event["channel"])
-        parties = self._calls.get(stream_id)
-        if parties is None:
-            parties = self._calls[stream_id] = {}
-            while len(self._calls) > self.calls:
-                self._calls.popitem(last=False)
-        else:
-            self._calls.move_to_end(stream_id)
-        history = parties.get(channel)
-        if history is None:
-            history = parties[channel] = collections.deque(maxlen=self.per_party)
-        history.append({
-            "utterance_id": str(event["utterance_id"]), "channel": channel,
-            "text": str(event.get("text") or "")[:MAX_CACHED_TEXT],
-            "label": event.get("label"), "confidence": event.get("confidence"),
-            "t_start": event.get("t_start"), "t_end": event.get("t_end")})
-
-    def find(self, stream_id: str, utterance_ids: list[str]) -> tuple[dict[str, Any], ...]:
-        """The kept utterances of ``utterance_ids``, in that order (missing ones left out)."""
-        parties = self._calls.get(stream_id)
-        if not parties or not utterance_ids:
-            return ()
-        wanted = set(utterance_ids)
-        found = {u["utterance_id"]: u for history in parties.values() for u in history
-                 if u["utterance_id"] in wanted}
-        return tuple(found[i] for i in utterance_ids if i in found)
-
-
 @dataclass(frozen=True)
 class AlertRef:
     """What an acknowledgement needs of its alert."""
@@ -158,9 +105,8 @@ class AlertFeed:
         self.snoozes: dict[str, Snooze] = self.reader.snoozes(time.time())
         self._recent: collections.OrderedDict[str, AlertRef] = collections.OrderedDict()
         self.counts = RuleCounts()
-        self.utterances = UtteranceCache()
         self.faults = FaultLog("alert feed")
-        self._sub = bus.subscribe("alert-feed", lambda e: e.get("type") in FEED_TYPES,
+        self._sub = bus.subscribe("alert-feed", lambda e: e.get("type") in STORED_TYPES,
                                   maxsize=QUEUE_SIZE)
         log.info("alert feed: kept in %s (%d calls snoozed)", path, len(self.snoozes))
 
@@ -190,9 +136,6 @@ class AlertFeed:
 
     def handle(self, event: Event, now: float) -> None:
         kind = event.get("type")
-        if kind == "utterance.emotion":  # only remembered, for the alerts it may trigger
-            self.utterances.add(event)
-            return
         snoozed = False
         utterances = None
         if kind == "alert":
@@ -201,9 +144,9 @@ class AlertFeed:
                                     str(event["severity"])))
             self.counts.fired[str(event["rule_id"])] += 1
             snoozed = self.is_snoozed(str(event["stream_id"]), now)
-            ids = event.get("utterance_ids")
-            utterances = self.utterances.find(
-                str(event["stream_id"]), [str(i) for i in ids] if isinstance(ids, list) else [])
+            cited = event.get("utterances")
+            utterances = tuple(u for u in cited if isinstance(u, dict)) \
+                if isinstance(cited, list) else ()
         elif kind == "alert.cleared":
             self.counts.cleared[str(event["rule_id"])] += 1
             snoozed = self.is_snoozed(str(event["stream_id"]), now)
@@ -346,4 +289,4 @@ def method_not_allowed() -> Response:
                           "no body)", [("Allow", "POST")])
 
 
-__all__ = ["AlertFeed", "AlertRef", "RuleCounts", "UtteranceCache"]
+__all__ = ["AlertFeed", "AlertRef", "RuleCounts"]

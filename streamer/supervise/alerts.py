@@ -30,7 +30,7 @@ import collections
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from streamer.core.alert_rules import (
     CALL_CHANNEL,
@@ -45,6 +45,7 @@ from streamer.core.alert_rules import (
 )
 from streamer.core.events import SCHEMA_VERSION, Event
 
+MAX_CITED_TEXT = 1000  # characters of an utterance's transcript an alert cites
 ClearReason = Literal["condition_ended", "stream_ended", "rule_removed", "rule_changed"]
 
 
@@ -53,22 +54,31 @@ ClearReason = Literal["condition_ended", "stream_ended", "rule_removed", "rule_c
 
 @dataclass(frozen=True)
 class Utterance:
-    """What the rules need of one speech utterance."""
+    """What the rules need of one speech utterance, and what an alert cites of it."""
 
     utterance_id: str
+    channel: str
     label: str
     confidence: float
     valence: float | None
     t_start: float
     t_end: float
+    text: str  # at most MAX_CITED_TEXT characters
 
     @classmethod
     def of(cls, event: Event) -> Utterance:
         valence = event.get("valence")
-        return cls(str(event["utterance_id"]), str(event["label"]),
+        return cls(str(event["utterance_id"]), str(event["channel"]), str(event["label"]),
                    float(event["confidence"]),
                    float(valence) if isinstance(valence, int | float) else None,
-                   float(event["t_start"]), float(event["t_end"]))
+                   float(event["t_start"]), float(event["t_end"]),
+                   str(event.get("text") or "")[:MAX_CITED_TEXT])
+
+    def cited(self) -> dict[str, Any]:
+        """The utterance as an alert event lists it (``utterances``)."""
+        return {"utterance_id": self.utterance_id, "channel": self.channel, "text": self.text,
+                "label": self.label, "confidence": self.confidence, "t_start": self.t_start,
+                "t_end": self.t_end}
 
 
 @dataclass
@@ -217,6 +227,7 @@ class AlertEngine:
                 "message": f"{describe_rule(rule)}: {finding.detail}",
                 "value": round(finding.value, 4),
                 "utterance_ids": [u.utterance_id for u in utts],
+                "utterances": [u.cited() for u in utts],
                 "t_start": min((u.t_start for u in utts), default=None),
                 "t_end": max((u.t_end for u in utts), default=None),
                 "trigger_wall_time": trigger_time if isinstance(trigger_time, int | float)

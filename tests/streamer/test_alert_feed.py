@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 
 from harness import conversation as conv
 from streamer.core.config import AlertsConfig, AppConfig, WebhooksConfig, WebSocketConfig
+from streamer.core.events import validate_event
 from streamer.publish.bus import EventBus
 from streamer.publish.ws_server import WebSocketServer
 from streamer.runtime import open_feed
@@ -157,11 +158,11 @@ async def test_list_ack_snooze_webhooks_and_restart(tmp_path: Path) -> None:
 
 
 def test_feed_files_the_triggering_utterances_and_lists_snoozes(tmp_path: Path) -> None:
-    """The feed remembers speech utterances (not non-speech ones, not in the store by
-    themselves) and files those an alert names with its row; the list answer carries the
-    calls snoozed now."""
-    from streamer.supervise.alert_feed import AlertFeed, UtteranceCache
+    """The feed files the utterances an alert cites with its row (it keeps none of its
+    own); the list answer carries the calls snoozed now."""
+    from streamer.supervise.alert_feed import AlertFeed
     from streamer.supervise.alert_store import AlertQuery
+    from streamer.supervise.alerts import Utterance
 
     now = __import__("time").time()  # the writer prunes older rows (the retention)
     bus = EventBus(replay_events=0)
@@ -169,23 +170,22 @@ def test_feed_files_the_triggering_utterances_and_lists_snoozes(tmp_path: Path) 
                      tmp_path / "a.sqlite3")
     try:
         rows = [conv.emotion_from_row(r) for r in conv.BILLING_CALL[:3]]
-        for event in rows:
-            feed.handle(event, now)
         alert = {"schema": "emotion-stream/4", "type": "alert", "stream_id": "call-billing",
                  "channel": "customer", "wall_time": now,
                  "alert_id": "customer-angry/call-billing/customer/1",
                  "rule_id": "customer-angry", "kind": "label_count", "severity": "critical",
                  "message": "m", "value": 2.0,
-                 "utterance_ids": [rows[0]["utterance_id"], rows[2]["utterance_id"],
-                                   "call-billing/customer/99"],  # the last one: never heard
+                 "utterance_ids": [rows[0]["utterance_id"], rows[2]["utterance_id"]],
+                 "utterances": [Utterance.of(rows[0]).cited(), Utterance.of(rows[2]).cited()],
                  "t_start": 0.4, "t_end": 10.5, "trigger_wall_time": now}
+        validate_event(alert)
         feed.handle(alert, now)
         feed.writer.stop()
         [row] = feed.reader.query(AlertQuery()).alerts
         assert [(u["text"], u["label"], u["confidence"]) for u in row["utterances"]] == [
             (conv.BILLING_CALL[0][5], "angry", 0.72), (conv.BILLING_CALL[2][5], "angry", 0.64)]
         assert row["utterances"][0]["channel"] == "customer"
-        assert row["utterance_ids"][-1] == "call-billing/customer/99"
+        assert row["utterance_ids"] == [rows[0]["utterance_id"], rows[2]["utterance_id"]]
 
         feed.snooze("call-billing", 10, "sam", "known issue", now)
         request = type("R", (), {"path": "/api/alerts?limit=5"})()
@@ -194,11 +194,3 @@ def test_feed_files_the_triggering_utterances_and_lists_snoozes(tmp_path: Path) 
         assert answer["snoozes"][0]["by"] == "sam"
     finally:
         feed.close()
-
-    cache = UtteranceCache(calls=2, per_party=2)
-    for n, sid in enumerate(["a", "a", "a", "b", "c"]):
-        cache.add({"stream_id": sid, "channel": "x", "utterance_id": f"{sid}/x/{n}",
-                   "text": "t", "label": "sad", "confidence": 0.5, "speech": True})
-    cache.add({"stream_id": "c", "channel": "x", "utterance_id": "c/x/9", "speech": False})
-    assert len(cache) == 2 and cache.find("a", ["a/x/0"]) == ()  # the oldest call forgotten
-    assert [u["utterance_id"] for u in cache.find("c", ["c/x/4", "c/x/9"])] == ["c/x/4"]

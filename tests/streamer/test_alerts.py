@@ -79,6 +79,11 @@ def test_label_count_fires_on_k_of_n_and_clears_when_diluted() -> None:
     assert alert["type"] == "alert" and alert["rule_id"] == "customer-angry"
     assert alert["channel"] == "customer" and alert["severity"] == "critical"
     assert alert["utterance_ids"] == ["call-1/customer/0", "call-1/customer/2"]
+    # it cites them, so a consumer (the alert feed, a webhook) needs no history of its own
+    assert [(u["utterance_id"], u["channel"], u["text"], u["label"], u["confidence"])
+            for u in alert["utterances"]] == [
+        ("call-1/customer/0", "customer", "some words here", "angry", 0.9),
+        ("call-1/customer/2", "customer", "some words here", "angry", 0.75)]
     assert alert["value"] == 2 and alert["t_start"] is not None
     assert alert["trigger_wall_time"] is not None
     assert "2 of the last 3" in alert["message"]
