@@ -88,6 +88,10 @@ class AudioHookProtocol(IngestProtocol):
     def _linger_s(self) -> float:
         return LINGER_S
 
+    @property
+    def closing_done(self) -> bool:
+        return self.state == "closed"  # the client's 'close' was answered with 'closed'
+
     def _after_failure(self, payload: Any) -> None:
         """After 'disconnect' the client is expected to 'close'; answer it with 'closed'."""
         if isinstance(payload, str) and self.state != "closed":

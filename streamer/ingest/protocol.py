@@ -269,5 +269,10 @@ class IngestProtocol:
     def _linger_s(self) -> float:
         return 0.0
 
+    @property
+    def closing_done(self) -> bool:
+        """After a failure: the protocol's close handshake is over (or it has none)."""
+        return True
+
     def _after_failure(self, payload: Any) -> None:
         """Input after a failure: ignored unless the protocol has a close handshake."""

@@ -464,7 +464,7 @@ class IngestServer:
         if failure.linger_s > 0:  # let the client run the protocol's close handshake
             try:
                 async with asyncio.timeout(failure.linger_s):
-                    while getattr(protocol, "state", None) != "closed":
+                    while not protocol.closing_done:
                         message = await ws.recv()
                         if isinstance(message, str):
                             protocol.receive_text(message)
