@@ -15,11 +15,16 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from models.encoders.whisper import DEFAULT_WINDOW_S, WhisperEncoder
+from models.encoders.whisper import (
+    DEFAULT_WINDOW_S,
+    WINDOW_FRAMES,
+    WhisperEncoder,
+    WhisperEncoding,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +61,9 @@ class AsrOptions:
     max_new_tokens: int = 128
     window_s: float = DEFAULT_WINDOW_S
     word_timestamps: bool = True
+    # Decode only the first window (see _first_window_segments); False: faster-whisper's own
+    # seek loop, which may encode and decode the utterance's tail again in a 30 s window.
+    first_window_only: bool = True
 
 
 class AsrEngine:
@@ -104,6 +112,15 @@ class AsrEngine:
             hallucination_silence_threshold=None, hotwords=None,
         )
 
+    def _segments(self, encoding: WhisperEncoding, tokenizer: Any,
+                  word_timestamps: bool) -> list[Any]:
+        args = (encoding.features, tokenizer, self._options(word_timestamps), False,
+                encoding.storage)
+        # features carry one frame more than the content (faster-whisper drops it too)
+        if self.config.first_window_only and encoding.features.shape[-1] - 1 <= WINDOW_FRAMES:
+            return _first_window_segments(self.model, *args)
+        return list(self.model.generate_segments(*args))
+
     def transcribe(self, audio: np.ndarray, final: bool = True) -> Transcript:
         """Transcribe one utterance (<= 30 s). Partials skip word timestamps (cheaper)."""
         encoding = self.encoder.encode(audio, self.config.window_s)
@@ -114,8 +131,7 @@ class AsrEngine:
             language = token[2:-2]  # '<|de|>' -> 'de'
             tokenizer = self._tokenizer(language)
         try:
-            segments = list(self.model.generate_segments(
-                encoding.features, tokenizer, self._options(word_ts), False, encoding.storage))
+            segments = self._segments(encoding, tokenizer, word_ts)
         except IndexError as exc:
             if not word_ts:
                 raise
@@ -124,8 +140,7 @@ class AsrEngine:
             # utterance; consumers spread words evenly when the ASR gives none.
             LOG.warning("word alignment failed (%s); transcribing this utterance without "
                         "word timestamps", exc)
-            segments = list(self.model.generate_segments(
-                encoding.features, tokenizer, self._options(False), False, encoding.storage))
+            segments = self._segments(encoding, tokenizer, False)
         texts: list[str] = []
         words: list[Word] = []
         no_speech, logprob_sum, n_tokens, compression = 0.0, 0.0, 0, 0.0
@@ -150,6 +165,47 @@ class AsrEngine:
             avg_logprob=logprob_sum / n_tokens if n_tokens else None,
             compression_ratio=compression if n_tokens else None,
         )
+
+
+class _SecondWindow(Exception):
+    pass
+
+
+class _FirstWindowOnly:
+    """The WhisperModel as ``generate_segments`` sees it in ``_first_window_segments``: the
+    model's own attributes, except ``encode``. generate_segments encodes only to start a
+    window after the first (the first decodes the encoder output it is given), so there this
+    stops the generator instead."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def encode(self, features: np.ndarray) -> Any:
+        raise _SecondWindow
+
+
+def _first_window_segments(model: Any, *args: Any) -> list[Any]:
+    """faster-whisper's segments of the first window only, for an utterance that fits in it.
+
+    Its seek loop goes on to another window whenever the first decode does not end on a lone
+    timestamp (with word timestamps: it seeks to the last word's end) and encodes the rest,
+    padded to 30 s. On served utterances that rest is a short silent tail: on 7 of 235
+    (bench/experiments/asr_seek.py) it cost ~470 ms of CPU more (vs ~350 ms for a whole 9 s
+    utterance), kept no word, and once decoded a hallucinated "Thank you." that only raised the
+    transcript's no-speech probability (0.18 -> 0.75). Stopping a lazy iteration would be
+    too late: the generator encodes the next window before it yields anything from it."""
+    from faster_whisper import WhisperModel
+
+    segments: list[Any] = []
+    try:
+        for segment in WhisperModel.generate_segments(cast(Any, _FirstWindowOnly(model)), *args):
+            segments.append(segment)
+    except _SecondWindow:
+        pass
+    return segments
 
 
 NO_SPEECH_THRESHOLD = 0.6
