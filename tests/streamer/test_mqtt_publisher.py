@@ -33,12 +33,15 @@ class Collector:
     async def run(self) -> None:
         while True:
             try:
+                # A short keepalive: when a broker stop kills the socket under paho's feet
+                # (asyncio logs "Bad file descriptor"), the lost connection is noticed in
+                # seconds, not after the default 60 s, and the session resumes.
                 async with aiomqtt.Client("127.0.0.1", self.port, identifier="collector",
-                                          clean_session=False) as client:
+                                          clean_session=False, keepalive=2) as client:
                     await client.subscribe("emo/#", qos=1)
                     async for message in client.messages:
                         self.messages.append(message)
-            except aiomqtt.MqttError:
+            except (aiomqtt.MqttError, OSError):
                 await asyncio.sleep(0.1)
 
     def payloads(self, kind: str) -> list[dict]:
