@@ -163,14 +163,15 @@ class CAMLayer(nn.Module):
         self.linear2 = nn.Conv1d(bn_channels // 2, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        context = x.mean(-1, keepdim=True) + self.segment_mean(x)
+        # The context is one vector per segment, so the gate is computed per segment and
+        # then spread over its frames: the same numbers as gating every frame's context,
+        # with the bottleneck run on a column per segment instead of one per frame.
+        segments = F.avg_pool1d(x, kernel_size=self.SEGMENT, stride=self.SEGMENT,
+                                ceil_mode=True)  # the last segment may be shorter
+        context = x.mean(-1, keepdim=True) + segments
         mask = torch.sigmoid(self.linear2(self.relu(self.linear1(context))))
+        mask = mask.repeat_interleave(self.SEGMENT, dim=-1)[..., :x.shape[-1]]
         return self.linear_local(x) * mask
-
-    def segment_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """Each frame's segment mean (the last segment may be shorter)."""
-        seg = F.avg_pool1d(x, kernel_size=self.SEGMENT, stride=self.SEGMENT, ceil_mode=True)
-        return seg.repeat_interleave(self.SEGMENT, dim=-1)[..., :x.shape[-1]]
 
 
 class CAMDenseTDNNLayer(nn.Module):
@@ -214,7 +215,8 @@ class TransitLayer(nn.Module):
 
 class StatsPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean(dim=-1), x.std(dim=-1, unbiased=True)], dim=-1)
+        # dim=1, not -1: the ONNX exporter resolves -1 against the input's rank
+        return torch.cat([x.mean(dim=-1), x.std(dim=-1, unbiased=True)], dim=1)
 
 
 class DenseLayer(nn.Module):
