@@ -92,20 +92,25 @@ class Network(Protocol):
 
 
 class CamPlusNetwork:
-    """CAM++ on 80-d fbank of the whole stretch (it pools over any length)."""
+    """CAM++ on 80-d fbank of the whole stretch (it pools over any length), served by
+    onnxruntime (``models.campplus.CamPlusOnnx``; the torch network checks the weights and
+    is exported once, at load)."""
 
     def __init__(self, state: dict[str, Any], path: Path) -> None:
-        from models.campplus import MIN_SAMPLES, Fbank, campplus_from_state
+        from models.campplus import MIN_SAMPLES, CamPlusOnnx, Fbank, campplus_from_state
 
         self.min_samples = MIN_SAMPLES
-        self._model = campplus_from_state(state, path)
+        self._model = CamPlusOnnx(campplus_from_state(state, path))
         self._fbank = Fbank()
 
-    def vector(self, audio: np.ndarray) -> np.ndarray:
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        """(frames, 80) mean-normalised fbank."""
         import torch
 
-        feats = self._fbank(torch.from_numpy(np.ascontiguousarray(audio, np.float32)))
-        return self._model(feats[None])[0].numpy()
+        return self._fbank(torch.from_numpy(np.ascontiguousarray(audio, np.float32))).numpy()
+
+    def vector(self, audio: np.ndarray) -> np.ndarray:
+        return self._model(self.features(audio)[None])[0]
 
 
 class ResemblyzerNetwork:

