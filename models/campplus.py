@@ -182,7 +182,11 @@ class CAMLayer(nn.Module):
                                 ceil_mode=True)  # the last segment may be shorter
         context = x.mean(-1, keepdim=True) + segments
         mask = torch.sigmoid(self.linear2(self.relu(self.linear1(context))))
-        mask = mask.repeat_interleave(self.SEGMENT, dim=-1)[..., :x.shape[-1]]
+        # nearest-neighbour upsampling by an integer factor repeats each column exactly;
+        # it exports to one Resize where repeat_interleave gives a chain of Tile and
+        # Reshape (5 % of onnxruntime's time on a 1 s window)
+        mask = F.interpolate(mask, scale_factor=float(self.SEGMENT),
+                             mode="nearest")[..., :x.shape[-1]]
         return self.linear_local(x) * mask
 
 
