@@ -15,8 +15,9 @@ to 8 kHz, log), then the mean over time subtracted. Written with torch here: tor
 has no build for this torch.
 
 Served with onnxruntime (``CamPlusOnnx``): the torch network, once its weights are checked,
-is exported to ONNX in memory (a dynamic batch and time axis) and run on one thread, about
-0.55x the CPU of torch's eager network on one thread (per 1 s window, bench/speaker_cpu.py):
+is exported to ONNX at load (a dynamic batch and time axis) and run on one thread: 0.51x
+the CPU of torch's eager network on one thread over the speaker path's windows
+(bench/speaker_cpu.py; docs/conversations.md):
 torch runs CAM++'s 1-D convolutions through its im2col path one small op at a time, while
 onnxruntime fuses each convolution with its batch norm and ReLU.
 """
