@@ -24,12 +24,9 @@ onnxruntime fuses each convolution with its batch norm and ReLU.
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -304,31 +301,13 @@ def campplus_from_state(state: object, path: Path) -> CAMPPlus:
 
 # ---- serving: the network in onnxruntime --------------------------------------------------
 
-@contextmanager
-def _without_onnx_package() -> Iterator[None]:
-    """torch's TorchScript exporter imports the ``onnx`` package only to splice custom
-    onnxscript functions into the model bytes, and has none to splice here; without that
-    package (not a dependency) the splice is skipped (torch is pinned, so is this path)."""
-    if importlib.util.find_spec("onnx") is not None:
-        yield
-        return
-    from torch.onnx._internal.torchscript_exporter import onnx_proto_utils
-
-    splice = onnx_proto_utils._add_onnxscript_fn
-    onnx_proto_utils._add_onnxscript_fn = lambda model_bytes, custom_opsets: model_bytes
-    try:
-        yield
-    finally:
-        onnx_proto_utils._add_onnxscript_fn = splice
-
-
 def export_onnx(model: CAMPPlus) -> bytes:
     """The network as ONNX bytes: (batch, frames, 80) fbank -> (batch, 192). Written to a
     temporary file (the exporter's typed target), read back and removed."""
     example = torch.zeros(1, 150, MEL_BINS)
     # the TorchScript exporter warns that it is deprecated (for torch.export's, which needs
-    # onnxscript); it is the one that runs without extra packages
-    with _without_onnx_package(), torch.no_grad(), warnings.catch_warnings():
+    # onnxscript); it needs only the onnx package
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         with tempfile.TemporaryDirectory(prefix="campplus-onnx-") as folder:
             path = Path(folder) / "campplus.onnx"
