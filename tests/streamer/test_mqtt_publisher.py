@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiomqtt
 
 from harness.broker import Broker
+from harness.mqtt import subscribe_forever
 from streamer.core import events
 from streamer.core.config import MqttConfig
 from streamer.publish.bus import EventBus
@@ -31,18 +32,7 @@ class Collector:
         self.messages: list[aiomqtt.Message] = []
 
     async def run(self) -> None:
-        while True:
-            try:
-                # A short keepalive: when a broker stop kills the socket under paho's feet
-                # (asyncio logs "Bad file descriptor"), the lost connection is noticed in
-                # seconds, not after the default 60 s, and the session resumes.
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier="collector",
-                                          clean_session=False, keepalive=2) as client:
-                    await client.subscribe("emo/#", qos=1)
-                    async for message in client.messages:
-                        self.messages.append(message)
-            except (aiomqtt.MqttError, OSError):
-                await asyncio.sleep(0.1)
+        await subscribe_forever(self.port, "collector", "emo/#", self.messages.append)
 
     def payloads(self, kind: str) -> list[dict]:
         return [json.loads(m.payload) for m in self.messages

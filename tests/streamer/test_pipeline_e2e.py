@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from harness.broker import Broker
+from harness.mqtt import subscribe_forever
 from harness.speech import SAMPLE_TURNS, Turn, conversation, espeak_available, write_wav
 from offline_training.metrics import word_error_rate as wer
 from streamer.apps.pipeline import run_pipeline
@@ -73,19 +74,14 @@ class MqttRecorder:
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier="e2e-sub",
-                                          clean_session=False) as client:
-                    await client.subscribe("e2e/#", qos=1)
-                    self.subscribed.set()
-                    async for m in client.messages:
-                        if str(m.topic) == "e2e/status":
-                            self.status.append(json.loads(m.payload)["state"])
-                        else:
-                            self.messages.append((str(m.topic), json.loads(m.payload)))
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.1)
+        await subscribe_forever(self.port, "e2e-sub", "e2e/#", self.record,
+                                self.subscribed.set)
+
+    def record(self, message: aiomqtt.Message) -> None:
+        if str(message.topic) == "e2e/status":
+            self.status.append(json.loads(message.payload)["state"])
+        else:
+            self.messages.append((str(message.topic), json.loads(message.payload)))
 
 
 async def run_with_subscribers(config: AppConfig, models: Models, mqtt: MqttRecorder | None
