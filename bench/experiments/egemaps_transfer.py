@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import opensmile
 
+from bench.experiments.transfer_levers import summary
 from offline_training import cross_corpus as cc
 from offline_training.cli import build_parser, data_settings
 
@@ -127,15 +128,6 @@ def block_weight(start: int, stop: int, weight: float) -> Iterator[None]:
         yield
     finally:
         train.probe_pipeline = original  # type: ignore[assignment]
-
-
-def summary(row: dict[str, Any], results: list[Any]) -> dict[str, Any]:
-    """A summary row's UA, its spread and neutral recall, and each fold's UA."""
-    key = (row["setting"], row["test"], row["normalisation"])
-    return {**{k: row[k] for k in ("setting", "test", "normalisation", "ua", "ua_std")},
-            "neutral": row["recall"].get("neutral"),
-            "folds": [r.ua for r in results
-                      if (r.setting, r.test_corpus, r.normalisation) == key]}
 
 
 # name: (blocks, eGeMAPS block weight, C)
