@@ -15,7 +15,9 @@ where its words are. Per configuration it reports:
 - the segmenter's CPU time per audio second;
 - with ``--speakers``: the speaker change detector and labels (streamer/engine/speakers.py,
   Resemblyzer's encoder) in the loop: label accuracy (each utterance's label against its
-  dominant speaker, labels mapped to speakers by majority) and the encoder's CPU time.
+  dominant speaker, labels mapped to speakers by majority), the encoder's time and the
+  audio it embeds per audio second (``embedded_s_per_audio_s``: scan windows, both sides
+  of each pause decision, labels; deterministic where the time is not).
   ``--pairing same`` pairs two actors of the same sex (the hard case), ``mixed`` (default)
   one male and one female. Changes where the next speaker starts before the last one
   stops (overlaps) are counted apart. Each conversation's first actor also talks alone
@@ -101,6 +103,19 @@ class WhitenedEncoder:
     def embed(self, audio: np.ndarray) -> np.ndarray:
         z = (self._encoder.embed(audio) - self._mean) @ self._whiten
         return (z / max(float(np.linalg.norm(z)), 1e-9)).astype(np.float32)
+
+
+class Counted:
+    """The encoder, counting the clips and seconds of audio it embeds."""
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+        self.clips, self.seconds = 0, 0.0
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        self.clips += 1
+        self.seconds += len(audio) / SAMPLE_RATE
+        return self._encoder.embed(audio)
 
 
 @dataclass(frozen=True)
@@ -384,6 +399,7 @@ def main() -> int:
             segmentation = SpeakerSegmentation()
         if args.whitening:
             encoder = WhitenedEncoder(encoder, args.whitening)
+        encoder = counted = Counted(encoder)
         results["speakers"] = vars(speakers_config)
     speaker_ms = 0.0
     end_ms: list[float] = []
@@ -413,6 +429,7 @@ def main() -> int:
         mix = telephone(mix) if args.telephone else mix
         channel = ChannelSpeakers(encoder, speakers_config, parties, segmentation) \
             if encoder is not None and speakers_config is not None else None
+        embedded = (counted.clips, counted.seconds) if encoder is not None else (0, 0.0)
         utts, cpu, ms = segment(mix, config, channel)
         end_ms += ms
         audio_s += len(mix) / SAMPLE_RATE
@@ -424,7 +441,9 @@ def main() -> int:
             if segmentation is not None:
                 add(total, overlap_flags(utts, placed, [channel.overlap_s(u.audio)
                                                         for u in utts]))
-            add(total, {"change_decisions": channel.stats.decisions,
+            add(total, {"embedded_clips": counted.clips - embedded[0],
+                        "embedded_s": round(counted.seconds - embedded[1], 2),
+                        "change_decisions": channel.stats.decisions,
                         "scan_windows": channel.stats.scans,
                         "label_is_the_enrolled_name": named_right(utts, placed, labels)})
             speaker_ms += channel.stats.change_ms + channel.stats.label_ms \
@@ -478,6 +497,10 @@ def main() -> int:
     if encoder is not None:  # wall time of the encoder calls, inside the figure above too
         conv_s = results["ravdess_conversations"]["audio_s"]
         results["speaker_ms_per_audio_s"] = round(speaker_ms / conv_s, 3)
+        # clips the speaker path embedded in the conversations (scan windows, both sides of
+        # each pause decision, labels): seconds of audio per audio second, deterministic
+        results["embedded_s_per_audio_s"] = round(
+            results["ravdess_conversations"]["embedded_s"] / conv_s, 3)
     print(json.dumps(results, indent=1))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
