@@ -28,22 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.conversations import PAIRS, RAVDESS, assemble, ravdess_pieces, segment
+from bench.speaker_cpu import Recording
 from models.audio import SAMPLE_RATE
 from models.speaker_encoder import SpeakerEncoder
 from streamer.core.config import SegmenterConfig, SpeakersConfig
 from streamer.engine.speakers import ChannelSpeakers
-
-
-class Recording:
-    """The encoder, noting every clip it is asked to embed."""
-
-    def __init__(self, encoder: SpeakerEncoder) -> None:
-        self._encoder = encoder
-        self.clips: list[np.ndarray] = []
-
-    def embed(self, audio: np.ndarray) -> np.ndarray:
-        self.clips.append(np.array(audio, np.float32))
-        return self._encoder.embed(audio)
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from typing import TextIO
 from streamer.core.errors import PublisherError
 from streamer.core.events import Event, to_json
 from streamer.core.faults import FaultLog
-from streamer.publish.bus import EventBus
+from streamer.publish.bus import EventBus, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,34 @@ def open_private(path: Path) -> TextIO:
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
-class JsonlSink:
+class LocalSink:
+    """What both sinks share: a lossless bus subscription, the fault bulkhead around each
+    event, and the count of events written."""
+
+    def __init__(self, sub: Subscription, faults: FaultLog) -> None:
+        self._sub = sub
+        self.faults = faults
+        self.written = 0
+
+    def emit(self, event: Event) -> None:
+        """Write one event (the sink's own format and target); may raise."""
+        raise NotImplementedError
+
+    def write(self, event: Event) -> None:
+        """Write ``event``; one that cannot be written is logged, counted and skipped."""
+        try:
+            self.emit(event)
+        except Exception as exc:  # the bulkhead: one event never stops the sink
+            self.faults.record(event, exc)
+            return
+        self.written += 1
+
+    def drain_now(self) -> None:
+        while (event := self._sub.get_nowait()) is not None:
+            self.write(event)
+
+
+class JsonlSink(LocalSink):
     """Appends every event as one JSON line; flushes after each line."""
 
     def __init__(self, path: str, bus: EventBus) -> None:
@@ -50,9 +77,8 @@ class JsonlSink:
             self._file: TextIO = open_private(self.path)
         except OSError as exc:
             raise PublisherError(f"cannot open JSONL output '{path}': {exc}") from exc
-        self._sub = bus.subscribe("jsonl", maxsize=LOSSLESS_QUEUE)
-        self.faults = FaultLog(f"JSONL sink {path}")
-        self.written = 0
+        super().__init__(bus.subscribe("jsonl", maxsize=LOSSLESS_QUEUE),
+                         FaultLog(f"JSONL sink {path}"))
 
     async def run(self) -> None:
         try:
@@ -62,20 +88,9 @@ class JsonlSink:
             self.drain_now()
             self._file.close()
 
-    def write(self, event: Event) -> None:
-        """Append ``event``; one that cannot be written is logged, counted and skipped."""
-        try:
-            line = to_json(event) + "\n"
-            self._file.write(line)
-            self._file.flush()
-        except Exception as exc:  # the bulkhead: one event never stops the sink
-            self.faults.record(event, exc)
-            return
-        self.written += 1
-
-    def drain_now(self) -> None:
-        while (event := self._sub.get_nowait()) is not None:
-            self.write(event)
+    def emit(self, event: Event) -> None:
+        self._file.write(to_json(event) + "\n")
+        self._file.flush()
 
 
 def format_pretty(event: Event) -> str | None:
@@ -101,16 +116,17 @@ def format_pretty(event: Event) -> str | None:
     return None
 
 
-class StdoutSink:
+class StdoutSink(LocalSink):
+    """Prints every event (or, pretty, a line per utterance and stream) to stdout."""
+
     def __init__(self, bus: EventBus, pretty: bool, include_partials: bool,
                  out: TextIO | None = None) -> None:
         self.pretty = pretty
         self.out = out or sys.stdout
         accept = (lambda e: True) if include_partials else (
             lambda e: e["type"] != "utterance.partial")
-        self._sub = bus.subscribe("stdout", accept=accept, maxsize=LOSSLESS_QUEUE)
-        self.faults = FaultLog("stdout sink")
-        self.written = 0
+        super().__init__(bus.subscribe("stdout", accept=accept, maxsize=LOSSLESS_QUEUE),
+                         FaultLog("stdout sink"))
 
     async def run(self) -> None:
         try:
@@ -120,18 +136,8 @@ class StdoutSink:
         finally:
             self.drain_now()
 
-    def write(self, event: Event) -> None:
-        """Print ``event``; one that cannot be printed is logged, counted and skipped."""
-        try:
-            text = to_json(event)  # refuses NaN/inf and lone surrogates, pretty or not
-            line = format_pretty(event) if self.pretty else text
-            if line is not None:
-                print(line, file=self.out, flush=True)
-        except Exception as exc:  # the bulkhead: one event never stops the sink
-            self.faults.record(event, exc)
-            return
-        self.written += 1
-
-    def drain_now(self) -> None:
-        while (event := self._sub.get_nowait()) is not None:
-            self.write(event)
+    def emit(self, event: Event) -> None:
+        text = to_json(event)  # refuses NaN/inf and lone surrogates, pretty or not
+        line = format_pretty(event) if self.pretty else text
+        if line is not None:
+            print(line, file=self.out, flush=True)
