@@ -334,6 +334,15 @@ MONOLOGUE = ["we looked at the numbers for the last quarter", "and the costs wen
              "with dates and with a budget", "before we tell anyone about it"]
 
 
+def report(results: dict[str, Any], out: Path | None) -> int:
+    """Print the results as JSON and write them to ``out`` (when given); exit status 0."""
+    text = json.dumps(results, indent=1)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--conversations", type=int, default=6)
@@ -501,10 +510,7 @@ def main() -> int:
         # each pause decision, labels): seconds of audio per audio second, deterministic
         results["embedded_s_per_audio_s"] = round(
             results["ravdess_conversations"]["embedded_s"] / conv_s, 3)
-    print(json.dumps(results, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+    return report(results, args.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ per second of conversation audio, and the cosines between the two give the parit
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from conversations import PAIRS, RAVDESS, assemble, ravdess_pieces, segment  # noqa: E402
+from conversations import PAIRS, RAVDESS, assemble, ravdess_pieces, report, segment  # noqa: E402
 
 from models.audio import SAMPLE_RATE  # noqa: E402
 from models.speaker_encoder import SpeakerEncoder  # noqa: E402
@@ -46,6 +45,32 @@ class Recording:
     def embed(self, audio: np.ndarray) -> np.ndarray:
         self.clips.append(np.array(audio, np.float32))
         return self._encoder.embed(audio)
+
+
+def mixed_conversations(conversations: int, clips: int) -> list[np.ndarray]:
+    """``bench/conversations.py --speakers``'s mixed-sex conversations: its pairs, seed and
+    draw order (clips drawn without its ASR)."""
+    rng = random.Random(11)
+    mixes = []
+    for c in range(conversations):
+        pieces = ravdess_pieces(None, RAVDESS, PAIRS["mixed"][c % 8], clips, rng)
+        gaps = [rng.uniform(-0.2, 0.6) for _ in pieces]
+        mixes.append(assemble(pieces, gaps)[0])
+    return mixes
+
+
+def recorded_clips(encoder: SpeakerEncoder, mixes: list[np.ndarray],
+                   speakers: SpeakersConfig) -> tuple[list[np.ndarray], int]:
+    """Every clip the speaker path embeds on ``mixes`` (scan windows, both sides of each
+    pause decision, each utterance's label), and the number of scan windows."""
+    recording, scans = Recording(encoder), 0
+    for mix in mixes:
+        channel = ChannelSpeakers(recording, speakers)  # type: ignore[arg-type]
+        utterances, _, _ = segment(mix, SegmenterConfig(), channel)
+        for u in utterances:
+            channel.label(u.audio)
+        scans += channel.stats.scans
+    return recording.clips, scans
 
 
 def torch_embedder() -> Any:
@@ -73,21 +98,11 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    config, speakers = SegmenterConfig(), SpeakersConfig(enabled=True)
+    speakers = SpeakersConfig(enabled=True)
     encoder = SpeakerEncoder(speakers.encoder)
-    recording = Recording(encoder)
-    rng = random.Random(11)  # bench/conversations.py's seed and draw order
-    audio_s = 0.0
-    for c in range(args.conversations):
-        pieces = ravdess_pieces(None, RAVDESS, PAIRS["mixed"][c % 8], args.clips, rng)
-        gaps = [rng.uniform(-0.2, 0.6) for _ in pieces]
-        mix, _ = assemble(pieces, gaps)
-        channel = ChannelSpeakers(recording, speakers)  # type: ignore[arg-type]
-        utterances, _, _ = segment(mix, config, channel)
-        for u in utterances:
-            channel.label(u.audio)
-        audio_s += len(mix) / SAMPLE_RATE
-    clips = recording.clips
+    mixes = mixed_conversations(args.conversations, args.clips)
+    audio_s = sum(len(m) for m in mixes) / SAMPLE_RATE
+    clips, _ = recorded_clips(encoder, mixes, speakers)
     old = torch_embedder()
     for clip in clips[:5]:  # warm both
         old(clip), encoder.embed(clip)
@@ -109,10 +124,7 @@ def main() -> int:
         "cpu_ms_per_audio_s": {k: round(1000 * v / audio_s, 1) for k, v in cpu.items()},
         "ratio": round(cpu["onnxruntime"] / cpu["torch"], 3),
         "cosine_min": round(min(cosines), 7)}
-    print(json.dumps(results, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+    return report(results, args.out)
 
 
 if __name__ == "__main__":

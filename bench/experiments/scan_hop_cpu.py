@@ -19,20 +19,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
-import random
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.conversations import PAIRS, RAVDESS, assemble, ravdess_pieces, segment
-from bench.speaker_cpu import Recording
+from bench.conversations import report
+from bench.speaker_cpu import mixed_conversations, recorded_clips
 from models.audio import SAMPLE_RATE
 from models.speaker_encoder import SpeakerEncoder
-from streamer.core.config import SegmenterConfig, SpeakersConfig
-from streamer.engine.speakers import ChannelSpeakers
+from streamer.core.config import SpeakersConfig
 
 
 def main() -> int:
@@ -42,28 +39,15 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=16, help="turns per conversation")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    config, default = SegmenterConfig(), SpeakersConfig(enabled=True)
+    default = SpeakersConfig(enabled=True)
     encoder = SpeakerEncoder(default.encoder)
-    rng = random.Random(11)  # bench/conversations.py's seed and draw order
-    mixes = []
-    for c in range(args.conversations):
-        pieces = ravdess_pieces(None, RAVDESS, PAIRS["mixed"][c % 8], args.clips, rng)
-        gaps = [rng.uniform(-0.2, 0.6) for _ in pieces]
-        mixes.append(assemble(pieces, gaps)[0])
+    mixes = mixed_conversations(args.conversations, args.clips)
     audio_s = sum(len(m) for m in mixes) / SAMPLE_RATE
     clips: dict[float, list[np.ndarray]] = {}
     scans: dict[float, int] = {}
     for hop in args.hops:
-        speakers = dataclasses.replace(default, scan_hop_s=hop)
-        recording = Recording(encoder)
-        scans[hop] = 0
-        for mix in mixes:
-            channel = ChannelSpeakers(recording, speakers)  # type: ignore[arg-type]
-            utterances, _, _ = segment(mix, config, channel)
-            for u in utterances:
-                channel.label(u.audio)
-            scans[hop] += channel.stats.scans
-        clips[hop] = recording.clips
+        clips[hop], scans[hop] = recorded_clips(
+            encoder, mixes, dataclasses.replace(default, scan_hop_s=hop))
     for clip in clips[args.hops[0]][:5]:  # warm
         encoder.embed(clip)
     cpu = dict.fromkeys(args.hops, 0.0)
@@ -81,10 +65,7 @@ def main() -> int:
                    "cpu_ms_per_audio_s": round(1000 * cpu[h] / audio_s, 1),
                    "ratio_to_first": round(cpu[h] / cpu[args.hops[0]], 3)}
                    for h in args.hops}}
-    print(json.dumps(results, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+    return report(results, args.out)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -57,6 +56,7 @@ from bench.conversations import (  # noqa: E402
     measure,
     nemo_pieces,
     ravdess_pieces,
+    report,
     segment,
     speaker_changes,
     telephone,
@@ -214,10 +214,7 @@ def main() -> int:
                                   "p95": round(float(np.percentile(cpu_ms, 95)), 1)}}
     if detector:
         results["current_detector"] = {"speakers": args.speaker_overrides, **detector}
-    print(json.dumps(results, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+    return report(results, args.out)
 
 
 if __name__ == "__main__":
