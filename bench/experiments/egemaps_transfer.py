@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 import opensmile
 
+from bench.experiments import transfer_levers as levers
 from bench.experiments.transfer_levers import summary
 from offline_training import cross_corpus as cc
-from offline_training.cli import build_parser, data_settings
+from offline_training.cli import data_settings
 
 LAYER_WIDTH = 512  # Whisper base
 LAYERS = 7  # hidden states: the embedding output + 6 blocks
@@ -51,35 +52,14 @@ EGEMAPS_WIDTH = 88
 BLOCK_WEIGHT = float(np.sqrt(WHISPER_WIDTH / EGEMAPS_WIDTH))  # ~9.0
 
 
-def protocol_args(manifest: str, cache: str) -> argparse.Namespace:
-    """``emotion-train cross-corpus``'s arguments for v7's audio features, gold transcripts."""
-    return build_parser().parse_args([
-        "cross-corpus", "--corpus", "manifest", "--root", manifest, "--label-map",
-        "configs/label_maps/ravdess-4class-calm-as-neutral.json", "--audio-layers", "all",
-        "--audio-encoder", "whisper:packaged:base", "--audio-window", "fit",
-        "--transcripts", "gold", "--word-gate", "2",
-        "--cache", cache, "--threads", "2", "--quiet", "--out", "/tmp/unused"])
+GOLD = ("--transcripts", "gold", "--word-gate", "2")  # gold transcripts, none trusted
 
 
 def load_table(manifest: str, cache: str, path: Path) -> cc.Table:
-    """The protocol's pooled table (Whisper base, every layer), from ``path`` when saved."""
-    if not path.exists():
-        from offline_training.pipeline import open_corpus
-
-        data = data_settings(protocol_args(manifest, cache))
-        table, _, _ = cc.pooled_table(data, open_corpus(data))
-        np.savez(path, ids=np.array(table.ids), audio=table.audio.astype(np.float32),
-                 affect=table.affect, empty_affect=table.empty_affect,
-                 word_probability=table.word_probability, labels=table.labels,
-                 corpus=table.corpus, band=table.band, speaker=table.speaker,
-                 classes=np.array(table.classes))
-    z = np.load(path, allow_pickle=False)
-    return cc.Table(ids=tuple(z["ids"].tolist()), audio=z["audio"].astype(np.float64),
-                    affect=z["affect"], empty_affect=z["empty_affect"],
-                    trusted=np.zeros(len(z["ids"]), bool),  # GATE: no words are trusted
-                    word_probability=z["word_probability"], labels=z["labels"],
-                    corpus=z["corpus"], band=z["band"], speaker=z["speaker"],
-                    classes=tuple(z["classes"].tolist()))
+    """The protocol's pooled table (Whisper base, every layer; no words trusted), from
+    ``path`` when saved; the audio in float64."""
+    table = levers.load_table(manifest, cache, path, GATE, GOLD)
+    return replace(table, audio=table.audio.astype(np.float64))
 
 
 def egemaps_features(manifest: str, cache: str, path: Path) -> dict[str, Any]:
@@ -91,7 +71,7 @@ def egemaps_features(manifest: str, cache: str, path: Path) -> dict[str, Any]:
 
         smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                                 feature_level=opensmile.FeatureLevel.Functionals)
-        corpus = open_corpus(data_settings(protocol_args(manifest, cache)))
+        corpus = open_corpus(data_settings(levers.protocol_args(manifest, cache, *GOLD)))
         rows, wall, cpu, seconds = [], [], [], []
         for i, utt in enumerate(corpus.utterances):
             audio = load_audio(utt)

@@ -30,34 +30,37 @@ TEXT_WIDTH = 384  # MiniLM
 GATE = cc.WordGate(0.688, 1)
 
 
-def protocol_args(manifest: str, cache: str) -> argparse.Namespace:
+def protocol_args(manifest: str, cache: str, *extra: str) -> argparse.Namespace:
+    """``emotion-train cross-corpus``'s arguments for v7's features (``extra``: more flags,
+    e.g. gold transcripts)."""
     return build_parser().parse_args([
         "cross-corpus", "--corpus", "manifest", "--root", manifest, "--label-map",
         "configs/label_maps/ravdess-4class-calm-as-neutral.json", "--audio-layers", "all",
-        "--audio-encoder", "whisper:packaged:base", "--audio-window", "fit",
+        "--audio-encoder", "whisper:packaged:base", "--audio-window", "fit", *extra,
         "--cache", cache, "--threads", "2", "--quiet", "--out", "/tmp/unused"])
 
 
-def load_table(manifest: str, cache: str, path: Path) -> cc.Table:
-    """The pooled table, from ``path`` when an earlier run saved it."""
-    if path.exists():
-        z = np.load(path, allow_pickle=False)
-        return cc.Table(ids=tuple(z["ids"].tolist()), audio=z["audio"], affect=z["affect"],
-                        empty_affect=z["empty_affect"], trusted=z["trusted"],
-                        word_probability=z["word_probability"], labels=z["labels"],
-                        corpus=z["corpus"], band=z["band"], speaker=z["speaker"],
-                        classes=tuple(z["classes"].tolist()))
-    from offline_training.pipeline import open_corpus
+def load_table(manifest: str, cache: str, path: Path, gate: cc.WordGate = GATE,
+               extra: tuple[str, ...] = ()) -> cc.Table:
+    """The pooled table (words trusted by ``gate``), saved to ``path`` on the first run and
+    read from there (float32 audio, so every run fits the same numbers)."""
+    if not path.exists():
+        from offline_training.pipeline import open_corpus
 
-    data = data_settings(protocol_args(manifest, cache))
-    table, _, words = cc.pooled_table(data, open_corpus(data))
-    table = replace(table, trusted=np.array([GATE.trusted(words[i]) for i in table.ids]))
-    np.savez(path, ids=np.array(table.ids), audio=table.audio.astype(np.float32),
-             affect=table.affect, empty_affect=table.empty_affect, trusted=table.trusted,
-             word_probability=table.word_probability, labels=table.labels,
-             corpus=table.corpus, band=table.band, speaker=table.speaker,
-             classes=np.array(table.classes))
-    return table
+        data = data_settings(protocol_args(manifest, cache, *extra))
+        table, _, words = cc.pooled_table(data, open_corpus(data))
+        np.savez(path, ids=np.array(table.ids), audio=table.audio.astype(np.float32),
+                 affect=table.affect, empty_affect=table.empty_affect,
+                 trusted=np.array([gate.trusted(words[i]) for i in table.ids]),
+                 word_probability=table.word_probability, labels=table.labels,
+                 corpus=table.corpus, band=table.band, speaker=table.speaker,
+                 classes=np.array(table.classes))
+    z = np.load(path, allow_pickle=False)
+    return cc.Table(ids=tuple(z["ids"].tolist()), audio=z["audio"], affect=z["affect"],
+                    empty_affect=z["empty_affect"], trusted=z["trusted"],
+                    word_probability=z["word_probability"], labels=z["labels"],
+                    corpus=z["corpus"], band=z["band"], speaker=z["speaker"],
+                    classes=tuple(z["classes"].tolist()))
 
 
 def columns(layers: range, stats: str) -> np.ndarray:
