@@ -194,9 +194,8 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 async def run_level(n: int, call: np.ndarray, args: argparse.Namespace,
-                    expected: dict[str, int], collector: Collector,
-                    sampler: ResourceSampler, level_tag: str) -> dict[str, Any]:
-    ingest = args.ingest_url.rstrip("/")
+                    expected: dict[str, int], server: Server, level_tag: str) -> dict[str, Any]:
+    ingest, collector, sampler = server.ingest_url.rstrip("/"), server.collector, server.sampler
     rng = random.Random(n)
     stagger = min(args.stagger_s, call.shape[0] / TELEPHONY_RATE / 2)
     ids = [f"{level_tag}c{i:03d}" for i in range(n)]
@@ -287,6 +286,53 @@ def print_table(levels: list[dict[str, Any]]) -> None:
               f"{r['server_rss_mb_peak']:>7} {r['server_rss_mb_per_call']:>6}")
 
 
+@dataclass
+class Server:
+    """A server under load: where calls go, its events, its CPU and memory."""
+
+    ingest_url: str
+    events_url: str
+    proc: subprocess.Popen[bytes] | None
+    collector: Collector
+    sampler: ResourceSampler
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, args: argparse.Namespace, overrides: list[str],
+                    log_path: Path) -> Server:
+        """A fresh ``serve`` with these overrides, or ``--ingest-url``'s running one."""
+        proc, ingest_url, events_url = None, args.ingest_url, args.events_url
+        if ingest_url is None:
+            ingest_port, events_port = free_port(), free_port()
+            ingest_url = f"ws://127.0.0.1:{ingest_port}"
+            events_url = f"ws://127.0.0.1:{events_port}/events"
+            overrides = list(overrides)
+            if args.token:
+                overrides.append(f"ingest.token={args.token}")
+            if args.api_key:
+                overrides.append(f"ingest.audiohook_api_key={args.api_key}")
+            proc = start_server(overrides, ingest_port, events_port, log_path)
+        server = cls(ingest_url, events_url, proc, Collector(),
+                     ResourceSampler(proc.pid if proc else args.server_pid))
+        try:
+            await wait_for_ready(int(ingest_url.rsplit(":", 1)[1].split("/")[0]), proc)
+            ready = asyncio.Event()
+            server.tasks.append(asyncio.create_task(server.collector.run(events_url, ready)))
+            await asyncio.wait_for(ready.wait(), 30)
+            server.tasks.append(asyncio.create_task(server.sampler.run()))
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     config = load_config(None, args.set)
     call = load_call(args.audio, args.duration) if args.audio else synthesize_call(args.duration)
@@ -298,39 +344,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     print(f"call: {call.shape[0] / TELEPHONY_RATE:.0f} s, expected utterances per call "
           f"{expected}", flush=True)
-    proc = None
-    if args.ingest_url is None:
-        ingest_port, events_port = free_port(), free_port()
-        args.ingest_url = f"ws://127.0.0.1:{ingest_port}"
-        args.events_url = f"ws://127.0.0.1:{events_port}/events"
-        overrides = list(args.set)
-        if args.token:
-            overrides.append(f"ingest.token={args.token}")
-        if args.api_key:
-            overrides.append(f"ingest.audiohook_api_key={args.api_key}")
-        proc = start_server(overrides, ingest_port, events_port, Path(args.server_log))
-    port = int(args.ingest_url.rsplit(":", 1)[1].split("/")[0])
+    servers: dict[str, Server] = {}
+    levels: list[dict[str, Any]] = []
+    compared: list[dict[str, Any]] = []
     try:
-        await wait_for_ready(port, proc)
-        collector = Collector()
-        ready = asyncio.Event()
-        listen = asyncio.create_task(collector.run(args.events_url, ready))
-        await asyncio.wait_for(ready.wait(), 30)
-        sampler = ResourceSampler(proc.pid if proc else args.server_pid)
-        sampling = asyncio.create_task(sampler.run())
-        levels = []
+        servers["main"] = await Server.start(args, args.set, Path(args.server_log))
+        if args.compare:
+            servers["compare"] = await Server.start(
+                args, [*args.set, *args.compare], Path(args.server_log).with_suffix(".compare.log"))
         for i, n in enumerate(args.calls):
-            print(f"--- {n} concurrent calls ({args.protocol}) ...", flush=True)
-            result = await run_level(n, call, args, expected, collector, sampler, f"L{i}")
-            levels.append(result)
-            print_table([result])
-            await asyncio.sleep(2)
-        listen.cancel()
-        sampling.cancel()
+            # With --compare, each level runs on both servers back to back (the same
+            # machine state for both), the compared one first.
+            for name, server in sorted(servers.items()):
+                label = "" if name == "main" else f" (compare: {' '.join(args.compare)})"
+                print(f"--- {n} concurrent calls ({args.protocol}){label} ...", flush=True)
+                result = await run_level(n, call, args, expected, server,
+                                         f"L{i}{name[0]}")
+                (levels if name == "main" else compared).append(result)
+                print_table([result])
+                await asyncio.sleep(2)
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        for server in servers.values():
+            server.stop()
     ok = [r for r in levels if r["dropped"] == 0 and r["latency_server_ms"]["p95"] is not None
           and r["latency_server_ms"]["p95"] < args.late_ms
           and r["latency_client_ms"]["p95"] < args.late_ms]
@@ -343,6 +378,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                      "expected_utterances_per_call": expected},
         "levels": levels,
         "max_calls_p95_under_1s": max((r["calls"] for r in ok), default=0),
+        **({"compare": {"overrides": args.compare, "levels": compared,
+                        "cpu_s_per_call_s_ratio": [
+                            round(a["server_cpu_s_per_call_s"] / b["server_cpu_s_per_call_s"], 3)
+                            for a, b in zip(levels, compared, strict=True)]}}
+           if args.compare else {}),
     }
 
 
@@ -362,6 +402,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="after sending, wait at most this long for the last events")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for the spawned server (repeatable)")
+    p.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
+                   help="also run every level on a second server with these overrides on top "
+                        "(repeatable; e.g. asr.max_batch=1): both servers run in this process's "
+                        "run, level by level, so the ratios come from one machine state")
     p.add_argument("--ingest-url", help="use a running server, e.g. ws://127.0.0.1:8766")
     p.add_argument("--events-url", help="its subscriber URL, e.g. ws://127.0.0.1:8765/events")
     p.add_argument("--server-pid", type=int, help="pid of that server (CPU and memory)")
@@ -372,6 +416,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.ingest_url and not args.events_url:
         p.error("--ingest-url needs --events-url")
+    if args.ingest_url and args.compare:
+        p.error("--compare starts its own servers: leave out --ingest-url")
     return args
 
 
@@ -382,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     print_table(result["levels"])
     print(f"\nlargest load with p95 < {args.late_ms:.0f} ms and nothing dropped: "
           f"{result['max_calls_p95_under_1s']} concurrent calls")
+    if "compare" in result:
+        print(f"\ncompared ({' '.join(args.compare)}):")
+        print_table(result["compare"]["levels"])
+        print(f"CPU-s per call-s, this build / compared: "
+              f"{result['compare']['cpu_s_per_call_s_ratio']}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -208,6 +208,7 @@ async def ray_levels(args: argparse.Namespace, replicas: int, calls: list[int],
         assert broker.proc is not None
         sampler = TreeSampler([p.pid for p in procs] + [broker.proc.pid])
         sampling = asyncio.create_task(sampler.run())
+        server = loadgen.Server(args.ingest_url, args.events_url, None, collector, sampler)
         await asyncio.sleep(5)  # the cluster settles after deploying
         traffic, heard = BrokerTraffic(), asyncio.Event()
         counting = asyncio.create_task(traffic.run(broker.port, heard))
@@ -217,7 +218,7 @@ async def ray_levels(args: argparse.Namespace, replicas: int, calls: list[int],
             print(f"--- ray, {replicas} ingest replica(s): {n} concurrent calls ...", flush=True)
             before = (traffic.messages, traffic.payload_bytes, dict(traffic.by_type))
             parts0 = sampler.by_component()
-            level = await loadgen.run_level(n, call, args, expected, collector, sampler,
+            level = await loadgen.run_level(n, call, args, expected, server,
                                             f"R{replicas}L{i}")
             call_s = n * level["call_seconds"]
             parts1 = sampler.by_component()
@@ -257,11 +258,11 @@ async def single_levels(args: argparse.Namespace, calls: list[int], call: Any,
         await asyncio.wait_for(ready.wait(), 30)
         sampler = loadgen.ResourceSampler(proc.pid)
         sampling = asyncio.create_task(sampler.run())
+        server = loadgen.Server(args.ingest_url, args.events_url, proc, collector, sampler)
         levels = []
         for i, n in enumerate(calls):
             print(f"--- single process: {n} concurrent calls ...", flush=True)
-            levels.append(await loadgen.run_level(n, call, args, expected, collector, sampler,
-                                                  f"S{i}"))
+            levels.append(await loadgen.run_level(n, call, args, expected, server, f"S{i}"))
             loadgen.print_table([levels[-1]])
             await asyncio.sleep(2)
         listen.cancel()

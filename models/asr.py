@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,6 +25,8 @@ from models.encoders.whisper import (
     WINDOW_FRAMES,
     WhisperEncoder,
     WhisperEncoding,
+    _padded,
+    n_output_frames,
 )
 
 LOG = logging.getLogger(__name__)
@@ -141,30 +144,150 @@ class AsrEngine:
             LOG.warning("word alignment failed (%s); transcribing this utterance without "
                         "word timestamps", exc)
             segments = self._segments(encoding, tokenizer, False)
-        texts: list[str] = []
-        words: list[Word] = []
-        no_speech, logprob_sum, n_tokens, compression = 0.0, 0.0, 0, 0.0
-        for segment in segments:
-            no_speech = max(no_speech, float(segment.no_speech_prob))
-            compression = max(compression, float(segment.compression_ratio))
-            logprob_sum += float(segment.avg_logprob) * max(1, len(segment.tokens))
-            n_tokens += max(1, len(segment.tokens))
-            if is_silence(segment.no_speech_prob, segment.avg_logprob):
-                continue  # what faster-whisper itself would have skipped
-            texts.append(segment.text.strip())
-            for w in segment.words or []:
-                words.append(Word(w.word.strip(), float(w.start), float(w.end),
-                                  float(w.probability)))
-        return Transcript(
-            text=" ".join(t for t in texts if t),
-            words=tuple(words),
-            language=language,
-            language_prob=language_prob,
-            encoder_frames=encoding.frames,
-            no_speech_prob=no_speech if n_tokens else None,
-            avg_logprob=logprob_sum / n_tokens if n_tokens else None,
-            compression_ratio=compression if n_tokens else None,
-        )
+        return _transcript(segments, encoding.frames, language, language_prob)
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray],
+                         final: bool = True) -> list[Transcript]:
+        """Transcribe several utterances, each as ``transcribe`` would, sharing the model's
+        calls: those that fit in ``window_s`` are encoded as one batch and decoded by one
+        greedy ``generate`` (their word times by one ``align``). On CPU the decoder's steps
+        are small matrix products, so a batch of 4 costs about half as much decoding per
+        utterance; the encoder costs the same per utterance (bench/experiments/asr_batch.py).
+        The others (longer, a detected language) are transcribed one by one."""
+        out: list[Transcript | None] = [None] * len(audios)
+        together: list[int] = []
+        features: dict[int, np.ndarray] = {}
+        for i, audio in enumerate(audios):
+            feats = self.model.feature_extractor(audio)
+            if (self.detect or not self.config.first_window_only or len(audios) == 1
+                    or _padded(feats, self.config.window_s).shape[-1] == WINDOW_FRAMES):
+                out[i] = self.transcribe(audio, final=final)
+            else:
+                together.append(i)
+                features[i] = feats
+        if together:
+            word_ts = final and self.config.word_timestamps
+            batch = [features[i] for i in together]
+            lengths = [len(audios[i]) for i in together]
+            try:
+                results = self._first_windows(batch, lengths, word_ts)
+            except IndexError as exc:  # as in transcribe: the word alignment failed
+                if not word_ts:
+                    raise
+                LOG.warning("word alignment failed in a batch of %d (%s); transcribing "
+                            "each of them alone", len(together), exc)
+                results = [self.transcribe(audios[i], final=final) for i in together]
+            for i, result in zip(together, results, strict=True):
+                out[i] = result
+        return [t for t in out if t is not None]
+
+    def _first_windows(self, batch: list[np.ndarray], lengths: list[int],
+                       word_ts: bool) -> list[Transcript]:
+        """faster-whisper's ``generate_segments`` on the first (only) window of each of
+        ``batch`` (log-mel features of utterances that fit in ``window_s``), at temperature
+        0 and without an initial prompt, as ``transcribe`` configures it: the same calls,
+        batched."""
+        from faster_whisper import WhisperModel
+        from faster_whisper.transcribe import Segment, get_compression_ratio
+        from faster_whisper.transcribe import Word as FwWord
+
+        model, tokenizer = self.model, self.tokenizer
+        options = self._options(word_ts)
+        padded = np.concatenate([_padded(f, self.config.window_s) for f in batch])
+        storage = model.encode(padded)
+        states = np.asarray(storage, dtype=np.float32)
+        prompt = model.get_prompt(tokenizer, [], without_timestamps=options.without_timestamps)
+        results = model.model.generate(
+            storage, [list(prompt) for _ in batch], beam_size=options.beam_size,
+            patience=options.patience, length_penalty=options.length_penalty,
+            repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
+            max_length=len(prompt) + options.max_new_tokens, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=options.suppress_blank,
+            suppress_tokens=options.suppress_tokens,
+            max_initial_timestamp_index=int(round(options.max_initial_timestamp
+                                                  / model.time_precision)))
+        decoded = []  # per utterance: its segments (dicts) and their shared figures
+        for feats, result in zip(batch, results, strict=True):
+            tokens = result.sequences_ids[0]
+            avg_logprob = result.scores[0] * len(tokens) ** options.length_penalty \
+                / (len(tokens) + 1)
+            size = feats.shape[-1] - 1  # content frames (the extractor adds one)
+            segments, _, _ = model._split_segments_by_timestamps(
+                tokenizer=tokenizer, tokens=tokens, time_offset=0.0, segment_size=size,
+                segment_duration=size * model.feature_extractor.time_per_frame, seek=0)
+            ratio = get_compression_ratio(tokenizer.decode(tokens).strip())
+            decoded.append((segments, size, avg_logprob, ratio, result.no_speech_prob))
+        if word_ts:
+            alignments = WhisperModel.find_alignment(
+                model, tokenizer,
+                [[t for s in segs for t in s["tokens"] if t < tokenizer.eot]
+                 for segs, *_ in decoded],
+                storage, [size for _, size, *_ in decoded])
+            for (segs, size, *_), alignment in zip(decoded, alignments, strict=True):
+                # one utterance at a time, as transcribe does (the last speech time starts
+                # at 0 for each), from the alignment computed in the batch
+                WhisperModel.add_word_timestamps(
+                    cast(Any, _Aligned(model, alignment)), [segs], tokenizer, storage, size,
+                    options.prepend_punctuations, options.append_punctuations,
+                    last_speech_timestamp=0.0)
+        out = []
+        for row, (segs, _, avg_logprob, ratio, no_speech) in enumerate(decoded):
+            kept = [Segment(id=n, seek=0, start=s["start"], end=s["end"],
+                            text=tokenizer.decode(s["tokens"]), tokens=s["tokens"],
+                            temperature=0.0, avg_logprob=avg_logprob,
+                            compression_ratio=ratio, no_speech_prob=no_speech,
+                            words=[FwWord(**w) for w in s["words"]] if word_ts else None)
+                    for n, s in enumerate(segs, 1)
+                    if s["start"] != s["end"] and tokenizer.decode(s["tokens"]).strip()]
+            frames = states[row, : n_output_frames(lengths[row])].copy()
+            out.append(_transcript(kept, frames, self.language, None))
+        return out
+
+
+def _transcript(segments: list[Any], frames: np.ndarray, language: str | None,
+                language_prob: float | None) -> Transcript:
+    """A ``Transcript`` from faster-whisper's segments of one utterance."""
+    texts: list[str] = []
+    words: list[Word] = []
+    no_speech, logprob_sum, n_tokens, compression = 0.0, 0.0, 0, 0.0
+    for segment in segments:
+        no_speech = max(no_speech, float(segment.no_speech_prob))
+        compression = max(compression, float(segment.compression_ratio))
+        logprob_sum += float(segment.avg_logprob) * max(1, len(segment.tokens))
+        n_tokens += max(1, len(segment.tokens))
+        if is_silence(segment.no_speech_prob, segment.avg_logprob):
+            continue  # what faster-whisper itself would have skipped
+        texts.append(segment.text.strip())
+        for w in segment.words or []:
+            words.append(Word(w.word.strip(), float(w.start), float(w.end),
+                              float(w.probability)))
+    return Transcript(
+        text=" ".join(t for t in texts if t),
+        words=tuple(words),
+        language=language,
+        language_prob=language_prob,
+        encoder_frames=frames,
+        no_speech_prob=no_speech if n_tokens else None,
+        avg_logprob=logprob_sum / n_tokens if n_tokens else None,
+        compression_ratio=compression if n_tokens else None,
+    )
+
+
+class _Aligned:
+    """The WhisperModel as ``add_word_timestamps`` sees it in ``_first_windows``: its own
+    attributes, except ``find_alignment``, which gives the one utterance's alignment the
+    batch already computed."""
+
+    def __init__(self, model: Any, alignment: list[dict[str, Any]]) -> None:
+        self._model = model
+        self._alignment = alignment
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def find_alignment(self, *args: Any, **kwargs: Any) -> list[list[dict[str, Any]]]:
+        return [self._alignment]
 
 
 class _SecondWindow(Exception):

@@ -95,7 +95,7 @@ class EmotionModel:
     def __init__(self, bundle: Bundle, head: FusionHead, text_encoder: TextEncoder,
                  device: str = "cpu", whisper_model: Any | None = None,
                  audio_encoder: Any | None = None,
-                 adaptation: AdaptationSettings | None = None) -> None:
+                 adaptation: AdaptationSettings | None = None, audio_int8: bool = False) -> None:
         config = bundle.config
         self.bundle = bundle
         self.model_id: str = config.model_id
@@ -109,6 +109,8 @@ class EmotionModel:
         self._whisper_model = whisper_model
         self._audio_encoder = audio_encoder  # built lazily for whisper (may not be needed)
         self._prosody: Any | None = None  # for heads that take prosody functionals
+        # The all-layer Whisper pass runs on int8 linear layers (``load``'s audio_int8).
+        self.audio_int8 = False
         if self.audio_kind == "whisper" and config.audio.layers == "all":
             # All hidden states come from the PyTorch copy of the encoder (CTranslate2 gives
             # only the last), as the trainer cached them; the ASR's frames are not enough.
@@ -116,7 +118,10 @@ class EmotionModel:
             if audio_encoder is None:
                 from models.encoders.whisper_torch import WhisperTorchEncoder
 
-                self._audio_encoder = WhisperTorchEncoder.load(self.audio_ref, device=device)
+                # int8 linear layers where they run (the CPU); a GPU keeps float32
+                self.audio_int8 = audio_int8 and device == "cpu"
+                self._audio_encoder = WhisperTorchEncoder.load(self.audio_ref, device=device,
+                                                               int8=self.audio_int8)
         if text_encoder.dim != config.text.dim:
             raise ModelError(
                 f"text encoder '{text_encoder.ref}' gives {text_encoder.dim}-d states but "
@@ -162,7 +167,11 @@ class EmotionModel:
     @classmethod
     def load(cls, bundle: str | Path, device: str = "cpu", whisper_model: Any | None = None,
              text_encoder: str | None = None,
-             adaptation: AdaptationSettings | None = None) -> EmotionModel:
+             adaptation: AdaptationSettings | None = None,
+             audio_int8: bool = False) -> EmotionModel:
+        """``audio_int8``: the all-layer Whisper pass on int8 linear layers
+        (``WhisperTorchEncoder.load``), where there is one and it runs on the CPU; bundles
+        without it, and a GPU, are served as they are."""
         loaded = load_bundle(bundle)
         config = loaded.config
         head = loaded.build_head()
@@ -173,7 +182,7 @@ class EmotionModel:
         if audio_ref.kind != "whisper":
             audio_encoder = load_frame_encoder(audio_ref, device=device)
         return cls(loaded, head, text, device=device, whisper_model=whisper_model,
-                   audio_encoder=audio_encoder, adaptation=adaptation)
+                   audio_encoder=audio_encoder, adaptation=adaptation, audio_int8=audio_int8)
 
     # ------------------------------------------------------------ features
 

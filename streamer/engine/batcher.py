@@ -2,9 +2,10 @@
 
 ``BatchPolicy`` is the sans-I/O rule: the first request opens a batch, which
 is ready when it holds ``max_batch`` requests or ``max_wait_s`` has passed
-since it opened. ``BatchWorker`` applies it: requests from any stream are
-queued, batched, and run on the worker's own thread so inference never
-blocks the event loop.
+since it opened; requests already queued join it at once (with ``max_wait_s`` 0 a
+batch is exactly what queued while the previous one ran). ``BatchWorker`` applies
+it: requests from any stream are queued, batched, and run on the worker's own thread
+so inference never blocks the event loop.
 
 Overflow policy: the request queue is bounded (``queue_size``); ``submit``
 waits when it is full, which pushes back on the stages (and sources)
@@ -126,6 +127,11 @@ class BatchWorker(Generic[In, Out]):
     async def _fill(self) -> None:
         first = await self._queue.get()
         self._policy.add(first, time.monotonic())
+        # What is already waiting joins the batch even with no wait (max_wait_ms 0): a
+        # batch is never held open for requests that have not come, only filled by those
+        # that queued behind the running one.
+        while len(self._policy) < self._policy.max_batch and not self._queue.empty():
+            self._policy.add(self._queue.get_nowait(), time.monotonic())
         while not self._policy.ready(time.monotonic()):
             deadline = self._policy.deadline()
             timeout = max(0.0, (deadline or 0.0) - time.monotonic())

@@ -119,7 +119,8 @@ def load_emotion(config: AppConfig, whisper: Any) -> EmotionModel:
                                  adaptation=AdaptationSettings(
                                      prior_weight=config.emotion.adaptation_prior_weight,
                                      window=config.emotion.adaptation_window,
-                                     follow=config.emotion.adaptation))
+                                     follow=config.emotion.adaptation),
+                                 audio_int8=config.emotion.audio_int8)
     except ModelError as exc:
         raise ModelLoadError(str(exc)) from exc
 

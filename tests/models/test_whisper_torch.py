@@ -29,7 +29,7 @@ from models.encoders.whisper_torch import (
     load_whisper_torch,
     read_ct2_variables,
 )
-from models.errors import ModelFileError
+from models.errors import ModelError, ModelFileError
 from models.paths import resolve_whisper
 
 RAVDESS = Path(os.environ.get("EMOTION_STREAM_RAVDESS", "/work/shared/corpora/ravdess"))
@@ -192,3 +192,23 @@ def test_layer_mask_keeps_padding_out_of_attention() -> None:
         padded, alone = layer(x, mask), layer(x[1:, :4])
         torch.testing.assert_close(padded[1, :4], alone[0])
         torch.testing.assert_close(layer(x), layer(x, torch.ones(2, 7, dtype=torch.bool)))
+
+
+def test_int8_layers_stay_close_to_float32_on_speech(speech: list[np.ndarray]) -> None:
+    # emotion.audio_int8: the linear layers on int8 weights; each layer's mean over time
+    # (what the default head pools) stays within a few percent of float32's.
+    full = WhisperTorchEncoder.load("packaged:tiny.en")
+    int8 = WhisperTorchEncoder.load("packaged:tiny.en", int8=True)
+    assert any("quantized" in type(m).__module__ for m in int8.module.modules())
+    for clip in speech:
+        a = full.encode(clip, window_s=None).hidden_states.mean(axis=1)  # (L + 1, D)
+        b = int8.encode(clip, window_s=None).hidden_states.mean(axis=1)
+        assert a.shape == b.shape
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        assert cos[0] > 0.9999  # the input to the layers: convolutions stay float32
+        assert cos.min() > 0.95, cos
+
+
+def test_int8_is_refused_off_the_cpu() -> None:
+    with pytest.raises(ModelError, match="CPU only"):
+        WhisperTorchEncoder.load("packaged:tiny.en", device="cuda", int8=True)

@@ -96,3 +96,30 @@ async def test_single_thread_worker_is_busy_while_running() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_no_wait_batches_what_queued_behind_the_running_batch() -> None:
+    # max_wait_ms 0 (the ASR worker): a lone request runs at once, alone; those that arrive
+    # while it runs form the next batch, up to max_batch, without waiting for more.
+    started, release = threading.Event(), threading.Event()
+    sizes: list[int] = []
+
+    def slow(items: Sequence[int]) -> list[int]:
+        sizes.append(len(items))
+        started.set()
+        release.wait(5)
+        return list(items)
+
+    worker: BatchWorker[int, int] = BatchWorker("t", slow, max_batch=3, max_wait_ms=0)
+    task = await run_worker(worker)
+    first = asyncio.create_task(worker.submit(0))
+    await asyncio.to_thread(started.wait, 5)
+    rest = asyncio.gather(*(worker.submit(i) for i in range(1, 5)))
+    while worker.queued < 4:
+        await asyncio.sleep(0.001)
+    release.set()
+    results = [await first, *(await asyncio.wait_for(rest, 10))]
+    task.cancel()
+    assert [r.value for r in results] == [0, 1, 2, 3, 4]
+    assert sizes == [1, 3, 1]
+    assert [r.batch_size for r in results] == [1, 3, 3, 3, 1]

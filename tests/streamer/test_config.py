@@ -71,6 +71,8 @@ def test_bad_type_and_range() -> None:
         load_config(None, ["segmenter.aggressiveness=7"])
     with pytest.raises(ConfigError, match="must be >= 1"):
         load_config(None, ["segmenter.max_utterance_s=0.5"])
+    with pytest.raises(ConfigError, match="asr.max_batch must be 1..64"):
+        load_config(None, ["asr.max_batch=0"])
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
