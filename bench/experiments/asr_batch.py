@@ -87,7 +87,7 @@ def quality(engine: AsrEngine, clips: list[Clip], size: int) -> dict[str, Any]:
         refs = [clips[i].text for i in idx]
         wer[corpus] = {"single": round(corpus_wer(refs, [singles[i].text for i in idx]), 4),
                        "batched": round(corpus_wer(refs, [batched[i].text for i in idx]), 4)}
-    shifts = [max((abs(w.start - v.start), abs(w.end - v.end)) for w, v in zip(
+    shifts = [max(max(abs(w.start - v.start), abs(w.end - v.end)) for w, v in zip(
         s.words, b.words, strict=True)) * 1000 for s, b in zip(singles, batched, strict=True)
         if s.words and [w.word for w in s.words] == [w.word for w in b.words]]
     return {"batch": size, "clips": len(clips), "identical": len(clips) - len(differ),

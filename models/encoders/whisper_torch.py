@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -276,8 +277,13 @@ def quantize_int8(module: WhisperTorchModule) -> WhisperTorchModule:
     output channel: closer to float32 than per tensor, at the same cost)."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    quantised = quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig},
-                                 dtype=torch.qint8)
+    # torch.ao's eager quantisation warns that it moves to the torchao package in a later
+    # release; torch is pinned (2.13), so the warning would only repeat at every start.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantiz", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*quantiz", category=DeprecationWarning)
+        quantised = quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig},
+                                     dtype=torch.qint8)
     assert isinstance(quantised, WhisperTorchModule)
     return quantised
 

@@ -183,8 +183,9 @@ class AsrConfig:
     cpu_threads: int = 2  # threads per transcription
     workers: int = 1  # transcriptions run in parallel (many streams: workers=2, cpu_threads=1)
     # Utterances waiting for the ASR are transcribed together, up to this many per call (one
-    # encoder batch, one greedy decode): never waited for, so it only acts under load, where
-    # it halves the decoding per utterance (docs/performance.md). 1 = one at a time.
+    # encoder batch, one greedy decode, one word alignment): never waited for, so it acts
+    # under load only, where 4 cost 0.57x the CPU per utterance, same transcripts
+    # (docs/performance.md). 1 = one at a time.
     max_batch: int = 4
     language: str | None = "en"
     beam_size: int = 1
@@ -220,9 +221,10 @@ class EmotionConfig:
     text_encoder: str | None = None  # override the bundle's text encoder path/id
     torch_threads: int = 2
     # The all-layer Whisper pass (the default bundle's) on int8 linear layers: 0.4x its CPU
-    # time; 94 % of labels unchanged on held-out speakers, same UA (docs/performance.md).
-    # Applies on the CPU to bundles that read every Whisper layer; others run as they are.
-    audio_int8: bool = False
+    # time; served check on held-out RAVDESS 0.758 UA (float32 0.763), 94 % of labels
+    # unchanged (docs/performance.md). Applies on the CPU to bundles that read every Whisper
+    # layer; others, and a GPU, run float32. False: float32 everywhere.
+    audio_int8: bool = True
     # Deployment feature statistics (models/feature_stats.py), for bundles trained on
     # per-corpus standardised audio (v6): all streams of this process, per input kind,
     # starting from the training population. False: the training population's, fixed.
