@@ -6,6 +6,7 @@ through here (``streamer/runtime.py`` wires the loaded models to the bus and pub
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from streamer.audio.speech_gate import rms_dbfs
 from streamer.core.config import AppConfig
 from streamer.core.errors import AudioInputError, ConfigError, ModelLoadError
 from streamer.engine.speakers import Voices, enrol
+
+log = logging.getLogger(__name__)
 
 MIN_ENROLMENT_S = 1.0  # a speakers.enrol recording shorter than this is refused
 SILENT_DBFS = -60.0  # a recording this quiet holds no voice
@@ -114,7 +117,7 @@ def load_emotion(config: AppConfig, whisper: Any) -> EmotionModel:
     """The fusion model; ``whisper`` computes its audio frames when the ASR's are not given."""
     torch.set_num_threads(config.emotion.torch_threads)
     try:
-        return EmotionModel.load(config.emotion.bundle, device=config.emotion.device,
+        model = EmotionModel.load(config.emotion.bundle, device=config.emotion.device,
                                  whisper_model=whisper, text_encoder=config.emotion.text_encoder,
                                  adaptation=AdaptationSettings(
                                      prior_weight=config.emotion.adaptation_prior_weight,
@@ -123,6 +126,10 @@ def load_emotion(config: AppConfig, whisper: Any) -> EmotionModel:
                                  audio_int8=config.emotion.audio_int8)
     except ModelError as exc:
         raise ModelLoadError(str(exc)) from exc
+    if model.audio_int8:  # labels may differ from the trainer's float32 on borderline audio
+        log.info("emotion model %s: its Whisper pass runs on int8 linear layers "
+                 "(emotion.audio_int8; false: float32, as it was trained)", model.model_id)
+    return model
 
 
 def warm_audio() -> np.ndarray:
