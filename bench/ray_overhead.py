@@ -150,7 +150,9 @@ def wait_for_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[3:5]} exited with {proc.returncode}; see {path}")
+            args = proc.args if isinstance(proc.args, list) else [proc.args]
+            raise SystemExit(f"{' '.join(map(str, args[3:5]))} exited with {proc.returncode}; "
+                             f"see {path}")
         if path.exists() and text in path.read_text(errors="replace"):
             return
         time.sleep(1.0)

@@ -111,8 +111,9 @@ def main() -> int:
         for corpus in ("ravdess", "nemo"):
             part = [r for r in rows if r["corpus"] == corpus]
             truth = [r["truth"] for r in part]
-            pred = [r["label"][name] for r in part]
-            recall = recall_score(truth, pred, labels=CLASSES, average=None, zero_division=0)
+            predicted = [r["label"][name] for r in part]
+            recall = recall_score(truth, predicted, labels=CLASSES, average=None,
+                                  zero_division=0)
             s[corpus] = {
                 "clips": len(part),
                 "agree_with_float32": round(float(np.mean(
