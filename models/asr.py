@@ -154,14 +154,15 @@ class AsrEngine:
         are small matrix products, so a batch of 4 costs about half as much decoding per
         utterance; the encoder costs the same per utterance (bench/experiments/asr_batch.py).
         The others (longer, a detected language) are transcribed one by one."""
+        if self.detect or not self.config.first_window_only or len(audios) < 2:
+            return [self.transcribe(audio, final=final) for audio in audios]
         out: list[Transcript | None] = [None] * len(audios)
         together: list[int] = []
         features: dict[int, np.ndarray] = {}
         for i, audio in enumerate(audios):
             feats = self.model.feature_extractor(audio)
-            if (self.detect or not self.config.first_window_only or len(audios) == 1
-                    or _padded(feats, self.config.window_s).shape[-1] == WINDOW_FRAMES):
-                out[i] = self.transcribe(audio, final=final)
+            if _padded(feats, self.config.window_s).shape[-1] == WINDOW_FRAMES:
+                out[i] = self.transcribe(audio, final=final)  # longer than window_s
             else:
                 together.append(i)
                 features[i] = feats

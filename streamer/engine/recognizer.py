@@ -163,16 +163,12 @@ class AsrBatch:
         """Requests for the same engine and kind (final or partial) are transcribed as one
         batch (``AsrEngine.transcribe_batch``: each result as ``transcribe`` gives it);
         finals first."""
-        groups: dict[tuple[int, bool], list[int]] = {}
-        engines: dict[int, AsrEngine] = {}
+        groups: dict[tuple[AsrEngine, bool], list[int]] = {}
         for i, request in enumerate(requests):
-            engine = self._engine(request)
-            engines[id(engine)] = engine
-            groups.setdefault((id(engine), request.final), []).append(i)
+            groups.setdefault((self._engine(request), request.final), []).append(i)
         out: list[Transcript | None] = [None] * len(requests)
-        for (engine_id, final), index in sorted(groups.items(), key=lambda g: not g[0][1]):
-            results = engines[engine_id].transcribe_batch([requests[i].audio for i in index],
-                                                          final=final)
+        for (engine, final), index in sorted(groups.items(), key=lambda g: not g[0][1]):
+            results = engine.transcribe_batch([requests[i].audio for i in index], final=final)
             for i, transcript in zip(index, results, strict=True):
                 out[i] = transcript
         return [t for t in out if t is not None]

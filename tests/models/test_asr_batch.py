@@ -107,5 +107,3 @@ def test_asr_batch_groups_finals_and_partials(engine: AsrEngine,
     for request, result in zip(requests, results, strict=True):
         assert_same(engine.transcribe(request.audio, final=request.final), result)
     assert results[0].words and not results[1].words  # partials carry no word times
-
-
