@@ -170,12 +170,17 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
 
 
 async def ray_levels(args: argparse.Namespace, replicas: int, calls: list[int],
-                     call: Any, expected: dict[str, int], workdir: Path) -> dict[str, Any]:
+                     call: Any, expected: dict[str, int], workdir: Path,
+                     direct: bool = False) -> dict[str, Any]:
+    """``direct``: calls go to the ingest replicas' own port (``ray.direct_ingest``), not
+    through Serve's proxy."""
     env = {**os.environ, **RAY_ENV}
+    name = f"ray-{replicas}" + ("-direct" if direct else "")
     py, ray_bin = sys.executable, str(Path(sys.executable).parent / "ray")
     broker = Broker(workdir).start()
     gcs, http, events = loadgen.free_port(), loadgen.free_port(), loadgen.free_port()
-    logs = {name: workdir / f"{name}-{replicas}.log" for name in ("ray", "serve", "gateway")}
+    logs = {part: workdir / f"{part}-{name}.log" for part in ("ray", "serve", "gateway")}
+    ingest_port = loadgen.free_port()
     common = ["--set", "mqtt.enabled=true", "--set", f"mqtt.port={broker.port}"]
     procs = []
     try:
@@ -191,6 +196,8 @@ async def ray_levels(args: argparse.Namespace, replicas: int, calls: list[int],
                      "--set", f"ray.http_port={http}", "--set", f"ray.ingest_replicas={replicas}",
                      "--set", "ingest.max_calls=1000", "--set", "ingest.token=loadgen-token",
                      "--set", "ingest.audiohook_api_key=loadgen-token"]
+        if direct:
+            overrides += ["--set", "ray.direct_ingest=true", "--set", f"ingest.port={ingest_port}"]
         for o in args.set:
             overrides += ["--set", o]
         procs.append(subprocess.Popen(
@@ -201,8 +208,10 @@ async def ray_levels(args: argparse.Namespace, replicas: int, calls: list[int],
              "--set", "bus.subscriber_queue=100000"], env=env,
             stdout=logs["gateway"].open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
         wait_for_log(logs["serve"], "emotion-stream on Ray Serve", procs[1], 600)
+        if direct:
+            wait_for_port(ingest_port, 120)  # the replica's own listener opens after start
         wait_for_port(events, 60)
-        args.ingest_url = f"ws://127.0.0.1:{http}"
+        args.ingest_url = f"ws://127.0.0.1:{ingest_port if direct else http}"
         args.events_url = f"ws://127.0.0.1:{events}/events"
         collector, ready = loadgen.Collector(), asyncio.Event()
         listen = asyncio.create_task(collector.run(args.events_url, ready))
@@ -217,11 +226,11 @@ async def ray_levels(args: argparse.Namespace, replicas: int, calls: list[int],
         await asyncio.wait_for(heard.wait(), 30)
         levels = []
         for i, n in enumerate(calls):
-            print(f"--- ray, {replicas} ingest replica(s): {n} concurrent calls ...", flush=True)
+            print(f"--- {name}: {n} concurrent calls ...", flush=True)
             before = (traffic.messages, traffic.payload_bytes, dict(traffic.by_type))
             parts0 = sampler.by_component()
             level = await loadgen.run_level(n, call, args, expected, server,
-                                            f"R{replicas}L{i}")
+                                            f"R{replicas}{'D' if direct else ''}L{i}")
             call_s = n * level["call_seconds"]
             parts1 = sampler.by_component()
             level["cpu_s_per_call_s_by_component"] = {
@@ -238,7 +247,8 @@ async def ray_levels(args: argparse.Namespace, replicas: int, calls: list[int],
         listen.cancel()
         sampling.cancel()
         counting.cancel()
-        return {"setup": f"ray-{replicas}", "ingest_replicas": replicas, "levels": levels}
+        return {"setup": name, "ingest_replicas": replicas, "direct_ingest": direct,
+                "levels": levels}
     finally:
         for proc in reversed(procs):  # serve --ray deletes the app, then the cluster stops
             stop(proc)
@@ -289,6 +299,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if not args.ray_only:
         setups.append(await single_levels(args, args.calls, call, expected, workdir))
     setups.append(await ray_levels(args, 1, args.calls, call, expected, workdir))
+    if args.direct:
+        setups.append(await ray_levels(args, 1, args.calls, call, expected, workdir,
+                                       direct=True))
     for replicas in args.scaling_replicas:
         setups.append(await ray_levels(args, replicas, [args.scaling_calls], call, expected,
                                        workdir))
@@ -323,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaling-replicas", type=int, nargs="*", default=[2],
                    help="ingest replica counts for the scaling run (none: skip it)")
     p.add_argument("--ray-only", action="store_true", help="skip the single-process setup")
+    p.add_argument("--direct", action="store_true",
+                   help="also run ray-1 with ray.direct_ingest (calls on the ingest replica's "
+                        "own port, not through Serve's proxy)")
     p.add_argument("--ray-cpus", type=int, default=4,
                    help="logical CPUs of the Ray node (replicas reserve ray.*_num_cpus)")
     p.add_argument("--ray-gpus", type=int, default=0,

@@ -128,7 +128,9 @@ class IngestRoute:
 class IngestServer:
     """Listens for calls; use ``async with``. Calls run until their client ends them."""
 
-    def __init__(self, config: IngestConfig, recognizer: Recognizer | None) -> None:
+    def __init__(self, config: IngestConfig, recognizer: Recognizer | None,
+                 reuse_port: bool = False) -> None:
+        """``reuse_port``: share ``config.port`` with other processes (SO_REUSEPORT)."""
         self.config = config
         # None while the models load: calls are refused (503) until ``serve`` sets it.
         self.recognizer = recognizer
@@ -148,7 +150,7 @@ class IngestServer:
         self.edge = HttpEdge(Listen(
             config.host, config.port, config.max_message_bytes, purpose="call ingest",
             port_hint="choose another port with --set ingest.port=N",
-            tls_cert=config.tls_cert, tls_key=config.tls_key))
+            tls_cert=config.tls_cert, tls_key=config.tls_key, reuse_port=reuse_port))
         self.edge.add_http("/healthz", self._healthz)
         routes: tuple[tuple[str, str, Callable[[Request], str | None],
                             Callable[[str], IngestProtocol]], ...] = (

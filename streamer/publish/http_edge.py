@@ -149,6 +149,8 @@ class Listen:
     port_hint: str  # how to choose another port, in that error
     tls_cert: str | None = None  # PEM certificate chain: serve wss:// / https://
     tls_key: str | None = None  # its PEM private key
+    # SO_REUSEPORT: several processes of one user share the port (Ray ingest replicas).
+    reuse_port: bool = False
     # WebSocket keepalive (websockets' defaults) and how long a close handshake may take.
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
@@ -249,7 +251,8 @@ class HttpEdge:
                                        max_size=listen.max_message_bytes, ssl=tls,
                                        ping_interval=listen.ping_interval_s,
                                        ping_timeout=listen.ping_timeout_s,
-                                       close_timeout=listen.close_timeout_s)
+                                       close_timeout=listen.close_timeout_s,
+                                       reuse_port=listen.reuse_port)
         except OSError as exc:
             raise PublisherError(f"cannot listen on {listen.host}:{listen.port} for "
                                  f"{listen.purpose} ({exc}); {listen.port_hint}") from exc

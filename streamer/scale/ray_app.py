@@ -31,11 +31,21 @@ Not carried over from ``serve``: the ingest server's own listener (the proxy lis
 close codes after the upgrade instead of HTTP statuses (the proxy has already accepted
 the upgrade path): 1008 for authentication and bad requests, 1013 for capacity and rate
 limits, each with the reason ``serve`` would give.
+
+``ray.direct_ingest``: each ingest replica also opens that listener, on
+``ingest.host:ingest.port`` with SO_REUSEPORT (the replicas of a node share it; a TCP load
+balancer spreads calls over nodes). Calls there reach the replica without the proxy, which
+relays each WebSocket message through Ray (the Ray path's CPU overhead, docs/scaling.md),
+and get ``serve``'s HTTP refusals and TLS. Serve does not see them: ingest replicas are then
+a fixed number, a replica that dies drops its direct calls' connections (no 1012; the
+gateway still ends them from the replica's presence), and ``__del__`` drains them when Serve
+stops the replica.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the WebSocket route's
 # annotations through Serve's class-based view, where strings do not resolve.
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -210,6 +220,8 @@ class IngestDeployment:
         self._ingest: IngestServer | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        if self.config.ray.direct_ingest:  # its own listener opens now, not on a first call
+            self._start()  # Serve constructs replicas on their event loop
 
     def _start(self) -> asyncio.Task[None]:
         if self._task is None:
@@ -218,16 +230,29 @@ class IngestDeployment:
 
     async def _run(self) -> None:
         inference = await remote_inference(self._asr, self._fusion)
+        direct = self.config.ray.direct_ingest
         async with Runtime(self.config, inference) as runtime:
-            ingest = IngestServer(self.config.ingest, runtime.recognizer)  # its edge stays off
+            # Its own listener (the edge) opens only with ray.direct_ingest.
+            ingest = IngestServer(self.config.ingest, runtime.recognizer, reuse_port=direct)
             presence = ReplicaPresence(self.config.mqtt, self.replica, lambda: {
                 stream_id: list(call.feeds) for stream_id, call in ingest.calls.items()})
-            async with asyncio.TaskGroup() as tg:
+            async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
+                if direct:
+                    await stack.enter_async_context(ingest)
                 tg.create_task(presence.run(), name="presence")
                 self._ingest = ingest
                 self._ready.set()
-                log.info("ingest replica %s ready", self.replica)
+                log.info("ingest replica %s ready%s", self.replica,
+                         f"; direct calls on port {ingest.port}" if direct else "")
                 await asyncio.Event().wait()
+
+    async def __del__(self) -> None:
+        """Serve calls this when it stops the replica (scale-down, redeploy), after the
+        proxied calls ended or ``graceful_shutdown_timeout_s`` passed: direct calls get the
+        same drain as in ``serve`` (no new calls, those in progress end or are cut)."""
+        if self._ingest is not None and self.config.ray.direct_ingest:
+            cut = await self._ingest.drain(self.config.operations.drain_timeout_s)
+            log.info("ingest replica %s drained; calls cut: %s", self.replica, cut or "none")
 
     async def check_health(self) -> None:
         """Serve's health check: the replica's runtime must be running."""
@@ -320,6 +345,9 @@ def build_app(config: AppConfig) -> Any:
                           "same broker): set mqtt.enabled=true and mqtt.host/mqtt.port; serve "
                           "subscribers with `emotion-stream gateway`")
     r = config.ray
+    if r.direct_ingest and config.ingest.port == 0:
+        raise ConfigError("ray.direct_ingest: the ingest replicas share ingest.port; set it "
+                          "to a fixed port (0 would give each replica a different one)")
     data = to_dict(config)
     asr = AsrDeployment.options(  # type: ignore[attr-defined]
         ray_actor_options={"num_cpus": r.asr_num_cpus, "num_gpus": r.asr_num_gpus},

@@ -28,3 +28,15 @@ def test_builder_args_and_replica_config() -> None:
     one = replica_config(config, "r1")
     assert one.mqtt.client_id == "es-r1" and not one.websocket.enabled
     assert one.jsonl.path is None and not one.stdout.enabled
+
+
+def test_direct_ingest_needs_a_fixed_port_and_replica_count() -> None:
+    """Calls on the replicas' own port bypass Serve's proxy, so Serve cannot autoscale on
+    them, and every replica must share one port."""
+    with pytest.raises(ConfigError, match="ray.direct_ingest.*ray.ingest_max_replicas=null"):
+        load_config(None, ["ray.direct_ingest=true", "ray.ingest_max_replicas=4"])
+    with pytest.raises(ConfigError, match="ray.direct_ingest.*ingest.port"):
+        build_app(load_config(None, ["mqtt.enabled=true", "ray.direct_ingest=true",
+                                     "ingest.port=0"]))
+    assert build_app(load_config(None, ["mqtt.enabled=true", "ray.direct_ingest=true",
+                                        "ray.ingest_replicas=2"])) is not None

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import pytest
 import ray
 from ray import serve
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from bench.loadgen import synthesize_call
 from harness.broker import Broker
@@ -150,14 +152,22 @@ def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def ray_config(cluster: str, module_broker: Broker) -> AppConfig:
     return load_config(None, [*COMMON, "mqtt.enabled=true", f"mqtt.port={module_broker.port}",
                               f"ray.address={cluster}", f"ray.http_port={free_port()}",
-                              "ray.ingest_replicas=2", "websocket.port=0"])
+                              "ray.ingest_replicas=2", "websocket.port=0",
+                              # Calls also on the replicas' own port (both share it).
+                              "ray.direct_ingest=true", f"ingest.port={free_port()}"])
 
 
 @pytest.fixture(scope="module")
 def app(ray_config: AppConfig) -> AppConfig:
     """The application deployed (2 ingest replicas, ASR, fusion), every replica running."""
     start_serve(ray_config)
+    wait_for_port(ray_config.ingest.port, 60)  # the replicas' own listener opens after start
     return ray_config
+
+
+def base_url(config: AppConfig, path: str) -> str:
+    """Where calls go: Serve's proxy, or the ingest replicas' own port (ray.direct_ingest)."""
+    return f"ws://127.0.0.1:{config.ray.http_port if path == 'proxy' else config.ingest.port}"
 
 
 # --------------------------------------------------------------------- calls
@@ -320,14 +330,15 @@ async def single_process_events(conversation: np.ndarray, ids: dict[str, str],
 
 
 # --------------------------------------------------------------------- tests
+@pytest.mark.parametrize("path", ["proxy", "direct"])
 async def test_calls_through_ray_serve_equal_single_process_serve(
-        app: AppConfig, conversation: np.ndarray, module_broker: Broker) -> None:
+        app: AppConfig, conversation: np.ndarray, module_broker: Broker, path: str) -> None:
     ids = stream_ids()
     mqtt, ready = MqttEvents(), asyncio.Event()
     mqtt_task = asyncio.create_task(mqtt.run(module_broker.port, ready))
     await asyncio.wait_for(ready.wait(), 10)
     async with gateway_running(app) as (gateway, subscriber):
-        base = f"ws://127.0.0.1:{app.ray.http_port}"
+        base = base_url(app, path)
         reports = await asyncio.gather(*(send(p, base, call_of(s, conversation))
                                          for p, s in ids.items()))
         assert all(r.close_code == 1000 for r in reports), [
@@ -349,6 +360,16 @@ async def test_calls_through_ray_serve_equal_single_process_serve(
         assert {e["reason"] for e in ended.values()} == {"end_of_input"}
         assert {ch: e["utterances"] for ch, e in ended.items()} == {
             ch: len(v) for ch, v in want.items()}
+
+
+async def test_direct_calls_get_serves_http_refusals(app: AppConfig) -> None:
+    """On the replicas' own port a bad token is refused before the upgrade with an HTTP
+    status and the reason, as by ``serve`` (the proxy can only close after it)."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{base_url(app, 'direct')}/ingest/pcm?token=wrong-token"):
+            pass
+    assert refused.value.response.status_code == HTTPStatus.UNAUTHORIZED
+    assert b"missing or wrong token" in refused.value.response.body
 
 
 def ingest_replicas() -> set[str]:
