@@ -454,8 +454,8 @@ class RayConfig:
     # True: each ingest replica also takes calls on ingest.host:ingest.port itself (the
     # `serve` listener: HTTP refusals, TLS, /healthz; SO_REUSEPORT, so the replicas of a
     # node share the port and the kernel spreads calls). Those calls skip Serve's proxy,
-    # which otherwise relays every audio frame through Ray; Serve cannot count them, so
-    # ingest replicas are a fixed number (ingest_max_replicas null). docs/scaling.md.
+    # which otherwise relays every audio frame through Ray; autoscaling counts them through
+    # each replica's report (ingest_calls_policy). docs/scaling.md.
     direct_ingest: bool = False
     # ASR (Whisper) replicas; requests from all ingest replicas are batched (@serve.batch).
     asr_replicas: int = 1
@@ -892,9 +892,5 @@ def ray_checks(ray: RayConfig) -> list[tuple[bool, str]]:
                     "autoscaling)"),
                    (getattr(ray, f"{name}_num_cpus") >= 0, f"ray.{name}_num_cpus must be >= 0")]
     checks += [(ray.asr_num_gpus >= 0 and ray.fusion_num_gpus >= 0,
-                "ray.asr_num_gpus and ray.fusion_num_gpus must be >= 0"),
-               (not (ray.direct_ingest and ray.ingest_max_replicas is not None),
-                "ray.direct_ingest: calls on the replicas' own port do not pass through "
-                "Serve's proxy, so Serve cannot count them to autoscale ingest replicas; set "
-                "ray.ingest_max_replicas=null and size ray.ingest_replicas instead")]
+                "ray.asr_num_gpus and ray.fusion_num_gpus must be >= 0")]
     return checks

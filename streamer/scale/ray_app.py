@@ -36,10 +36,11 @@ limits, each with the reason ``serve`` would give.
 ``ingest.host:ingest.port`` with SO_REUSEPORT (the replicas of a node share it; a TCP load
 balancer spreads calls over nodes). Calls there reach the replica without the proxy, which
 relays each WebSocket message through Ray (the Ray path's CPU overhead, docs/scaling.md),
-and get ``serve``'s HTTP refusals and TLS. Serve does not see them: ingest replicas are then
-a fixed number, a replica that dies drops its direct calls' connections (no 1012; the
-gateway still ends them from the replica's presence), and ``__del__`` drains them when Serve
-stops the replica.
+and get ``serve``'s HTTP refusals and TLS. Serve's proxy does not see them: each replica
+reports them as a custom autoscaling metric and ``ingest_calls_policy`` adds them to the
+proxied calls; a replica that dies drops its direct calls' connections (no 1012; the gateway
+still ends them from the replica's presence), and ``__del__`` drains them when Serve stops
+the replica.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the WebSocket route's
@@ -59,6 +60,7 @@ from typing import Any
 import ray
 from fastapi import FastAPI, WebSocket
 from ray import serve
+from ray.serve.config import AutoscalingContext
 from ray.serve.handle import DeploymentHandle
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -84,6 +86,8 @@ log = logging.getLogger(__name__)
 CLOSE_SERVICE_RESTART = 1012  # the replica holding the call was lost
 READY_TIMEOUT_S = 120.0  # a call arriving at a replica still starting waits this long
 LOST_REPLICA_REASON = "the ingest replica serving this call was lost; call again"
+# Defined before the deployments: Serve pickles their classes as they are declared.
+DIRECT_CALLS_METRIC = "direct_calls"  # ingest replicas' autoscaling report (direct calls)
 
 
 # ----------------------------------------------------------------- inference
@@ -220,6 +224,7 @@ class IngestDeployment:
         self._ingest: IngestServer | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._proxied = 0  # calls in progress that came through Serve's proxy
         if self.config.ray.direct_ingest:  # its own listener opens now, not on a first call
             self._start()  # Serve constructs replicas on their event loop
 
@@ -264,6 +269,13 @@ class IngestDeployment:
     def replica_name(self) -> str:
         return self.replica
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metric (``ingest_calls_policy``): the calls this
+        replica holds on its own port, which Serve's count of ongoing requests misses."""
+        if self._ingest is None:
+            return {DIRECT_CALLS_METRIC: 0.0}
+        return {DIRECT_CALLS_METRIC: float(max(0, self._ingest.connections - self._proxied))}
+
     @ingest_api.websocket("/{path:path}")
     async def call(self, websocket: WebSocket, path: str) -> None:
         self._start()
@@ -288,7 +300,11 @@ class IngestDeployment:
             await ws.close(refusal_close_code(refusal.status),
                            close_reason(f"{refusal.status.value}: {refusal.message}"))
             return
-        await route.handle(ws)
+        self._proxied += 1
+        try:
+            await route.handle(ws)
+        finally:
+            self._proxied -= 1
 
 
 # --------------------------------------------------------------------- proxy
@@ -331,11 +347,30 @@ PREFER_LOCAL_ENV = "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"
 
 
 # ---------------------------------------------------------------------- app
-def _scaling(replicas: int, most: int | None, target: int) -> dict[str, Any]:
+INGEST_POLICY = "streamer.scale.ray_app:ingest_calls_policy"
+
+
+def ingest_calls_policy(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]:
+    """Serve's autoscaling policy for ingest replicas with ``ray.direct_ingest``: replicas
+    for every call held, those through the proxy (Serve's count of ongoing requests) and
+    those on the replicas' own port (their ``record_autoscaling_stats``), at
+    ``target_ongoing_requests`` calls per replica. Serve applies the bounds and delays."""
+    if ctx.config is None:  # Serve passes the deployment's autoscaling config
+        raise ValueError("ingest_calls_policy needs the deployment's autoscaling_config")
+    direct = (ctx.aggregated_metrics or {}).get(DIRECT_CALLS_METRIC, {})
+    calls = ctx.total_num_requests + sum(direct.values())
+    return calls / ctx.config.target_ongoing_requests, {}
+
+
+def _scaling(replicas: int, most: int | None, target: int,
+             policy: str | None = None) -> dict[str, Any]:
     if most is None:
         return {"num_replicas": replicas}
-    return {"autoscaling_config": {"min_replicas": replicas, "max_replicas": most,
-                                   "target_ongoing_requests": target}}
+    config: dict[str, Any] = {"min_replicas": replicas, "max_replicas": most,
+                              "target_ongoing_requests": target}
+    if policy is not None:
+        config["policy"] = {"policy_function": policy}
+    return {"autoscaling_config": config}
 
 
 def build_app(config: AppConfig) -> Any:
@@ -363,7 +398,8 @@ def build_app(config: AppConfig) -> Any:
         max_ongoing_requests=config.ingest.max_calls,
         # A replica being stopped (scale-down, redeploy) lets its calls go on this long.
         graceful_shutdown_timeout_s=config.operations.drain_timeout_s,
-        **_scaling(r.ingest_replicas, r.ingest_max_replicas, r.ingest_target_calls)
+        **_scaling(r.ingest_replicas, r.ingest_max_replicas, r.ingest_target_calls,
+                   INGEST_POLICY if r.direct_ingest else None)
     ).bind(data, asr, fusion)
 
 

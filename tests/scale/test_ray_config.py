@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from streamer.core.config import load_config
+import pytest
+from ray.serve._private.common import DeploymentID
+from ray.serve.config import AutoscalingConfig, AutoscalingContext
+
+from streamer.core.config import AppConfig, load_config
 from streamer.core.errors import ConfigError
-from streamer.scale.ray_app import app_from_args, build_app, replica_config
+from streamer.scale.ray_app import (
+    DIRECT_CALLS_METRIC,
+    INGEST_POLICY,
+    app_from_args,
+    build_app,
+    ingest_calls_policy,
+    replica_config,
+)
 
 
 def test_the_ray_path_needs_mqtt_and_says_so() -> None:
@@ -30,13 +41,40 @@ def test_builder_args_and_replica_config() -> None:
     assert one.jsonl.path is None and not one.stdout.enabled
 
 
-def test_direct_ingest_needs_a_fixed_port_and_replica_count() -> None:
-    """Calls on the replicas' own port bypass Serve's proxy, so Serve cannot autoscale on
-    them, and every replica must share one port."""
-    with pytest.raises(ConfigError, match="ray.direct_ingest.*ray.ingest_max_replicas=null"):
-        load_config(None, ["ray.direct_ingest=true", "ray.ingest_max_replicas=4"])
+def test_direct_ingest_needs_a_fixed_port() -> None:
+    """Every replica of a node shares ingest.port: 0 would give each its own."""
     with pytest.raises(ConfigError, match="ray.direct_ingest.*ingest.port"):
         build_app(load_config(None, ["mqtt.enabled=true", "ray.direct_ingest=true",
                                      "ingest.port=0"]))
-    assert build_app(load_config(None, ["mqtt.enabled=true", "ray.direct_ingest=true",
-                                        "ray.ingest_replicas=2"])) is not None
+
+
+def autoscaling(config: AppConfig) -> dict[str, Any]:
+    """The ingest deployment's autoscaling config as Serve will read it."""
+    app = build_app(config)
+    settings = app._bound_deployment._deployment_config.autoscaling_config  # noqa: SLF001
+    return settings.model_dump() if settings is not None else {}
+
+
+def context(proxied: float, direct: dict[str, float], target: int) -> AutoscalingContext:
+    return AutoscalingContext(
+        deployment_id=DeploymentID("ingest", "emotion-stream"), deployment_name="ingest",
+        app_name="emotion-stream", current_num_replicas=1, target_num_replicas=1,
+        running_replicas=[], total_num_requests=proxied, total_queued_requests=0.0,
+        aggregated_metrics={DIRECT_CALLS_METRIC: direct} if direct else {}, raw_metrics={},
+        capacity_adjusted_min_replicas=1, capacity_adjusted_max_replicas=8,
+        policy_state={}, last_scale_up_time=None, last_scale_down_time=None,
+        current_time=None, config=AutoscalingConfig(target_ongoing_requests=target,
+                                                    min_replicas=1, max_replicas=8))
+
+
+def test_direct_calls_count_for_autoscaling() -> None:
+    """With ray.direct_ingest the ingest replicas autoscale on every call they hold: Serve's
+    count of proxied calls plus each replica's report of the calls on its own port."""
+    direct = load_config(None, ["mqtt.enabled=true", "ray.direct_ingest=true",
+                                "ray.ingest_max_replicas=4", "ray.ingest_target_calls=16"])
+    assert autoscaling(direct)["policy"]["policy_function"] == INGEST_POLICY
+    proxied = load_config(None, ["mqtt.enabled=true", "ray.ingest_max_replicas=4"])
+    assert autoscaling(proxied)["policy"]["policy_function"] != INGEST_POLICY
+    assert ingest_calls_policy(context(4, {"r1": 20.0, "r2": 8.0}, 16))[0] == 2.0  # 32 / 16
+    assert ingest_calls_policy(context(0, {"r1": 40.0}, 16))[0] == 2.5  # Serve rounds up
+    assert ingest_calls_policy(context(16, {}, 16))[0] == 1.0  # no report yet: proxied only

@@ -466,3 +466,30 @@ async def test_asr_model_8k_transcribes_8k_calls_on_ray_as_in_serve(
     want = per_party(reference, stream_id)
     assert set(want) == {"customer", "agent"} and all(want.values())
     assert_equal_but_wording(per_party(subscriber.events, stream_id), want, "model_8k")
+
+
+async def test_direct_calls_scale_ingest_replicas_up(app: AppConfig,
+                                                     conversation: np.ndarray) -> None:
+    """Redeployed with autoscaling (1 to 2 ingest replicas, 1 call each): two calls on the
+    replicas' own port, which Serve's proxy never sees, bring up the second replica through
+    their ``record_autoscaling_stats`` (Serve's upscale delay: 30 s)."""
+    one = dataclasses.replace(app, ray=dataclasses.replace(app.ray, ingest_replicas=1))
+    start_serve(one)  # from 2 fixed replicas to 1 (autoscaling starts from the current count)
+    await wait_until(lambda: running_ingest_replicas() == 1, 120, "one ingest replica", 1.0)
+    scaling = dataclasses.replace(one, ray=dataclasses.replace(
+        one.ray, ingest_max_replicas=2, ingest_target_calls=1))
+    start_serve(scaling)
+    wait_for_port(scaling.ingest.port, 60)
+    assert running_ingest_replicas() == 1
+    long_call = np.tile(conversation, (6, 1))  # 108 s: the calls outlast the decision
+    calls = [asyncio.create_task(send("twilio", base_url(scaling, "direct"),
+                                      call_of(f"scale-{i}-{uuid.uuid4().hex[:6]}", long_call),
+                                      pace=1.0)) for i in range(2)]
+    try:
+        await wait_until(lambda: running_ingest_replicas() == 2, 150,
+                         "a second ingest replica for two direct calls", 1.0)
+        assert not any(c.done() for c in calls), "a call ended before the scale-up"
+    finally:
+        for c in calls:
+            c.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
