@@ -16,13 +16,18 @@ mean over time). Time: process CPU per utterance, passes alternated clip by clip
 (as the server's audio worker runs).
 
     .venv/bin/python -m bench.experiments.audio_int8 --nemo 120
+    .venv/bin/python -m bench.experiments.audio_int8 --nemo 120 --telephone \
+        --out bench/results/audio_int8_8k.json
 
-Writes ``bench/results/audio_int8.json``.
+Writes ``bench/results/audio_int8.json``. ``--telephone``: every clip goes through the
+telephone band first (8 kHz, G.711 mu-law, back to 16 kHz as the streamer resamples a
+telephone channel), the passes and the ASR then see what a phone call gives them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -32,15 +37,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
 import torch
 from sklearn.metrics import recall_score
 
 from bench.experiments.one_pass import BUNDLE, Clip, nemo_clips, ravdess_clips
 from models.asr import AsrEngine, AsrOptions
+from models.audio import SAMPLE_RATE
 from models.encoders import AudioFeatures
 from models.encoders.whisper import load_whisper
 from models.encoders.whisper_torch import WhisperTorchEncoder, quantize_int8
 from models.inference import EmotionInput, EmotionModel
+from offline_training.corpora.telephone import telephone_band
+from streamer.audio.telephony import TELEPHONY_RATE
 
 OUT = Path("bench/results/audio_int8.json")
 HELD_OUT = ["01", "11", "20", "21"]
@@ -69,6 +78,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nemo", type=int, default=120, help="nEMO clips (evenly spaced)")
     p.add_argument("--per-actor", type=int, default=0, help="RAVDESS clips per actor (0: all)")
+    p.add_argument("--telephone", action="store_true",
+                   help="clips through the 8 kHz mu-law telephone band first")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -79,6 +90,9 @@ def main() -> int:
               "int8_per_channel": quantised(fp32, per_channel=True)}
     asr = AsrEngine(AsrOptions(), load_whisper("packaged:tiny.en", cpu_threads=1))
     clips: list[Clip] = ravdess_clips(HELD_OUT, args.per_actor) + nemo_clips(args.nemo)
+    if args.telephone:
+        clips = [dataclasses.replace(c, audio=soxr.resample(
+            telephone_band(c.audio), TELEPHONY_RATE, SAMPLE_RATE, quality="HQ")) for c in clips]
     rows: list[dict[str, Any]] = []
     for i, clip in enumerate(clips):
         transcript = asr.transcribe(clip.audio, final=True)
@@ -128,6 +142,7 @@ def main() -> int:
         summary[name] = s
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "load_after": os.getloadavg()[0]},
+              "telephone_band": args.telephone,
               "summary": summary, "rows": rows}
     print(json.dumps(summary, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ async def test_rejected_and_unencodable_events_are_dead_lettered(make_broker,  #
     nan["confidence"] = math.nan
     nul = sample_emotion("s1", "a\x00b", 3)
     async with running(collector.run()):
-        await asyncio.sleep(0.5)
+        await collector.ready()
         async with running(publisher.run()):
             await until(lambda: publisher.connected)
             for event in (sample_emotion("s1", "mono", 0), huge, nan, nul,

@@ -176,6 +176,7 @@ async def test_broker_restart_is_unreachable_not_bad_password(broker: Broker) ->
     collector = Collector(broker.port)
     async with running(collector.run(), publisher.run()):
         await until(lambda: publisher.connected)
+        await collector.ready()  # its session must exist before the broker goes down
         broker.stop()
         bus.publish(sample_emotion("s1", "mono", 0))  # paho: "no connection", code 4
         await until(lambda: publisher.state == "unreachable")
@@ -316,7 +317,7 @@ async def test_topic_levels_are_escaped_reversibly(broker: Broker) -> None:
                                          reconnect_min_s=0.1, reconnect_max_s=0.5), bus)
     collector = Collector(broker.port)
     async with running(collector.run()):
-        await asyncio.sleep(0.5)
+        await collector.ready()
         async with running(publisher.run()):
             await until(lambda: publisher.connected)
             bus.publish(sample_emotion("q a", "mono", 0))

@@ -142,7 +142,7 @@ async def test_mqtt_over_tls_with_a_client_certificate(tls_broker, pki: Pki) -> 
         tls=True, tls_ca_file=str(pki.ca), client_id="no-cert"), EventBus())
     collector = Collector(broker.port)
     async with running(collector.run()):
-        await asyncio.sleep(0.5)
+        await collector.ready()
         async with running(publisher.run(), no_client_cert.run()):
             bus.publish(sample_emotion("s1", "mono", 0))
             got = await collector.wait_for("utterance.emotion", 1, timeout=TIMEOUT_S)

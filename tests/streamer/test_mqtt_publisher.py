@@ -30,9 +30,16 @@ class Collector:
     def __init__(self, port: int) -> None:
         self.port = port
         self.messages: list[aiomqtt.Message] = []
+        self.subscribed = asyncio.Event()  # set once the broker has its subscription
 
     async def run(self) -> None:
-        await subscribe_forever(self.port, "collector", "emo/#", self.messages.append)
+        await subscribe_forever(self.port, "collector", "emo/#", self.messages.append,
+                                self.subscribed.set)
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Wait for the subscription: the broker does not keep what is published before
+        it for a session it does not know yet (a fixed sleep lost that race under load)."""
+        await asyncio.wait_for(self.subscribed.wait(), timeout)
 
     def payloads(self, kind: str) -> list[dict]:
         return [json.loads(m.payload) for m in self.messages
@@ -50,7 +57,7 @@ async def create_subscriber_session(broker: Broker) -> None:
     broker.start()
     collector = Collector(broker.port)
     async with running(collector.run()):
-        await asyncio.sleep(0.5)
+        await collector.ready()
     broker.stop()
 
 
@@ -75,6 +82,7 @@ async def test_events_arrive_with_qos1_and_retained_status(broker: Broker) -> No
     publisher = MqttPublisher(config(broker.port), bus)
     collector = Collector(broker.port)
     async with running(collector.run(), publisher.run()):
+        await collector.ready()
         bus.publish(events.stream_started("s1", "mono", "x", "m", ("a", "b")))
         for i in range(5):
             bus.publish(sample_emotion(index=i))
@@ -119,6 +127,7 @@ async def test_broker_restart_mid_stream_loses_nothing(make_broker) -> None:  # 
     publisher = MqttPublisher(config(broker.port), bus)
     collector = Collector(broker.port)
     async with running(collector.run(), publisher.run()):
+        await collector.ready()
         for i in range(5):
             bus.publish(sample_emotion(index=i))
         await collector.wait_for("utterance.emotion", 5)
