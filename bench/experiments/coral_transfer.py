@@ -26,7 +26,6 @@ Only worth building causally (deployment statistics of a covariance) if ``whiten
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
-from bench.experiments.egemaps_transfer import load_table
+from bench.experiments.egemaps_transfer import table_parser, wideband_table
 from offline_training import cross_corpus as cc
 
 VARIANTS = ("none", "corpus", "whiten", "corpus+self")
@@ -108,18 +107,13 @@ def score(train: cc.Table, test: cc.Table, variant: str, components: int, c: flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", default="runs/encoder-cmp.jsonl")
-    parser.add_argument("--cache", default="runs/cache")
-    parser.add_argument("--table", type=Path, default=Path("runs/encoder-cmp-base-fit-table.npz"))
+    parser = table_parser(__doc__)
     parser.add_argument("--components", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--c", type=float, nargs="+", default=[0.01, 0.1])
     parser.add_argument("--out", type=Path, default=Path("bench/results/coral_transfer.json"))
     args = parser.parse_args()
     started = time.perf_counter()
-    table = load_table(args.manifest, args.cache, args.table)
-    table = table.where(table.band == "wideband")
+    table = wideband_table(args)
     runs = [("ravdess->nemo", table.corpus == "ravdess", table.corpus == "nemo"),
             ("nemo->ravdess", table.corpus == "nemo", table.corpus == "ravdess")]
     runs += [(f"both/{fold}", ~held, held) for fold, held in cc.both_folds(table)]

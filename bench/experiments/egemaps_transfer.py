@@ -62,6 +62,22 @@ def load_table(manifest: str, cache: str, path: Path) -> cc.Table:
     return replace(table, audio=table.audio.astype(np.float64))
 
 
+def table_parser(doc: str | None) -> argparse.ArgumentParser:
+    """An experiment's parser with the table's options (--manifest, --cache, --table)."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", default="runs/encoder-cmp.jsonl")
+    parser.add_argument("--cache", default="runs/cache")
+    parser.add_argument("--table", type=Path, default=Path("runs/encoder-cmp-base-fit-table.npz"))
+    return parser
+
+
+def wideband_table(args: argparse.Namespace) -> cc.Table:
+    """``table_parser``'s table, its wideband rows (the protocol's headline rows)."""
+    table = load_table(args.manifest, args.cache, args.table)
+    return table.where(table.band == "wideband")
+
+
 def egemaps_features(manifest: str, cache: str, path: Path) -> dict[str, Any]:
     """eGeMAPS v02 functionals of every clip's served span, from ``path`` when saved:
     ``ids``, ``features`` (N, 88), ``names``, ``wall_ms`` and ``cpu_ms`` per clip."""
@@ -158,19 +174,14 @@ def markdown(out: dict[str, Any], normalisations: list[str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", default="runs/encoder-cmp.jsonl")
-    parser.add_argument("--cache", default="runs/cache")
-    parser.add_argument("--table", type=Path, default=Path("runs/encoder-cmp-base-fit-table.npz"))
+    parser = table_parser(__doc__)
     parser.add_argument("--egemaps", type=Path, default=Path("runs/encoder-cmp-egemaps.npz"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/egemaps_transfer.json"))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--normalisations", default="none,mixed:40")
     args = parser.parse_args()
     started = time.perf_counter()
-    table = load_table(args.manifest, args.cache, args.table)
-    table = table.where(table.band == "wideband")
+    table = wideband_table(args)
     print(f"table: {len(table)} rows, {table.audio.shape[1]} audio columns, "
           f"{time.perf_counter() - started:.0f} s", flush=True)
     egemaps = egemaps_features(args.manifest, args.cache, args.egemaps)

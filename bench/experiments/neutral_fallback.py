@@ -45,7 +45,13 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bench.experiments.egemaps_transfer import LAYER_WIDTH, LAYERS, TEXT_WIDTH, load_table
+from bench.experiments.egemaps_transfer import (
+    LAYER_WIDTH,
+    LAYERS,
+    TEXT_WIDTH,
+    table_parser,
+    wideband_table,
+)
 from offline_training import cross_corpus as cc
 
 BIASES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)  # the exploratory sweep
@@ -310,11 +316,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", default="runs/encoder-cmp.jsonl")
-    parser.add_argument("--cache", default="runs/cache")
-    parser.add_argument("--table", type=Path, default=Path("runs/encoder-cmp-base-fit-table.npz"))
+    parser = table_parser(__doc__)
     parser.add_argument("--probs", type=Path, default=Path("runs/neutral-fallback-probs.npz"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/neutral_fallback.json"))
     parser.add_argument("--normalisations", default="none,mixed:40")
@@ -326,8 +328,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     normalisations = args.normalisations.split(",")
-    table = load_table(args.manifest, args.cache, args.table)
-    table = table.where(table.band == "wideband")
+    table = wideband_table(args)
     if args.columns:
         table = replace(table, audio=table.audio[:, :args.columns])
     arrays: dict[str, np.ndarray] = {}

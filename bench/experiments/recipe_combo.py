@@ -11,7 +11,6 @@ bundle; the bundle itself needs the whole protocol's features (docs/transfer.md)
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
@@ -20,7 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.experiments.egemaps_transfer import LAYER_WIDTH, TEXT_WIDTH, load_table
+from bench.experiments.egemaps_transfer import (
+    LAYER_WIDTH,
+    TEXT_WIDTH,
+    table_parser,
+    wideband_table,
+)
 from bench.experiments.neutral_fallback import fit, predict, runs, ua
 from bench.experiments.transfer_levers import columns
 from offline_training import cross_corpus as cc
@@ -35,17 +39,12 @@ VARIANTS: dict[str, tuple[range, bool]] = {  # name: (layers, corpus-balanced we
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", default="runs/encoder-cmp.jsonl")
-    parser.add_argument("--cache", default="runs/cache")
-    parser.add_argument("--table", type=Path, default=Path("runs/encoder-cmp-base-fit-table.npz"))
+    parser = table_parser(__doc__)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/recipe_combo.json"))
     args = parser.parse_args()
     started = time.perf_counter()
-    table = load_table(args.manifest, args.cache, args.table)
-    table = table.where(table.band == "wideband")
+    table = wideband_table(args)
     neutral = table.classes.index("neutral")
     rows: list[dict[str, Any]] = []
     for name, (layers, balanced) in VARIANTS.items():
@@ -68,13 +67,13 @@ def main() -> None:
     summary: dict[str, dict[str, str]] = {}
     for name in VARIANTS:
         cells: dict[str, str] = {}
-        for setting, test in (("ravdess->nemo", "nemo"), ("nemo->ravdess", "ravdess"),
-                              ("both", "nemo"), ("both", "ravdess")):
+        for setting, tested in (("ravdess->nemo", "nemo"), ("nemo->ravdess", "ravdess"),
+                                ("both", "nemo"), ("both", "ravdess")):
             part = [r for r in rows if r["variant"] == name and r["setting"] == setting
-                    and r["test"] == test]
+                    and r["test"] == tested]
             uas = [r["ua"] for r in part]
             spread = f" ± {np.std(uas):.3f}" if len(uas) > 1 else ""
-            cells[f"{setting} {test}"] = (f"{np.mean(uas):.3f}{spread} "
+            cells[f"{setting} {tested}"] = (f"{np.mean(uas):.3f}{spread} "
                                           f"({np.mean([r['neutral_recall'] for r in part]):.2f})")
         summary[name] = cells
         print(name, cells, flush=True)
