@@ -397,11 +397,12 @@ def main() -> int:
     if args.speakers:
         from models.speaker_encoder import SpeakerEncoder
         from streamer.core.config import SpeakersConfig
+        from streamer.engine.loading import speaker_calibration
         from streamer.engine.speakers import ChannelSpeakers, Party, enrol
 
         speakers_config = SpeakersConfig(enabled=True, **{
             k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.speaker_overrides)})
-        encoder = SpeakerEncoder(speakers_config.encoder)
+        encoder = SpeakerEncoder(speakers_config.encoder, speaker_calibration(speakers_config))
         if speakers_config.segmentation:
             from models.speaker_segmentation import SpeakerSegmentation
 

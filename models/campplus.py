@@ -27,6 +27,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,12 +318,57 @@ def export_onnx(model: CAMPPlus) -> bytes:
             return path.read_bytes()
 
 
+# The convolutions kept in float32 by ``quantize_convs``: quantising the first (the FCM
+# front end on the fbank) and the last ones moved the embeddings most (cosine to float32
+# 0.98 with them, 0.99 without; docs/conversations.md).
+FLOAT_CONVS_FIRST, FLOAT_CONVS_LAST = 6, 3
+
+
+def quantize_convs(network: bytes, calibration: Sequence[np.ndarray]) -> bytes:
+    """``network`` (``export_onnx``'s) with its convolutions on int8, static (QDQ): weights
+    per output channel, activations uint8 with ranges calibrated on ``calibration``
+    ((1, frames, 80) fbank windows of real speech); the first ``FLOAT_CONVS_FIRST`` and last
+    ``FLOAT_CONVS_LAST`` convolutions and every other operator stay float32."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        raise ValueError("quantize_convs needs calibration windows of real speech")
+    windows = iter(calibration)
+
+    class Windows(CalibrationDataReader):  # type: ignore[misc]
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            window = next(windows, None)
+            return None if window is None else {"feats": window.astype(np.float32)}
+
+    with tempfile.TemporaryDirectory(prefix="campplus-int8-") as folder:
+        plain, prepared, quantised = (Path(folder) / n for n in ("f.onnx", "p.onnx", "q.onnx"))
+        plain.write_bytes(network)
+        # the frame axis is dynamic: onnxruntime's symbolic shape inference cannot finish it
+        quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)
+        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
+        quantize_static(str(prepared), str(quantised), Windows(),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv"],
+                        nodes_to_exclude=convs[:FLOAT_CONVS_FIRST] + convs[-FLOAT_CONVS_LAST:])
+        return quantised.read_bytes()
+
+
 class CamPlusOnnx:
     """CAM++ in onnxruntime on one thread: ``(B, T, 80)`` fbank -> ``(B, 192)``, the torch
     network's numbers to about 1e-5 (equal-length windows batch exactly: it pools over
-    each one's frames)."""
+    each one's frames). With ``calibration`` (fbank windows of real speech) most of its
+    convolutions run on int8 (``quantize_convs``): about 0.66x the time, embeddings within
+    a cosine of about 0.97 of float32's."""
 
-    def __init__(self, model: CAMPPlus) -> None:
+    def __init__(self, model: CAMPPlus, calibration: Sequence[np.ndarray] = ()) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -331,7 +377,11 @@ class CamPlusOnnx:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session: Any = ort.InferenceSession(export_onnx(model), options,
+        network = export_onnx(model)
+        self.int8 = bool(calibration)
+        if self.int8:
+            network = quantize_convs(network, calibration)
+        self._session: Any = ort.InferenceSession(network, options,
                                                   providers=["CPUExecutionProvider"])
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ cosine of two is their similarity. ``ref`` is one of:
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,17 +92,31 @@ class Network(Protocol):
     def vector(self, audio: np.ndarray) -> np.ndarray: ...
 
 
+CALIBRATION_WINDOW, CALIBRATION_HOP = 17280, 4000  # the detector's 1.08 s windows, 0.25 s apart
+
+
 class CamPlusNetwork:
     """CAM++ on 80-d fbank of the whole stretch (it pools over any length), served by
     onnxruntime (``models.campplus.CamPlusOnnx``; the torch network checks the weights and
     is exported once, at load)."""
 
-    def __init__(self, state: dict[str, Any], path: Path) -> None:
+    def __init__(self, state: dict[str, Any], path: Path,
+                 calibration: Sequence[np.ndarray] = ()) -> None:
+        """``calibration``: 16 kHz speech; when given, the convolutions run on int8
+        calibrated on its 1.08 s windows (``models.campplus.quantize_convs``)."""
         from models.campplus import MIN_SAMPLES, CamPlusOnnx, Fbank, campplus_from_state
 
         self.min_samples = MIN_SAMPLES
-        self._model = CamPlusOnnx(campplus_from_state(state, path))
         self._fbank = Fbank()
+        windows = [self.features(audio[start:start + CALIBRATION_WINDOW])[None]
+                   for audio in calibration
+                   for start in range(0, len(audio) - CALIBRATION_WINDOW + 1,
+                                      CALIBRATION_HOP)]
+        if calibration and not windows:
+            raise ValueError(f"CAM++ int8 calibration needs speech of at least "
+                             f"{CALIBRATION_WINDOW / SAMPLE_RATE:.2f} s")
+        self._model = CamPlusOnnx(campplus_from_state(state, path), windows)
+        self.int8 = self._model.int8
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         """(frames, 80) mean-normalised fbank."""
@@ -164,7 +179,10 @@ class SpeakerEncoder:
     """A speaker encoder on CPU, one thread. Per 1 s window: CAM++ about 12 ms in torch,
     about half that in onnxruntime (served so), Resemblyzer about 16 ms (one idle core)."""
 
-    def __init__(self, ref: str = PACKAGED_SPEAKER) -> None:
+    def __init__(self, ref: str = PACKAGED_SPEAKER, int8_calibration: Sequence[np.ndarray] = ()
+                 ) -> None:
+        """``int8_calibration``: 16 kHz speech to calibrate CAM++'s int8 convolutions on
+        (``speakers.int8``); empty: float32. Resemblyzer has no int8 form."""
         import torch
 
         path = resolve_speaker_weights(ref)
@@ -183,11 +201,14 @@ class SpeakerEncoder:
                                  "'model_state')")
         self.network: Network
         if is_resemblyzer:
+            if int8_calibration:
+                raise ModelFileError(f"'{path}' is a Resemblyzer checkpoint: int8 is for "
+                                     "CAM++ only; set speakers.int8=false or use CAM++")
             self.kind = "resemblyzer"
             self.network = ResemblyzerNetwork(checkpoint["model_state"])
         else:
             self.kind = "campplus"
-            self.network = CamPlusNetwork(checkpoint, path)
+            self.network = CamPlusNetwork(checkpoint, path, int8_calibration)
         self._torch = torch
 
     def embed(self, audio: np.ndarray) -> np.ndarray:

@@ -139,6 +139,11 @@ class SpeakersConfig:
     # p95 at utterance ends on a busy machine (docs/conversations.md).
     segmentation: bool = False
     segmentation_hop_s: float = 1.0
+    # CAM++'s convolutions on int8 (onnxruntime, calibrated at load on the bundled sample
+    # speech): 0.66-0.71x the speaker path's CPU (7.5-7.7 % of a core per stream), nearly
+    # the same decisions, but with the float32 thresholds 1-3 fewer changes found on
+    # held-out speakers and 7 more nEMO labels wrong: off by default (docs/conversations.md).
+    int8: bool = False
     overlap_min_s: float = 0.2
     # Known parties: their events say their name instead of S1, S2, ... (an utterance is
     # theirs by the same label_threshold). Turn boundaries are found as without enrolment.

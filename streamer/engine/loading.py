@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from models.speaker_encoder import SpeakerEncoder
 from models.speaker_segmentation import SpeakerSegmentation
 from streamer.audio.audio_io import read_audio_file
 from streamer.audio.speech_gate import rms_dbfs
-from streamer.core.config import AppConfig
+from streamer.core.config import AppConfig, SpeakersConfig
 from streamer.core.errors import AudioInputError, ConfigError, ModelLoadError
 from streamer.engine.speakers import Voices, enrol
 
@@ -60,13 +61,26 @@ def load_asr_8k(config: AppConfig) -> AsrEngine | None:
     return asr_8k
 
 
+# speakers.int8 calibrates CAM++'s activation ranges on the bundled sample speech (RAVDESS
+# actors and the espeak-ng call, 242 windows): real voices, shipped with the package.
+INT8_CALIBRATION = ("sample_ravdess.flac", "sample_conversation.wav")
+
+
+def speaker_calibration(speakers: SpeakersConfig) -> list[np.ndarray]:
+    """The speech CAM++'s int8 convolutions are calibrated on (``speakers.int8``), else none."""
+    if not speakers.int8:
+        return []
+    return [read_audio_file(str(resources.files("streamer") / "assets" / name))
+            for name in INT8_CALIBRATION]
+
+
 def load_speakers(config: AppConfig) -> Voices | None:
     """The speaker encoder and the enrolled parties when ``speakers.enabled`` (it runs in
     the driver process, also under ``--ray``: a small LSTM, a few ms per utterance)."""
     if not config.speakers.enabled:
         return None
     try:
-        encoder = SpeakerEncoder(config.speakers.encoder)
+        encoder = SpeakerEncoder(config.speakers.encoder, speaker_calibration(config.speakers))
     except ModelError as exc:
         raise ModelLoadError(f"speakers.enabled: {exc}") from exc
     parties = tuple(enrol(encoder, party.name, [enrolment_audio(party.name, path)

