@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 import aiomqtt
+
+log = logging.getLogger(__name__)
 
 
 async def subscribe_forever(port: int, identifier: str, topic: str,
@@ -17,7 +20,9 @@ async def subscribe_forever(port: int, identifier: str, topic: str,
     A short keepalive: when a broker stop kills the socket under paho's feet (asyncio logs
     "Bad file descriptor", surfacing as OSError or MqttError), the lost connection is
     noticed in seconds, not after the default 60 s, and the session resumes with the QoS 1
-    messages the broker kept for it."""
+    messages the broker kept for it. Any other error of a dying connection (paho's socket
+    closed under asyncio's reader, e.g. a ValueError for descriptor -1) is logged and
+    retried too: a collector that silently stopped would look like a lost message."""
     while True:
         try:
             async with aiomqtt.Client("127.0.0.1", port, identifier=identifier,
@@ -27,4 +32,8 @@ async def subscribe_forever(port: int, identifier: str, topic: str,
                 async for message in client.messages:
                     on_message(message)
         except (aiomqtt.MqttError, OSError):
+            await asyncio.sleep(0.1)
+        except Exception:  # noqa: BLE001 - logged; the subscriber must outlive the broker
+            log.warning("MQTT subscriber %s: connection failed unexpectedly; reconnecting",
+                        identifier, exc_info=True)
             await asyncio.sleep(0.1)

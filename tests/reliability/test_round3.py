@@ -191,6 +191,8 @@ async def test_broker_restart_is_unreachable_not_bad_password(broker: Broker) ->
         restarted = time.monotonic()
         await until(lambda: publisher.connected and publisher.pending == 0, timeout=10)
         recovered_s = time.monotonic() - restarted
+        # The collector's persistent session gets the event once it is back on the broker.
+        await until(lambda: collector.subscriptions >= 2)
         await collector.wait_for("utterance.emotion", 1)
         await until(lambda: any(json.loads(m.payload).get("after") for m in collector.messages
                                 if str(m.topic) == "emo/status"

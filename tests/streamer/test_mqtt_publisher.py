@@ -31,10 +31,15 @@ class Collector:
         self.port = port
         self.messages: list[aiomqtt.Message] = []
         self.subscribed = asyncio.Event()  # set once the broker has its subscription
+        self.subscriptions = 0  # (re)subscriptions so far: one per connection
 
     async def run(self) -> None:
         await subscribe_forever(self.port, "collector", "emo/#", self.messages.append,
-                                self.subscribed.set)
+                                self._on_subscribed)
+
+    def _on_subscribed(self) -> None:
+        self.subscriptions += 1
+        self.subscribed.set()
 
     async def ready(self, timeout: float = 30.0) -> None:
         """Wait for the subscription: the broker does not keep what is published before
