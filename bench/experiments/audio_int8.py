@@ -20,8 +20,9 @@ mean over time). Time: process CPU per utterance, passes alternated clip by clip
         --out bench/results/audio_int8_8k.json
 
 Writes ``bench/results/audio_int8.json``. ``--telephone``: every clip goes through the
-telephone band first (8 kHz, G.711 mu-law, back to 16 kHz as the streamer resamples a
-telephone channel), the passes and the ASR then see what a phone call gives them.
+telephone band first (``bench.telephone_asr.to_telephone``: 8 kHz, G.711 mu-law, back to
+16 kHz through the ingest's own upsampler), so the passes and the ASR see what a phone
+call gives them.
 """
 
 from __future__ import annotations
@@ -37,19 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 import torch
 from sklearn.metrics import recall_score
 
 from bench.experiments.one_pass import BUNDLE, Clip, nemo_clips, ravdess_clips
+from bench.telephone_asr import to_telephone
 from models.asr import AsrEngine, AsrOptions
-from models.audio import SAMPLE_RATE
 from models.encoders import AudioFeatures
 from models.encoders.whisper import load_whisper
 from models.encoders.whisper_torch import WhisperTorchEncoder, quantize_int8
 from models.inference import EmotionInput, EmotionModel
-from offline_training.corpora.telephone import telephone_band
-from streamer.audio.telephony import TELEPHONY_RATE
 
 OUT = Path("bench/results/audio_int8.json")
 HELD_OUT = ["01", "11", "20", "21"]
@@ -91,8 +89,7 @@ def main() -> int:
     asr = AsrEngine(AsrOptions(), load_whisper("packaged:tiny.en", cpu_threads=1))
     clips: list[Clip] = ravdess_clips(HELD_OUT, args.per_actor) + nemo_clips(args.nemo)
     if args.telephone:
-        clips = [dataclasses.replace(c, audio=soxr.resample(
-            telephone_band(c.audio), TELEPHONY_RATE, SAMPLE_RATE, quality="HQ")) for c in clips]
+        clips = [dataclasses.replace(c, audio=to_telephone(c.audio)) for c in clips]
     rows: list[dict[str, Any]] = []
     for i, clip in enumerate(clips):
         transcript = asr.transcribe(clip.audio, final=True)
