@@ -116,7 +116,11 @@ class CamPlusNetwork:
             raise ValueError(f"CAM++ int8 calibration needs speech of at least "
                              f"{CALIBRATION_WINDOW / SAMPLE_RATE:.2f} s")
         self._model = CamPlusOnnx(campplus_from_state(state, path), windows)
-        self.int8 = self._model.int8
+
+    @property
+    def int8(self) -> bool:
+        """Whether its convolutions run on int8 (``models.campplus.CamPlusOnnx.int8``)."""
+        return bool(self._model.int8)
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         """(frames, 80) mean-normalised fbank."""

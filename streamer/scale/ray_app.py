@@ -347,9 +347,6 @@ PREFER_LOCAL_ENV = "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"
 
 
 # ---------------------------------------------------------------------- app
-INGEST_POLICY = "streamer.scale.ray_app:ingest_calls_policy"
-
-
 def ingest_calls_policy(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]:
     """Serve's autoscaling policy for ingest replicas with ``ray.direct_ingest``: replicas
     for every call held, those through the proxy (Serve's count of ongoing requests) and
@@ -360,6 +357,10 @@ def ingest_calls_policy(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]
     direct = (ctx.aggregated_metrics or {}).get(DIRECT_CALLS_METRIC, {})
     calls = ctx.total_num_requests + sum(direct.values())
     return calls / ctx.config.target_ongoing_requests, {}
+
+
+# Serve imports the policy by this path in its controller.
+INGEST_POLICY = f"{ingest_calls_policy.__module__}:{ingest_calls_policy.__qualname__}"
 
 
 def _scaling(replicas: int, most: int | None, target: int,

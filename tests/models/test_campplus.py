@@ -23,6 +23,8 @@ from models.speaker_encoder import (
     resolve_speaker_weights,
 )
 from streamer.audio.audio_io import read_audio_file
+from streamer.core.config import SpeakersConfig
+from streamer.engine.loading import speaker_calibration
 
 RAVDESS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "ravdess"
 needs_ravdess = pytest.mark.needs_corpus("ravdess")
@@ -176,11 +178,8 @@ def test_int8_convolutions_keep_the_speakers_apart() -> None:
     """``speakers.int8``: CAM++ calibrated on the bundled sample speech (as the streamer
     loads it) gives embeddings close to float32's on speakers it was not calibrated on, and
     still tells two of them apart as float32 does."""
-    assets = Path(__file__).resolve().parents[2] / "streamer" / "assets"
-    calibration = [read_audio_file(assets / n) for n in ("sample_ravdess.flac",
-                                                          "sample_conversation.wav")]
     plain = SpeakerEncoder(PACKAGED_CAMPPLUS)
-    int8 = SpeakerEncoder(PACKAGED_CAMPPLUS, calibration)
+    int8 = SpeakerEncoder(PACKAGED_CAMPPLUS, speaker_calibration(SpeakersConfig(int8=True)))
     assert isinstance(int8.network, CamPlusNetwork) and int8.network.int8
     voices = {actor: [clip(f"Actor_{actor}/03-01-{e}-01-0{s}-01-{actor}.flac")
                       for e in ("01", "05") for s in (1, 2)] for actor in ("13", "14")}
