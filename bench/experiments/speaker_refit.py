@@ -14,6 +14,7 @@ setting with bench/conversations.py on held-out speakers.
         --pairing mixed \
         --points 0.3,0.15 0.35,0.15 0.25,0.15 0.3,0.2 0.3,0.1 0.4,0.15 0.35,0.2 0.4,0.2 \
         --label 0.25 0.3 0.35 0.4 0.45 --out /tmp/refit_mixed.json
+    # CAM++ on int8 (speakers.int8): add --speaker-set int8=true
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main() -> int:
     from models.encoders.whisper import load_whisper
     from models.speaker_encoder import SpeakerEncoder
     from streamer.core.config import SegmenterConfig, SpeakersConfig
+    from streamer.engine.loading import speaker_calibration
     from streamer.engine.speakers import ChannelSpeakers, SpeakerTracker
 
     extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.speaker_overrides)}
@@ -104,7 +106,10 @@ def main() -> int:
         solo_mix, solo_placed = conv.assemble(solo, gaps)
         talks.append((mix, placed, solo_mix, solo_placed))
     print(f"assembled {len(talks)} conversations", file=sys.stderr)
-    encoder = CachedEncoder(SpeakerEncoder(args.encoder))
+    # --speaker-set int8=true: CAM++'s convolutions on int8, calibrated as the streamer does
+    calibration = speaker_calibration(SpeakersConfig(enabled=True, encoder=args.encoder,
+                                                     **extra))
+    encoder = CachedEncoder(SpeakerEncoder(args.encoder, calibration))
     segmenter = SegmenterConfig()
     rows = []
     points = [tuple(float(x) for x in p.split(",")) for p in args.points]
@@ -155,7 +160,8 @@ def main() -> int:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "labels"}), file=sys.stderr,
               flush=True)
-        args.out.write_text(json.dumps({"encoder": args.encoder, "pairing": args.pairing,
+        args.out.write_text(json.dumps({"encoder": args.encoder, "int8": bool(calibration),
+                                        "pairing": args.pairing,
                                         "actors": args.actors, "extra": extra,
                                         "embeddings": encoder.calls, "grid": rows},
                                        indent=1) + "\n")

@@ -37,9 +37,10 @@ Rules:
 - Speaker turns without a pause (``scan_hop_s`` > 0): when two people overlap there is no
   pause to cut at. Every ``scan_hop_s`` of the open utterance, the window of speech ending
   there is compared with the window starting there (embeddings of ``window_s`` each, every
-  window embedded once); a point whose distance (1 - cosine) exceeds ``scan_distance`` and
-  is the largest within ``scan_peak_s`` on either side, away from any candidate pause, is
-  a change: the utterance is cut at its quietest frame within half a hop.
+  window embedded once); a point whose distance (the detector's ``distance``: 1 - cosine,
+  sharpened by the voices heard so far) exceeds ``scan_distance`` and is the largest within
+  ``scan_peak_s`` on either side, away from any candidate pause, is a change: the
+  utterance is cut at its quietest frame within half a hop.
 - With a segmentation model (``segment_hop_s`` > 0): every ``segment_hop_s`` of the open
   utterance, its last 10 s are segmented; each speaker change the model finds, once a
   window of speech follows it and away from any candidate pause, is compared as a pause
@@ -105,6 +106,8 @@ class ChangeDetector(Protocol):
     def scan_peak_s(self) -> float: ...  # a change is the largest distance this near
 
     def embed(self, audio: np.ndarray) -> np.ndarray: ...  # L2-normalised
+
+    def distance(self, first: np.ndarray, second: np.ndarray) -> float: ...  # of two embeds
 
     @property
     def segment_hop_s(self) -> float: ...  # 0: no segmentation model
@@ -465,8 +468,8 @@ class Segmenter:
             return []
         self._scan_embeddings[start] = self._change.embed(np.concatenate(self._frames[start:]))
         if start - window in self._scan_embeddings:  # the distance at grid frame `start`
-            self._scan_distances[start] = 1.0 - float(
-                self._scan_embeddings.pop(start - window) @ self._scan_embeddings[start])
+            self._scan_distances[start] = self._change.distance(
+                self._scan_embeddings.pop(start - window), self._scan_embeddings[start])
         if not self._scan_distances:
             return []
         # after a cut the rest's first distances start later than the grid's first frame

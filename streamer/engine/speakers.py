@@ -12,6 +12,11 @@ nearest). Both are causal. With ``speakers.revise_window`` (> 0) the tracker's
 again after each one and revises the labels of those it now places with another speaker
 (``Labelled.revisions``; the ``speaker.revised`` event).
 
+With ``speakers.memory_weight`` (> 0) the detector also remembers the voices it has
+embedded so far (``streamer.engine.voice_memory.VoiceMemory``) and lowers a decision's
+cosine by how far its two windows lie apart along the line between two known voices, which
+tells same-sex speakers apart far better than two windows alone.
+
 ``speakers.enrol`` names known parties: each is a ``Party``, the mean embedding of
 recordings of their voice, that the tracker starts with, so their utterances are labelled
 with their name; other voices still get S1, S2, ...
@@ -35,6 +40,7 @@ from models.speaker_encoder import SpeakerEncoder
 from models.speaker_segmentation import FRAME_SIZE, SpeakerSegmentation
 from streamer.core.config import SpeakersConfig
 from streamer.engine.speaker_clusters import Anchor, Revision, SpeakerReviser
+from streamer.engine.voice_memory import VoiceMemory
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,9 @@ class SpeakerChange:
         self._config = config
         self.stats = stats
         self._segmentation = segmentation
+        # speakers.memory_weight > 0: the voices heard so far sharpen every decision
+        self._memory = VoiceMemory(config.memory_threshold, config.memory_min_windows,
+                                   config.memory_voices) if config.memory_weight > 0 else None
 
     @property
     def segment_hop_s(self) -> float:
@@ -149,17 +158,39 @@ class SpeakerChange:
         [embedding], ms = timed_embed(self._encoder, audio)
         self.stats.change_ms += ms
         self.stats.scans += 1
+        if self._memory is not None:
+            self._memory.add(embedding)
         return embedding
+
+    @property
+    def memory_voices(self) -> int:
+        """Voices the memory knows well enough to use (0 without the memory)."""
+        return 0 if self._memory is None else self._memory.voices
+
+    def distance(self, first: np.ndarray, second: np.ndarray) -> float:
+        """The scan's distance between two neighbouring windows' embeddings: 1 - cosine,
+        plus the memory's evidence that they are two known voices."""
+        return 1.0 - float(first @ second) + self._evidence(first, second)
 
     @property
     def change_cosine(self) -> float:
         return self._config.change_threshold
 
     def cosine(self, before: np.ndarray, after: np.ndarray) -> float:
+        """The voices' cosine, less the memory's evidence that they are two known voices
+        (the speech before the pause then joins the memory)."""
         (first, second), ms = timed_embed(self._encoder, before, after)
         self.stats.change_ms += ms
         self.stats.decisions += 1
-        return float(first @ second)
+        cosine = float(first @ second) - self._evidence(first, second)
+        if self._memory is not None:
+            self._memory.add(first)
+        return cosine
+
+    def _evidence(self, first: np.ndarray, second: np.ndarray) -> float:
+        if self._memory is None:
+            return 0.0
+        return self._config.memory_weight * self._memory.evidence(first, second)
 
     def note_cut(self) -> None:
         self.stats.changes += 1
