@@ -154,7 +154,8 @@ class SpeakersConfig:
     # CAM++'s convolutions on int8 (onnxruntime, calibrated at load on the bundled sample
     # speech): 0.66-0.71x the speaker path's CPU (7.5-7.7 % of a core per stream), nearly
     # the same decisions, but with the float32 thresholds 1-3 fewer changes found on
-    # held-out speakers and 7 more nEMO labels wrong: off by default (docs/conversations.md).
+    # held-out speakers and 7 more nEMO labels wrong, and with thresholds refitted on its
+    # own embeddings 2-10 fewer: off by default (docs/conversations.md).
     int8: bool = False
     overlap_min_s: float = 0.2
     # Known parties: their events say their name instead of S1, S2, ... (an utterance is
