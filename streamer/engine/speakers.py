@@ -41,7 +41,7 @@ from models.speaker_encoder import SpeakerEncoder
 from models.speaker_segmentation import FRAME_SIZE, SpeakerSegmentation
 from streamer.core.config import SpeakersConfig
 from streamer.engine.speaker_clusters import Anchor, Revision, SpeakerReviser
-from streamer.engine.voice_memory import VoiceMemory
+from streamer.engine.voice_memory import VoiceMemory, nearest_or_new
 
 
 @dataclass(frozen=True)
@@ -230,14 +230,11 @@ class SpeakerTracker:
 
     def assign(self, embedding: np.ndarray) -> str:
         """The label of the speaker of ``embedding`` (L2-normalised); updates its mean."""
-        if self._sums:
-            means = np.stack([s / np.linalg.norm(s) for s in self._sums])
-            similarity = means @ embedding
-            best = int(np.argmax(similarity))
-            if similarity[best] >= self._threshold or len(self._sums) >= self._max:
-                self._sums[best] = self._sums[best] + embedding
-                self._counts[best] += 1
-                return self._labels[best]
+        best = nearest_or_new(self._sums, embedding, self._threshold, self._max)
+        if best is not None:
+            self._sums[best] = self._sums[best] + embedding
+            self._counts[best] += 1
+            return self._labels[best]
         label = self._new_label()
         self._labels.append(label)
         self._sums.append(embedding.astype(np.float64).copy())

@@ -22,8 +22,27 @@ per voice.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
+
+
+def unit_means(sums: Sequence[np.ndarray]) -> np.ndarray:
+    """The L2-normalised means of running sums of embeddings, one row each."""
+    stacked = np.stack(sums)
+    return stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_or_new(sums: Sequence[np.ndarray], embedding: np.ndarray, threshold: float,
+                   most: int) -> int | None:
+    """Which running sum an L2-normalised embedding joins in an online clustering: the
+    nearest mean when its cosine is at least ``threshold`` or ``most`` are kept already;
+    None when it starts a new one (``SpeakerTracker``'s labels, ``VoiceMemory``'s voices)."""
+    if not sums:
+        return None
+    similarity = unit_means(sums) @ embedding
+    best = int(np.argmax(similarity))
+    return best if similarity[best] >= threshold or len(sums) >= most else None
 
 
 class VoiceMemory:
@@ -47,22 +66,20 @@ class VoiceMemory:
 
     def add(self, embedding: np.ndarray) -> None:
         """One window's L2-normalised embedding joins its nearest voice (or a new one)."""
-        if self._sums:
-            similarity = self._means() @ embedding
-            best = int(np.argmax(similarity))
-            if similarity[best] >= self._threshold or len(self._sums) >= self._max_voices:
-                self._sums[best] = self._sums[best] + embedding
-                self._counts[best] += 1
-                return
-        self._sums.append(embedding.astype(np.float64))
-        self._counts.append(1)
+        best = nearest_or_new(self._sums, embedding, self._threshold, self._max_voices)
+        if best is None:
+            self._sums.append(embedding.astype(np.float64))
+            self._counts.append(1)
+        else:
+            self._sums[best] = self._sums[best] + embedding
+            self._counts[best] += 1
 
     def evidence(self, first: np.ndarray, second: np.ndarray) -> float:
         """How far apart two windows lie along the line between two known voices (the
         largest over pairs of voices); 0 until two voices have ``min_windows`` each."""
         if self.voices < 2:
             return 0.0
-        means = self._means()
+        means = unit_means(self._sums)
         known = [means[i] for i, count in enumerate(self._counts)
                  if count >= self._min_windows]
         difference = (first - second).astype(np.float64)
@@ -73,7 +90,3 @@ class VoiceMemory:
             if norm > 1e-9:
                 best = max(best, abs(float(difference @ axis)) / norm)
         return best
-
-    def _means(self) -> np.ndarray:
-        sums = np.stack(self._sums)
-        return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
