@@ -15,6 +15,7 @@ setting with bench/conversations.py on held-out speakers.
         --points 0.3,0.15 0.35,0.15 0.25,0.15 0.3,0.2 0.3,0.1 0.4,0.15 0.35,0.2 0.4,0.2 \
         --label 0.25 0.3 0.35 0.4 0.45 --out /tmp/refit_mixed.json
     # CAM++ on int8 (speakers.int8): add --speaker-set int8=true
+    # at 8 kHz (every mix through 8 kHz and back): add --telephone
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def main() -> int:
     parser.add_argument("--points", nargs="+", default=[], metavar="CHANGE,SCAN",
                         help="settings in this order (before the --change x --scan grid)")
     parser.add_argument("--label", type=float, nargs="+", required=True)
+    parser.add_argument("--telephone", action="store_true",
+                        help="every mix through 8 kHz and back, as bench/conversations.py")
     parser.add_argument("--speaker-set", dest="speaker_overrides", action="append",
                         default=[], metavar="KEY=VALUE", help="another speakers setting")
     parser.add_argument("--out", type=Path, required=True)
@@ -104,6 +107,8 @@ def main() -> int:
                                    random.Random(1000 + c))
         mix, placed = conv.assemble(pieces, gaps)
         solo_mix, solo_placed = conv.assemble(solo, gaps)
+        if args.telephone:
+            mix, solo_mix = conv.telephone(mix), conv.telephone(solo_mix)
         talks.append((mix, placed, solo_mix, solo_placed))
     print(f"assembled {len(talks)} conversations", file=sys.stderr)
     # --speaker-set int8=true: CAM++'s convolutions on int8, calibrated as the streamer does
@@ -163,6 +168,7 @@ def main() -> int:
         args.out.write_text(json.dumps({"encoder": args.encoder, "int8": bool(calibration),
                                         "pairing": args.pairing,
                                         "actors": args.actors, "extra": extra,
+                                        "telephone": args.telephone,
                                         "embeddings": encoder.calls, "grid": rows},
                                        indent=1) + "\n")
     return 0
