@@ -410,6 +410,10 @@ def main() -> int:
 
         speakers_config = SpeakersConfig(enabled=True, **{
             k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.speaker_overrides)})
+        # as the streamer serves an 8 kHz channel: the telephone_* thresholds apply (set
+        # them to null to measure the wideband ones at 8 kHz)
+        speakers_config = speakers_config.for_band("telephone" if args.telephone
+                                                   else "wideband")
         encoder = SpeakerEncoder(speakers_config.encoder, speaker_calibration(speakers_config))
         if speakers_config.segmentation:
             from models.speaker_segmentation import SpeakerSegmentation

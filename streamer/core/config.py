@@ -72,6 +72,11 @@ class SegmenterConfig:
 # labels unknown speakers get (S1, S2, ...).
 PARTY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
 AUTOMATIC_LABEL = re.compile(r"S[0-9]+")
+# CAM++'s thresholds for telephone-band channels (bench/experiments/speaker_refit.py
+# --telephone on RAVDESS actors 1-12; docs/conversations.md)
+TELEPHONE_CHANGE_THRESHOLD = 0.3
+TELEPHONE_SCAN_THRESHOLD = 0.2
+TELEPHONE_LABEL_THRESHOLD = 0.4
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,13 @@ class SpeakersConfig:
     # embedding is >= label_threshold; else a new one (at most max_speakers per channel).
     label_threshold: float = 0.25
     max_speakers: int = 8
+    # The same three thresholds for telephone-band channels (sources at 8 kHz or less),
+    # fitted on RAVDESS actors 1-12 through 8 kHz: band-limited speech makes every CAM++
+    # cosine higher, so the wideband thresholds cut too rarely there. null = the wideband
+    # value (docs/conversations.md, "Thresholds for 8 kHz channels").
+    telephone_change_threshold: float | None = TELEPHONE_CHANGE_THRESHOLD
+    telephone_scan_threshold: float | None = TELEPHONE_SCAN_THRESHOLD
+    telephone_label_threshold: float | None = TELEPHONE_LABEL_THRESHOLD
     # Revision: after each utterance, the channel's last revise_window labelled utterances
     # are clustered again (average linkage, same label_threshold and max_speakers); those
     # now placed with another speaker get its label and a speaker.revised event
@@ -162,6 +174,16 @@ class SpeakersConfig:
     # theirs by the same label_threshold). Turn boundaries are found as without enrolment.
     enrol: tuple[EnrolledSpeaker, ...] = ()
 
+    def for_band(self, band: str) -> SpeakersConfig:
+        """The settings for a channel of ``band`` (``models.feature_stats.band_of``): the
+        telephone thresholds replace the wideband ones on telephone-band channels."""
+        if band != "telephone":
+            return self
+        return dataclasses.replace(self, **{
+            key: getattr(self, f"telephone_{key}")
+            for key in ("change_threshold", "scan_threshold", "label_threshold")
+            if getattr(self, f"telephone_{key}") is not None})
+
     def __post_init__(self) -> None:
         names = [party.name for party in self.enrol]
         if len(set(names)) < len(names):
@@ -173,9 +195,13 @@ class SpeakersConfig:
             raise ConfigError("speakers.memory_weight must be >= 0 (0 turns the memory off), "
                               "memory_min_windows >= 1 and memory_voices >= 2")
         for key in ("change_threshold", "label_threshold", "scan_threshold",
-                    "memory_threshold"):
-            if not -1.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"speakers.{key} must be a cosine in [-1, 1]")
+                    "memory_threshold", "telephone_change_threshold",
+                    "telephone_scan_threshold", "telephone_label_threshold"):
+            value = getattr(self, key)
+            if value is not None and not -1.0 <= value <= 1.0:
+                raise ConfigError(f"speakers.{key} must be a cosine in [-1, 1]"
+                                  + (" or null (the wideband value)"
+                                     if key.startswith("telephone_") else ""))
         if self.window_s <= 0 or self.before_s <= 0 or self.min_pause_ms <= 0 \
                 or self.max_speakers < 1 or self.scan_peak_s <= 0:
             raise ConfigError("speakers.window_s, before_s, min_pause_ms, scan_peak_s and "

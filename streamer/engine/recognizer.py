@@ -244,14 +244,15 @@ class Recognizer:
         policy = ChannelPolicy(channel.stream_id, channel.channel, self.policy_config,
                                self.facts.model_id, self.facts.labels)
         self.bus.publish(policy.started(channel.describe()))
+        routing = route_channel(channel.input_rate, self.facts.narrowband_model,
+                                self.facts.uses_whisper_frames)
+        # a telephone-band channel gets the speaker thresholds fitted at 8 kHz
         speakers = None if self.voices is None else \
-            ChannelSpeakers(self.voices.encoder, self.config.speakers, self.voices.parties,
-                            self.voices.segmentation)
+            ChannelSpeakers(self.voices.encoder, self.config.speakers.for_band(routing.band),
+                            self.voices.parties, self.voices.segmentation)
         reason, error = "end_of_input", None
         try:
             async with asyncio.TaskGroup() as tg:
-                routing = route_channel(channel.input_rate, self.facts.narrowband_model,
-                                        self.facts.uses_whisper_frames)
                 segmenter = Segmenter(self.config.segmenter,
                                       change=speakers.change if speakers else None)
                 run = _ChannelRun(policy, segmenter, tg, routing, speakers)

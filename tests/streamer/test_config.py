@@ -88,3 +88,21 @@ def test_round_trip_through_dict() -> None:
     config = load_config(None, ["websocket.token=secret-token"])
     data = to_dict(config)
     assert data["websocket"]["token"] == "secret-token"
+
+
+def test_telephone_channels_get_the_speaker_thresholds_fitted_at_8khz() -> None:
+    """speakers.telephone_* replace the wideband thresholds on telephone-band channels only;
+    null keeps the wideband value; a value outside [-1, 1] says which key and what is
+    allowed."""
+    config = load_config(None, ["speakers.change_threshold=0.2",
+                                "speakers.telephone_change_threshold=0.35",
+                                "speakers.telephone_label_threshold=null"]).speakers
+    wide, phone = config.for_band("wideband"), config.for_band("telephone")
+    assert wide == config
+    assert (phone.change_threshold, phone.scan_threshold, phone.label_threshold) == (
+        0.35, config.telephone_scan_threshold, config.label_threshold)
+    shipped = load_config(None).speakers  # the 8 kHz fit differs from the wideband one
+    assert shipped.for_band("telephone").change_threshold > shipped.change_threshold
+    with pytest.raises(ConfigError, match=r"telephone_scan_threshold must be a cosine in "
+                                          r"\[-1, 1\] or null"):
+        load_config(None, ["speakers.telephone_scan_threshold=1.5"])

@@ -320,6 +320,39 @@ def test_run_publishes_speaker_labels(tmp_path: Path, enrol: list[str],
     assert [e["cut_reason"] for e in emotion] == ["speaker_change"] * 3 + ["pause"]
 
 
+@pytest.mark.slow
+@needs_ravdess
+def test_an_8khz_file_is_served_with_the_telephone_thresholds(tmp_path: Path) -> None:
+    """A file at 8 kHz is a telephone-band channel: speakers.telephone_* decide its turns
+    and labels, not the wideband thresholds. Set to -1 (no cosine is lower: never a change,
+    every utterance the first speaker) they leave one speaker; set to null the wideband
+    CAM++ thresholds apply and find both actors."""
+    import soxr
+
+    from streamer.apps.pipeline import run_pipeline
+    from streamer.engine.loading import load_models
+    from streamer.sources.local import FileSource
+
+    audio, _ = two_speaker_talk()
+    path = tmp_path / "talk-8k.wav"
+    sf.write(path, soxr.resample(audio, SAMPLE_RATE, 8000), 8000)
+    found = {}
+    for telephone in ("-1.0", "null"):
+        jsonl = tmp_path / f"events-{telephone}.jsonl"
+        config = load_config(None, [
+            f"source.path={path}", "source.realtime=false", "websocket.enabled=false",
+            "stdout.enabled=false", f"jsonl.path={jsonl}", "speakers.enabled=true",
+            *[f"speakers.{k}={v}" for k, v in CAMPPLUS.items()],
+            *[f"speakers.telephone_{k}={telephone}"
+              for k in ("change_threshold", "scan_threshold", "label_threshold")]])
+        asyncio.run(run_pipeline(config, FileSource(config.source), load_models(config)))
+        ended = [json.loads(line) for line in jsonl.read_text().splitlines()
+                 if json.loads(line)["type"] == "stream.ended"]
+        found[telephone] = [(e["speakers"], e["speaker_changes"]) for e in ended]
+    assert found["-1.0"] == [(1, 0)], found
+    assert found["null"][0][0] >= 2 and found["null"][0][1] >= 2, found
+
+
 # CAM++ with its first thresholds (docs/conversations.md, "CAM++"; the refitted defaults are
 # 0.25 / 0.2 / 0.25), and segmentation-3.0
 CAMPPLUS = {"encoder": "packaged:campplus", "change_threshold": 0.3, "scan_threshold": 0.15,
