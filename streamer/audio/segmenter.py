@@ -58,6 +58,7 @@ from typing import Protocol
 import numpy as np
 
 from models.audio import SAMPLE_RATE
+from streamer.audio.vad_level import VadLevel
 from streamer.core.config import SegmenterConfig
 from streamer.core.messages import (
     SegmenterEvent,
@@ -152,6 +153,10 @@ class Segmenter:
                 self._scan_peak = max(1, round(change.scan_peak_s * 1000 / config.frame_ms
                                                / self._scan_hop))
         self._vad = vad if vad is not None else make_vad(config.aggressiveness)
+        # quiet streams raised for the VAD only (segmenter.vad_gain_max_db; None: off)
+        self._level = VadLevel(config.vad_target_dbfs, config.vad_gain_max_db,
+                               max(1, int(config.vad_level_window_s * 1000) // config.frame_ms)
+                               ) if config.vad_gain_max_db > 0 else None
         self._frame_len = SAMPLE_RATE * config.frame_ms // 1000
         self._hangover_frames = max(1, config.hangover_ms // config.frame_ms)
         self._preroll_frames = config.preroll_ms // config.frame_ms
@@ -216,7 +221,8 @@ class Segmenter:
         events: list[SegmenterEvent] = []
         for i in range(n_frames):
             frame = audio[i * self._frame_len : (i + 1) * self._frame_len]
-            voiced = self._vad.is_speech(to_int16_bytes(frame), SAMPLE_RATE)
+            heard = frame if self._level is None else frame * np.float32(self._level.gain(frame))
+            voiced = self._vad.is_speech(to_int16_bytes(heard), SAMPLE_RATE)
             events.extend(self._step(frame, voiced))
             self._frame_index += 1
         self._pending = audio[n_frames * self._frame_len :].copy()

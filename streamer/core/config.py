@@ -66,6 +66,12 @@ class SegmenterConfig:
     turn_pause_ms: int = 60
     partial_interval_s: float = 1.0  # how often SpeechProgress is emitted while speaking
     speculative_pause_ms: int = 90  # silence after which the final ASR starts speculatively
+    # What the VAD hears of a quiet stream (streamer/audio/vad_level.py): frames are raised
+    # so the loudest of the last vad_level_window_s reaches vad_target_dbfs, by at most
+    # vad_gain_max_db (0: off). Only the VAD's copy; the models get the audio as it came.
+    vad_gain_max_db: float = 0.0
+    vad_target_dbfs: float = -40.0
+    vad_level_window_s: float = 10.0
 
 
 # An enrolled party's name: it is the events' ``speaker``, so it must not look like the
@@ -696,6 +702,9 @@ def validate(config: AppConfig) -> None:
         (seg.max_utterance_s >= 1.0, "segmenter.max_utterance_s must be >= 1.0"),
         (seg.max_utterance_s <= 28.0, "segmenter.max_utterance_s must be <= 28 (Whisper window)"),
         (seg.partial_interval_s > 0, "segmenter.partial_interval_s must be > 0"),
+        (0 <= seg.vad_gain_max_db <= 40, "segmenter.vad_gain_max_db must be 0..40 (0: off)"),
+        (seg.vad_target_dbfs <= 0, "segmenter.vad_target_dbfs must be <= 0 (dB full scale)"),
+        (seg.vad_level_window_s > 0, "segmenter.vad_level_window_s must be > 0"),
         (seg.turn_soft_s > 0, "segmenter.turn_soft_s must be > 0 (>= max_utterance_s: off)"),
         (seg.frame_ms <= seg.turn_pause_ms <= seg.hangover_ms,
          "segmenter.turn_pause_ms must be >= frame_ms and <= hangover_ms"),
