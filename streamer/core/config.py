@@ -299,8 +299,9 @@ class GateConfig:
     """Abstain on non-speech and unusable audio (streamer/audio/speech_gate.py)."""
 
     enabled: bool = True
-    # quieter utterances are not judged (after removing DC). RAVDESS's quietest held-out
-    # clips are at -63 dBFS, so -65 refused them 10 dB quieter (docs/performance.md).
+    # Quieter utterances are not judged (after removing DC): digital silence, DC. Real
+    # speech comes close: RAVDESS's quietest held-out takes are at -63 dBFS, and at the
+    # old -65 the same takes 10 dB quieter were refused (docs/performance.md, "Quiet speech").
     min_rms_dbfs: float = -85.0
     max_clipped_fraction: float = 0.05  # more samples at full scale: too distorted to judge
     # When Whisper's no-speech probability is above max_no_speech_prob, the words must be
