@@ -15,16 +15,18 @@ from collections import deque
 
 import numpy as np
 
+from streamer.audio.speech_gate import rms_dbfs
+
 SILENT_DBFS = -120.0  # the level of a frame of digital silence
 MIN_RANGE_DB = 15.0  # speech stands this far above the noise floor; steady noise does not
 NOISE_PERCENTILE = 10  # of the window's (non-silent) frame levels: its noise floor
 
 
 def frame_dbfs(frame: np.ndarray) -> float:
-    """RMS level of ``frame`` in dB full scale (DC removed; silence: SILENT_DBFS)."""
-    centred = frame.astype(np.float64) - float(np.mean(frame))
-    rms = float(np.sqrt(np.mean(np.square(centred)))) if len(frame) else 0.0
-    return max(SILENT_DBFS, 20.0 * np.log10(rms)) if rms > 0 else SILENT_DBFS
+    """The gate's RMS level of ``frame`` (DC removed), at least SILENT_DBFS."""
+    if len(frame) == 0:
+        return SILENT_DBFS
+    return max(SILENT_DBFS, rms_dbfs(frame.astype(np.float64) - float(np.mean(frame))))
 
 
 class VadLevel:
